@@ -1,0 +1,21 @@
+//! # missive-core: the sans-IO protocol core of Missive
+//!
+//! Bytes and time go in; frames to send, timers, persistence commands and
+//! events come out. No sockets, files, threads, async runtime, clock or OS
+//! randomness live here: a *driver* (see `missive-tokio`, `missive-async-std`,
+//! or the blocking example in `examples/`) owns those and feeds the core.
+//!
+//! Modules mirror docs/PROTOCOL.md: [`wire`] (framing and packets),
+//! [`crypto`] (identities, login transcript, envelopes), [`server`] and
+//! [`client`] (the two state machines).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod crypto;
+pub mod rng;
+pub mod server;
+pub mod types;
+pub mod wire;
+
+pub use types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName, UserNameError};
