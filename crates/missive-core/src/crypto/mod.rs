@@ -1,1 +1,13 @@
-//! Crypto.
+//! Cryptography: identities (RSA key pairs), the login/registration
+//! transcript signed with RSA-PSS-SHA256, and end-to-end envelopes
+//! (RSA-OAEP-SHA256 key wrap + ChaCha20-Poly1305, signed by the sender).
+//!
+//! See docs/PROTOCOL.md, sections "Authentication transcript" and "Envelope".
+
+mod auth;
+mod envelope;
+mod keys;
+
+pub use auth::{AuthContext, AuthError, AuthTranscript};
+pub use envelope::{open, peek_header, seal, EnvelopeHeader, OpenError, Opened, SealError, ENVELOPE_VERSION};
+pub use keys::{Fingerprint, Identity, KeyError, PublicKey, DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS};

@@ -1,5 +1,13 @@
 //! Wire format: 4-byte big-endian length prefix + one CBOR packet.
+//!
+//! [`codec`] turns packets into frames and byte streams back into packets;
+//! [`packet`] defines the packets of protocol version 1.
 
+pub mod codec;
 pub mod packet;
 
-pub use packet::{ClientPacket, ErrorCode, Notice, ServerPacket, WireLimits, PROTOCOL_VERSION};
+pub use codec::{
+    decode_packet, encode_frame, encode_frame_into, DecodeError, EncodeError, FrameDecoder,
+    CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN,
+};
+pub use packet::{ClientPacket, ErrorCode, Nonce, Notice, ServerPacket, WireLimits, PROTOCOL_VERSION};

@@ -172,6 +172,8 @@ pub enum ServerPacket {
         code: ErrorCode,
         /// The message concerned, where there is one.
         id: Option<MessageId>,
+        /// The user concerned (e.g. the unknown one), where there is one.
+        user: Option<UserName>,
         /// Human-readable detail; never parse it.
         detail: String,
     },
