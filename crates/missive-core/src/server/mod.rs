@@ -1,1 +1,430 @@
-//! Server.
+//! The server state machine.
+//!
+//! # The drive loop
+//!
+//! A driver owns sockets, a clock, a store and a seed; the [`Server`] owns
+//! every protocol decision. The loop, for any runtime:
+//!
+//! 1. Feed what happened: [`Server::handle_input`] with `now` and one
+//!    [`Input`] — a connection accepted, bytes read, a connection lost, a
+//!    durability report from the store, or a timer firing. Several inputs
+//!    may be fed before draining.
+//! 2. Drain [`Server::poll_output`] until `None`: write `Transmit` bytes to
+//!    the connection, `Close` it, hand `Persist` commands to the store (which
+//!    answers later with `Input::Durable(lsn)`), log `Event`s.
+//! 3. Sleep until [`Server::poll_timeout`] or the next I/O, then go to 1.
+//!
+//! ```
+//! use missive_core::server::{Input, Output, Server, ServerConfig, ServerState};
+//! use missive_core::ConnId;
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let mut server = Server::new(ServerConfig::default(), ServerState::new(), [7; 32], now, 1_700_000_000_000);
+//! server.handle_input(now, Input::Connected(ConnId(1)));
+//! // A tiny in-memory "store": everything is durable at once.
+//! while let Some(output) = server.poll_output() {
+//!     match output {
+//!         Output::Persist { lsn, cmd: _ } => server.handle_input(now, Input::Durable(lsn)),
+//!         Output::Transmit { conn: _, bytes: _ } => { /* write to the socket */ }
+//!         Output::Close { conn: _ } => { /* close the socket */ }
+//!         Output::Event(_) => { /* log */ }
+//!         _ => {}
+//!     }
+//! }
+//! assert!(server.poll_timeout().is_some()); // the handshake deadline
+//! ```
+//!
+//! Replies that promise durability (`Registered`, `Accepted`) and deliveries
+//! of new items are held back until the store has reported the command that
+//! backs them durable.
+
+mod config;
+mod conn;
+mod delivery;
+mod handshake;
+mod io;
+mod limits;
+mod presence;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use config::ServerConfig;
+pub use io::{CloseReason, Input, Output, ServerEvent};
+pub use state::{MailItem, Mailbox, PersistCmd, ServerState, UserRecord};
+
+use crate::rng::{self, CoreRng};
+use crate::types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName};
+use crate::wire::{encode_frame_into, ClientPacket, DecodeError, ErrorCode, ServerPacket};
+use conn::{Conn, Phase};
+use limits::{RecentIds, TokenBucket};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Instant;
+
+/// Volatile per-user bookkeeping (rebuilt at start, never persisted).
+#[derive(Debug)]
+struct UserRuntime {
+    /// The logged-in connection, if any.
+    session: Option<ConnId>,
+    /// Mailbox items with `seq` below this are durable and may be delivered.
+    deliverable_end: Seq,
+    /// When the user was last seen online (since this server started).
+    last_seen: Option<UnixMillis>,
+    /// Send rate limiter.
+    bucket: TokenBucket,
+    /// Ids this user sent recently.
+    recent: RecentIds,
+}
+
+/// Work waiting for a durability report.
+#[derive(Debug)]
+enum Held {
+    /// A reply promising durability.
+    Reply { conn: ConnId, packet: ServerPacket },
+    /// Items of `user`'s mailbox below `end` became deliverable.
+    Deliverable { user: UserName, end: Seq },
+    /// An event about a durable change.
+    Event(io::ServerEvent),
+}
+
+/// The sans-IO server. See the [module docs](self) for the drive loop.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    state: ServerState,
+    rng: CoreRng,
+    server_id: [u8; 16],
+    start: Instant,
+    start_unix: UnixMillis,
+    conns: HashMap<ConnId, Conn>,
+    users: HashMap<UserName, UserRuntime>,
+    outputs: VecDeque<Output>,
+    /// Connections with frames in `tx`.
+    dirty: Vec<ConnId>,
+    next_lsn: u64,
+    durable: Lsn,
+    held: VecDeque<(Lsn, Held)>,
+    /// Connection deadlines (handshake or liveness); stale entries are
+    /// re-checked when popped.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    next_expiry_check: Option<Instant>,
+}
+
+impl Server {
+    /// A server over `state` (empty on first start, or rebuilt from a store
+    /// with [`ServerState::apply`]). `seed` seeds every random value the
+    /// server draws (drivers take it from the OS); `now` and `unix_ms` are the
+    /// same moment on the monotonic and the wall clock.
+    pub fn new(mut config: ServerConfig, state: ServerState, seed: [u8; 32], now: Instant, unix_ms: UnixMillis) -> Self {
+        config.max_envelope = config.max_envelope.min(config.max_frame.saturating_sub(1024));
+        config.window = config.window.max(1);
+        let mut rng = rng::from_seed(seed);
+        let mut server = Self {
+            server_id: [0; 16],
+            start: now,
+            start_unix: unix_ms,
+            conns: HashMap::new(),
+            users: HashMap::new(),
+            outputs: VecDeque::new(),
+            dirty: Vec::new(),
+            next_lsn: 1,
+            durable: Lsn(0),
+            held: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            next_expiry_check: None,
+            rng: rng::derive(&mut rng),
+            config,
+            state,
+        };
+        server.server_id = match server.state.server_id() {
+            Some(id) => id,
+            None => {
+                let server_id = rng::bytes(&mut server.rng);
+                server.persist(state::PersistCmd::SetServerId { server_id });
+                server_id
+            }
+        };
+        server.rebuild_runtime(now);
+        server
+    }
+
+    /// Volatile per-user state from the durable state: everything queued is
+    /// durable, and every queued message id is remembered for deduplication.
+    fn rebuild_runtime(&mut self, now: Instant) {
+        let mut recent: Vec<(UserName, MessageId)> = Vec::new();
+        for (name, record) in self.state.users() {
+            let runtime = UserRuntime {
+                session: None,
+                deliverable_end: record.mailbox.next_seq,
+                last_seen: None,
+                bucket: TokenBucket::new(self.config.send_burst, now),
+                recent: RecentIds::default(),
+            };
+            self.users.insert(name.clone(), runtime);
+            for item in record.mailbox.items.values() {
+                if let MailItem::Message { from, id, .. } = item {
+                    recent.push((from.clone(), *id));
+                }
+            }
+        }
+        for (from, id) in recent {
+            let capacity = self.config.dedupe_per_sender;
+            if let Some(runtime) = self.users.get_mut(&from) {
+                runtime.recent.insert(id, Lsn(0), capacity);
+            }
+        }
+        if self.state.oldest_item().is_some() {
+            self.next_expiry_check = Some(now);
+        }
+    }
+
+    /// Feeds one input. See the [module docs](self).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Connected(conn) => self.on_connected(now, conn),
+            Input::Bytes(conn, bytes) => self.on_bytes(now, conn, bytes),
+            Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
+            Input::Durable(lsn) => self.on_durable(now, lsn),
+            Input::Timeout => self.on_timeout(now),
+        }
+    }
+
+    /// The next output, if any. Drain until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        while let Some(conn) = self.dirty.pop() {
+            if let Some(c) = self.conns.get_mut(&conn)
+                && !c.tx.is_empty()
+            {
+                return Some(Output::Transmit { conn, bytes: std::mem::take(&mut c.tx) });
+            }
+        }
+        None
+    }
+
+    /// When to feed `Input::Timeout` next, if anything waits on time.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (conn_deadline, self.next_expiry_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Tells every client the server is shutting down and closes every
+    /// connection. Drain outputs afterwards.
+    pub fn shutdown(&mut self, now: Instant) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.fatal(now, conn, ErrorCode::ShuttingDown, "server shutting down");
+        }
+    }
+
+    /// The durable state (including changes not yet reported durable).
+    pub fn state(&self) -> &ServerState {
+        &self.state
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// This server's stable id.
+    pub fn server_id(&self) -> [u8; 16] {
+        self.server_id
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether `user` is logged in and listening.
+    pub fn is_online(&self, user: &UserName) -> bool {
+        self.session_of(user).is_some_and(|(_, online)| online)
+    }
+
+    /// The highest LSN reported durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable
+    }
+
+    /// Bytes of read buffers held for all connections.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.values().map(|c| c.decoder.memory() + c.tx.capacity()).sum()
+    }
+
+    // ---- internals shared by the handler files ----
+
+    fn wall(&self, now: Instant) -> UnixMillis {
+        self.start_unix + now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    fn session_of(&self, user: &UserName) -> Option<(ConnId, bool)> {
+        let conn = self.users.get(user)?.session?;
+        let online = self.conns.get(&conn)?.session()?.online;
+        Some((conn, online))
+    }
+
+    fn runtime(&mut self, user: &UserName, now: Instant) -> &mut UserRuntime {
+        let burst = self.config.send_burst;
+        self.users.entry(user.clone()).or_insert_with(|| UserRuntime {
+            session: None,
+            deliverable_end: 0,
+            last_seen: None,
+            bucket: TokenBucket::new(burst, now),
+            recent: RecentIds::default(),
+        })
+    }
+
+    fn on_connected(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        let session_id = rng::bytes(&mut self.rng);
+        self.conns.insert(conn, Conn::new(self.config.max_frame, session_id, now));
+        self.timers.push(Reverse((now + self.config.handshake_timeout, conn)));
+    }
+
+    fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.decoder.push(bytes);
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else { return };
+            match c.decoder.next_packet::<ClientPacket>() {
+                Ok(Some(packet)) => {
+                    c.last_heard = now;
+                    self.on_packet(now, conn, packet);
+                }
+                Ok(None) => return,
+                Err(DecodeError::TooLarge { len, max }) => {
+                    let detail = format!("frame of {len} bytes, limit {max}");
+                    return self.fatal(now, conn, ErrorCode::FrameTooLarge, &detail);
+                }
+                Err(e) => return self.fatal(now, conn, ErrorCode::Malformed, &e.to_string()),
+            }
+        }
+    }
+
+    fn on_packet(&mut self, now: Instant, conn: ConnId, packet: ClientPacket) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        if let Phase::AwaitHello = c.phase {
+            return match packet {
+                ClientPacket::Hello { versions } => self.on_hello(now, conn, &versions),
+                _ => self.fatal(now, conn, ErrorCode::UnexpectedPacket, "the first packet must be hello"),
+            };
+        }
+        match packet {
+            ClientPacket::Hello { .. } => self.fatal(now, conn, ErrorCode::UnexpectedPacket, "hello twice"),
+            ClientPacket::Register { user, public_key } => self.on_register(now, conn, user, &public_key),
+            ClientPacket::Login { user } => self.on_login(now, conn, user),
+            ClientPacket::Prove { client_nonce, signature } => self.on_prove(now, conn, client_nonce, &signature),
+            ClientPacket::FetchKey { user } => self.on_fetch_key(conn, user),
+            ClientPacket::Send { id, to, envelope } => self.on_send(now, conn, id, to, envelope),
+            ClientPacket::Ack { seq } => self.on_ack(now, conn, seq),
+            ClientPacket::Ping => self.send(conn, &ServerPacket::Pong),
+            ClientPacket::SetPresence { online } => self.on_set_presence(now, conn, online),
+            ClientPacket::QueryPresence { user } => self.on_query_presence(now, conn, user),
+        }
+    }
+
+    fn on_durable(&mut self, now: Instant, lsn: Lsn) {
+        if lsn <= self.durable {
+            return;
+        }
+        self.durable = lsn;
+        while self.held.front().is_some_and(|(at, _)| *at <= lsn) {
+            if let Some((_, held)) = self.held.pop_front() {
+                self.run_held(now, held);
+            }
+        }
+    }
+
+    fn run_held(&mut self, now: Instant, held: Held) {
+        match held {
+            Held::Reply { conn, packet } => self.send(conn, &packet),
+            Held::Deliverable { user, end } => {
+                let runtime = self.runtime(&user, now);
+                runtime.deliverable_end = runtime.deliverable_end.max(end);
+                self.pump(&user);
+            }
+            Held::Event(event) => self.event(event),
+        }
+    }
+
+    /// Applies a command to the state and emits it for the store.
+    fn persist(&mut self, cmd: PersistCmd) -> Lsn {
+        self.state.apply(&cmd);
+        let lsn = Lsn(self.next_lsn);
+        self.next_lsn += 1;
+        self.outputs.push_back(Output::Persist { lsn, cmd });
+        lsn
+    }
+
+    /// Runs `held` once `lsn` is durable (now, if it already is).
+    fn after_durable(&mut self, now: Instant, lsn: Lsn, held: Held) {
+        if lsn <= self.durable {
+            self.run_held(now, held);
+        } else {
+            self.held.push_back((lsn, held));
+        }
+    }
+
+    /// Queues one packet on a connection.
+    fn send(&mut self, conn: ConnId, packet: &ServerPacket) {
+        let max_frame = self.config.max_frame;
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let was_empty = c.tx.is_empty();
+        // Packets the server builds stay within max_frame (envelopes are
+        // limited to max_frame − 1 KiB), so encoding cannot fail in practice;
+        // if it ever did, the packet is dropped rather than panicking.
+        if encode_frame_into(packet, max_frame, &mut c.tx).is_ok() && was_empty && !c.tx.is_empty() {
+            self.dirty.push(conn);
+        }
+    }
+
+    /// A non-fatal error answer.
+    fn send_error(&mut self, conn: ConnId, code: ErrorCode, id: Option<MessageId>, user: Option<UserName>, detail: &str) {
+        self.send(conn, &ServerPacket::Error { code, id, user, detail: detail.to_owned() });
+    }
+
+    /// A fatal error: Error frame, Close, event.
+    fn fatal(&mut self, now: Instant, conn: ConnId, code: ErrorCode, detail: &str) {
+        self.send_error(conn, code, None, None, detail);
+        self.close(now, conn, CloseReason::Error(code));
+    }
+
+    /// Forgets a connection. Emits Close unless the transport is already gone.
+    fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        let Some(mut c) = self.conns.remove(&conn) else { return };
+        if reason != CloseReason::TransportClosed {
+            if !c.tx.is_empty() {
+                self.outputs.push_back(Output::Transmit { conn, bytes: std::mem::take(&mut c.tx) });
+            }
+            self.outputs.push_back(Output::Close { conn });
+        }
+        let user = c.user().cloned();
+        if let Some(user) = &user {
+            let was_online = c.session().is_some_and(|s| s.online);
+            let wall = self.wall(now);
+            let runtime = self.runtime(user, now);
+            if runtime.session == Some(conn) {
+                runtime.session = None;
+                if was_online {
+                    runtime.last_seen = Some(wall);
+                    self.event(ServerEvent::PresenceChanged { user: user.clone(), online: false });
+                }
+            }
+        }
+        self.event(ServerEvent::ConnectionClosed { conn, user, reason });
+    }
+
+    fn event(&mut self, event: ServerEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}

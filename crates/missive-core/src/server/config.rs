@@ -1,0 +1,93 @@
+//! Server configuration: limits, timers and quotas, with documented defaults.
+
+use crate::wire::{WireLimits, DEFAULT_MAX_FRAME};
+use std::time::Duration;
+
+/// Everything a server operator can tune. `ServerConfig::default()` gives the
+/// defaults documented in docs/PROTOCOL.md ("Limits and defaults").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest frame payload accepted and sent (default 256 KiB).
+    pub max_frame: u32,
+    /// Largest sealed envelope accepted in Send (default `max_frame` − 1 KiB,
+    /// leaving room for the Message packet around it).
+    pub max_envelope: u32,
+    /// Unacknowledged deliveries in flight per connection (default 256).
+    pub window: u32,
+    /// Ping interval announced in Welcome (default 30 s).
+    pub ping_interval: Duration,
+    /// Intervals without any packet after which a client is offline and its
+    /// connection closed (default 3).
+    pub missed_pings: u32,
+    /// Time a new connection has to log in (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Lifetime of a login/registration challenge (default 30 s).
+    pub challenge_ttl: Duration,
+    /// Messages queued per recipient (default 1,000).
+    pub queue_max_messages: u32,
+    /// Envelope bytes queued per recipient (default 16 MiB).
+    pub queue_max_bytes: u64,
+    /// Share of a recipient's count and byte quotas one sender may hold, in
+    /// percent (default 50).
+    pub sender_share_percent: u8,
+    /// Messages a user may have queued anywhere plus notices queued for them
+    /// (default 10,000). Bounds notices, which are never dropped.
+    pub max_outstanding_per_sender: u32,
+    /// Time a queued message or notice lives before it expires (default 30 days).
+    pub message_ttl: Duration,
+    /// How often expiry is checked (default 60 s).
+    pub expiry_check_interval: Duration,
+    /// Sustained sends per second per user (token bucket refill, default 100).
+    pub send_rate_per_sec: u32,
+    /// Burst of sends per user (token bucket size, default 1,000).
+    pub send_burst: u32,
+    /// Recent message ids remembered per sender to answer retried sends
+    /// without duplicating (default 4,096).
+    pub dedupe_per_sender: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_envelope: DEFAULT_MAX_FRAME - 1024,
+            window: 256,
+            ping_interval: Duration::from_secs(30),
+            missed_pings: 3,
+            handshake_timeout: Duration::from_secs(10),
+            challenge_ttl: Duration::from_secs(30),
+            queue_max_messages: 1_000,
+            queue_max_bytes: 16 * 1024 * 1024,
+            sender_share_percent: 50,
+            max_outstanding_per_sender: 10_000,
+            message_ttl: Duration::from_secs(30 * 24 * 3600),
+            expiry_check_interval: Duration::from_secs(60),
+            send_rate_per_sec: 100,
+            send_burst: 1_000,
+            dedupe_per_sender: 4_096,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The limits announced to clients in Welcome.
+    pub fn wire_limits(&self) -> WireLimits {
+        WireLimits { max_frame: self.max_frame, max_envelope: self.max_envelope, window: self.window }
+    }
+
+    /// Most messages one sender may have queued for one recipient.
+    pub fn sender_max_messages(&self) -> u32 {
+        ((u64::from(self.queue_max_messages) * u64::from(self.sender_share_percent)) / 100).max(1) as u32
+    }
+
+    /// Most envelope bytes one sender may have queued for one recipient.
+    pub fn sender_max_bytes(&self) -> u64 {
+        (self.queue_max_bytes / 100).saturating_mul(u64::from(self.sender_share_percent)).max(1)
+    }
+
+    /// How long a logged-in connection may stay silent.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.ping_interval.saturating_mul(self.missed_pings.max(1))
+    }
+}

@@ -1,0 +1,94 @@
+//! What goes into and comes out of the server state machine.
+
+use super::state::PersistCmd;
+use crate::types::{ConnId, Lsn, UserName};
+use crate::wire::ErrorCode;
+
+/// An input to [`super::Server::handle_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A transport connection was accepted. `ConnId`s are chosen by the
+    /// driver and never reused while the server knows the connection.
+    Connected(ConnId),
+    /// Bytes arrived on a connection (any chunking).
+    Bytes(ConnId, &'a [u8]),
+    /// The transport connection is gone (peer closed, I/O error, or the
+    /// driver dropped a client that does not read).
+    Disconnected(ConnId),
+    /// Every persistence command up to and including this LSN is durable.
+    Durable(Lsn),
+    /// The time returned by `poll_timeout` has come (early calls are harmless).
+    Timeout,
+}
+
+/// An output from [`super::Server::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes (one or more whole frames) to the connection.
+    Transmit {
+        /// Where.
+        conn: ConnId,
+        /// What.
+        bytes: Vec<u8>,
+    },
+    /// Close the connection after writing what was transmitted before.
+    Close {
+        /// Which.
+        conn: ConnId,
+    },
+    /// Make this command durable, then report `Input::Durable(lsn)`.
+    /// LSNs are strictly increasing; report the highest durable one.
+    Persist {
+        /// Sequence number of the command.
+        lsn: Lsn,
+        /// The change.
+        cmd: PersistCmd,
+    },
+    /// Something worth logging or counting happened.
+    Event(ServerEvent),
+}
+
+/// Observable happenings, for logs and metrics. Opaque to the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A user name was registered (durably).
+    UserRegistered {
+        /// The name.
+        user: UserName,
+    },
+    /// A connection logged in.
+    LoggedIn {
+        /// The connection.
+        conn: ConnId,
+        /// As whom.
+        user: UserName,
+    },
+    /// A user came online or went offline.
+    PresenceChanged {
+        /// Who.
+        user: UserName,
+        /// Now online?
+        online: bool,
+    },
+    /// A connection ended.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// The user it was logged in as.
+        user: Option<UserName>,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The transport went away (`Input::Disconnected`).
+    TransportClosed,
+    /// The server closed it after sending this fatal error code (protocol
+    /// violation, timeout, replaced session, shutdown).
+    Error(ErrorCode),
+}

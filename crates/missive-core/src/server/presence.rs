@@ -1,0 +1,70 @@
+//! Presence, liveness and timers.
+
+use super::{Server, ServerEvent};
+use crate::types::{ConnId, UserName};
+use crate::wire::{ErrorCode, ServerPacket};
+use std::cmp::Reverse;
+use std::time::Instant;
+
+impl Server {
+    pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {
+        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut()) else {
+            return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
+        };
+        if session.online == online {
+            return;
+        }
+        session.online = online;
+        let user = session.user.clone();
+        if !online {
+            let wall = self.wall(now);
+            self.runtime(&user, now).last_seen = Some(wall);
+        }
+        self.event(ServerEvent::PresenceChanged { user: user.clone(), online });
+        if online {
+            self.pump(&user);
+        }
+    }
+
+    pub(super) fn on_query_presence(&mut self, now: Instant, conn: ConnId, user: UserName) {
+        if self.conns.get(&conn).and_then(|c| c.user()).is_none() {
+            return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
+        }
+        if self.state.user(&user).is_none() {
+            return self.send_error(conn, ErrorCode::UnknownUser, None, Some(user), "no such user");
+        }
+        let online = self.is_online(&user);
+        let last_seen_ms = if online { Some(self.wall(now)) } else { self.users.get(&user).and_then(|r| r.last_seen) };
+        self.send(conn, &ServerPacket::Presence { user, online, last_seen_ms });
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(deadline) = self.deadline_of(conn) else { continue };
+            if deadline <= now {
+                let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
+                let detail = if logged_in { "no ping within the liveness timeout" } else { "handshake deadline passed" };
+                self.fatal(now, conn, ErrorCode::Timeout, detail);
+            } else {
+                self.timers.push(Reverse((deadline, conn)));
+            }
+        }
+        if self.next_expiry_check.is_some_and(|at| at <= now) {
+            self.expire(now);
+        }
+    }
+
+    /// The connection's current deadline: the handshake deadline before
+    /// login, the liveness deadline after.
+    fn deadline_of(&self, conn: ConnId) -> Option<Instant> {
+        let c = self.conns.get(&conn)?;
+        Some(match c.user() {
+            None => c.connected_at + self.config.handshake_timeout,
+            Some(_) => c.last_heard + self.config.liveness_timeout(),
+        })
+    }
+}
