@@ -18,4 +18,7 @@ pub mod server;
 pub mod types;
 pub mod wire;
 
+#[cfg(test)]
+mod test_keys;
+
 pub use types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName, UserNameError};

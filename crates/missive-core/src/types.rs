@@ -127,7 +127,9 @@ impl fmt::Debug for MessageId {
 pub struct ConnId(pub u64);
 
 /// Log sequence number of a persistence command. Strictly increasing.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Lsn(pub u64);
 
@@ -146,7 +148,10 @@ mod tests {
         assert!(UserName::new("a").is_ok());
         assert!(UserName::new("a.b_c-d9").is_ok());
         assert_eq!(UserName::new(""), Err(UserNameError::Empty));
-        assert_eq!(UserName::new("x".repeat(33)), Err(UserNameError::TooLong { len: 33 }));
+        assert_eq!(
+            UserName::new("x".repeat(33)),
+            Err(UserNameError::TooLong { len: 33 })
+        );
         assert!(UserName::new("x".repeat(32)).is_ok());
         assert_eq!(UserName::new("Bob"), Err(UserNameError::BadCharacter));
         assert_eq!(UserName::new("b b"), Err(UserNameError::BadCharacter));

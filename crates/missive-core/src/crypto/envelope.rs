@@ -112,6 +112,13 @@ pub fn open(
     envelope: &[u8],
     max_len: usize,
 ) -> Result<Opened, OpenError> {
-    let _ = (identity, recipient, expected_sender, sender_key, envelope, max_len);
+    let _ = (
+        identity,
+        recipient,
+        expected_sender,
+        sender_key,
+        envelope,
+        max_len,
+    );
     todo!()
 }

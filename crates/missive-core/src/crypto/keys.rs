@@ -68,7 +68,9 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 

@@ -9,5 +9,9 @@ mod envelope;
 mod keys;
 
 pub use auth::{AuthContext, AuthError, AuthTranscript};
-pub use envelope::{open, peek_header, seal, EnvelopeHeader, OpenError, Opened, SealError, ENVELOPE_VERSION};
-pub use keys::{Fingerprint, Identity, KeyError, PublicKey, DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS};
+pub use envelope::{
+    ENVELOPE_VERSION, EnvelopeHeader, OpenError, Opened, SealError, open, peek_header, seal,
+};
+pub use keys::{
+    DEFAULT_KEY_BITS, Fingerprint, Identity, KeyError, MAX_KEY_BITS, MIN_KEY_BITS, PublicKey,
+};

@@ -1,6 +1,6 @@
 //! Server configuration: limits, timers and quotas, with documented defaults.
 
-use crate::wire::{WireLimits, DEFAULT_MAX_FRAME};
+use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
 use std::time::Duration;
 
 /// Everything a server operator can tune. `ServerConfig::default()` gives the
@@ -73,17 +73,24 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The limits announced to clients in Welcome.
     pub fn wire_limits(&self) -> WireLimits {
-        WireLimits { max_frame: self.max_frame, max_envelope: self.max_envelope, window: self.window }
+        WireLimits {
+            max_frame: self.max_frame,
+            max_envelope: self.max_envelope,
+            window: self.window,
+        }
     }
 
     /// Most messages one sender may have queued for one recipient.
     pub fn sender_max_messages(&self) -> u32 {
-        ((u64::from(self.queue_max_messages) * u64::from(self.sender_share_percent)) / 100).max(1) as u32
+        ((u64::from(self.queue_max_messages) * u64::from(self.sender_share_percent)) / 100).max(1)
+            as u32
     }
 
     /// Most envelope bytes one sender may have queued for one recipient.
     pub fn sender_max_bytes(&self) -> u64 {
-        (self.queue_max_bytes / 100).saturating_mul(u64::from(self.sender_share_percent)).max(1)
+        (self.queue_max_bytes / 100)
+            .saturating_mul(u64::from(self.sender_share_percent))
+            .max(1)
     }
 
     /// How long a logged-in connection may stay silent.

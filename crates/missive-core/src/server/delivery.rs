@@ -6,47 +6,108 @@ use crate::wire::{ErrorCode, Notice, ServerPacket};
 use std::time::Instant;
 
 impl Server {
-    pub(super) fn on_send(&mut self, now: Instant, conn: ConnId, id: MessageId, to: UserName, envelope: Vec<u8>) {
+    pub(super) fn on_send(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: MessageId,
+        to: UserName,
+        envelope: Vec<u8>,
+    ) {
         let Some(from) = self.conns.get(&conn).and_then(|c| c.user().cloned()) else {
             return self.send_error(conn, ErrorCode::NotLoggedIn, Some(id), None, "log in first");
         };
         if envelope.len() > self.config.max_envelope as usize {
-            let detail = format!("envelope of {} bytes, limit {}", envelope.len(), self.config.max_envelope);
+            let detail = format!(
+                "envelope of {} bytes, limit {}",
+                envelope.len(),
+                self.config.max_envelope
+            );
             return self.send_error(conn, ErrorCode::EnvelopeTooLarge, Some(id), None, &detail);
         }
         // A retry of a message already taken: answer as the first time.
         if let Some(lsn) = self.runtime(&from, now).recent.get(&id) {
-            return self.after_durable(now, lsn, Held::Reply { conn, packet: ServerPacket::Accepted { id } });
+            return self.after_durable(
+                now,
+                lsn,
+                Held::Reply {
+                    conn,
+                    packet: ServerPacket::Accepted { id },
+                },
+            );
         }
         let Some(recipient) = self.state.user(&to) else {
-            return self.send_error(conn, ErrorCode::UnknownUser, Some(id), Some(to), "no such user");
+            return self.send_error(
+                conn,
+                ErrorCode::UnknownUser,
+                Some(id),
+                Some(to),
+                "no such user",
+            );
         };
         if let Err(detail) = self.check_quota(&from, recipient, envelope.len() as u64) {
             return self.send_error(conn, ErrorCode::QueueFull, Some(id), Some(to), detail);
         }
         let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
         if !self.runtime(&from, now).bucket.try_take(rate, burst, now) {
-            return self.send_error(conn, ErrorCode::RateLimited, Some(id), None, "send rate exceeded, retry later");
+            return self.send_error(
+                conn,
+                ErrorCode::RateLimited,
+                Some(id),
+                None,
+                "send rate exceeded, retry later",
+            );
         }
         let seq = self.state.user(&to).map_or(0, |r| r.mailbox.next_seq);
-        let item = MailItem::Message { from: from.clone(), id, envelope, enqueued_at: self.wall(now) };
-        let lsn = self.persist(PersistCmd::Enqueue { user: to.clone(), seq, item });
+        let item = MailItem::Message {
+            from: from.clone(),
+            id,
+            envelope,
+            enqueued_at: self.wall(now),
+        };
+        let lsn = self.persist(PersistCmd::Enqueue {
+            user: to.clone(),
+            seq,
+            item,
+        });
         let capacity = self.config.dedupe_per_sender;
         self.runtime(&from, now).recent.insert(id, lsn, capacity);
-        self.after_durable(now, lsn, Held::Reply { conn, packet: ServerPacket::Accepted { id } });
-        self.after_durable(now, lsn, Held::Deliverable { user: to, end: seq + 1 });
+        self.after_durable(
+            now,
+            lsn,
+            Held::Reply {
+                conn,
+                packet: ServerPacket::Accepted { id },
+            },
+        );
+        self.after_durable(
+            now,
+            lsn,
+            Held::Deliverable {
+                user: to,
+                end: seq + 1,
+            },
+        );
         self.arm_expiry(now);
     }
 
     /// Checks the recipient's quotas and the sender's share of them.
-    fn check_quota(&self, from: &UserName, recipient: &super::UserRecord, len: u64) -> Result<(), &'static str> {
+    fn check_quota(
+        &self,
+        from: &UserName,
+        recipient: &super::UserRecord,
+        len: u64,
+    ) -> Result<(), &'static str> {
         let cfg = &self.config;
         let mailbox = &recipient.mailbox;
-        if mailbox.message_count >= cfg.queue_max_messages || mailbox.message_bytes + len > cfg.queue_max_bytes {
+        if mailbox.message_count >= cfg.queue_max_messages
+            || mailbox.message_bytes + len > cfg.queue_max_bytes
+        {
             return Err("recipient's queue is full");
         }
         let usage = mailbox.per_sender.get(from).copied().unwrap_or_default();
-        if usage.messages >= cfg.sender_max_messages() || usage.bytes + len > cfg.sender_max_bytes() {
+        if usage.messages >= cfg.sender_max_messages() || usage.bytes + len > cfg.sender_max_bytes()
+        {
             return Err("your share of the recipient's queue is used up");
         }
         let outstanding = self.state.user(from).map_or(0, |r| r.outstanding);
@@ -57,23 +118,44 @@ impl Server {
     }
 
     pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, seq: Seq) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let Some(session) = c.session_mut() else {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         };
         if !session.in_flight.remove(&seq) {
-            return self.send_error(conn, ErrorCode::UnknownSeq, None, None, "nothing in flight with that seq");
+            return self.send_error(
+                conn,
+                ErrorCode::UnknownSeq,
+                None,
+                None,
+                "nothing in flight with that seq",
+            );
         }
         let user = session.user.clone();
-        let item = self.state.user(&user).and_then(|r| r.mailbox.items.get(&seq));
+        let item = self
+            .state
+            .user(&user)
+            .and_then(|r| r.mailbox.items.get(&seq));
         let delivered = match item {
             Some(MailItem::Message { from, id, .. }) => Some((from.clone(), *id)),
             Some(MailItem::Notice { .. }) => None,
             None => return self.pump(&user), // expired meanwhile
         };
-        self.persist(PersistCmd::Ack { user: user.clone(), seq });
+        self.persist(PersistCmd::Ack {
+            user: user.clone(),
+            seq,
+        });
         if let Some((from, id)) = delivered {
-            self.enqueue_notice(now, &from, Notice::Delivered { to: user.clone(), id });
+            self.enqueue_notice(
+                now,
+                &from,
+                Notice::Delivered {
+                    to: user.clone(),
+                    id,
+                },
+            );
         }
         self.pump(&user);
     }
@@ -81,22 +163,48 @@ impl Server {
     /// Queues a notice for `owner` (never refused: notices are bounded by
     /// the sender's outstanding limit checked at Send).
     pub(super) fn enqueue_notice(&mut self, now: Instant, owner: &UserName, notice: Notice) {
-        let Some(record) = self.state.user(owner) else { return };
+        let Some(record) = self.state.user(owner) else {
+            return;
+        };
         let seq = record.mailbox.next_seq;
-        let item = MailItem::Notice { notice, enqueued_at: self.wall(now) };
-        let lsn = self.persist(PersistCmd::Enqueue { user: owner.clone(), seq, item });
-        self.after_durable(now, lsn, Held::Deliverable { user: owner.clone(), end: seq + 1 });
+        let item = MailItem::Notice {
+            notice,
+            enqueued_at: self.wall(now),
+        };
+        let lsn = self.persist(PersistCmd::Enqueue {
+            user: owner.clone(),
+            seq,
+            item,
+        });
+        self.after_durable(
+            now,
+            lsn,
+            Held::Deliverable {
+                user: owner.clone(),
+                end: seq + 1,
+            },
+        );
         self.arm_expiry(now);
     }
 
     /// Delivers what `user`'s window and presence allow.
     pub(super) fn pump(&mut self, user: &UserName) {
-        let Some(runtime) = self.users.get(user) else { return };
-        let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else { return };
+        let Some(runtime) = self.users.get(user) else {
+            return;
+        };
+        let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else {
+            return;
+        };
         let window = self.config.window as usize;
-        let Some(record) = self.state.user(user) else { return };
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(session) = c.session_mut() else { return };
+        let Some(record) = self.state.user(user) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(session) = c.session_mut() else {
+            return;
+        };
         if !session.online {
             return;
         }
@@ -108,10 +216,18 @@ impl Server {
             session.cursor = seq + 1;
             session.in_flight.insert(*seq);
             packets.push(match item {
-                MailItem::Message { from, id, envelope, .. } => {
-                    ServerPacket::Message { seq: *seq, from: from.clone(), id: *id, envelope: envelope.clone() }
-                }
-                MailItem::Notice { notice, .. } => ServerPacket::Notice { seq: *seq, notice: notice.clone() },
+                MailItem::Message {
+                    from, id, envelope, ..
+                } => ServerPacket::Message {
+                    seq: *seq,
+                    from: from.clone(),
+                    id: *id,
+                    envelope: envelope.clone(),
+                },
+                MailItem::Notice { notice, .. } => ServerPacket::Notice {
+                    seq: *seq,
+                    notice: notice.clone(),
+                },
             });
         }
         for packet in &packets {
@@ -131,16 +247,33 @@ impl Server {
     pub(super) fn expire(&mut self, now: Instant) {
         let ttl_ms = self.config.message_ttl.as_millis() as u64;
         let cutoff = self.wall(now).saturating_sub(ttl_ms);
-        let due: Vec<(UserName, Seq)> = self.state.expired_items(cutoff).map(|(u, s)| (u.clone(), s)).collect();
+        let due: Vec<(UserName, Seq)> = self
+            .state
+            .expired_items(cutoff)
+            .map(|(u, s)| (u.clone(), s))
+            .collect();
         for (user, seq) in due {
-            let item = self.state.user(&user).and_then(|r| r.mailbox.items.get(&seq));
+            let item = self
+                .state
+                .user(&user)
+                .and_then(|r| r.mailbox.items.get(&seq));
             let expired = match item {
                 Some(MailItem::Message { from, id, .. }) => Some((from.clone(), *id)),
                 _ => None,
             };
-            self.persist(PersistCmd::Expire { user: user.clone(), seq });
+            self.persist(PersistCmd::Expire {
+                user: user.clone(),
+                seq,
+            });
             if let Some((from, id)) = expired {
-                self.enqueue_notice(now, &from, Notice::Expired { to: user.clone(), id });
+                self.enqueue_notice(
+                    now,
+                    &from,
+                    Notice::Expired {
+                        to: user.clone(),
+                        id,
+                    },
+                );
             }
             if let Some((conn, _)) = self.session_of(&user)
                 && let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut())
@@ -149,7 +282,9 @@ impl Server {
             }
             self.pump(&user);
         }
-        self.next_expiry_check =
-            self.state.oldest_item().map(|_| now + self.config.expiry_check_interval);
+        self.next_expiry_check = self
+            .state
+            .oldest_item()
+            .map(|_| now + self.config.expiry_check_interval);
     }
 }

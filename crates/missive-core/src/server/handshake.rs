@@ -5,7 +5,7 @@ use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
 use crate::rng;
 use crate::types::{ConnId, UserName};
-use crate::wire::{ErrorCode, Nonce, ServerPacket, PROTOCOL_VERSION};
+use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -15,7 +15,9 @@ impl Server {
             let detail = format!("this server speaks version {PROTOCOL_VERSION} only");
             return self.fatal(now, conn, ErrorCode::UnsupportedVersion, &detail);
         }
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.phase = Phase::Open;
         let welcome = ServerPacket::Welcome {
             version: PROTOCOL_VERSION,
@@ -27,20 +29,41 @@ impl Server {
         self.send(conn, &welcome);
     }
 
-    pub(super) fn on_register(&mut self, now: Instant, conn: ConnId, user: UserName, public_key: &[u8]) {
+    pub(super) fn on_register(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserName,
+        public_key: &[u8],
+    ) {
         if self.refuse_if_logged_in(conn) {
             return;
         }
         let key = match PublicKey::from_spki_der(public_key) {
             Ok(key) => key,
-            Err(e) => return self.send_error(conn, ErrorCode::BadKey, None, Some(user), &e.to_string()),
+            Err(e) => {
+                return self.send_error(conn, ErrorCode::BadKey, None, Some(user), &e.to_string());
+            }
         };
         if let Some(record) = self.state.user(&user)
             && record.public_key != key.to_spki_der()
         {
-            return self.send_error(conn, ErrorCode::NameTaken, None, Some(user), "name registered with another key");
+            return self.send_error(
+                conn,
+                ErrorCode::NameTaken,
+                None,
+                Some(user),
+                "name registered with another key",
+            );
         }
-        self.challenge(now, conn, ChallengePurpose::Register { user, key: Box::new(key) });
+        self.challenge(
+            now,
+            conn,
+            ChallengePurpose::Register {
+                user,
+                key: Box::new(key),
+            },
+        );
     }
 
     pub(super) fn on_login(&mut self, now: Instant, conn: ConnId, user: UserName) {
@@ -48,7 +71,13 @@ impl Server {
             return;
         }
         if self.state.user(&user).is_none() {
-            return self.send_error(conn, ErrorCode::UnknownUser, None, Some(user), "no such user");
+            return self.send_error(
+                conn,
+                ErrorCode::UnknownUser,
+                None,
+                Some(user),
+                "no such user",
+            );
         }
         self.challenge(now, conn, ChallengePurpose::Login { user });
     }
@@ -56,7 +85,13 @@ impl Server {
     fn refuse_if_logged_in(&mut self, conn: ConnId) -> bool {
         let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
         if logged_in {
-            self.send_error(conn, ErrorCode::AlreadyAuthenticated, None, None, "already logged in");
+            self.send_error(
+                conn,
+                ErrorCode::AlreadyAuthenticated,
+                None,
+                None,
+                "already logged in",
+            );
         }
         logged_in
     }
@@ -64,26 +99,64 @@ impl Server {
     fn challenge(&mut self, now: Instant, conn: ConnId, purpose: ChallengePurpose) {
         let nonce: Nonce = rng::bytes(&mut self.rng);
         let ttl = self.config.challenge_ttl;
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        c.challenge = Some(Challenge { nonce, expires: now + ttl, purpose });
-        self.send(conn, &ServerPacket::Challenge { nonce, expires_in_ms: ttl.as_millis() as u64 });
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.challenge = Some(Challenge {
+            nonce,
+            expires: now + ttl,
+            purpose,
+        });
+        self.send(
+            conn,
+            &ServerPacket::Challenge {
+                nonce,
+                expires_in_ms: ttl.as_millis() as u64,
+            },
+        );
     }
 
-    pub(super) fn on_prove(&mut self, now: Instant, conn: ConnId, client_nonce: Nonce, signature: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+    pub(super) fn on_prove(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        client_nonce: Nonce,
+        signature: &[u8],
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let session_id = c.session_id;
         // Single use: the challenge is gone whatever the outcome.
         let challenge = match c.challenge.take() {
             Some(ch) if ch.expires > now => ch,
-            _ => return self.send_error(conn, ErrorCode::NoChallenge, None, None, "no live challenge"),
+            _ => {
+                return self.send_error(
+                    conn,
+                    ErrorCode::NoChallenge,
+                    None,
+                    None,
+                    "no live challenge",
+                );
+            }
         };
         let (context, user, key) = match challenge.purpose {
             ChallengePurpose::Register { user, key } => (AuthContext::Register, user, *key),
             ChallengePurpose::Login { user } => {
-                let stored = self.state.user(&user).map(|r| PublicKey::from_spki_der(&r.public_key));
+                let stored = self
+                    .state
+                    .user(&user)
+                    .map(|r| PublicKey::from_spki_der(&r.public_key));
                 match stored {
                     Some(Ok(key)) => (AuthContext::Login, user, key),
-                    _ => return self.fatal(now, conn, ErrorCode::AuthFailed, "user has no usable key"),
+                    _ => {
+                        return self.fatal(
+                            now,
+                            conn,
+                            ErrorCode::AuthFailed,
+                            "user has no usable key",
+                        );
+                    }
                 }
             }
         };
@@ -96,7 +169,12 @@ impl Server {
             client_nonce,
         };
         if transcript.verify(&key, signature).is_err() {
-            return self.fatal(now, conn, ErrorCode::AuthFailed, "signature does not verify");
+            return self.fatal(
+                now,
+                conn,
+                ErrorCode::AuthFailed,
+                "signature does not verify",
+            );
         }
         match context {
             AuthContext::Register => self.complete_registration(now, conn, user, &key),
@@ -104,17 +182,39 @@ impl Server {
         }
     }
 
-    fn complete_registration(&mut self, now: Instant, conn: ConnId, user: UserName, key: &PublicKey) {
+    fn complete_registration(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: UserName,
+        key: &PublicKey,
+    ) {
         match self.state.user(&user) {
             Some(record) if record.public_key == key.to_spki_der() => {
                 // Idempotent: the same name with the same key again.
                 self.send(conn, &ServerPacket::Registered { user });
             }
-            Some(_) => self.send_error(conn, ErrorCode::NameTaken, None, Some(user), "name registered with another key"),
+            Some(_) => self.send_error(
+                conn,
+                ErrorCode::NameTaken,
+                None,
+                Some(user),
+                "name registered with another key",
+            ),
             None => {
-                let lsn = self.persist(PersistCmd::RegisterUser { user: user.clone(), public_key: key.to_spki_der().to_vec() });
+                let lsn = self.persist(PersistCmd::RegisterUser {
+                    user: user.clone(),
+                    public_key: key.to_spki_der().to_vec(),
+                });
                 self.runtime(&user, now);
-                self.after_durable(now, lsn, Held::Reply { conn, packet: ServerPacket::Registered { user: user.clone() } });
+                self.after_durable(
+                    now,
+                    lsn,
+                    Held::Reply {
+                        conn,
+                        packet: ServerPacket::Registered { user: user.clone() },
+                    },
+                );
                 self.after_durable(now, lsn, Held::Event(ServerEvent::UserRegistered { user }));
             }
         }
@@ -125,18 +225,45 @@ impl Server {
         if let Some(old) = previous
             && old != conn
         {
-            self.fatal(now, old, ErrorCode::SessionReplaced, "a newer login replaced this session");
+            self.fatal(
+                now,
+                old,
+                ErrorCode::SessionReplaced,
+                "a newer login replaced this session",
+            );
             // `fatal` cleared the session slot if it still named `old`.
             self.runtime(&user, now).session = Some(conn);
         }
         // The connection's timer entry (set at connect) is re-armed with the
         // liveness deadline when it fires.
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        c.phase = Phase::LoggedIn(LoggedIn { user: user.clone(), online: true, cursor: 0, in_flight: HashSet::new() });
-        let queued = self.state.user(&user).map_or(0, |r| r.mailbox.items.len() as u64);
-        self.send(conn, &ServerPacket::LoggedIn { user: user.clone(), queued });
-        self.event(ServerEvent::LoggedIn { conn, user: user.clone() });
-        self.event(ServerEvent::PresenceChanged { user: user.clone(), online: true });
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::LoggedIn(LoggedIn {
+            user: user.clone(),
+            online: true,
+            cursor: 0,
+            in_flight: HashSet::new(),
+        });
+        let queued = self
+            .state
+            .user(&user)
+            .map_or(0, |r| r.mailbox.items.len() as u64);
+        self.send(
+            conn,
+            &ServerPacket::LoggedIn {
+                user: user.clone(),
+                queued,
+            },
+        );
+        self.event(ServerEvent::LoggedIn {
+            conn,
+            user: user.clone(),
+        });
+        self.event(ServerEvent::PresenceChanged {
+            user: user.clone(),
+            online: true,
+        });
         self.pump(&user);
     }
 
@@ -146,7 +273,13 @@ impl Server {
                 let public_key = record.public_key.clone();
                 self.send(conn, &ServerPacket::Key { user, public_key });
             }
-            None => self.send_error(conn, ErrorCode::UnknownUser, None, Some(user), "no such user"),
+            None => self.send_error(
+                conn,
+                ErrorCode::UnknownUser,
+                None,
+                Some(user),
+                "no such user",
+            ),
         }
     }
 }

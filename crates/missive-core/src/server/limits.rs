@@ -14,7 +14,10 @@ pub(crate) struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(burst: u32, now: Instant) -> Self {
-        Self { tokens: f64::from(burst), last: now }
+        Self {
+            tokens: f64::from(burst),
+            last: now,
+        }
     }
 
     /// Takes one token if there is one.

@@ -56,7 +56,7 @@ pub use state::{MailItem, Mailbox, PersistCmd, ServerState, UserRecord};
 
 use crate::rng::{self, CoreRng};
 use crate::types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName};
-use crate::wire::{encode_frame_into, ClientPacket, DecodeError, ErrorCode, ServerPacket};
+use crate::wire::{ClientPacket, DecodeError, ErrorCode, ServerPacket, encode_frame_into};
 use conn::{Conn, Phase};
 use limits::{RecentIds, TokenBucket};
 use std::cmp::Reverse;
@@ -117,8 +117,16 @@ impl Server {
     /// with [`ServerState::apply`]). `seed` seeds every random value the
     /// server draws (drivers take it from the OS); `now` and `unix_ms` are the
     /// same moment on the monotonic and the wall clock.
-    pub fn new(mut config: ServerConfig, state: ServerState, seed: [u8; 32], now: Instant, unix_ms: UnixMillis) -> Self {
-        config.max_envelope = config.max_envelope.min(config.max_frame.saturating_sub(1024));
+    pub fn new(
+        mut config: ServerConfig,
+        state: ServerState,
+        seed: [u8; 32],
+        now: Instant,
+        unix_ms: UnixMillis,
+    ) -> Self {
+        config.max_envelope = config
+            .max_envelope
+            .min(config.max_frame.saturating_sub(1024));
         config.window = config.window.max(1);
         let mut rng = rng::from_seed(seed);
         let mut server = Self {
@@ -200,7 +208,10 @@ impl Server {
             if let Some(c) = self.conns.get_mut(&conn)
                 && !c.tx.is_empty()
             {
-                return Some(Output::Transmit { conn, bytes: std::mem::take(&mut c.tx) });
+                return Some(Output::Transmit {
+                    conn,
+                    bytes: std::mem::take(&mut c.tx),
+                });
             }
         }
         None
@@ -256,7 +267,10 @@ impl Server {
 
     /// Bytes of read buffers held for all connections.
     pub fn buffered_bytes(&self) -> usize {
-        self.conns.values().map(|c| c.decoder.memory() + c.tx.capacity()).sum()
+        self.conns
+            .values()
+            .map(|c| c.decoder.memory() + c.tx.capacity())
+            .sum()
     }
 
     // ---- internals shared by the handler files ----
@@ -273,13 +287,15 @@ impl Server {
 
     fn runtime(&mut self, user: &UserName, now: Instant) -> &mut UserRuntime {
         let burst = self.config.send_burst;
-        self.users.entry(user.clone()).or_insert_with(|| UserRuntime {
-            session: None,
-            deliverable_end: 0,
-            last_seen: None,
-            bucket: TokenBucket::new(burst, now),
-            recent: RecentIds::default(),
-        })
+        self.users
+            .entry(user.clone())
+            .or_insert_with(|| UserRuntime {
+                session: None,
+                deliverable_end: 0,
+                last_seen: None,
+                bucket: TokenBucket::new(burst, now),
+                recent: RecentIds::default(),
+            })
     }
 
     fn on_connected(&mut self, now: Instant, conn: ConnId) {
@@ -287,15 +303,21 @@ impl Server {
             return;
         }
         let session_id = rng::bytes(&mut self.rng);
-        self.conns.insert(conn, Conn::new(self.config.max_frame, session_id, now));
-        self.timers.push(Reverse((now + self.config.handshake_timeout, conn)));
+        self.conns
+            .insert(conn, Conn::new(self.config.max_frame, session_id, now));
+        self.timers
+            .push(Reverse((now + self.config.handshake_timeout, conn)));
     }
 
     fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.decoder.push(bytes);
         loop {
-            let Some(c) = self.conns.get_mut(&conn) else { return };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
             match c.decoder.next_packet::<ClientPacket>() {
                 Ok(Some(packet)) => {
                     c.last_heard = now;
@@ -312,18 +334,32 @@ impl Server {
     }
 
     fn on_packet(&mut self, now: Instant, conn: ConnId, packet: ClientPacket) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         if let Phase::AwaitHello = c.phase {
             return match packet {
                 ClientPacket::Hello { versions } => self.on_hello(now, conn, &versions),
-                _ => self.fatal(now, conn, ErrorCode::UnexpectedPacket, "the first packet must be hello"),
+                _ => self.fatal(
+                    now,
+                    conn,
+                    ErrorCode::UnexpectedPacket,
+                    "the first packet must be hello",
+                ),
             };
         }
         match packet {
-            ClientPacket::Hello { .. } => self.fatal(now, conn, ErrorCode::UnexpectedPacket, "hello twice"),
-            ClientPacket::Register { user, public_key } => self.on_register(now, conn, user, &public_key),
+            ClientPacket::Hello { .. } => {
+                self.fatal(now, conn, ErrorCode::UnexpectedPacket, "hello twice")
+            }
+            ClientPacket::Register { user, public_key } => {
+                self.on_register(now, conn, user, &public_key)
+            }
             ClientPacket::Login { user } => self.on_login(now, conn, user),
-            ClientPacket::Prove { client_nonce, signature } => self.on_prove(now, conn, client_nonce, &signature),
+            ClientPacket::Prove {
+                client_nonce,
+                signature,
+            } => self.on_prove(now, conn, client_nonce, &signature),
             ClientPacket::FetchKey { user } => self.on_fetch_key(conn, user),
             ClientPacket::Send { id, to, envelope } => self.on_send(now, conn, id, to, envelope),
             ClientPacket::Ack { seq } => self.on_ack(now, conn, seq),
@@ -378,19 +414,37 @@ impl Server {
     /// Queues one packet on a connection.
     fn send(&mut self, conn: ConnId, packet: &ServerPacket) {
         let max_frame = self.config.max_frame;
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let was_empty = c.tx.is_empty();
         // Packets the server builds stay within max_frame (envelopes are
         // limited to max_frame − 1 KiB), so encoding cannot fail in practice;
         // if it ever did, the packet is dropped rather than panicking.
-        if encode_frame_into(packet, max_frame, &mut c.tx).is_ok() && was_empty && !c.tx.is_empty() {
+        if encode_frame_into(packet, max_frame, &mut c.tx).is_ok() && was_empty && !c.tx.is_empty()
+        {
             self.dirty.push(conn);
         }
     }
 
     /// A non-fatal error answer.
-    fn send_error(&mut self, conn: ConnId, code: ErrorCode, id: Option<MessageId>, user: Option<UserName>, detail: &str) {
-        self.send(conn, &ServerPacket::Error { code, id, user, detail: detail.to_owned() });
+    fn send_error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        id: Option<MessageId>,
+        user: Option<UserName>,
+        detail: &str,
+    ) {
+        self.send(
+            conn,
+            &ServerPacket::Error {
+                code,
+                id,
+                user,
+                detail: detail.to_owned(),
+            },
+        );
     }
 
     /// A fatal error: Error frame, Close, event.
@@ -401,10 +455,15 @@ impl Server {
 
     /// Forgets a connection. Emits Close unless the transport is already gone.
     fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        let Some(mut c) = self.conns.remove(&conn) else { return };
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
         if reason != CloseReason::TransportClosed {
             if !c.tx.is_empty() {
-                self.outputs.push_back(Output::Transmit { conn, bytes: std::mem::take(&mut c.tx) });
+                self.outputs.push_back(Output::Transmit {
+                    conn,
+                    bytes: std::mem::take(&mut c.tx),
+                });
             }
             self.outputs.push_back(Output::Close { conn });
         }
@@ -417,7 +476,10 @@ impl Server {
                 runtime.session = None;
                 if was_online {
                     runtime.last_seen = Some(wall);
-                    self.event(ServerEvent::PresenceChanged { user: user.clone(), online: false });
+                    self.event(ServerEvent::PresenceChanged {
+                        user: user.clone(),
+                        online: false,
+                    });
                 }
             }
         }

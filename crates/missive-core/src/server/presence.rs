@@ -20,7 +20,10 @@ impl Server {
             let wall = self.wall(now);
             self.runtime(&user, now).last_seen = Some(wall);
         }
-        self.event(ServerEvent::PresenceChanged { user: user.clone(), online });
+        self.event(ServerEvent::PresenceChanged {
+            user: user.clone(),
+            online,
+        });
         if online {
             self.pump(&user);
         }
@@ -31,11 +34,28 @@ impl Server {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         }
         if self.state.user(&user).is_none() {
-            return self.send_error(conn, ErrorCode::UnknownUser, None, Some(user), "no such user");
+            return self.send_error(
+                conn,
+                ErrorCode::UnknownUser,
+                None,
+                Some(user),
+                "no such user",
+            );
         }
         let online = self.is_online(&user);
-        let last_seen_ms = if online { Some(self.wall(now)) } else { self.users.get(&user).and_then(|r| r.last_seen) };
-        self.send(conn, &ServerPacket::Presence { user, online, last_seen_ms });
+        let last_seen_ms = if online {
+            Some(self.wall(now))
+        } else {
+            self.users.get(&user).and_then(|r| r.last_seen)
+        };
+        self.send(
+            conn,
+            &ServerPacket::Presence {
+                user,
+                online,
+                last_seen_ms,
+            },
+        );
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant) {
@@ -44,10 +64,16 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(deadline) = self.deadline_of(conn) else { continue };
+            let Some(deadline) = self.deadline_of(conn) else {
+                continue;
+            };
             if deadline <= now {
                 let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
-                let detail = if logged_in { "no ping within the liveness timeout" } else { "handshake deadline passed" };
+                let detail = if logged_in {
+                    "no ping within the liveness timeout"
+                } else {
+                    "handshake deadline passed"
+                };
                 self.fatal(now, conn, ErrorCode::Timeout, detail);
             } else {
                 self.timers.push(Reverse((deadline, conn)));

@@ -84,7 +84,9 @@ impl MailItem {
     /// When the item was queued.
     pub fn enqueued_at(&self) -> UnixMillis {
         match self {
-            MailItem::Message { enqueued_at, .. } | MailItem::Notice { enqueued_at, .. } => *enqueued_at,
+            MailItem::Message { enqueued_at, .. } | MailItem::Notice { enqueued_at, .. } => {
+                *enqueued_at
+            }
         }
     }
 }
@@ -162,10 +164,12 @@ impl ServerState {
         match cmd {
             PersistCmd::SetServerId { server_id } => self.server_id = Some(*server_id),
             PersistCmd::RegisterUser { user, public_key } => {
-                self.users.entry(user.clone()).or_insert_with(|| UserRecord {
-                    public_key: public_key.clone(),
-                    ..UserRecord::default()
-                });
+                self.users
+                    .entry(user.clone())
+                    .or_insert_with(|| UserRecord {
+                        public_key: public_key.clone(),
+                        ..UserRecord::default()
+                    });
             }
             PersistCmd::Enqueue { user, seq, item } => self.enqueue(user, *seq, item),
             PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
@@ -175,7 +179,9 @@ impl ServerState {
     }
 
     fn enqueue(&mut self, user: &UserName, seq: Seq, item: &MailItem) {
-        let Some(record) = self.users.get_mut(user) else { return };
+        let Some(record) = self.users.get_mut(user) else {
+            return;
+        };
         let mailbox = &mut record.mailbox;
         if mailbox.items.contains_key(&seq) {
             return;
@@ -255,7 +261,10 @@ impl ServerState {
 
     /// Items enqueued at or before `cutoff`, oldest first.
     pub fn expired_items(&self, cutoff: UnixMillis) -> impl Iterator<Item = (&UserName, Seq)> {
-        self.expiry.iter().take_while(move |(at, _, _)| *at <= cutoff).map(|(_, user, seq)| (user, *seq))
+        self.expiry
+            .iter()
+            .take_while(move |(at, _, _)| *at <= cutoff)
+            .map(|(_, user, seq)| (user, *seq))
     }
 
     /// The oldest enqueue time of any item.
@@ -274,11 +283,18 @@ impl ServerState {
         names.sort();
         for user in &names {
             let record = &self.users[*user];
-            out.push(PersistCmd::RegisterUser { user: (*user).clone(), public_key: record.public_key.clone() });
+            out.push(PersistCmd::RegisterUser {
+                user: (*user).clone(),
+                public_key: record.public_key.clone(),
+            });
         }
         for user in names {
             for (seq, item) in &self.users[user].mailbox.items {
-                out.push(PersistCmd::Enqueue { user: user.clone(), seq: *seq, item: item.clone() });
+                out.push(PersistCmd::Enqueue {
+                    user: user.clone(),
+                    seq: *seq,
+                    item: item.clone(),
+                });
             }
         }
         out

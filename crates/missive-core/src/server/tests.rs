@@ -1,0 +1,1000 @@
+//! Unit tests of the server state machine, driven through its public API
+//! with a scripted client and virtual time.
+
+use super::*;
+use crate::crypto::{AuthContext, AuthTranscript, Identity};
+use crate::test_keys::identities;
+use crate::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, encode_frame};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const T0_UNIX: UnixMillis = 1_700_000_000_000;
+
+fn name(s: &str) -> UserName {
+    UserName::new(s).unwrap()
+}
+
+/// A server plus everything around it: an in-memory log standing in for
+/// the store, per-connection decoders, virtual time.
+struct Harness {
+    server: Server,
+    now: Instant,
+    log: Vec<(Lsn, PersistCmd)>,
+    auto_durable: bool,
+    decoders: HashMap<ConnId, FrameDecoder>,
+    inbox: HashMap<ConnId, VecDeque<ServerPacket>>,
+    closed: HashSet<ConnId>,
+    events: Vec<ServerEvent>,
+    rng: CoreRng,
+    welcome: HashMap<ConnId, ([u8; 16], [u8; 16])>,
+}
+
+impl Harness {
+    fn new(config: ServerConfig) -> Self {
+        let now = Instant::now();
+        Self::with_state(config, ServerState::new(), now)
+    }
+
+    fn with_state(config: ServerConfig, state: ServerState, now: Instant) -> Self {
+        let mut h = Self {
+            server: Server::new(config, state, [9; 32], now, T0_UNIX),
+            now,
+            log: Vec::new(),
+            auto_durable: true,
+            decoders: HashMap::new(),
+            inbox: HashMap::new(),
+            closed: HashSet::new(),
+            events: Vec::new(),
+            rng: rng::from_seed([3; 32]),
+            welcome: HashMap::new(),
+        };
+        h.drain();
+        h
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                Output::Transmit { conn, bytes } => {
+                    let dec = self
+                        .decoders
+                        .entry(conn)
+                        .or_insert_with(|| FrameDecoder::new(DEFAULT_MAX_FRAME));
+                    dec.push(&bytes);
+                    while let Some(p) = dec
+                        .next_packet::<ServerPacket>()
+                        .expect("server frames decode")
+                    {
+                        self.inbox.entry(conn).or_default().push_back(p);
+                    }
+                }
+                Output::Close { conn } => {
+                    self.closed.insert(conn);
+                }
+                Output::Persist { lsn, cmd } => {
+                    self.log.push((lsn, cmd));
+                    if self.auto_durable {
+                        self.server.handle_input(self.now, Input::Durable(lsn));
+                    }
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn make_durable(&mut self) {
+        if let Some((lsn, _)) = self.log.last() {
+            let lsn = *lsn;
+            self.server.handle_input(self.now, Input::Durable(lsn));
+            self.drain();
+        }
+    }
+
+    fn connect(&mut self, conn: u64) -> ConnId {
+        let conn = ConnId(conn);
+        self.server.handle_input(self.now, Input::Connected(conn));
+        self.drain();
+        conn
+    }
+
+    fn bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.server
+            .handle_input(self.now, Input::Bytes(conn, bytes));
+        self.drain();
+    }
+
+    fn send(&mut self, conn: ConnId, packet: &ClientPacket) {
+        let frame = encode_frame(packet, DEFAULT_MAX_FRAME).unwrap();
+        self.bytes(conn, &frame);
+    }
+
+    fn recv(&mut self, conn: ConnId) -> Option<ServerPacket> {
+        self.inbox.get_mut(&conn).and_then(|q| q.pop_front())
+    }
+
+    fn recv_all(&mut self, conn: ConnId) -> Vec<ServerPacket> {
+        self.inbox
+            .get_mut(&conn)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn expect(&mut self, conn: ConnId) -> ServerPacket {
+        self.recv(conn).expect("a packet from the server")
+    }
+
+    fn expect_error(&mut self, conn: ConnId, code: ErrorCode) -> ServerPacket {
+        let p = self.expect(conn);
+        match &p {
+            ServerPacket::Error { code: c, .. } if *c == code => p,
+            other => panic!("expected error {code:?}, got {other:?}"),
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.server.handle_input(self.now, Input::Timeout);
+        self.drain();
+    }
+
+    fn hello(&mut self, conn: u64) -> ConnId {
+        let conn = self.connect(conn);
+        self.send(conn, &ClientPacket::Hello { versions: vec![1] });
+        match self.expect(conn) {
+            ServerPacket::Welcome {
+                server_id,
+                session_id,
+                ..
+            } => {
+                self.welcome.insert(conn, (server_id, session_id));
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        conn
+    }
+
+    fn prove(&mut self, conn: ConnId, context: AuthContext, user: &UserName, identity: &Identity) {
+        let nonce = match self.expect(conn) {
+            ServerPacket::Challenge { nonce, .. } => nonce,
+            other => panic!("expected challenge, got {other:?}"),
+        };
+        let (server_id, session_id) = self.welcome[&conn];
+        let client_nonce = rng::bytes(&mut self.rng);
+        let t = AuthTranscript {
+            context,
+            server_id,
+            session_id,
+            user,
+            server_nonce: nonce,
+            client_nonce,
+        };
+        let signature = t.sign(identity, &mut self.rng);
+        self.send(
+            conn,
+            &ClientPacket::Prove {
+                client_nonce,
+                signature,
+            },
+        );
+    }
+
+    fn register(&mut self, conn: ConnId, user: &str, identity: &Identity) {
+        let user = name(user);
+        let public_key = identity.public_key().to_spki_der().to_vec();
+        self.send(
+            conn,
+            &ClientPacket::Register {
+                user: user.clone(),
+                public_key,
+            },
+        );
+        self.prove(conn, AuthContext::Register, &user, identity);
+    }
+
+    fn login(&mut self, conn: ConnId, user: &str, identity: &Identity) {
+        let user = name(user);
+        self.send(conn, &ClientPacket::Login { user: user.clone() });
+        self.prove(conn, AuthContext::Login, &user, identity);
+    }
+
+    /// A connection logged in as `user` (registered first if needed).
+    fn user(&mut self, conn: u64, user: &str, identity: &Identity) -> ConnId {
+        let conn = self.hello(conn);
+        if self.server.state().user(&name(user)).is_none() {
+            self.register(conn, user, identity);
+            assert!(matches!(self.expect(conn), ServerPacket::Registered { .. }));
+        }
+        self.login(conn, user, identity);
+        assert!(
+            matches!(self.expect(conn), ServerPacket::LoggedIn { .. }),
+            "login"
+        );
+        conn
+    }
+
+    fn send_msg(&mut self, conn: ConnId, id: u8, to: &str, body: &[u8]) {
+        self.send(
+            conn,
+            &ClientPacket::Send {
+                id: MessageId([id; 16]),
+                to: name(to),
+                envelope: body.to_vec(),
+            },
+        );
+    }
+}
+
+fn ids() -> &'static [Identity; 3] {
+    identities()
+}
+
+#[test]
+fn welcome_announces_version_ids_and_limits() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.connect(1);
+    h.send(
+        conn,
+        &ClientPacket::Hello {
+            versions: vec![7, 1],
+        },
+    );
+    match h.expect(conn) {
+        ServerPacket::Welcome {
+            version,
+            server_id,
+            ping_interval_ms,
+            limits,
+            ..
+        } => {
+            assert_eq!(version, 1);
+            assert_eq!(server_id, h.server.server_id());
+            assert_eq!(ping_interval_ms, 30_000);
+            assert_eq!(limits, ServerConfig::default().wire_limits());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The server id was persisted on first start.
+    assert!(matches!(h.log[0].1, PersistCmd::SetServerId { .. }));
+}
+
+#[test]
+fn unsupported_version_is_fatal() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.connect(1);
+    h.send(
+        conn,
+        &ClientPacket::Hello {
+            versions: vec![2, 3],
+        },
+    );
+    h.expect_error(conn, ErrorCode::UnsupportedVersion);
+    assert!(h.closed.contains(&conn));
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        ServerEvent::ConnectionClosed {
+            reason: CloseReason::Error(ErrorCode::UnsupportedVersion),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn packet_before_hello_and_hello_twice_are_fatal() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.connect(1);
+    h.send(a, &ClientPacket::Ping);
+    h.expect_error(a, ErrorCode::UnexpectedPacket);
+    assert!(h.closed.contains(&a));
+    let b = h.hello(2);
+    h.send(b, &ClientPacket::Hello { versions: vec![1] });
+    h.expect_error(b, ErrorCode::UnexpectedPacket);
+    assert!(h.closed.contains(&b));
+}
+
+#[test]
+fn garbage_and_oversized_frames_are_fatal_and_others_keep_working() {
+    let mut h = Harness::new(ServerConfig::default());
+    let good = h.hello(1);
+    let a = h.connect(2);
+    h.bytes(a, &[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    h.expect_error(a, ErrorCode::Malformed);
+    assert!(h.closed.contains(&a));
+    let b = h.connect(3);
+    h.bytes(b, &[0xff, 0xff, 0xff, 0xff]);
+    h.expect_error(b, ErrorCode::FrameTooLarge);
+    assert!(h.closed.contains(&b));
+    // Bytes for a closed connection are ignored.
+    h.bytes(b, &[1, 2, 3]);
+    h.send(good, &ClientPacket::Ping);
+    assert_eq!(h.expect(good), ServerPacket::Pong);
+}
+
+#[test]
+fn registration_is_held_until_durable_and_idempotent() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.auto_durable = false;
+    h.make_durable();
+    let conn = h.hello(1);
+    h.register(conn, "alice", &ids()[0]);
+    assert_eq!(h.recv(conn), None, "Registered must wait for durability");
+    assert!(matches!(
+        h.log.last().unwrap().1,
+        PersistCmd::RegisterUser { .. }
+    ));
+    h.make_durable();
+    assert_eq!(
+        h.expect(conn),
+        ServerPacket::Registered {
+            user: name("alice")
+        }
+    );
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::UserRegistered { .. }))
+    );
+    // Same name, same key: succeeds again without a new command.
+    let commands = h.log.len();
+    h.register(conn, "alice", &ids()[0]);
+    assert_eq!(
+        h.expect(conn),
+        ServerPacket::Registered {
+            user: name("alice")
+        }
+    );
+    assert_eq!(h.log.len(), commands);
+}
+
+#[test]
+fn registration_of_a_taken_name_with_another_key_fails() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.hello(2);
+    let public_key = ids()[1].public_key().to_spki_der().to_vec();
+    h.send(
+        conn,
+        &ClientPacket::Register {
+            user: name("alice"),
+            public_key,
+        },
+    );
+    match h.expect_error(conn, ErrorCode::NameTaken) {
+        ServerPacket::Error { user, .. } => assert_eq!(user, Some(name("alice"))),
+        _ => unreachable!(),
+    }
+    assert!(!h.closed.contains(&conn), "NameTaken is not fatal");
+    assert_eq!(
+        h.server.state().user(&name("alice")).unwrap().public_key,
+        ids()[0].public_key().to_spki_der()
+    );
+}
+
+#[test]
+fn registration_with_a_bad_key_fails() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.hello(1);
+    h.send(
+        conn,
+        &ClientPacket::Register {
+            user: name("alice"),
+            public_key: vec![1, 2, 3],
+        },
+    );
+    h.expect_error(conn, ErrorCode::BadKey);
+}
+
+#[test]
+fn registration_proof_must_use_the_offered_key() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.hello(1);
+    let public_key = ids()[0].public_key().to_spki_der().to_vec();
+    h.send(
+        conn,
+        &ClientPacket::Register {
+            user: name("alice"),
+            public_key,
+        },
+    );
+    h.prove(conn, AuthContext::Register, &name("alice"), &ids()[1]);
+    h.expect_error(conn, ErrorCode::AuthFailed);
+    assert!(h.closed.contains(&conn));
+    assert!(h.server.state().user(&name("alice")).is_none());
+}
+
+#[test]
+fn login_as_another_user_without_their_key_fails() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.hello(2);
+    h.login(conn, "alice", &ids()[1]);
+    h.expect_error(conn, ErrorCode::AuthFailed);
+    assert!(h.closed.contains(&conn));
+}
+
+#[test]
+fn login_of_unknown_user_and_prove_without_challenge() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.hello(1);
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("nobody"),
+        },
+    );
+    h.expect_error(conn, ErrorCode::UnknownUser);
+    h.send(
+        conn,
+        &ClientPacket::Prove {
+            client_nonce: [0; 32],
+            signature: vec![0; 256],
+        },
+    );
+    h.expect_error(conn, ErrorCode::NoChallenge);
+    assert!(!h.closed.contains(&conn));
+}
+
+#[test]
+fn a_login_signature_is_not_a_registration_signature() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.hello(2);
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    h.prove(conn, AuthContext::Register, &name("alice"), &ids()[0]);
+    h.expect_error(conn, ErrorCode::AuthFailed);
+}
+
+#[test]
+fn replayed_challenge_response_fails_on_a_new_connection() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    // Record alice's Prove on connection 2, replay it on connection 3.
+    let c2 = h.hello(2);
+    h.send(
+        c2,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    let nonce = match h.expect(c2) {
+        ServerPacket::Challenge { nonce, .. } => nonce,
+        other => panic!("{other:?}"),
+    };
+    let (server_id, session_id) = h.welcome[&c2];
+    let user = name("alice");
+    let t = AuthTranscript {
+        context: AuthContext::Login,
+        server_id,
+        session_id,
+        user: &user,
+        server_nonce: nonce,
+        client_nonce: [5; 32],
+    };
+    let signature = t.sign(&ids()[0], &mut h.rng);
+    let c3 = h.hello(3);
+    h.send(
+        c3,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    h.expect(c3);
+    h.send(
+        c3,
+        &ClientPacket::Prove {
+            client_nonce: [5; 32],
+            signature: signature.clone(),
+        },
+    );
+    h.expect_error(c3, ErrorCode::AuthFailed);
+    // The genuine one still works once; a second use finds no challenge.
+    h.send(
+        c2,
+        &ClientPacket::Prove {
+            client_nonce: [5; 32],
+            signature: signature.clone(),
+        },
+    );
+    assert!(matches!(h.expect(c2), ServerPacket::LoggedIn { .. }));
+}
+
+#[test]
+fn challenge_expires() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.hello(2);
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    h.expect(conn);
+    h.now += Duration::from_secs(31);
+    h.send(
+        conn,
+        &ClientPacket::Prove {
+            client_nonce: [0; 32],
+            signature: vec![0; 256],
+        },
+    );
+    h.expect_error(conn, ErrorCode::NoChallenge);
+}
+
+#[test]
+fn handshake_deadline_closes_idle_unauthenticated_connections() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.hello(1);
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now + Duration::from_secs(10))
+    );
+    h.advance(Duration::from_secs(9));
+    assert!(!h.closed.contains(&conn));
+    h.advance(Duration::from_secs(1));
+    h.expect_error(conn, ErrorCode::Timeout);
+    assert!(h.closed.contains(&conn));
+}
+
+#[test]
+fn new_login_replaces_the_old_session() {
+    let mut h = Harness::new(ServerConfig::default());
+    let old = h.user(1, "alice", &ids()[0]);
+    let new = h.user(2, "alice", &ids()[0]);
+    h.expect_error(old, ErrorCode::SessionReplaced);
+    assert!(h.closed.contains(&old));
+    assert!(!h.closed.contains(&new));
+    assert!(h.server.is_online(&name("alice")));
+}
+
+#[test]
+fn send_requires_login_and_a_known_recipient() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.hello(1);
+    h.send_msg(conn, 1, "bob", b"x");
+    match h.expect_error(conn, ErrorCode::NotLoggedIn) {
+        ServerPacket::Error { id, .. } => assert_eq!(id, Some(MessageId([1; 16]))),
+        _ => unreachable!(),
+    }
+    let a = h.user(2, "alice", &ids()[0]);
+    h.send_msg(a, 2, "bob", b"x");
+    h.expect_error(a, ErrorCode::UnknownUser);
+    h.send(a, &ClientPacket::Ack { seq: 99 });
+    h.expect_error(a, ErrorCode::UnknownSeq);
+}
+
+#[test]
+fn online_delivery_waits_for_durability_then_ack_sends_delivered_notice() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.auto_durable = false;
+    h.send_msg(a, 7, "bob", b"sealed");
+    assert_eq!(h.recv(a), None);
+    assert_eq!(h.recv(b), None, "no delivery before durability");
+    h.make_durable();
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([7; 16])
+        }
+    );
+    let seq = match h.expect(b) {
+        ServerPacket::Message {
+            seq,
+            from,
+            id,
+            envelope,
+        } => {
+            assert_eq!(
+                (from, id, envelope),
+                (name("alice"), MessageId([7; 16]), b"sealed".to_vec())
+            );
+            seq
+        }
+        other => panic!("{other:?}"),
+    };
+    h.send(b, &ClientPacket::Ack { seq });
+    assert!(matches!(
+        h.log.iter().rev().nth(1).unwrap().1,
+        PersistCmd::Ack { .. }
+    ));
+    h.make_durable();
+    match h.expect(a) {
+        ServerPacket::Notice { seq, notice } => {
+            assert_eq!(
+                notice,
+                Notice::Delivered {
+                    to: name("bob"),
+                    id: MessageId([7; 16])
+                }
+            );
+            h.send(a, &ClientPacket::Ack { seq });
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.server.state().queued_items(), 0);
+}
+
+#[test]
+fn offline_recipient_gets_queued_messages_at_login_in_order() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    for i in 0..5 {
+        h.send_msg(a, i, "bob", &[i]);
+        assert_eq!(
+            h.expect(a),
+            ServerPacket::Accepted {
+                id: MessageId([i; 16])
+            }
+        );
+    }
+    let b = h.user(3, "bob", &ids()[1]);
+    let got: Vec<u8> = h
+        .recv_all(b)
+        .into_iter()
+        .map(|p| match p {
+            ServerPacket::Message { envelope, .. } => envelope[0],
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn unacknowledged_messages_are_redelivered_in_the_next_session() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.send_msg(a, 1, "bob", b"m");
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
+    h.input_disconnect(b);
+    let b = h.user(3, "bob", &ids()[1]);
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
+}
+
+#[test]
+fn retried_send_is_accepted_again_but_queued_once() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    h.auto_durable = false;
+    h.send_msg(a, 1, "bob2", b"m");
+    h.expect_error(a, ErrorCode::UnknownUser);
+    h.auto_durable = true;
+    h.user(2, "bob", &ids()[1]);
+    h.auto_durable = false;
+    h.send_msg(a, 9, "bob", b"m");
+    h.send_msg(a, 9, "bob", b"m");
+    assert_eq!(h.recv(a), None);
+    h.make_durable();
+    assert_eq!(
+        h.recv_all(a),
+        vec![
+            ServerPacket::Accepted {
+                id: MessageId([9; 16])
+            };
+            2
+        ]
+    );
+    h.send_msg(a, 9, "bob", b"m");
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([9; 16])
+        }
+    );
+    assert_eq!(
+        h.server
+            .state()
+            .user(&name("bob"))
+            .unwrap()
+            .mailbox
+            .message_count,
+        1
+    );
+}
+
+#[test]
+fn window_limits_deliveries_in_flight() {
+    let config = ServerConfig {
+        window: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    let a = h.user(1, "alice", &ids()[0]);
+    for i in 0..5 {
+        h.send_msg(a, i, "bob", &[i]);
+    }
+    h.recv_all(a);
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    let first = h.recv_all(b);
+    assert_eq!(first.len(), 2);
+    let ServerPacket::Message { seq, .. } = first[0] else {
+        panic!()
+    };
+    h.send(b, &ClientPacket::Ack { seq });
+    assert_eq!(h.recv_all(b).len(), 1);
+}
+
+#[test]
+fn sender_share_and_queue_quota_give_queue_full() {
+    let config = ServerConfig {
+        queue_max_messages: 4,
+        sender_share_percent: 50,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let b = h.user(3, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    let c = h.user(2, "carol", &ids()[2]);
+    for i in 0..3 {
+        h.send_msg(a, i, "bob", b"x");
+    }
+    let replies = h.recv_all(a);
+    assert_eq!(replies.len(), 3);
+    assert!(matches!(
+        replies[2],
+        ServerPacket::Error {
+            code: ErrorCode::QueueFull,
+            id: Some(_),
+            ..
+        }
+    ));
+    for i in 10..13 {
+        h.send_msg(c, i, "bob", b"x");
+    }
+    let replies = h.recv_all(c);
+    assert!(matches!(
+        replies[2],
+        ServerPacket::Error {
+            code: ErrorCode::QueueFull,
+            ..
+        }
+    ));
+    assert_eq!(
+        h.server
+            .state()
+            .user(&name("bob"))
+            .unwrap()
+            .mailbox
+            .message_count,
+        4
+    );
+}
+
+#[test]
+fn byte_quota_and_envelope_limit() {
+    let config = ServerConfig {
+        queue_max_bytes: 100,
+        sender_share_percent: 100,
+        max_envelope: 60,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", &[0; 61]);
+    h.expect_error(a, ErrorCode::EnvelopeTooLarge);
+    h.send_msg(a, 2, "bob", &[0; 60]);
+    assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
+    h.send_msg(a, 3, "bob", &[0; 41]);
+    h.expect_error(a, ErrorCode::QueueFull);
+}
+
+#[test]
+fn rate_limit_refuses_then_recovers() {
+    let config = ServerConfig {
+        send_rate_per_sec: 10,
+        send_burst: 3,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    for i in 0..4 {
+        h.send_msg(a, i, "bob", b"x");
+    }
+    let replies = h.recv_all(a);
+    assert!(matches!(
+        replies[3],
+        ServerPacket::Error {
+            code: ErrorCode::RateLimited,
+            id: Some(_),
+            ..
+        }
+    ));
+    h.now += Duration::from_millis(100);
+    h.send_msg(a, 3, "bob", b"x");
+    assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
+}
+
+#[test]
+fn ping_pong_and_missed_pings_go_offline() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    for _ in 0..5 {
+        h.advance(Duration::from_secs(30));
+        h.send(a, &ClientPacket::Ping);
+        assert_eq!(h.expect(a), ServerPacket::Pong);
+    }
+    assert!(h.server.is_online(&name("alice")));
+    h.advance(Duration::from_secs(89));
+    assert!(!h.closed.contains(&a));
+    h.advance(Duration::from_secs(2));
+    h.expect_error(a, ErrorCode::Timeout);
+    assert!(h.closed.contains(&a));
+    assert!(!h.server.is_online(&name("alice")));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::PresenceChanged { online: false, .. }))
+    );
+}
+
+#[test]
+fn presence_query_and_explicit_offline() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.send(a, &ClientPacket::QueryPresence { user: name("bob") });
+    assert!(matches!(
+        h.expect(a),
+        ServerPacket::Presence { online: true, .. }
+    ));
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    h.now += Duration::from_secs(5);
+    h.send(a, &ClientPacket::QueryPresence { user: name("bob") });
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Presence {
+            user: name("bob"),
+            online: false,
+            last_seen_ms: Some(T0_UNIX)
+        }
+    );
+    // Offline: nothing is delivered, but it is queued.
+    h.send_msg(a, 1, "bob", b"m");
+    assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
+    assert_eq!(h.recv(b), None);
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
+    h.send(a, &ClientPacket::QueryPresence { user: name("zed") });
+    h.expect_error(a, ErrorCode::UnknownUser);
+}
+
+#[test]
+fn expired_messages_are_removed_and_the_sender_told() {
+    let config = ServerConfig {
+        message_ttl: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.input_disconnect(a);
+    let a = h.hello(3);
+    h.login(a, "alice", &ids()[0]);
+    h.expect(a);
+    h.send_msg(a, 1, "bob", b"m");
+    h.expect(a);
+    h.input_disconnect(a);
+    h.advance(Duration::from_secs(3601));
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(60));
+    }
+    assert!(
+        h.log
+            .iter()
+            .any(|(_, c)| matches!(c, PersistCmd::Expire { .. }))
+    );
+    let a = h.user(4, "alice", &ids()[0]);
+    match h.expect(a) {
+        ServerPacket::Notice { notice, .. } => assert_eq!(
+            notice,
+            Notice::Expired {
+                to: name("bob"),
+                id: MessageId([1; 16])
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn replaying_the_emitted_commands_rebuilds_the_same_state() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let b = h.user(2, "bob", &ids()[1]);
+    for i in 0..10 {
+        h.send_msg(a, i, "bob", &[i; 10]);
+    }
+    for p in h.recv_all(b) {
+        if let ServerPacket::Message { seq, .. } = p
+            && seq % 2 == 0
+        {
+            h.send(b, &ClientPacket::Ack { seq });
+        }
+    }
+    let replayed = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    assert_eq!(&replayed, h.server.state());
+    let from_snapshot = ServerState::replay(&h.server.state().snapshot());
+    assert_eq!(&from_snapshot, h.server.state());
+    // LSNs are strictly increasing.
+    assert!(h.log.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[test]
+fn restart_keeps_keys_and_queued_messages() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"queued");
+    h.expect(a);
+    let server_id = h.server.server_id();
+    let state = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    let mut h2 = Harness::with_state(ServerConfig::default(), state, h.now);
+    assert_eq!(h2.server.server_id(), server_id);
+    assert!(h2.log.is_empty(), "no new server id on restart");
+    let a = h2.user(1, "alice", &ids()[0]);
+    // A retry after restart is recognised as the same message.
+    h2.send_msg(a, 1, "bob", b"queued");
+    assert_eq!(
+        h2.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([1; 16])
+        }
+    );
+    let b = h2.user(2, "bob", &ids()[1]);
+    let msgs = h2.recv_all(b);
+    assert_eq!(msgs.len(), 1);
+}
+
+#[test]
+fn several_inputs_before_a_drain_are_safe() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = ConnId(1);
+    h.server.handle_input(h.now, Input::Connected(conn));
+    let hello = encode_frame(
+        &ClientPacket::Hello { versions: vec![1] },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    let ping = encode_frame(&ClientPacket::Ping, DEFAULT_MAX_FRAME).unwrap();
+    h.server.handle_input(h.now, Input::Bytes(conn, &hello));
+    h.server.handle_input(h.now, Input::Bytes(conn, &ping));
+    h.server.handle_input(h.now, Input::Bytes(conn, &ping));
+    h.drain();
+    let got = h.recv_all(conn);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1], ServerPacket::Pong);
+}
+
+#[test]
+fn shutdown_closes_everyone() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.hello(1);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.server.shutdown(h.now);
+    h.drain();
+    h.expect_error(a, ErrorCode::ShuttingDown);
+    h.expect_error(b, ErrorCode::ShuttingDown);
+    assert_eq!(h.server.connection_count(), 0);
+}
+
+impl Harness {
+    fn input_disconnect(&mut self, conn: ConnId) {
+        self.server
+            .handle_input(self.now, Input::Disconnected(conn));
+        self.drain();
+    }
+}

@@ -1,6 +1,6 @@
 //! Framing: `u32` big-endian payload length, then the CBOR payload.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -88,7 +88,11 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder accepting payloads of at most `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self { max_frame, buf: Vec::new(), pos: 0 }
+        Self {
+            max_frame,
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
     /// The payload limit.
     pub fn max_frame(&self) -> u32 {

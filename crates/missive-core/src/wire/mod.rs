@@ -7,7 +7,9 @@ pub mod codec;
 pub mod packet;
 
 pub use codec::{
-    decode_packet, encode_frame, encode_frame_into, DecodeError, EncodeError, FrameDecoder,
-    CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN,
+    CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
+    LENGTH_PREFIX_LEN, decode_packet, encode_frame, encode_frame_into,
 };
-pub use packet::{ClientPacket, ErrorCode, Nonce, Notice, ServerPacket, WireLimits, PROTOCOL_VERSION};
+pub use packet::{
+    ClientPacket, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, ServerPacket, WireLimits,
+};
