@@ -1,9 +1,30 @@
 //! Sending, queuing, delivery, acknowledgements, notices and expiry.
 
+use super::conn::Phase;
 use super::{Held, MailItem, PersistCmd, Server};
 use crate::types::{ConnId, MessageId, Seq, UserName};
+use crate::wire::encode_frame_into;
 use crate::wire::{ErrorCode, Notice, ServerPacket};
+use serde::Serialize;
 use std::time::Instant;
+
+/// Borrowed twins of `ServerPacket::Message` and `ServerPacket::Notice`:
+/// the same encoding, without copying the envelope out of the mailbox.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Delivery<'a> {
+    Message {
+        seq: Seq,
+        from: &'a UserName,
+        id: MessageId,
+        #[serde(with = "serde_bytes")]
+        envelope: &'a [u8],
+    },
+    Notice {
+        seq: Seq,
+        notice: &'a Notice,
+    },
+}
 
 impl Server {
     pub(super) fn on_send(
@@ -187,7 +208,9 @@ impl Server {
         self.arm_expiry(now);
     }
 
-    /// Delivers what `user`'s window and presence allow.
+    /// Delivers what `user`'s window and presence allow. Frames are encoded
+    /// straight from the mailbox into the connection's buffer (no copy of
+    /// the envelope).
     pub(super) fn pump(&mut self, user: &UserName) {
         let Some(runtime) = self.users.get(user) else {
             return;
@@ -195,43 +218,42 @@ impl Server {
         let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else {
             return;
         };
-        let window = self.config.window as usize;
+        let (window, max_frame) = (self.config.window as usize, self.config.max_frame);
         let Some(record) = self.state.user(user) else {
             return;
         };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Some(session) = c.session_mut() else {
+        let was_empty = c.tx.is_empty();
+        let Phase::LoggedIn(session) = &mut c.phase else {
             return;
         };
         if !session.online {
             return;
         }
-        let mut packets = Vec::new();
         for (seq, item) in record.mailbox.items.range(session.cursor..end) {
             if session.in_flight.len() >= window {
                 break;
             }
             session.cursor = seq + 1;
             session.in_flight.insert(*seq);
-            packets.push(match item {
+            let delivery = match item {
                 MailItem::Message {
                     from, id, envelope, ..
-                } => ServerPacket::Message {
+                } => Delivery::Message {
                     seq: *seq,
-                    from: from.clone(),
+                    from,
                     id: *id,
-                    envelope: envelope.clone(),
+                    envelope,
                 },
-                MailItem::Notice { notice, .. } => ServerPacket::Notice {
-                    seq: *seq,
-                    notice: notice.clone(),
-                },
-            });
+                MailItem::Notice { notice, .. } => Delivery::Notice { seq: *seq, notice },
+            };
+            // Cannot fail: envelopes are limited to max_frame − 1 KiB.
+            let _ = encode_frame_into(&delivery, max_frame, &mut c.tx);
         }
-        for packet in &packets {
-            self.send(conn, packet);
+        if was_empty && !c.tx.is_empty() {
+            self.dirty.push(conn);
         }
     }
 
@@ -286,5 +308,49 @@ impl Server {
             .state
             .oldest_item()
             .map(|_| now + self.config.expiry_check_interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{DEFAULT_MAX_FRAME, encode_frame};
+
+    #[test]
+    fn borrowed_deliveries_encode_exactly_like_packets() {
+        let from = UserName::new("alice").unwrap();
+        let id = MessageId([4; 16]);
+        let owned = ServerPacket::Message {
+            seq: 9,
+            from: from.clone(),
+            id,
+            envelope: vec![1, 2, 3],
+        };
+        let borrowed = Delivery::Message {
+            seq: 9,
+            from: &from,
+            id,
+            envelope: &[1, 2, 3],
+        };
+        assert_eq!(
+            encode_frame(&owned, DEFAULT_MAX_FRAME),
+            encode_frame(&borrowed, DEFAULT_MAX_FRAME)
+        );
+        let notice = Notice::Expired {
+            to: from.clone(),
+            id,
+        };
+        let owned = ServerPacket::Notice {
+            seq: 1,
+            notice: notice.clone(),
+        };
+        let borrowed = Delivery::Notice {
+            seq: 1,
+            notice: &notice,
+        };
+        assert_eq!(
+            encode_frame(&owned, DEFAULT_MAX_FRAME),
+            encode_frame(&borrowed, DEFAULT_MAX_FRAME)
+        );
     }
 }
