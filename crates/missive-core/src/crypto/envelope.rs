@@ -206,17 +206,6 @@ pub fn open(
     envelope: &[u8],
     max_len: usize,
 ) -> Result<Opened, OpenError> {
-<<<<<<< HEAD
-    let _ = (
-        identity,
-        recipient,
-        expected_sender,
-        sender_key,
-        envelope,
-        max_len,
-    );
-    todo!()
-=======
     let (wire, header) = parse(envelope, max_len)?;
     if header.recipient != *recipient {
         return Err(OpenError::WrongRecipient(header.recipient));
@@ -238,7 +227,6 @@ pub fn open(
         )
         .map_err(|_| OpenError::CannotDecrypt)?;
     Ok(Opened { header, body })
->>>>>>> wt-crypto
 }
 
 /// Length of the ChaCha20-Poly1305 content key.
