@@ -19,6 +19,6 @@ pub mod types;
 pub mod wire;
 
 #[cfg(test)]
-mod test_keys;
+mod test_support;
 
 pub use types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName, UserNameError};

@@ -188,7 +188,6 @@ impl Sim {
                     }
                 }
                 Output::Event(_) => {}
-                _ => {}
             }
         }
     }

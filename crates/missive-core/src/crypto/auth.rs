@@ -118,7 +118,7 @@ impl AuthTranscript<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{alice, bob, name, seeded};
+    use crate::test_support::{alice, bob, name, seeded};
     use super::*;
 
     fn transcript(user: &UserName) -> AuthTranscript<'_> {

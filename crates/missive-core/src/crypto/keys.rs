@@ -234,7 +234,7 @@ fn encoding_error(e: impl fmt::Display) -> KeyError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{alice, bob, seeded};
+    use crate::test_support::{alice, bob, seeded};
     use super::*;
     use rsa::BoxedUint;
 

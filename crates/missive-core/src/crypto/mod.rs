@@ -52,5 +52,3 @@ fn pss_verify(key: &PublicKey, digest: &[u8; 32], signature: &[u8]) -> rsa::Resu
     key.key.pss_verify_prehash::<Sha256>(digest, signature)
 }
 
-#[cfg(test)]
-mod test_support;

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::crypto::{AuthContext, AuthTranscript, Identity};
-use crate::test_keys::identities;
+use crate::test_support::identities;
 use crate::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, encode_frame};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Tests of sealing and opening envelopes.
 
-use super::super::test_support::{alice, bob, carol, name, seeded};
+use crate::test_support::{alice, bob, carol, name, seeded};
 use super::*;
 use ciborium::Value;
 use proptest::prelude::*;
