@@ -204,6 +204,9 @@ fn spec_vectors() -> BTreeMap<String, String> {
             let key = current.as_ref().expect("continuation after a name");
             out.get_mut(key)
                 .map(|v: &mut String| v.push_str(rest.trim()));
+        } else if let Some(name) = line.strip_suffix(':') {
+            out.insert(name.trim().to_owned(), String::new());
+            current = Some(name.trim().to_owned());
         } else if let Some((name, value)) = line.split_once(": ") {
             out.insert(name.trim().to_owned(), value.trim().to_owned());
             current = Some(name.trim().to_owned());
