@@ -18,10 +18,14 @@
 //! `MISSIVE_SIM_SEEDS=N` runs N seeds (default 12); `MISSIVE_SIM_SEED=S`
 //! runs only seed S (to replay a failure).
 
-use missive_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState};
+use missive_core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+};
 use missive_core::crypto::{self, Identity};
 use missive_core::rng::{self, CoreRng};
-use missive_core::server::{Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState};
+use missive_core::server::{
+    Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
+};
 use missive_core::{ConnId, Lsn, MessageId, UserName};
 use rand_core::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -35,7 +39,9 @@ fn identities() -> &'static Vec<Identity> {
     static KEYS: OnceLock<Vec<Identity>> = OnceLock::new();
     KEYS.get_or_init(|| {
         (0..USERS)
-            .map(|i| Identity::generate(&mut rng::from_seed([100 + i as u8; 32]), 2048).expect("keygen"))
+            .map(|i| {
+                Identity::generate(&mut rng::from_seed([100 + i as u8; 32]), 2048).expect("keygen")
+            })
             .collect()
     })
 }
@@ -113,7 +119,13 @@ impl Sim {
         seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
         let mut rng = rng::from_seed(seed_bytes);
         let now = Instant::now();
-        let server = Server::new(Self::server_config(), ServerState::new(), rng::bytes(&mut rng), now, T0_UNIX);
+        let server = Server::new(
+            Self::server_config(),
+            ServerState::new(),
+            rng::bytes(&mut rng),
+            now,
+            T0_UNIX,
+        );
         let clients = (0..USERS)
             .map(|i| {
                 let name = user_name(i);
@@ -125,7 +137,13 @@ impl Sim {
                     now,
                     T0_UNIX,
                 );
-                SimClient { name, client, link: None, reconnect_at: Some(now), next_counter: HashMap::new() }
+                SimClient {
+                    name,
+                    client,
+                    link: None,
+                    reconnect_at: Some(now),
+                    next_counter: HashMap::new(),
+                }
             })
             .collect();
         let mut sim = Self {
@@ -193,13 +211,18 @@ impl Sim {
     }
 
     fn link_mut(&mut self, conn: ConnId) -> Option<&mut Link> {
-        self.clients.iter_mut().filter_map(|c| c.link.as_mut()).find(|l| l.conn == conn)
+        self.clients
+            .iter_mut()
+            .filter_map(|c| c.link.as_mut())
+            .find(|l| l.conn == conn)
     }
 
     /// Group commit: everything pending becomes durable at once.
     fn commit(&mut self) {
         self.commit_at = None;
-        let Some((lsn, _)) = self.pending.last() else { return };
+        let Some((lsn, _)) = self.pending.last() else {
+            return;
+        };
         let lsn = *lsn;
         self.durable.extend(self.pending.drain(..).map(|(_, c)| c));
         self.server.handle_input(self.now, Input::Durable(lsn));
@@ -220,7 +243,13 @@ impl Sim {
         }
         let state = ServerState::replay(&self.durable);
         let seed = rng::bytes(&mut self.rng);
-        self.server = Server::new(Self::server_config(), state, seed, self.now, self.unix_now());
+        self.server = Server::new(
+            Self::server_config(),
+            state,
+            seed,
+            self.now,
+            self.unix_now(),
+        );
         self.drain_server();
     }
 
@@ -262,15 +291,25 @@ impl Sim {
         let me = self.clients[i].name.clone();
         match event {
             ClientEvent::Accepted { id, .. } => {
-                assert!(self.ledger.sent.contains_key(&id), "accepted an id never sent");
+                assert!(
+                    self.ledger.sent.contains_key(&id),
+                    "accepted an id never sent"
+                );
                 self.ledger.accepted.insert(id);
             }
             ClientEvent::QueueFull { id, .. } | ClientEvent::SendFailed { id, .. } => {
-                assert!(!self.ledger.accepted.contains(&id), "refused after accepted");
+                assert!(
+                    !self.ledger.accepted.contains(&id),
+                    "refused after accepted"
+                );
                 self.ledger.refused.insert(id);
             }
             ClientEvent::MessageReceived { from, id, body, .. } => {
-                self.ledger.received.entry(me).or_default().push((from, id, body));
+                self.ledger
+                    .received
+                    .entry(me)
+                    .or_default()
+                    .push((from, id, body));
             }
             ClientEvent::UndecryptableMessage { from, id, error } => {
                 panic!("{me} could not open {id} from {from}: {error}");
@@ -289,7 +328,11 @@ impl Sim {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.clients[i].reconnect_at = None;
-        self.clients[i].link = Some(Link { conn, to_server: VecDeque::new(), to_client: VecDeque::new() });
+        self.clients[i].link = Some(Link {
+            conn,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+        });
         self.server.handle_input(self.now, Input::Connected(conn));
         self.drain_server();
         self.client_input(i, ClientInput::Connected);
@@ -297,9 +340,12 @@ impl Sim {
 
     /// The connection breaks: in-flight bytes are lost on both sides.
     fn drop_link(&mut self, i: usize) {
-        let Some(link) = self.clients[i].link.take() else { return };
+        let Some(link) = self.clients[i].link.take() else {
+            return;
+        };
         self.figures.link_drops += 1;
-        self.server.handle_input(self.now, Input::Disconnected(link.conn));
+        self.server
+            .handle_input(self.now, Input::Disconnected(link.conn));
         self.drain_server();
         self.client_input(i, ClientInput::Disconnected);
         self.schedule_reconnect(i);
@@ -309,15 +355,22 @@ impl Sim {
     fn restart_client(&mut self, i: usize) {
         self.figures.client_restarts += 1;
         if let Some(link) = self.clients[i].link.take() {
-            self.server.handle_input(self.now, Input::Disconnected(link.conn));
+            self.server
+                .handle_input(self.now, Input::Disconnected(link.conn));
             self.drain_server();
         }
         let state = self.clients[i].client.state().clone();
         let name = self.clients[i].name.clone();
         let seed = rng::bytes(&mut self.rng);
         let unix = self.unix_now();
-        self.clients[i].client =
-            Client::new(ClientConfig::new(name), identities()[i].clone(), state, seed, self.now, unix);
+        self.clients[i].client = Client::new(
+            ClientConfig::new(name),
+            identities()[i].clone(),
+            state,
+            seed,
+            self.now,
+            unix,
+        );
         self.drain_client(i);
         self.schedule_reconnect(i);
     }
@@ -329,7 +382,10 @@ impl Sim {
         let counter = self.clients[i].next_counter.entry(to.clone()).or_insert(0);
         *counter += 1;
         let body = format!("{from}->{to}#{counter:06} secret-payload").into_bytes();
-        match self.clients[i].client.send(self.now, to.clone(), body.clone()) {
+        match self.clients[i]
+            .client
+            .send(self.now, to.clone(), body.clone())
+        {
             Ok(id) => {
                 self.ledger.sent.insert(id, (from, to, body));
                 self.figures.sent += 1;
@@ -346,24 +402,33 @@ impl Sim {
         let mut progressed = false;
         for i in 0..self.clients.len() {
             loop {
-                let Some(link) = self.clients[i].link.as_mut() else { break };
-                let due = link.to_server.front().is_some_and(|(at, _)| *at <= self.now);
+                let Some(link) = self.clients[i].link.as_mut() else {
+                    break;
+                };
+                let due = link
+                    .to_server
+                    .front()
+                    .is_some_and(|(at, _)| *at <= self.now);
                 if !due {
                     break;
                 }
                 let conn = link.conn;
-                let Some((_, segment)) = link.to_server.pop_front() else { break };
+                let Some((_, segment)) = link.to_server.pop_front() else {
+                    break;
+                };
                 progressed = true;
                 match segment {
                     Segment::Bytes(bytes) => {
                         for chunk in split(&mut self.rng, &bytes) {
-                            self.server.handle_input(self.now, Input::Bytes(conn, chunk));
+                            self.server
+                                .handle_input(self.now, Input::Bytes(conn, chunk));
                         }
                         self.drain_server();
                     }
                     Segment::Fin => {
                         self.clients[i].link = None;
-                        self.server.handle_input(self.now, Input::Disconnected(conn));
+                        self.server
+                            .handle_input(self.now, Input::Disconnected(conn));
                         self.drain_server();
                         self.client_input(i, ClientInput::Disconnected);
                         self.schedule_reconnect(i);
@@ -371,24 +436,33 @@ impl Sim {
                 }
             }
             loop {
-                let Some(link) = self.clients[i].link.as_mut() else { break };
-                let due = link.to_client.front().is_some_and(|(at, _)| *at <= self.now);
+                let Some(link) = self.clients[i].link.as_mut() else {
+                    break;
+                };
+                let due = link
+                    .to_client
+                    .front()
+                    .is_some_and(|(at, _)| *at <= self.now);
                 if !due {
                     break;
                 }
                 let conn = link.conn;
-                let Some((_, segment)) = link.to_client.pop_front() else { break };
+                let Some((_, segment)) = link.to_client.pop_front() else {
+                    break;
+                };
                 progressed = true;
                 match segment {
                     Segment::Bytes(bytes) => {
-                        let chunks: Vec<Vec<u8>> = split(&mut self.rng, &bytes).map(<[u8]>::to_vec).collect();
+                        let chunks: Vec<Vec<u8>> =
+                            split(&mut self.rng, &bytes).map(<[u8]>::to_vec).collect();
                         for chunk in chunks {
                             self.client_input(i, ClientInput::Bytes(&chunk));
                         }
                     }
                     Segment::Fin => {
                         self.clients[i].link = None;
-                        self.server.handle_input(self.now, Input::Disconnected(conn));
+                        self.server
+                            .handle_input(self.now, Input::Disconnected(conn));
                         self.drain_server();
                         self.client_input(i, ClientInput::Disconnected);
                         self.schedule_reconnect(i);
@@ -432,7 +506,11 @@ impl Sim {
                 self.drain_server();
             }
             for i in 0..self.clients.len() {
-                if self.clients[i].client.poll_timeout().is_some_and(|t| t <= self.now) {
+                if self.clients[i]
+                    .client
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
                     self.client_input(i, ClientInput::Timeout);
                 }
                 if self.clients[i].reconnect_at.is_some_and(|t| t <= self.now) {
@@ -495,7 +573,9 @@ impl Sim {
     }
 
     fn settled(&self) -> bool {
-        self.clients.iter().all(|c| c.client.is_logged_in() && c.client.state().outbox().len() == 0)
+        self.clients
+            .iter()
+            .all(|c| c.client.is_logged_in() && c.client.state().outbox().len() == 0)
             && self.pending.is_empty()
             && self.server.state().queued_items() == 0
     }
@@ -504,7 +584,10 @@ impl Sim {
         let ledger = &self.ledger;
         // Every outbox drained: each message accepted or refused.
         for id in ledger.sent.keys() {
-            assert!(ledger.accepted.contains(id) || ledger.refused.contains(id), "message {id} neither accepted nor refused");
+            assert!(
+                ledger.accepted.contains(id) || ledger.refused.contains(id),
+                "message {id} neither accepted nor refused"
+            );
         }
         let mut delivered = 0;
         for (to, list) in &ledger.received {
@@ -512,8 +595,15 @@ impl Sim {
             let mut last: BTreeMap<UserName, Vec<u8>> = BTreeMap::new();
             for (from, id, body) in list {
                 assert!(seen.insert(*id), "{to} saw {id} twice");
-                let (s_from, s_to, s_body) = ledger.sent.get(id).unwrap_or_else(|| panic!("{to} got {id} that was never sent"));
-                assert_eq!((s_from, s_to, s_body), (from, to, body), "message {id} altered");
+                let (s_from, s_to, s_body) = ledger
+                    .sent
+                    .get(id)
+                    .unwrap_or_else(|| panic!("{to} got {id} that was never sent"));
+                assert_eq!(
+                    (s_from, s_to, s_body),
+                    (from, to, body),
+                    "message {id} altered"
+                );
                 if let Some(prev) = last.get(from) {
                     assert!(prev < body, "out of order from {from} to {to}");
                 }
@@ -523,8 +613,14 @@ impl Sim {
         }
         for id in &ledger.accepted {
             let (_, to, _) = &ledger.sent[id];
-            let got = ledger.received.get(to).is_some_and(|l| l.iter().any(|(_, i, _)| i == id));
-            assert!(got, "accepted message {id} to {to} never reached the application");
+            let got = ledger
+                .received
+                .get(to)
+                .is_some_and(|l| l.iter().any(|(_, i, _)| i == id));
+            assert!(
+                got,
+                "accepted message {id} to {to} never reached the application"
+            );
         }
         self.figures.accepted = ledger.accepted.len();
         self.figures.delivered = delivered;
@@ -533,7 +629,9 @@ impl Sim {
 
 /// Splits `bytes` into 1–4 random chunks.
 fn split<'a>(rng: &mut CoreRng, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-    let mut cuts: Vec<usize> = (0..(rng.next_u32() % 4)).map(|_| rng.next_u32() as usize % (bytes.len() + 1)).collect();
+    let mut cuts: Vec<usize> = (0..(rng.next_u32() % 4))
+        .map(|_| rng.next_u32() as usize % (bytes.len() + 1))
+        .collect();
     cuts.push(0);
     cuts.push(bytes.len());
     cuts.sort_unstable();
@@ -566,8 +664,16 @@ fn run_seed(seed: u64) -> Figures {
 /// with the recipient's key.
 fn check_server_cannot_read(sim: &Sim) {
     for cmd in &sim.durable {
-        if let PersistCmd::Enqueue { user, item: MailItem::Message { from, envelope, .. }, .. } = cmd {
-            assert!(!contains(envelope, b"secret-payload"), "plaintext visible to the server");
+        if let PersistCmd::Enqueue {
+            user,
+            item: MailItem::Message { from, envelope, .. },
+            ..
+        } = cmd
+        {
+            assert!(
+                !contains(envelope, b"secret-payload"),
+                "plaintext visible to the server"
+            );
             let wrong = (0..USERS).find(|i| user_name(*i) != *user).unwrap();
             let opened = crypto::open(
                 &identities()[wrong],
@@ -595,7 +701,10 @@ fn simulation_loses_nothing_and_shows_nothing_twice() {
     let seeds: Vec<u64> = match std::env::var("MISSIVE_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("MISSIVE_SIM_SEED is a number")],
         Err(_) => {
-            let n = std::env::var("MISSIVE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12u64);
+            let n = std::env::var("MISSIVE_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(12u64);
             (0..n).collect()
         }
     };

@@ -118,8 +118,8 @@ impl AuthTranscript<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::{alice, bob, name, seeded};
     use super::*;
+    use crate::test_support::{alice, bob, name, seeded};
 
     fn transcript(user: &UserName) -> AuthTranscript<'_> {
         AuthTranscript {

@@ -234,8 +234,8 @@ fn encoding_error(e: impl fmt::Display) -> KeyError {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::{alice, bob, seeded};
     use super::*;
+    use crate::test_support::{alice, bob, seeded};
     use rsa::BoxedUint;
 
     /// SPKI DER of an RSA public key with a `bits`-bit modulus, built without

@@ -51,4 +51,3 @@ fn pss_sign(identity: &Identity, rng: &mut CoreRng, digest: &[u8; 32]) -> Vec<u8
 fn pss_verify(key: &PublicKey, digest: &[u8; 32], signature: &[u8]) -> rsa::Result<()> {
     key.key.pss_verify_prehash::<Sha256>(digest, signature)
 }
-

@@ -998,3 +998,118 @@ impl Harness {
         self.drain();
     }
 }
+
+mod model {
+    //! State-machine invariants against a simple model: random sequences of
+    //! sends, acks, presence changes, reconnects and durability reports.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send { from: usize, to: usize },
+        AckFirst { user: usize },
+        Presence { user: usize, online: bool },
+        Reconnect { user: usize },
+        Durable,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, 0..3usize).prop_map(|(from, to)| Op::Send { from, to }),
+            3 => (0..3usize).prop_map(|user| Op::AckFirst { user }),
+            1 => (0..3usize, any::<bool>()).prop_map(|(user, online)| Op::Presence { user, online }),
+            1 => (0..3usize).prop_map(|user| Op::Reconnect { user }),
+            2 => Just(Op::Durable),
+        ]
+    }
+
+    const NAMES: [&str; 3] = ["ann", "ben", "cat"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn queues_match_a_model_and_limits_hold(ops in proptest::collection::vec(op(), 1..60)) {
+            let config = ServerConfig { window: 3, queue_max_messages: 6, sender_share_percent: 50, ..ServerConfig::default() };
+            let mut h = Harness::new(config.clone());
+            let mut conns: Vec<ConnId> = (0..3).map(|i| h.user(i as u64 + 1, NAMES[i], &ids()[i])).collect();
+            h.auto_durable = false;
+            let mut next_conn = 10;
+            let mut next_id = 0u8;
+            // Model: per recipient, the ids queued in order.
+            let mut model: Vec<Vec<MessageId>> = vec![Vec::new(); 3];
+            // Per user, what arrived on the current connection (seq, id).
+            let mut received: Vec<VecDeque<(Seq, Option<MessageId>)>> = vec![VecDeque::new(); 3];
+            for op in ops {
+                match op {
+                    Op::Send { from, to } => {
+                        next_id = next_id.wrapping_add(1);
+                        let id = MessageId([next_id; 16]);
+                        let queued_from_sender = h.server.state().user(&name(NAMES[to])).unwrap()
+                            .mailbox.per_sender.get(&name(NAMES[from])).map_or(0, |u| u.messages);
+                        let fits = model[to].len() < 6 && queued_from_sender < 3;
+                        h.send(conns[from], &ClientPacket::Send { id, to: name(NAMES[to]), envelope: vec![next_id] });
+                        if fits {
+                            model[to].push(id);
+                        } else {
+                            let reply = h.expect(conns[from]);
+                            prop_assert!(matches!(reply, ServerPacket::Error { code: ErrorCode::QueueFull, .. }), "{reply:?}");
+                        }
+                    }
+                    Op::AckFirst { user } => {
+                        if let Some((seq, id)) = received[user].pop_front() {
+                            h.send(conns[user], &ClientPacket::Ack { seq });
+                            if let Some(id) = id {
+                                let pos = model[user].iter().position(|m| *m == id).expect("acked message is queued");
+                                model[user].remove(pos);
+                            }
+                        }
+                    }
+                    Op::Presence { user, online } => h.send(conns[user], &ClientPacket::SetPresence { online }),
+                    Op::Reconnect { user } => {
+                        h.input_disconnect(conns[user]);
+                        h.auto_durable = true;
+                        conns[user] = h.user(next_conn, NAMES[user], &ids()[user]);
+                        h.auto_durable = false;
+                        next_conn += 1;
+                        received[user].clear();
+                    }
+                    Op::Durable => h.make_durable(),
+                }
+                // Collect what each connection got.
+                for user in 0..3 {
+                    for p in h.recv_all(conns[user]) {
+                        match p {
+                            ServerPacket::Message { seq, id, from, .. } => {
+                                prop_assert!(NAMES.contains(&from.as_str()));
+                                received[user].push_back((seq, Some(id)));
+                            }
+                            ServerPacket::Notice { seq, .. } => received[user].push_back((seq, None)),
+                            ServerPacket::Accepted { .. } | ServerPacket::LoggedIn { .. } => {}
+                            other => prop_assert!(false, "unexpected {other:?}"),
+                        }
+                    }
+                    // Invariants: window respected, deliveries in mailbox order.
+                    prop_assert!(received[user].len() <= 3);
+                    let seqs: Vec<Seq> = received[user].iter().map(|(s, _)| *s).collect();
+                    prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+                }
+                // The server's mailboxes hold exactly the model's messages, in order.
+                for (i, expected) in model.iter().enumerate() {
+                    let mailbox = &h.server.state().user(&name(NAMES[i])).unwrap().mailbox;
+                    let queued: Vec<MessageId> = mailbox.items.values().filter_map(|item| match item {
+                        MailItem::Message { id, .. } => Some(*id),
+                        MailItem::Notice { .. } => None,
+                    }).collect();
+                    prop_assert_eq!(&queued, expected);
+                    prop_assert!(mailbox.message_count <= 6);
+                }
+            }
+            // Replaying the log always rebuilds the state.
+            let replayed = ServerState::replay(h.log.iter().map(|(_, c)| c));
+            prop_assert_eq!(&replayed, h.server.state());
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Tests of sealing and opening envelopes.
 
-use crate::test_support::{alice, bob, carol, name, seeded};
 use super::*;
+use crate::test_support::{alice, bob, carol, name, seeded};
 use ciborium::Value;
 use proptest::prelude::*;
 use std::sync::OnceLock;
