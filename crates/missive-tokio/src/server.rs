@@ -1,0 +1,423 @@
+//! The TCP server on tokio.
+//!
+//! One task owns the [`ServerEngine`] (and so the core server). It selects
+//! over: new connections, [`ConnEvent`]s from the connections' readers,
+//! durability reports of the store thread, the core's next timer, requests
+//! from [`ServerHandle`]s, and the shutdown signal. Every connection has a
+//! reader task (a 16 KiB buffer on its stack only while a read is ready; it
+//! holds no buffer while idle) forwarding chunks through one bounded channel
+//! to the owner task, and a writer task draining the connection's bounded
+//! outbound queue with vectored writes.
+
+use missive_core::server::{Server, ServerConfig};
+use missive_runtime::engine::{ConnEvent, EngineError, EngineStats, ServerEngine, StoreEvents};
+use missive_runtime::queue::{OutboundReceiver, QueueLimits, StopSignal, WriterStep};
+use missive_store::{Store, StoreStats};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// Inbound events handled before the timers and the store are looked at again.
+const INBOUND_BATCH: usize = 64;
+
+/// Driver settings (the protocol settings are in [`ServerConfig`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Limits of each connection's outbound queue; a connection whose queue
+    /// is full is dropped as a slow consumer (default 1024 buffers, 8 MiB).
+    pub queue: QueueLimits,
+    /// Capacity of the channel from the readers to the core task (default
+    /// 1024 chunks); readers wait when it is full.
+    pub inbound_capacity: usize,
+    /// Most simultaneous connections; beyond it new ones are closed at once
+    /// (default 10,000).
+    pub max_connections: usize,
+    /// Time given to writers to flush their queues at shutdown (default 5 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            queue: QueueLimits::default(),
+            inbound_capacity: 1024,
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a server did, returned when it stops.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ServeReport {
+    /// The store thread's counters (commits, commands).
+    pub store: StoreStats,
+    /// The engine's counters (connections, slow consumers).
+    pub engine: EngineStats,
+}
+
+type Inspect = Box<dyn FnOnce(&ServerEngine) + Send>;
+
+enum Request {
+    Shutdown,
+    Inspect(Inspect),
+}
+
+/// A cheap, cloneable handle to a running server: stop it, or look at its
+/// state.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Shutdown => f.write_str("Shutdown"),
+            Request::Inspect(_) => f.write_str("Inspect"),
+        }
+    }
+}
+
+impl ServerHandle {
+    /// Asks the server to shut down gracefully.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Request::Shutdown);
+    }
+
+    /// Runs `f` on the core server inside the server's task and returns its
+    /// result (`None` if the server has stopped). For metrics and tests.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Server) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let request: Inspect = Box::new(move |engine: &ServerEngine| {
+            let _ = tx.send(f(engine.server()));
+        });
+        self.tx.send(Request::Inspect(request)).ok()?;
+        rx.await.ok()
+    }
+
+    /// The engine's counters (`None` if the server has stopped).
+    pub async fn stats(&self) -> Option<EngineStats> {
+        let (tx, rx) = oneshot::channel();
+        let request: Inspect = Box::new(move |engine: &ServerEngine| {
+            let _ = tx.send(engine.stats());
+        });
+        self.tx.send(Request::Inspect(request)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// A server bound to its address with its store loaded, not yet serving.
+///
+/// ```no_run
+/// use missive_core::server::ServerConfig;
+/// use missive_store::MemoryStore;
+/// use missive_tokio::BoundServer;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let server = BoundServer::bind("127.0.0.1:0", ServerConfig::default(), Box::new(MemoryStore::new())).await?;
+/// println!("listening on {}", server.local_addr());
+/// server.serve_until(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    engine: ServerEngine,
+    store_events: StoreEvents,
+    options: ServerOptions,
+    requests_tx: mpsc::UnboundedSender<Request>,
+    requests: mpsc::UnboundedReceiver<Request>,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.local_addr)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// Binds `addr`, loads `store` and starts its thread, with the default
+    /// [`ServerOptions`].
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+    ) -> io::Result<Self> {
+        Self::bind_with(addr, config, store, ServerOptions::default()).await
+    }
+
+    /// Binds `addr`, loads `store` and starts its thread.
+    pub async fn bind_with(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+        options: ServerOptions,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let queue = options.queue;
+        let (engine, store_events) =
+            tokio::task::spawn_blocking(move || ServerEngine::start(config, store, queue))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(|e: EngineError| io::Error::other(e.to_string()))?;
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        Ok(Self {
+            listener,
+            local_addr,
+            engine,
+            store_events,
+            options,
+            requests_tx,
+            requests,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to stop or inspect the server once it serves.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            tx: self.requests_tx.clone(),
+        }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`] is called.
+    pub async fn serve(self) -> io::Result<ServeReport> {
+        self.serve_until(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` resolves (or [`ServerHandle::shutdown`] is
+    /// called), then shuts down gracefully: stops accepting, tells every
+    /// client, makes everything durable, lets the writers flush.
+    ///
+    /// Fails if the store fails (nothing more could be made durable).
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> io::Result<ServeReport> {
+        let Self {
+            listener,
+            local_addr,
+            mut engine,
+            mut store_events,
+            options,
+            requests_tx,
+            mut requests,
+        } = self;
+        drop(requests_tx);
+        let (inbound_tx, mut inbound) = mpsc::channel::<ConnEvent>(options.inbound_capacity.max(1));
+        let mut tasks = JoinSet::new();
+        let mut failure: Option<io::Error> = None;
+        let mut shutdown = std::pin::pin!(shutdown);
+        tracing::info!(%local_addr, "serving");
+
+        loop {
+            let deadline = engine.poll_timeout();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                request = requests.recv() => match request {
+                    Some(Request::Shutdown) => break,
+                    Some(Request::Inspect(f)) => f(&engine),
+                    None => {} // every handle dropped: never again
+                },
+                event = store_events.recv() => {
+                    let result = match event {
+                        Some(event) => engine.store_event(Instant::now(), event),
+                        None => Err(missive_store::StoreError::Stopped),
+                    };
+                    if let Err(e) = result {
+                        tracing::error!("store failure, shutting down: {e}");
+                        failure = Some(io::Error::other(format!("store failure: {e}")));
+                        break;
+                    }
+                },
+                event = inbound.recv() => {
+                    // The core task holds a sender: never `None`.
+                    if let Some(event) = event {
+                        let now = Instant::now();
+                        engine.conn_event(now, event);
+                        for _ in 1..INBOUND_BATCH {
+                            match inbound.try_recv() {
+                                Ok(event) => engine.conn_event(now, event),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                },
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        while tasks.try_join_next().is_some() {}
+                        if engine.connection_count() >= options.max_connections {
+                            tracing::warn!(%peer, "connection limit reached, refusing");
+                            drop(stream);
+                            continue;
+                        }
+                        let _ = stream.set_nodelay(true);
+                        let (conn, queue, stop) = engine.accept(Instant::now());
+                        tracing::debug!(conn = conn.0, %peer, "connection accepted");
+                        let (rd, wr) = stream.into_split();
+                        tasks.spawn(read_loop(conn, rd, stop, inbound_tx.clone()));
+                        tasks.spawn(write_loop(wr, queue));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a bit.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = sleep_until(deadline), if deadline.is_some() => engine.timeout(Instant::now()),
+            }
+        }
+
+        tracing::info!("shutting down");
+        drop(listener);
+        let engine_stats = engine.stats();
+        // Readers' last words are no longer needed.
+        drop(inbound);
+        let stopped = tokio::task::spawn_blocking(move || engine.shutdown(Instant::now()))
+            .await
+            .map_err(io::Error::other)?;
+        // Let writers flush what is queued (the Shutting-down errors).
+        let drained = tokio::time::timeout(options.drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not drain in time");
+        }
+        tasks.shutdown().await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let store = stopped.map_err(|e| io::Error::other(format!("store: {e}")))?;
+        tracing::info!(
+            commits = store.commits,
+            commands = store.commands,
+            "stopped"
+        );
+        Ok(ServeReport {
+            store,
+            engine: engine_stats,
+        })
+    }
+}
+
+/// Sleeps until `deadline` (forever if `None`; the branch is then disabled).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads chunks from the socket and forwards them to the core task until the
+/// peer closes, an error occurs, or the engine is done with the connection.
+/// The read buffer lives on the stack only while a read is ready.
+async fn read_loop(
+    conn: missive_core::ConnId,
+    rd: OwnedReadHalf,
+    stop: StopSignal,
+    tx: mpsc::Sender<ConnEvent>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.stopped() => break,
+            ready = rd.readable() => if ready.is_err() { break },
+        }
+        let chunk = {
+            let mut buf = [0u8; READ_CHUNK];
+            match rd.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => buf[..n].to_vec(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::debug!(conn = conn.0, "read failed: {e}");
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.stopped() => break,
+            sent = tx.send(ConnEvent::Bytes(conn, chunk)) => if sent.is_err() { return },
+        }
+    }
+    let _ = tx.send(ConnEvent::Closed(conn)).await;
+}
+
+/// Writes what the engine queues for the connection, in batches.
+async fn write_loop(mut wr: OwnedWriteHalf, mut queue: OutboundReceiver) {
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    loop {
+        match queue.next_batch(&mut batch).await {
+            WriterStep::Write => {
+                let written = tokio::select! {
+                    biased;
+                    () = queue.aborted() => return,
+                    written = write_batch(&mut wr, &batch) => written,
+                };
+                batch.clear();
+                if batch.capacity() > MAX_IOVECS * 4 {
+                    batch.shrink_to(MAX_IOVECS);
+                }
+                if let Err(e) = written {
+                    tracing::debug!("write failed: {e}");
+                    return; // dropping the queue stops the reader
+                }
+            }
+            WriterStep::Finish => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), wr.shutdown()).await;
+                return;
+            }
+            WriterStep::Abort => return,
+        }
+    }
+}
+
+/// Writes every buffer of `batch`, with vectored writes.
+async fn write_batch(wr: &mut OwnedWriteHalf, batch: &[Vec<u8>]) -> io::Result<()> {
+    if let [one] = batch {
+        return wr.write_all(one).await;
+    }
+    for group in batch.chunks(MAX_IOVECS) {
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            let n = wr.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    Ok(())
+}
+
+/// Connects to `addr` with `TCP_NODELAY`.
+pub(crate) async fn connect_tcp(addr: &str) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
