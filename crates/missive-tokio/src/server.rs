@@ -229,6 +229,7 @@ impl BoundServer {
         let mut tasks = JoinSet::new();
         let mut failure: Option<io::Error> = None;
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut handles_alive = true;
         tracing::info!(%local_addr, "serving");
 
         loop {
@@ -236,10 +237,10 @@ impl BoundServer {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                request = requests.recv() => match request {
+                request = requests.recv(), if handles_alive => match request {
                     Some(Request::Shutdown) => break,
                     Some(Request::Inspect(f)) => f(&engine),
-                    None => {} // every handle dropped: never again
+                    None => handles_alive = false, // every handle is gone
                 },
                 event = store_events.recv() => {
                     let result = match event {

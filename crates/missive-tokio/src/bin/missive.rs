@@ -57,8 +57,10 @@ enum Command {
     Send {
         /// Recipient.
         to: String,
-        /// Text of the message; read from standard input when absent.
-        text: Option<String>,
+        /// Text of the message (several words are joined with spaces);
+        /// read from standard input when absent.
+        #[arg(value_name = "TEXT")]
+        text: Vec<String>,
     },
     /// Receive messages and print them as `sender: text` lines.
     Listen {
@@ -75,17 +77,20 @@ enum Command {
     /// Show your key's fingerprint, or the one pinned for USER.
     Fingerprint {
         /// Whose pinned key (default: your own key).
-        user: Option<String>,
+        #[arg(value_name = "USER")]
+        whose: Option<String>,
     },
     /// Show whether USER is online.
     Presence {
         /// Whose presence.
-        user: String,
+        #[arg(value_name = "USER")]
+        whose: String,
     },
     /// Trust USER's new key after a key change (forget the pinned one).
     Trust {
         /// Whose key.
-        user: String,
+        #[arg(value_name = "USER")]
+        whose: String,
     },
 }
 
@@ -193,9 +198,10 @@ async fn run(args: Args) -> Result<(), Failure> {
         Command::Register => register(options, &user_home).await,
         Command::Send { to, text } => {
             let to = user_name(&to)?;
-            let body = match text {
-                Some(text) => text,
-                None => read_stdin()?,
+            let body = if text.is_empty() {
+                read_stdin()?
+            } else {
+                text.join(" ")
             };
             send(options, to, body, wait).await
         }
@@ -211,12 +217,12 @@ async fn run(args: Args) -> Result<(), Failure> {
             };
             listen(options, json, count, timeout).await
         }
-        Command::Fingerprint { user: None } => {
+        Command::Fingerprint { whose: None } => {
             let identity = load_identity(&user_home)?;
             println!("{}", identity.public_key().fingerprint());
             Ok(())
         }
-        Command::Fingerprint { user: Some(other) } => {
+        Command::Fingerprint { whose: Some(other) } => {
             let other = user_name(&other)?;
             let state = user_home
                 .load_state()
@@ -232,8 +238,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 )),
             }
         }
-        Command::Presence { user: other } => presence(options, user_name(&other)?, wait).await,
-        Command::Trust { user: other } => trust(&user_home, user_name(&other)?),
+        Command::Presence { whose: other } => presence(options, user_name(&other)?, wait).await,
+        Command::Trust { whose: other } => trust(&user_home, user_name(&other)?),
     }
 }
 
@@ -465,4 +471,26 @@ fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
     println!("forgot {other}'s pinned key: the next message to {other} pins the key the server offers now");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn positional_user_is_not_the_global_user() {
+        let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
+        assert_eq!(args.user.as_deref(), Some("alice"));
+        assert!(matches!(args.command, Command::Fingerprint { whose: Some(ref w) } if w == "bob"));
+        let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint"]).unwrap();
+        assert!(matches!(args.command, Command::Fingerprint { whose: None }));
+        let args = Args::try_parse_from(["missive", "send", "bob", "hello", "there"]).unwrap();
+        assert!(matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there"));
+    }
 }
