@@ -13,7 +13,9 @@ use futures_channel::oneshot;
 use missive_core::client::{Client, ClientConfig};
 use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::{MessageId, UserName};
-use missive_runtime::client::{ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket};
+use missive_runtime::client::{
+    ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
+};
 use missive_runtime::home::{ClientHome, HomeError};
 use missive_runtime::{Backoff, os_seed, unix_ms_now};
 use std::io;
@@ -239,7 +241,11 @@ impl ClientHandle {
     /// id once the server has durably accepted it, or with the reason it
     /// never will be. The message survives reconnections meanwhile (and a
     /// restart of the client: it stays in the saved outbox).
-    pub async fn send(&self, to: UserName, body: impl Into<Vec<u8>>) -> Result<MessageId, SendError> {
+    pub async fn send(
+        &self,
+        to: UserName,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, SendError> {
         let (reply, ticket) = SendTicket::new();
         self.command(Command::Send {
             to,
@@ -365,7 +371,9 @@ impl ClientTask {
         options: ClientOptions,
         ready: oneshot::Sender<Result<LoginInfo, ConnectError>>,
     ) -> Self {
-        let seed = os_seed().map_or(0, |s| u64::from_le_bytes(s[..8].try_into().unwrap_or_default()));
+        let seed = os_seed().map_or(0, |s| {
+            u64::from_le_bytes(s[..8].try_into().unwrap_or_default())
+        });
         let backoff = Backoff::new(options.backoff_initial, options.backoff_max, seed);
         Self {
             engine,
@@ -392,10 +400,14 @@ impl ClientTask {
         self.start_connecting(Instant::now());
         let mut close_reply = None;
         while !self.stop {
-            let deadline = [self.engine.poll_timeout(), self.reconnect_at, self.login_deadline]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.engine.poll_timeout(),
+                self.reconnect_at,
+                self.login_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 command = self.commands.recv() => match command {
                     None => break,
@@ -484,7 +496,10 @@ impl ClientTask {
             }
             self.schedule_reconnect(now);
         }
-        if self.reconnect_at.is_some_and(|t| t <= now) && self.link.is_none() && self.connecting.is_none() {
+        if self.reconnect_at.is_some_and(|t| t <= now)
+            && self.link.is_none()
+            && self.connecting.is_none()
+        {
             self.start_connecting(now);
         }
         self.engine.timeout(now);

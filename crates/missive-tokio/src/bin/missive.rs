@@ -34,7 +34,12 @@ Exit status:
 #[command(name = "missive", version, after_help = EXIT_HELP)]
 struct Args {
     /// Server address (host:port).
-    #[arg(long, global = true, env = "MISSIVE_SERVER", default_value = "127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_SERVER",
+        default_value = "127.0.0.1:7878"
+    )]
     server: String,
     /// Client home directory [default: ~/.missive].
     #[arg(long, global = true, env = "MISSIVE_HOME")]
@@ -168,7 +173,8 @@ fn main() -> ExitCode {
 }
 
 fn user_name(name: &str) -> Result<UserName, Failure> {
-    UserName::new(name).map_err(|e| Failure::new(BAD_INPUT, format!("invalid user name `{name}`: {e}")))
+    UserName::new(name)
+        .map_err(|e| Failure::new(BAD_INPUT, format!("invalid user name `{name}`: {e}")))
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
@@ -234,7 +240,9 @@ async fn run(args: Args) -> Result<(), Failure> {
                 }
                 None => Err(Failure::new(
                     UNKNOWN_USER,
-                    format!("no key pinned for {other} (keys are pinned on the first message to them)"),
+                    format!(
+                        "no key pinned for {other} (keys are pinned on the first message to them)"
+                    ),
                 )),
             }
         }
@@ -245,9 +253,12 @@ async fn run(args: Args) -> Result<(), Failure> {
 
 fn read_stdin() -> Result<String, Failure> {
     let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::new(BAD_INPUT, format!("cannot read the message from standard input: {e}")))?;
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Failure::new(
+            BAD_INPUT,
+            format!("cannot read the message from standard input: {e}"),
+        )
+    })?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -309,7 +320,12 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
         .map_err(|e| Failure::new(OTHER, e.to_string()))
 }
 
-async fn send(options: ClientOptions, to: UserName, body: String, wait: Duration) -> Result<(), Failure> {
+async fn send(
+    options: ClientOptions,
+    to: UserName,
+    body: String,
+    wait: Duration,
+) -> Result<(), Failure> {
     let (client, _events) = ClientHandle::connect(options).await?;
     let result = tokio::time::timeout(wait, client.send(to.clone(), body)).await;
     let closed = client.close().await;
@@ -317,7 +333,9 @@ async fn send(options: ClientOptions, to: UserName, body: String, wait: Duration
         Err(_) => {
             return Err(Failure::new(
                 TIMED_OUT,
-                format!("no answer from the server in {wait:?}; the message stays in the outbox and goes out with the next command"),
+                format!(
+                    "no answer from the server in {wait:?}; the message stays in the outbox and goes out with the next command"
+                ),
             ));
         }
         Ok(Ok(id)) => id,
@@ -375,7 +393,10 @@ async fn listen(
             _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         let Some(event) = event else {
-            break Err(Failure::new(UNREACHABLE, "the connection to the server was lost"));
+            break Err(Failure::new(
+                UNREACHABLE,
+                "the connection to the server was lost",
+            ));
         };
         match event {
             ClientEvent::MessageReceived {
@@ -403,8 +424,14 @@ async fn listen(
             ClientEvent::UndecryptableMessage { from, id, error } => {
                 eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
             }
-            ClientEvent::KeyChanged { user, pinned, offered } => {
-                eprintln!("missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}");
+            ClientEvent::KeyChanged {
+                user,
+                pinned,
+                offered,
+            } => {
+                eprintln!(
+                    "missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}"
+                );
             }
             ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
             ClientEvent::Expired { to, id } => {
@@ -454,7 +481,9 @@ fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
         .load_state()
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
     if state.pinned_key(&other).is_none() {
-        println!("no key pinned for {other}: the next message to them pins the key the server offers");
+        println!(
+            "no key pinned for {other}: the next message to them pins the key the server offers"
+        );
         return Ok(());
     }
     let seed = os_seed().map_err(|e| Failure::new(OTHER, e.to_string()))?;
@@ -469,7 +498,9 @@ fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
     client.trust_key(&other);
     home.save_state(client.state())
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
-    println!("forgot {other}'s pinned key: the next message to {other} pins the key the server offers now");
+    println!(
+        "forgot {other}'s pinned key: the next message to {other} pins the key the server offers now"
+    );
     Ok(())
 }
 
@@ -485,12 +516,15 @@ mod tests {
 
     #[test]
     fn positional_user_is_not_the_global_user() {
-        let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
+        let args =
+            Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
         assert_eq!(args.user.as_deref(), Some("alice"));
         assert!(matches!(args.command, Command::Fingerprint { whose: Some(ref w) } if w == "bob"));
         let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint"]).unwrap();
         assert!(matches!(args.command, Command::Fingerprint { whose: None }));
         let args = Args::try_parse_from(["missive", "send", "bob", "hello", "there"]).unwrap();
-        assert!(matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there"));
+        assert!(
+            matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there")
+        );
     }
 }

@@ -64,18 +64,29 @@ impl TestServer {
 
     /// Items queued in all mailboxes (messages and notices).
     pub async fn queued(&self) -> usize {
-        self.handle.inspect(|s| s.state().queued_items()).await.unwrap()
+        self.handle
+            .inspect(|s| s.state().queued_items())
+            .await
+            .unwrap()
     }
 
     /// Waits until `f` holds on the server, or panics after `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&missive_core::server::Server) -> bool + Send + Sync + Clone + 'static) {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&missive_core::server::Server) -> bool + Send + Sync + Clone + 'static,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let g = f.clone();
             if self.handle.inspect(move |s| g(s)).await.unwrap() {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -92,7 +103,11 @@ pub fn options(addr: SocketAddr, home: &Path, name: &str, key: usize) -> ClientO
 }
 
 /// The next event matching `f`, or a panic after `timeout`.
-pub async fn next_event<T>(events: &mut Events, timeout: Duration, mut f: impl FnMut(ClientEvent) -> Option<T>) -> T {
+pub async fn next_event<T>(
+    events: &mut Events,
+    timeout: Duration,
+    mut f: impl FnMut(ClientEvent) -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
