@@ -202,8 +202,9 @@ fn spec_vectors() -> BTreeMap<String, String> {
         }
         if let Some(rest) = line.strip_prefix("    ") {
             let key = current.as_ref().expect("continuation after a name");
-            out.get_mut(key)
-                .map(|v: &mut String| v.push_str(rest.trim()));
+            if let Some(v) = out.get_mut(key) {
+                v.push_str(rest.trim());
+            }
         } else if let Some(name) = line.strip_suffix(':') {
             out.insert(name.trim().to_owned(), String::new());
             current = Some(name.trim().to_owned());
