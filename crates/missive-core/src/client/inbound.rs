@@ -1,15 +1,15 @@
 //! Transport events and packets from the server: handshake, deliveries,
 //! errors, timers.
 
-use super::events::ClientEvent;
-use super::session::{Phase, Request, ServerInfo, Session, MIN_PING_INTERVAL};
-use super::state::{NoticeKind, ParkedEnvelope};
 use super::Client;
+use super::events::ClientEvent;
+use super::session::{MIN_PING_INTERVAL, Phase, Request, ServerInfo, Session};
+use super::state::{NoticeKind, ParkedEnvelope};
 use crate::crypto::{AuthContext, AuthTranscript, OpenError};
 use crate::rng;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::{
-    ClientPacket, DecodeError, ErrorCode, Nonce, Notice, ServerPacket, WireLimits, PROTOCOL_VERSION,
+    ClientPacket, DecodeError, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, ServerPacket, WireLimits,
 };
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ impl Client {
     pub(super) fn on_connected(&mut self, _now: Instant) {
         self.out.drop_connection_outputs();
         self.conn = Some(Session::new(self.config.max_frame));
-        self.transmit(&ClientPacket::Hello { versions: vec![PROTOCOL_VERSION] });
+        self.transmit(&ClientPacket::Hello {
+            versions: vec![PROTOCOL_VERSION],
+        });
     }
 
     pub(super) fn on_disconnected(&mut self) {
@@ -28,7 +30,9 @@ impl Client {
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if conn.phase == Phase::Closed {
             return;
         }
@@ -50,14 +54,18 @@ impl Client {
     }
 
     pub(super) fn on_bytes(&mut self, now: Instant, bytes: &[u8]) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if conn.phase == Phase::Closed {
             return;
         }
         conn.maybe_switch_decoder();
         conn.decoder.push(bytes);
         loop {
-            let Some(conn) = self.conn.as_mut() else { return };
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
             if conn.phase == Phase::Closed {
                 return;
             }
@@ -87,8 +95,21 @@ impl Client {
         match (phase, packet) {
             (
                 Phase::AwaitWelcome,
-                ServerPacket::Welcome { version, server_id, session_id, ping_interval_ms, limits },
-            ) => self.on_welcome(now, version, server_id, session_id, ping_interval_ms, limits),
+                ServerPacket::Welcome {
+                    version,
+                    server_id,
+                    session_id,
+                    ping_interval_ms,
+                    limits,
+                },
+            ) => self.on_welcome(
+                now,
+                version,
+                server_id,
+                session_id,
+                ping_interval_ms,
+                limits,
+            ),
             (Phase::AwaitChallenge(context), ServerPacket::Challenge { nonce, .. }) => {
                 self.on_challenge(context, nonce)
             }
@@ -96,24 +117,44 @@ impl Client {
             (Phase::AwaitLoggedIn, ServerPacket::LoggedIn { user, queued }) => {
                 self.on_logged_in(user, queued)
             }
-            (_, ServerPacket::Error { code, id, user, detail }) => {
-                self.on_error(now, phase, code, id, user, detail)
-            }
+            (
+                _,
+                ServerPacket::Error {
+                    code,
+                    id,
+                    user,
+                    detail,
+                },
+            ) => self.on_error(now, phase, code, id, user, detail),
             (p, ServerPacket::Pong) if p != Phase::AwaitWelcome => {}
             (Phase::LoggedIn, ServerPacket::Key { user, public_key }) => {
                 self.on_key(user, public_key)
             }
             (Phase::LoggedIn, ServerPacket::Accepted { id }) => self.on_accepted(id),
-            (Phase::LoggedIn, ServerPacket::Message { seq, from, id, envelope }) => {
-                self.on_message(seq, from, id, envelope)
-            }
+            (
+                Phase::LoggedIn,
+                ServerPacket::Message {
+                    seq,
+                    from,
+                    id,
+                    envelope,
+                },
+            ) => self.on_message(seq, from, id, envelope),
             (Phase::LoggedIn, ServerPacket::Notice { seq, notice }) => self.on_notice(seq, notice),
-            (Phase::LoggedIn, ServerPacket::Presence { user, online, last_seen_ms }) => {
-                self.on_presence(user, online, last_seen_ms)
-            }
+            (
+                Phase::LoggedIn,
+                ServerPacket::Presence {
+                    user,
+                    online,
+                    last_seen_ms,
+                },
+            ) => self.on_presence(user, online, last_seen_ms),
             (phase, packet) => self.close_with(
                 ErrorCode::UnexpectedPacket,
-                format!("unexpected packet from the server in state {phase:?}: {}", packet_name(&packet)),
+                format!(
+                    "unexpected packet from the server in state {phase:?}: {}",
+                    packet_name(&packet)
+                ),
             ),
         }
     }
@@ -130,12 +171,20 @@ impl Client {
         if version != PROTOCOL_VERSION {
             self.close_with(
                 ErrorCode::UnsupportedVersion,
-                format!("server chose protocol version {version}, only {PROTOCOL_VERSION} is spoken"),
+                format!(
+                    "server chose protocol version {version}, only {PROTOCOL_VERSION} is spoken"
+                ),
             );
             return;
         }
-        let Some(conn) = self.conn.as_mut() else { return };
-        conn.server = Some(ServerInfo { server_id, session_id, limits });
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.server = Some(ServerInfo {
+            server_id,
+            session_id,
+            limits,
+        });
         conn.max_frame = limits.max_frame;
         conn.next_decoder_limit = Some(limits.max_frame);
         conn.maybe_switch_decoder();
@@ -143,11 +192,15 @@ impl Client {
         conn.next_ping = now.checked_add(conn.ping_interval);
         conn.phase = Phase::AwaitChallenge(AuthContext::Login);
         self.max_envelope = Some(limits.max_envelope);
-        self.transmit(&ClientPacket::Login { user: self.config.user.clone() });
+        self.transmit(&ClientPacket::Login {
+            user: self.config.user.clone(),
+        });
     }
 
     fn on_challenge(&mut self, context: AuthContext, nonce: Nonce) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         let Some(server) = conn.server else { return };
         conn.phase = match context {
             AuthContext::Login => Phase::AwaitLoggedIn,
@@ -163,7 +216,10 @@ impl Client {
             client_nonce,
         };
         let signature = transcript.sign(&self.identity, &mut self.rng);
-        self.transmit(&ClientPacket::Prove { client_nonce, signature });
+        self.transmit(&ClientPacket::Prove {
+            client_nonce,
+            signature,
+        });
     }
 
     fn on_registered(&mut self, user: UserName) {
@@ -234,7 +290,10 @@ impl Client {
                     conn.phase = Phase::AwaitChallenge(AuthContext::Register);
                 }
                 let public_key = self.identity.public_key().to_spki_der().to_vec();
-                self.transmit(&ClientPacket::Register { user: self.config.user.clone(), public_key });
+                self.transmit(&ClientPacket::Register {
+                    user: self.config.user.clone(),
+                    public_key,
+                });
             }
             // Any other refusal during the handshake (NameTaken, BadKey,
             // Busy, ...) leaves nothing to do on this connection.
@@ -246,7 +305,11 @@ impl Client {
         // Acknowledge first: the server may forget the item once it is acked,
         // and whatever happens next is local.
         self.transmit(&ClientPacket::Ack { seq });
-        if !self.state.seen.insert((from.clone(), id), self.config.seen_capacity) {
+        if !self
+            .state
+            .seen
+            .insert((from.clone(), id), self.config.seen_capacity)
+        {
             return; // a redelivery
         }
         self.out.changed();
@@ -255,7 +318,9 @@ impl Client {
             self.open_and_report(&from, id, &envelope, &key);
             return;
         }
-        self.state.parked.push_back(ParkedEnvelope { from, id, envelope });
+        self.state
+            .parked
+            .push_back(ParkedEnvelope { from, id, envelope });
         while self.state.parked.len() > self.config.max_parked.max(1) {
             if let Some(dropped) = self.state.parked.pop_front() {
                 self.out.event(ClientEvent::UndecryptableMessage {
@@ -276,7 +341,11 @@ impl Client {
             Notice::Delivered { to, id } => (NoticeKind::Delivered, to, id),
             Notice::Expired { to, id } => (NoticeKind::Expired, to, id),
         };
-        if !self.state.seen_notices.insert((kind, to.clone(), id), self.config.seen_capacity) {
+        if !self
+            .state
+            .seen_notices
+            .insert((kind, to.clone(), id), self.config.seen_capacity)
+        {
             return; // a redelivery
         }
         self.out.changed();
@@ -290,7 +359,11 @@ impl Client {
         if let Some(conn) = self.conn.as_mut() {
             conn.take_exact(&Request::QueryPresence(user.clone()));
         }
-        self.out.event(ClientEvent::PresenceChanged { user, online, last_seen_ms });
+        self.out.event(ClientEvent::PresenceChanged {
+            user,
+            online,
+            last_seen_ms,
+        });
     }
 }
 

@@ -1,9 +1,9 @@
 //! Public keys of other users: pinning on first use, key changes, and
 //! opening received envelopes.
 
+use super::Client;
 use super::events::{ClientEvent, SendFailure};
 use super::session::Request;
-use super::Client;
 use crate::crypto::{self, Fingerprint, OpenError, PublicKey};
 use crate::types::{MessageId, UserName};
 use serde_bytes::ByteBuf;
@@ -47,7 +47,9 @@ impl Client {
             None if !requested => {} // unsolicited: pin nothing
             None => match PublicKey::from_spki_der(&der) {
                 Ok(key) => {
-                    self.state.pinned.insert(user.clone(), ByteBuf::from(key.to_spki_der().to_vec()));
+                    self.state
+                        .pinned
+                        .insert(user.clone(), ByteBuf::from(key.to_spki_der().to_vec()));
                     self.out.changed();
                     self.open_parked_from(&user);
                 }
@@ -76,7 +78,9 @@ impl Client {
 
     /// Opens the envelopes parked for `sender`, if its key is pinned.
     fn open_parked_from(&mut self, sender: &UserName) {
-        let Some(key) = self.state.pinned.get(sender).map(|k| k.to_vec()) else { return };
+        let Some(key) = self.state.pinned.get(sender).map(|k| k.to_vec()) else {
+            return;
+        };
         if !self.state.parked.iter().any(|p| p.from == *sender) {
             return;
         }
@@ -111,11 +115,29 @@ impl Client {
 
     /// Opens one envelope from `from` with its pinned key and reports the
     /// result locally.
-    pub(super) fn open_and_report(&mut self, from: &UserName, id: MessageId, envelope: &[u8], key_der: &[u8]) {
-        let max_len = self.conn.as_ref().map_or(self.config.max_frame, |c| c.max_frame) as usize;
+    pub(super) fn open_and_report(
+        &mut self,
+        from: &UserName,
+        id: MessageId,
+        envelope: &[u8],
+        key_der: &[u8],
+    ) {
+        let max_len = self
+            .conn
+            .as_ref()
+            .map_or(self.config.max_frame, |c| c.max_frame) as usize;
         let opened = PublicKey::from_spki_der(key_der)
             .map_err(|e| OpenError::Malformed(format!("the pinned key is unusable: {e}")))
-            .and_then(|key| crypto::open(&self.identity, &self.config.user, from, &key, envelope, max_len));
+            .and_then(|key| {
+                crypto::open(
+                    &self.identity,
+                    &self.config.user,
+                    from,
+                    &key,
+                    envelope,
+                    max_len,
+                )
+            });
         let event = match opened {
             Ok(opened) if opened.header.id == id => ClientEvent::MessageReceived {
                 from: from.clone(),
@@ -126,9 +148,15 @@ impl Client {
             Ok(_) => ClientEvent::UndecryptableMessage {
                 from: from.clone(),
                 id,
-                error: OpenError::Malformed("the envelope's id differs from the delivered id".into()),
+                error: OpenError::Malformed(
+                    "the envelope's id differs from the delivered id".into(),
+                ),
             },
-            Err(error) => ClientEvent::UndecryptableMessage { from: from.clone(), id, error },
+            Err(error) => ClientEvent::UndecryptableMessage {
+                from: from.clone(),
+                id,
+                error,
+            },
         };
         self.out.event(event);
     }

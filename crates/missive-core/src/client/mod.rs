@@ -33,9 +33,7 @@ mod tests;
 
 pub use config::ClientConfig;
 pub use events::{ClientEvent, ClientInput, ClientOutput, SendError, SendFailure};
-pub use state::{
-    ClientState, OutboxEntry, ParkedEnvelope, StateDecodeError, StateEncodeError,
-};
+pub use state::{ClientState, OutboxEntry, ParkedEnvelope, StateDecodeError, StateEncodeError};
 
 use crate::crypto::Identity;
 use crate::rng::{self, CoreRng};
@@ -219,7 +217,9 @@ impl Client {
 
     /// Whether the current connection is logged in.
     pub fn is_logged_in(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.phase == Phase::LoggedIn)
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.phase == Phase::LoggedIn)
     }
 
     /// The user this client is for.
@@ -241,7 +241,9 @@ impl Client {
 
     /// Queues one packet on the current connection. Returns whether it was.
     fn transmit(&mut self, packet: &ClientPacket) -> bool {
-        let Some(conn) = self.conn.as_ref() else { return false };
+        let Some(conn) = self.conn.as_ref() else {
+            return false;
+        };
         if conn.phase == Phase::Closed {
             return false;
         }
@@ -258,22 +260,22 @@ impl Client {
     }
 
     fn send_presence_query(&mut self, user: UserName) {
-        if self.transmit(&ClientPacket::QueryPresence { user: user.clone() }) {
-            if let Some(conn) = self.conn.as_mut() {
-                conn.requests.push_back(Request::QueryPresence(user));
-            }
+        if self.transmit(&ClientPacket::QueryPresence { user: user.clone() })
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.requests.push_back(Request::QueryPresence(user));
         }
     }
 
     /// Reports `code` and asks the driver to close the connection.
     fn close_with(&mut self, code: ErrorCode, detail: String) {
         self.out.event(ClientEvent::Error { code, detail });
-        if let Some(conn) = self.conn.as_mut() {
-            if conn.phase != Phase::Closed {
-                conn.phase = Phase::Closed;
-                conn.next_ping = None;
-                self.out.close();
-            }
+        if let Some(conn) = self.conn.as_mut()
+            && conn.phase != Phase::Closed
+        {
+            conn.phase = Phase::Closed;
+            conn.next_ping = None;
+            self.out.close();
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The durable outbox: queueing, sealing, sending, and the server's answers.
 
+use super::Client;
 use super::events::{ClientEvent, SendError, SendFailure};
 use super::session::{Phase, Request};
 use super::state::OutboxEntry;
-use super::Client;
-use crate::crypto::{self, EnvelopeHeader, PublicKey, ENVELOPE_VERSION};
+use crate::crypto::{self, ENVELOPE_VERSION, EnvelopeHeader, PublicKey};
 use crate::rng;
 use crate::types::{MessageId, UserName};
 use crate::wire::{ClientPacket, ErrorCode};
@@ -23,11 +23,16 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<MessageId, SendError> {
         if self.state.outbox.len() >= self.config.max_outbox {
-            return Err(SendError::OutboxFull { max: self.config.max_outbox });
+            return Err(SendError::OutboxFull {
+                max: self.config.max_outbox,
+            });
         }
         let max = self.max_envelope.unwrap_or(self.config.max_frame) as usize;
         if body.len().saturating_add(MIN_SEAL_OVERHEAD) > max {
-            return Err(SendError::TooLarge { len: body.len(), max });
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
         }
         let id = loop {
             let id = MessageId(rng::bytes(&mut self.rng));
@@ -36,7 +41,13 @@ impl Client {
             }
         };
         let sent_at = self.unix_ms(now);
-        self.state.outbox.push_back(OutboxEntry { id, to, body, sealed: None, sent_at });
+        self.state.outbox.push_back(OutboxEntry {
+            id,
+            to,
+            body,
+            sealed: None,
+            sent_at,
+        });
         self.out.changed();
         self.pump();
         Ok(id)
@@ -46,7 +57,9 @@ impl Client {
     /// in-flight limit, and key fetches for recipients and parked senders
     /// without a pinned key.
     pub(super) fn pump(&mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if conn.phase != Phase::LoggedIn {
             return;
         }
@@ -95,7 +108,11 @@ impl Client {
                     Err(reason) => {
                         if let Some(entry) = self.state.outbox.remove(i) {
                             self.out.changed();
-                            self.out.event(ClientEvent::SendFailed { to: entry.to, id: entry.id, reason });
+                            self.out.event(ClientEvent::SendFailed {
+                                to: entry.to,
+                                id: entry.id,
+                                reason,
+                            });
                         }
                         continue;
                     }
@@ -106,7 +123,11 @@ impl Client {
                 i += 1;
                 continue;
             };
-            let packet = ClientPacket::Send { id: entry.id, to: entry.to.clone(), envelope };
+            let packet = ClientPacket::Send {
+                id: entry.id,
+                to: entry.to.clone(),
+                envelope,
+            };
             if self.out.frame(conn.max_frame, &packet).is_ok() {
                 conn.in_flight.insert(entry.id);
                 i += 1;
@@ -134,7 +155,14 @@ impl Client {
             })
             .collect();
         for user in wanted {
-            if self.out.frame(conn.max_frame, &ClientPacket::FetchKey { user: user.clone() }).is_ok() {
+            if self
+                .out
+                .frame(
+                    conn.max_frame,
+                    &ClientPacket::FetchKey { user: user.clone() },
+                )
+                .is_ok()
+            {
                 conn.fetching.insert(user.clone());
                 conn.requests.push_back(Request::FetchKey(user.clone()));
             }
@@ -146,7 +174,11 @@ impl Client {
             conn.in_flight.remove(&id);
             conn.retry_at.remove(&id);
         }
-        if let Some(entry) = self.state.outbox_position(&id).and_then(|p| self.state.outbox.remove(p)) {
+        if let Some(entry) = self
+            .state
+            .outbox_position(&id)
+            .and_then(|p| self.state.outbox.remove(p))
+        {
             self.out.changed();
             self.out.event(ClientEvent::Accepted { id, to: entry.to });
         }
@@ -213,12 +245,19 @@ impl Client {
                     }
                 }
                 let (reason, why) = match code {
-                    ErrorCode::UnknownUser => {
-                        (SendFailure::UnknownUser, "the server does not know the sender".to_string())
-                    }
+                    ErrorCode::UnknownUser => (
+                        SendFailure::UnknownUser,
+                        "the server does not know the sender".to_string(),
+                    ),
                     other => {
-                        self.out.event(ClientEvent::Error { code, detail: format!("{user}: {detail}") });
-                        (SendFailure::Rejected(other), format!("cannot fetch the sender's key: {other:?}"))
+                        self.out.event(ClientEvent::Error {
+                            code,
+                            detail: format!("{user}: {detail}"),
+                        });
+                        (
+                            SendFailure::Rejected(other),
+                            format!("cannot fetch the sender's key: {other:?}"),
+                        )
                     }
                 };
                 self.fail_entries_for(&user, reason);
@@ -229,7 +268,10 @@ impl Client {
             if code == ErrorCode::UnknownUser {
                 self.fail_entries_for(&user, SendFailure::UnknownUser);
             }
-            self.out.event(ClientEvent::Error { code, detail: format!("{user}: {detail}") });
+            self.out.event(ClientEvent::Error {
+                code,
+                detail: format!("{user}: {detail}"),
+            });
             return;
         }
         self.out.event(ClientEvent::Error { code, detail });
@@ -249,7 +291,11 @@ impl Client {
                     conn.retry_at.remove(&entry.id);
                 }
                 self.out.changed();
-                self.out.event(ClientEvent::SendFailed { to: entry.to, id: entry.id, reason });
+                self.out.event(ClientEvent::SendFailed {
+                    to: entry.to,
+                    id: entry.id,
+                    reason,
+                });
             }
         }
     }

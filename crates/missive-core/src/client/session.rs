@@ -3,7 +3,9 @@
 use super::events::{ClientEvent, ClientOutput};
 use crate::crypto::AuthContext;
 use crate::types::{MessageId, UserName};
-use crate::wire::{encode_frame, encode_frame_into, ClientPacket, EncodeError, FrameDecoder, WireLimits};
+use crate::wire::{
+    ClientPacket, EncodeError, FrameDecoder, WireLimits, encode_frame, encode_frame_into,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -97,11 +99,11 @@ impl Session {
 
     /// Applies a pending decoder limit if no partial frame is buffered.
     pub(super) fn maybe_switch_decoder(&mut self) {
-        if let Some(limit) = self.next_decoder_limit {
-            if self.decoder.buffered_len() == 0 {
-                self.decoder = FrameDecoder::new(limit);
-                self.next_decoder_limit = None;
-            }
+        if let Some(limit) = self.next_decoder_limit
+            && self.decoder.buffered_len() == 0
+        {
+            self.decoder = FrameDecoder::new(limit);
+            self.next_decoder_limit = None;
         }
     }
 
@@ -145,7 +147,11 @@ pub(super) struct Outputs {
 
 impl Outputs {
     /// Queues one frame, merged into a preceding Transmit when possible.
-    pub(super) fn frame(&mut self, max_frame: u32, packet: &ClientPacket) -> Result<(), EncodeError> {
+    pub(super) fn frame(
+        &mut self,
+        max_frame: u32,
+        packet: &ClientPacket,
+    ) -> Result<(), EncodeError> {
         if let Some(ClientOutput::Transmit(buf)) = self.queue.back_mut() {
             encode_frame_into(packet, max_frame, buf)
         } else {

@@ -152,7 +152,10 @@ pub(super) struct SeenSet<T: Eq + Hash + Clone> {
 
 impl<T: Eq + Hash + Clone> Default for SeenSet<T> {
     fn default() -> Self {
-        Self { order: VecDeque::new(), index: HashSet::new() }
+        Self {
+            order: VecDeque::new(),
+            index: HashSet::new(),
+        }
     }
 }
 
