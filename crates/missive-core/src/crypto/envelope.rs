@@ -2,8 +2,17 @@
 //! recipient, signed by the sender.
 
 use super::keys::{Identity, PublicKey};
-use crate::rng::CoreRng;
+use super::{len_prefix, pss_sign, pss_verify};
+use crate::rng::{self, CoreRng};
 use crate::types::{MessageId, UnixMillis, UserName};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use rand_core::Rng as _;
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Version number inside every envelope header.
 pub const ENVELOPE_VERSION: u16 = 1;
@@ -82,6 +91,48 @@ pub enum OpenError {
 /// Seals `body` from `sender` (named `header.sender`) for the holder of
 /// `recipient_key` (named `header.recipient`). Fails if the result would be
 /// longer than `max_len`.
+///
+/// A fresh 32-byte content key encrypts `body` with ChaCha20-Poly1305 (the
+/// header's CBOR encoding is the associated data); the key is wrapped with
+/// RSA-OAEP-SHA256 for the recipient, and the sender signs header, wrapped
+/// key and ciphertext with RSA-PSS-SHA256. All randomness comes from `rng`,
+/// so the same generator state gives the same envelope. `header.version` is
+/// written as given: [`open`] only accepts [`ENVELOPE_VERSION`].
+///
+/// The size is known before any RSA work, so an oversized body fails fast.
+/// Envelopes are also capped at `u32::MAX` bytes (their signed fields carry
+/// 32-bit lengths).
+///
+/// # Example
+///
+/// ```
+/// use missive_core::crypto::{open, seal, EnvelopeHeader, Identity, ENVELOPE_VERSION};
+/// use missive_core::{rng, MessageId, UserName};
+///
+/// let mut rng = rng::from_seed([42; 32]);
+/// let alice = Identity::generate(&mut rng, 2048)?;
+/// let bob = Identity::generate(&mut rng, 2048)?;
+/// let header = EnvelopeHeader {
+///     version: ENVELOPE_VERSION,
+///     sender: UserName::new("alice")?,
+///     recipient: UserName::new("bob")?,
+///     id: MessageId(rng::bytes(&mut rng)),
+///     sent_at: 1_700_000_000_000,
+/// };
+///
+/// let sealed = seal(&mut rng, &alice, &header, bob.public_key(), b"hi bob", 64 * 1024)?;
+/// let opened = open(
+///     &bob,
+///     &header.recipient,
+///     &header.sender,
+///     alice.public_key(),
+///     &sealed,
+///     64 * 1024,
+/// )?;
+/// assert_eq!(opened.header, header);
+/// assert_eq!(opened.body, b"hi bob");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn seal(
     rng: &mut CoreRng,
     sender: &Identity,
@@ -90,20 +141,63 @@ pub fn seal(
     body: &[u8],
     max_len: usize,
 ) -> Result<Vec<u8>, SealError> {
-    let _ = (rng, sender, header, recipient_key, body, max_len);
-    todo!()
+    let header_bytes = encode(&WireHeader::from(header));
+    let len = envelope_len(&[
+        header_bytes.len(),
+        recipient_key.key.size(),
+        body.len().saturating_add(TAG_LEN),
+        sender.private.size(),
+    ]);
+    let max = max_len.min(MAX_ENVELOPE_LEN);
+    if len > max {
+        return Err(SealError::TooLarge { len, max });
+    }
+
+    let mut content_key = Zeroizing::new([0u8; KEY_LEN]);
+    rng.fill_bytes(content_key.as_mut_slice());
+    let ciphertext = ChaCha20Poly1305::new((&*content_key).into())
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: body,
+                aad: &header_bytes,
+            },
+        )
+        .expect("ChaCha20-Poly1305 accepts any body below 256 GiB");
+    let wrapped_key = recipient_key
+        .key
+        .oaep_encrypt_with_rng::<Sha256, _>(rng, content_key.as_slice())
+        .expect("a 32-byte key fits RSA-OAEP-SHA256 under a validated key of at least 2048 bits");
+    drop(content_key);
+
+    let digest = signed_digest(&header_bytes, &wrapped_key, &ciphertext);
+    let signature = pss_sign(sender, rng, &digest);
+    let sealed = encode(&WireEnvelope {
+        h: &header_bytes,
+        k: &wrapped_key,
+        c: &ciphertext,
+        s: &signature,
+    });
+    debug_assert_eq!(sealed.len(), len, "precomputed envelope size");
+    Ok(sealed)
 }
 
 /// Reads the header without verifying anything (to learn whose key is
 /// needed). Never trust it before `open` succeeds.
+///
+/// Checks the size, the CBOR structure and the version, nothing else.
 pub fn peek_header(envelope: &[u8], max_len: usize) -> Result<EnvelopeHeader, OpenError> {
-    let _ = (envelope, max_len);
-    todo!()
+    parse(envelope, max_len).map(|(_, header)| header)
 }
 
 /// Verifies and decrypts an envelope for `recipient` (whose identity is
 /// `identity`), expected from `expected_sender` whose public key is
 /// `sender_key`.
+///
+/// Checks, in this order: size, structure, version, recipient, sender, the
+/// sender's signature, and only then unwraps the content key and decrypts,
+/// so unauthenticated bytes never reach the RSA private-key operation.
+/// See [`seal`] for an example.
 pub fn open(
     identity: &Identity,
     recipient: &UserName,
@@ -112,6 +206,219 @@ pub fn open(
     envelope: &[u8],
     max_len: usize,
 ) -> Result<Opened, OpenError> {
-    let _ = (identity, recipient, expected_sender, sender_key, envelope, max_len);
-    todo!()
+    let (wire, header) = parse(envelope, max_len)?;
+    if header.recipient != *recipient {
+        return Err(OpenError::WrongRecipient(header.recipient));
+    }
+    if header.sender != *expected_sender {
+        return Err(OpenError::WrongSender(header.sender));
+    }
+    let digest = signed_digest(&wire.h, &wire.k, &wire.c);
+    pss_verify(sender_key, &digest, &wire.s).map_err(|_| OpenError::BadSignature)?;
+
+    let content_key = unwrap_key(identity, &wire.k).ok_or(OpenError::CannotDecrypt)?;
+    let body = ChaCha20Poly1305::new((&*content_key).into())
+        .decrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &wire.c,
+                aad: &wire.h,
+            },
+        )
+        .map_err(|_| OpenError::CannotDecrypt)?;
+    Ok(Opened { header, body })
 }
+
+/// Length of the ChaCha20-Poly1305 content key.
+const KEY_LEN: usize = 32;
+/// Length of the Poly1305 tag appended to the ciphertext.
+const TAG_LEN: usize = 16;
+/// Nesting limit for CBOR decoding (envelopes nest one level).
+const RECURSION_LIMIT: usize = 16;
+/// Hard cap on envelope size: every signed field has a `u32` length prefix.
+const MAX_ENVELOPE_LEN: usize = u32::MAX as usize;
+/// Domain separation label that opens the signed envelope bytes.
+const SIGNATURE_LABEL: &[u8] = b"missive/v1/envelope";
+/// Domain separation label for the derived OAEP blinding generator.
+const BLINDING_LABEL: &[u8] = b"missive/v1/oaep-blinding";
+
+/// The header as encoded on the wire: a CBOR map whose keys appear in
+/// declaration order.
+#[derive(Serialize, Deserialize)]
+struct WireHeader {
+    v: u16,
+    from: UserName,
+    to: UserName,
+    id: MessageId,
+    sent_at: UnixMillis,
+}
+
+impl From<&EnvelopeHeader> for WireHeader {
+    fn from(h: &EnvelopeHeader) -> Self {
+        Self {
+            v: h.version,
+            from: h.sender.clone(),
+            to: h.recipient.clone(),
+            id: h.id,
+            sent_at: h.sent_at,
+        }
+    }
+}
+
+impl From<WireHeader> for EnvelopeHeader {
+    fn from(h: WireHeader) -> Self {
+        Self {
+            version: h.v,
+            sender: h.from,
+            recipient: h.to,
+            id: h.id,
+            sent_at: h.sent_at,
+        }
+    }
+}
+
+/// The envelope as encoded on the wire: a CBOR map of four byte strings,
+/// borrowed (`B = &[u8]`) when sealing and owned (`B = Vec<u8>`) when opening.
+#[derive(Serialize, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(
+        serialize = "B: serde_bytes::Serialize",
+        deserialize = "B: serde_bytes::Deserialize<'de>"
+    )
+)]
+struct WireEnvelope<B> {
+    /// Header CBOR, exactly the AEAD's associated data.
+    #[serde(with = "serde_bytes")]
+    h: B,
+    /// Content key wrapped with RSA-OAEP-SHA256.
+    #[serde(with = "serde_bytes")]
+    k: B,
+    /// ChaCha20-Poly1305 ciphertext followed by its tag.
+    #[serde(with = "serde_bytes")]
+    c: B,
+    /// Sender's RSA-PSS-SHA256 signature.
+    #[serde(with = "serde_bytes")]
+    s: B,
+}
+
+/// Encodes `value` as CBOR.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out)
+        .expect("CBOR encoding of plain structs into a Vec cannot fail");
+    out
+}
+
+/// Decodes one CBOR item that must span all of `bytes`.
+fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, OpenError> {
+    let mut rest = bytes;
+    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, RECURSION_LIMIT)
+        .map_err(|e| OpenError::Malformed(format!("{what}: {e}")))?;
+    if !rest.is_empty() {
+        return Err(OpenError::Malformed(format!(
+            "{what}: {} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Rejects any encoding of `value` other than the one `seal` produces.
+fn check_canonical<T: Serialize>(value: &T, bytes: &[u8], what: &str) -> Result<(), OpenError> {
+    if encode(value) == bytes {
+        Ok(())
+    } else {
+        Err(OpenError::Malformed(format!(
+            "{what}: non-canonical encoding"
+        )))
+    }
+}
+
+/// Size check, structure and version: everything but the cryptography.
+fn parse(
+    envelope: &[u8],
+    max_len: usize,
+) -> Result<(WireEnvelope<Vec<u8>>, EnvelopeHeader), OpenError> {
+    let max = max_len.min(MAX_ENVELOPE_LEN);
+    if envelope.len() > max {
+        return Err(OpenError::TooLarge {
+            len: envelope.len(),
+            max,
+        });
+    }
+    let wire: WireEnvelope<Vec<u8>> = decode_exact(envelope, "envelope")?;
+    check_canonical(&wire, envelope, "envelope")?;
+    let header: WireHeader = decode_exact(&wire.h, "header")?;
+    if header.v != ENVELOPE_VERSION {
+        return Err(OpenError::UnsupportedVersion(header.v));
+    }
+    check_canonical(&header, &wire.h, "header")?;
+    Ok((wire, header.into()))
+}
+
+/// Encoded size of a CBOR byte string of `len` bytes.
+fn cbor_bytes_len(len: usize) -> usize {
+    let head = match len {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    };
+    len.saturating_add(head)
+}
+
+/// Encoded size of an envelope whose fields `h`, `k`, `c`, `s` have the
+/// given lengths: a one-byte map head, four one-letter text keys of two
+/// bytes each, and the four byte strings.
+fn envelope_len(fields: &[usize; 4]) -> usize {
+    fields.iter().fold(1 + 4 * 2, |sum, &len| {
+        sum.saturating_add(cbor_bytes_len(len))
+    })
+}
+
+/// SHA-256 of the bytes the sender signs: the label, header, wrapped key
+/// and ciphertext, each preceded by its `u32` big-endian length.
+fn signed_digest(header: &[u8], wrapped_key: &[u8], ciphertext: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for field in [SIGNATURE_LABEL, header, wrapped_key, ciphertext] {
+        hasher.update(len_prefix(field.len()));
+        hasher.update(field);
+    }
+    hasher.finalize().into()
+}
+
+/// RSA-OAEP-SHA256 unwrap of a content key; `None` on any failure,
+/// including a plaintext that is not exactly `KEY_LEN` bytes.
+fn unwrap_key(identity: &Identity, wrapped: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let mut blinding = blinding_rng(identity, wrapped);
+    let key = Zeroizing::new(
+        identity
+            .private
+            .oaep_decrypt_with_rng::<Sha256, _>(&mut blinding, wrapped)
+            .ok()?,
+    );
+    let key: &[u8; KEY_LEN] = key.as_slice().try_into().ok()?;
+    Some(Zeroizing::new(*key))
+}
+
+/// Generator for the blinding of the RSA private-key operation in
+/// [`unwrap_key`]. `open` takes no generator and the core may not use OS
+/// randomness, so the blinding factor is derived, as RFC 6979 derives
+/// nonces, from the secret exponent and the ciphertext: unpredictable to
+/// anyone without the key, and it never changes the result.
+fn blinding_rng(identity: &Identity, wrapped: &[u8]) -> CoreRng {
+    let secret = Zeroizing::new(identity.private.d().to_be_bytes());
+    let mut hasher = Sha256::new();
+    for field in [BLINDING_LABEL, &secret, wrapped] {
+        hasher.update(len_prefix(field.len()));
+        hasher.update(field);
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&hasher.finalize());
+    rng::from_seed(*seed)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,656 @@
+//! Tests of sealing and opening envelopes.
+
+use super::super::test_support::{alice, bob, carol, name, seeded};
+use super::*;
+use ciborium::Value;
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// A generous limit for the tests that are not about limits.
+const MAX: usize = 1 << 20;
+
+fn header() -> EnvelopeHeader {
+    EnvelopeHeader {
+        version: ENVELOPE_VERSION,
+        sender: name("alice"),
+        recipient: name("bob"),
+        id: MessageId([7; 16]),
+        sent_at: 1_700_000_000_000,
+    }
+}
+
+/// Alice seals `body` for Bob.
+fn seal_for_bob(body: &[u8]) -> Vec<u8> {
+    seal(
+        &mut seeded(2),
+        alice(),
+        &header(),
+        bob().public_key(),
+        body,
+        MAX,
+    )
+    .unwrap()
+}
+
+/// Bob opens an envelope he expects from Alice.
+fn open_as_bob(envelope: &[u8]) -> Result<Opened, OpenError> {
+    open(
+        bob(),
+        &name("bob"),
+        &name("alice"),
+        alice().public_key(),
+        envelope,
+        MAX,
+    )
+}
+
+/// One sealed envelope with a short body, shared by the tests that tamper
+/// with it.
+fn sample() -> &'static [u8] {
+    static SAMPLE: OnceLock<Vec<u8>> = OnceLock::new();
+    SAMPLE.get_or_init(|| seal_for_bob(b"hello, bob"))
+}
+
+fn decode_wire(envelope: &[u8]) -> WireEnvelope<Vec<u8>> {
+    decode_exact(envelope, "test").unwrap()
+}
+
+/// Alice signs `wire` again after it was modified, so that only the
+/// decryption can notice.
+fn resign(mut wire: WireEnvelope<Vec<u8>>) -> Vec<u8> {
+    let digest = signed_digest(&wire.h, &wire.k, &wire.c);
+    wire.s = pss_sign(alice(), &mut seeded(3), &digest);
+    encode(&wire)
+}
+
+fn encode_value(value: &Value) -> Vec<u8> {
+    encode(value)
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+/// A CBOR map with the given text keys and values, in order.
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
+}
+
+/// An outer envelope map around `h`, with the sample's other fields.
+fn with_header_bytes(h: Vec<u8>) -> Vec<u8> {
+    let mut wire = decode_wire(sample());
+    wire.h = h;
+    encode(&wire)
+}
+
+fn assert_malformed(envelope: &[u8]) {
+    let peeked = peek_header(envelope, MAX);
+    assert!(
+        matches!(peeked, Err(OpenError::Malformed(_))),
+        "peek: {peeked:?}"
+    );
+    let opened = open_as_bob(envelope);
+    assert!(
+        matches!(opened, Err(OpenError::Malformed(_))),
+        "open: {opened:?}"
+    );
+}
+
+#[test]
+fn round_trip_for_many_body_sizes() {
+    for len in [0, 1, 190, 191, 64 * 1024, 250 * 1024] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let sealed = seal_for_bob(&body);
+        let opened = open_as_bob(&sealed).unwrap();
+        assert_eq!(opened.header, header(), "{len} bytes");
+        assert_eq!(opened.body, body, "{len} bytes");
+    }
+}
+
+#[test]
+fn peek_header_reads_the_header() {
+    assert_eq!(peek_header(sample(), MAX), Ok(header()));
+}
+
+#[test]
+fn wire_layout() {
+    let wire = decode_wire(sample());
+    let expected_header = map(vec![
+        ("v", Value::Integer(1.into())),
+        ("from", text("alice")),
+        ("to", text("bob")),
+        ("id", Value::Bytes(vec![7; 16])),
+        ("sent_at", Value::Integer(1_700_000_000_000u64.into())),
+    ]);
+    assert_eq!(wire.h, encode_value(&expected_header));
+    assert_eq!(wire.k.len(), 256);
+    assert_eq!(wire.c.len(), b"hello, bob".len() + TAG_LEN);
+    assert_eq!(wire.s.len(), 256);
+    let expected = map(vec![
+        ("h", Value::Bytes(wire.h.clone())),
+        ("k", Value::Bytes(wire.k.clone())),
+        ("c", Value::Bytes(wire.c.clone())),
+        ("s", Value::Bytes(wire.s.clone())),
+    ]);
+    assert_eq!(sample(), encode_value(&expected));
+}
+
+/// Opens the sample with the raw primitives, following the specification
+/// step by step rather than the code under test.
+#[test]
+fn sample_follows_the_specified_construction() {
+    let wire = decode_wire(sample());
+    let mut signed = Vec::new();
+    for field in [&b"missive/v1/envelope"[..], &wire.h, &wire.k, &wire.c] {
+        signed.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        signed.extend_from_slice(field);
+    }
+    let sender = &alice().public_key().key;
+    let verifier = rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(sender.clone(), 32);
+    let signature = rsa::pss::Signature::try_from(wire.s.as_slice()).unwrap();
+    rsa::signature::Verifier::verify(&verifier, &signed, &signature).unwrap();
+
+    let oaep = rsa::Oaep::<Sha256>::new();
+    let key =
+        rsa::traits::PaddingScheme::decrypt(oaep, Some(&mut seeded(0)), &bob().private, &wire.k);
+    let key = key.unwrap();
+    assert_eq!(key.len(), 32);
+    let body = ChaCha20Poly1305::new_from_slice(&key)
+        .unwrap()
+        .decrypt(
+            &Nonce::from([0; 12]),
+            Payload {
+                msg: &wire.c,
+                aad: &wire.h,
+            },
+        )
+        .unwrap();
+    assert_eq!(body, b"hello, bob");
+}
+
+#[test]
+fn envelope_sizes() {
+    // Header: 59 bytes; wrapped key and signature: 256 bytes each.
+    assert_eq!(seal_for_bob(b"").len(), 605);
+    assert_eq!(seal_for_bob(&[0; 1000]).len(), 1607);
+}
+
+#[test]
+fn mixed_key_sizes() {
+    let dave = Identity::generate(&mut seeded(4), 3072).unwrap();
+    let to_dave = seal(
+        &mut seeded(2),
+        alice(),
+        &header(),
+        dave.public_key(),
+        b"x",
+        MAX,
+    )
+    .unwrap();
+    let opened = open(
+        &dave,
+        &name("bob"),
+        &name("alice"),
+        alice().public_key(),
+        &to_dave,
+        MAX,
+    );
+    assert_eq!(opened.unwrap().body, b"x");
+    let from_dave = seal(
+        &mut seeded(2),
+        &dave,
+        &header(),
+        bob().public_key(),
+        b"y",
+        MAX,
+    )
+    .unwrap();
+    let opened = open(
+        bob(),
+        &name("bob"),
+        &name("alice"),
+        dave.public_key(),
+        &from_dave,
+        MAX,
+    );
+    assert_eq!(opened.unwrap().body, b"y");
+}
+
+#[test]
+fn sealing_is_deterministic_per_seed() {
+    let a = seal_for_bob(b"same");
+    assert_eq!(a, seal_for_bob(b"same"));
+    let b = seal(
+        &mut seeded(9),
+        alice(),
+        &header(),
+        bob().public_key(),
+        b"same",
+        MAX,
+    )
+    .unwrap();
+    assert_ne!(a, b);
+    assert_eq!(open_as_bob(&b).unwrap().body, b"same");
+}
+
+#[test]
+fn wrong_recipient() {
+    let opened = open(
+        carol(),
+        &name("carol"),
+        &name("alice"),
+        alice().public_key(),
+        sample(),
+        MAX,
+    );
+    assert_eq!(opened, Err(OpenError::WrongRecipient(name("bob"))));
+}
+
+#[test]
+fn wrong_sender() {
+    let opened = open(
+        bob(),
+        &name("bob"),
+        &name("carol"),
+        carol().public_key(),
+        sample(),
+        MAX,
+    );
+    assert_eq!(opened, Err(OpenError::WrongSender(name("alice"))));
+}
+
+#[test]
+fn signature_by_another_key() {
+    let opened = open(
+        bob(),
+        &name("bob"),
+        &name("alice"),
+        carol().public_key(),
+        sample(),
+        MAX,
+    );
+    assert_eq!(opened, Err(OpenError::BadSignature));
+}
+
+#[test]
+fn tampering_with_any_field_breaks_the_signature() {
+    let tampered_header = {
+        let h = EnvelopeHeader {
+            sent_at: 1,
+            ..header()
+        };
+        encode(&WireHeader::from(&h))
+    };
+    type Tamper = fn(&mut WireEnvelope<Vec<u8>>, Vec<u8>);
+    let cases: [(&str, Tamper); 5] = [
+        ("header", |w, h| w.h = h),
+        ("wrapped key", |w, _| w.k[10] ^= 1),
+        ("ciphertext", |w, _| w.c[0] ^= 1),
+        ("tag", |w, _| *w.c.last_mut().unwrap() ^= 0x80),
+        ("signature", |w, _| w.s[200] ^= 1),
+    ];
+    for (what, tamper) in cases {
+        let mut wire = decode_wire(sample());
+        tamper(&mut wire, tampered_header.clone());
+        let opened = open_as_bob(&encode(&wire));
+        assert_eq!(opened, Err(OpenError::BadSignature), "{what}");
+    }
+}
+
+#[test]
+fn swapped_fields_break_the_signature() {
+    // Another seed, so that the content key and its wrapping differ.
+    let other = seal(
+        &mut seeded(9),
+        alice(),
+        &header(),
+        bob().public_key(),
+        b"another",
+        MAX,
+    )
+    .unwrap();
+    assert_ne!(decode_wire(&other).k, decode_wire(sample()).k);
+    let mut wire = decode_wire(sample());
+    wire.c = decode_wire(&other).c;
+    assert_eq!(open_as_bob(&encode(&wire)), Err(OpenError::BadSignature));
+    let mut wire = decode_wire(sample());
+    wire.k = decode_wire(&other).k;
+    assert_eq!(open_as_bob(&encode(&wire)), Err(OpenError::BadSignature));
+}
+
+#[test]
+fn key_wrapped_for_someone_else_cannot_be_decrypted() {
+    let sealed = seal(
+        &mut seeded(2),
+        alice(),
+        &header(),
+        carol().public_key(),
+        b"x",
+        MAX,
+    )
+    .unwrap();
+    assert_eq!(open_as_bob(&sealed), Err(OpenError::CannotDecrypt));
+}
+
+#[test]
+fn signed_but_undecryptable_envelopes() {
+    let wrap = |key: &[u8]| {
+        bob()
+            .public_key()
+            .key
+            .oaep_encrypt_with_rng::<Sha256, _>(&mut seeded(8), key)
+            .unwrap()
+    };
+    let aad_changed = {
+        let h = EnvelopeHeader {
+            sent_at: 1,
+            ..header()
+        };
+        encode(&WireHeader::from(&h))
+    };
+    type Change = Box<dyn Fn(&mut WireEnvelope<Vec<u8>>)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("short key", Box::new(move |w| w.k = wrap(&[1; 31]))),
+        ("long key", Box::new(move |w| w.k = wrap(&[1; 33]))),
+        ("other key", Box::new(move |w| w.k = wrap(&[1; 32]))),
+        ("garbage key", Box::new(|w| w.k = vec![0x42; 256])),
+        ("short wrapped key", Box::new(|w| w.k.truncate(255))),
+        ("empty wrapped key", Box::new(|w| w.k.clear())),
+        ("ciphertext", Box::new(|w| w.c[3] ^= 4)),
+        ("tag", Box::new(|w| *w.c.last_mut().unwrap() ^= 1)),
+        ("short ciphertext", Box::new(|w| w.c.truncate(15))),
+        ("header", Box::new(move |w| w.h = aad_changed.clone())),
+    ];
+    for (what, change) in cases {
+        let mut wire = decode_wire(sample());
+        change(&mut wire);
+        assert_eq!(
+            open_as_bob(&resign(wire)),
+            Err(OpenError::CannotDecrypt),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_versions() {
+    for version in [0, 2, u16::MAX] {
+        let h = EnvelopeHeader {
+            version,
+            ..header()
+        };
+        let sealed = seal(&mut seeded(2), alice(), &h, bob().public_key(), b"x", MAX).unwrap();
+        assert_eq!(
+            peek_header(&sealed, MAX),
+            Err(OpenError::UnsupportedVersion(version))
+        );
+        assert_eq!(
+            open_as_bob(&sealed),
+            Err(OpenError::UnsupportedVersion(version))
+        );
+    }
+}
+
+#[test]
+fn truncated_envelopes_are_malformed() {
+    let sealed = sample();
+    for len in 0..sealed.len() {
+        assert_malformed(&sealed[..len]);
+    }
+}
+
+#[test]
+fn trailing_bytes_are_malformed() {
+    let mut sealed = sample().to_vec();
+    sealed.push(0);
+    assert_malformed(&sealed);
+    let mut h = decode_wire(sample()).h;
+    h.push(0);
+    assert_malformed(&with_header_bytes(h));
+}
+
+#[test]
+fn garbage_is_malformed() {
+    let nested = [[0x81u8; 10_000].as_slice(), &[0x00]].concat();
+    let huge_length = [
+        0xa1, 0x61, b'h', 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+    let cases: [&[u8]; 9] = [
+        b"",
+        b"\x00",
+        b"\xff",
+        b"\xa0",
+        b"garbage that is not CBOR at all",
+        &[0x5f; 64],
+        &nested,
+        &huge_length,
+        &[0xbf, 0x61, b'h', 0x40], // unterminated indefinite-length map
+    ];
+    for envelope in cases {
+        assert_malformed(envelope);
+    }
+}
+
+#[test]
+fn malformed_outer_maps() {
+    let wire = decode_wire(sample());
+    let field = |k: &str, v: &Vec<u8>| (k.to_owned(), Value::Bytes(v.clone()));
+    let good: Vec<(String, Value)> = vec![
+        field("h", &wire.h),
+        field("k", &wire.k),
+        field("c", &wire.c),
+        field("s", &wire.s),
+    ];
+    let build = |entries: Vec<(String, Value)>| {
+        encode_value(&Value::Map(
+            entries.into_iter().map(|(k, v)| (text(&k), v)).collect(),
+        ))
+    };
+    assert_eq!(build(good.clone()), sample(), "baseline");
+
+    let mut missing = good.clone();
+    missing.pop();
+    let mut extra = good.clone();
+    extra.push(("x".into(), Value::Bytes(vec![])));
+    let mut duplicate = good.clone();
+    duplicate.push(good[0].clone());
+    let mut reordered = good.clone();
+    reordered.swap(0, 1);
+    let mut text_field = good.clone();
+    text_field[2].1 = text("not bytes");
+    let array = encode_value(&Value::Array(good.iter().map(|(_, v)| v.clone()).collect()));
+    let tagged = encode_value(&Value::Tag(24, Box::new(Value::Bytes(sample().to_vec()))));
+    for envelope in [
+        build(missing),
+        build(extra),
+        build(duplicate),
+        build(reordered),
+        build(text_field),
+        array,
+        tagged,
+    ] {
+        assert_malformed(&envelope);
+    }
+}
+
+#[test]
+fn indefinite_length_byte_strings_are_malformed() {
+    // "c" as an indefinite-length byte string of two chunks.
+    let wire = decode_wire(sample());
+    let mut envelope = encode_value(&map(vec![
+        ("h", Value::Bytes(wire.h.clone())),
+        ("k", Value::Bytes(wire.k.clone())),
+    ]));
+    envelope[0] = 0xa4;
+    envelope.extend_from_slice(&[0x61, b'c', 0x5f]);
+    let (first, second) = wire.c.split_at(4);
+    envelope.extend(encode_value(&Value::Bytes(first.to_vec())));
+    envelope.extend(encode_value(&Value::Bytes(second.to_vec())));
+    envelope.push(0xff);
+    envelope.extend(encode_value(&text("s")));
+    envelope.extend(encode_value(&Value::Bytes(wire.s.clone())));
+    assert_malformed(&envelope);
+}
+
+#[test]
+fn malformed_headers() {
+    let h = |entries: Vec<(&str, Value)>| with_header_bytes(encode_value(&map(entries)));
+    let v = || ("v", Value::Integer(1.into()));
+    let from = || ("from", text("alice"));
+    let to = || ("to", text("bob"));
+    let id = || ("id", Value::Bytes(vec![7; 16]));
+    let sent_at = || ("sent_at", Value::Integer(5.into()));
+    let cases = [
+        h(vec![from(), v(), to(), id(), sent_at()]),
+        h(vec![v(), from(), to(), id()]),
+        h(vec![
+            v(),
+            from(),
+            to(),
+            id(),
+            sent_at(),
+            ("extra", Value::Null),
+        ]),
+        h(vec![v(), ("from", text("Alice")), to(), id(), sent_at()]),
+        h(vec![v(), from(), ("to", text("")), id(), sent_at()]),
+        h(vec![
+            v(),
+            from(),
+            to(),
+            ("id", Value::Bytes(vec![7; 15])),
+            sent_at(),
+        ]),
+        h(vec![
+            v(),
+            from(),
+            to(),
+            ("id", Value::Bytes(vec![7; 17])),
+            sent_at(),
+        ]),
+        h(vec![
+            v(),
+            from(),
+            to(),
+            id(),
+            ("sent_at", Value::Integer((-1).into())),
+        ]),
+        h(vec![
+            ("v", Value::Integer(70_000.into())),
+            from(),
+            to(),
+            id(),
+            sent_at(),
+        ]),
+        h(vec![("v", text("1")), from(), to(), id(), sent_at()]),
+        with_header_bytes(encode_value(&Value::Array(vec![]))),
+        with_header_bytes(vec![]),
+        with_header_bytes(vec![0xa5]),
+    ];
+    for envelope in cases {
+        assert_malformed(&envelope);
+    }
+}
+
+#[test]
+fn non_canonical_header_integers_are_malformed() {
+    // "v": 1 written as a two-byte integer (0x18 0x01) instead of 0x01.
+    let h = decode_wire(sample()).h;
+    assert_eq!(h[1..4], [0x61, b'v', 0x01]);
+    let long_v = [&h[..3], &[0x18, 0x01], &h[4..]].concat();
+    assert_malformed(&with_header_bytes(long_v));
+}
+
+#[test]
+fn seal_too_large() {
+    let body = [0u8; 1000];
+    let len = seal_for_bob(&body).len();
+    let at_limit = seal(
+        &mut seeded(2),
+        alice(),
+        &header(),
+        bob().public_key(),
+        &body,
+        len,
+    );
+    assert_eq!(at_limit.unwrap().len(), len);
+    let over = seal(
+        &mut seeded(2),
+        alice(),
+        &header(),
+        bob().public_key(),
+        &body,
+        len - 1,
+    );
+    assert_eq!(over, Err(SealError::TooLarge { len, max: len - 1 }));
+}
+
+#[test]
+fn open_too_large() {
+    let len = sample().len();
+    let err = OpenError::TooLarge { len, max: len - 1 };
+    assert_eq!(peek_header(sample(), len - 1), Err(err.clone()));
+    let opened = open(
+        bob(),
+        &name("bob"),
+        &name("alice"),
+        alice().public_key(),
+        sample(),
+        len - 1,
+    );
+    assert_eq!(opened, Err(err));
+    assert!(peek_header(sample(), len).is_ok());
+}
+
+#[test]
+fn size_formula_matches_cbor() {
+    for len in [0, 23, 24, 255, 256, 65_535, 65_536] {
+        let encoded = encode_value(&Value::Bytes(vec![0; len]));
+        assert_eq!(cbor_bytes_len(len), encoded.len(), "{len} bytes");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = peek_header(&bytes, MAX);
+        prop_assert!(open_as_bob(&bytes).is_err());
+    }
+
+    #[test]
+    fn mutated_envelopes_never_open(
+        index in any::<prop::sample::Index>(),
+        xor in 1..=u8::MAX,
+    ) {
+        let mut envelope = sample().to_vec();
+        let i = index.index(envelope.len());
+        envelope[i] ^= xor;
+        let _ = peek_header(&envelope, MAX);
+        prop_assert!(open_as_bob(&envelope).is_err());
+    }
+
+    #[test]
+    fn arbitrary_fields_never_open(
+        h in proptest::collection::vec(any::<u8>(), 0..128),
+        k in proptest::collection::vec(any::<u8>(), 0..300),
+        c in proptest::collection::vec(any::<u8>(), 0..64),
+        s in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let envelope = encode(&WireEnvelope { h, k, c, s });
+        let _ = peek_header(&envelope, MAX);
+        prop_assert!(open_as_bob(&envelope).is_err());
+    }
+
+    #[test]
+    fn arbitrary_payloads_under_a_valid_header_fail_the_signature(
+        k in proptest::collection::vec(any::<u8>(), 0..300),
+        c in proptest::collection::vec(any::<u8>(), 0..64),
+        s in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let h = decode_wire(sample()).h;
+        let envelope = encode(&WireEnvelope { h, k, c, s });
+        prop_assert_eq!(peek_header(&envelope, MAX), Ok(header()));
+        prop_assert_eq!(open_as_bob(&envelope), Err(OpenError::BadSignature));
+    }
+}
