@@ -240,6 +240,8 @@ impl Client {
     }
 
     /// Queues one packet on the current connection. Returns whether it was.
+    /// A packet that cannot be framed (the server announced a frame limit
+    /// too small for it) leaves the connection useless: it is closed.
     fn transmit(&mut self, packet: &ClientPacket) -> bool {
         let Some(conn) = self.conn.as_ref() else {
             return false;
@@ -250,10 +252,10 @@ impl Client {
         match self.out.frame(conn.max_frame, packet) {
             Ok(()) => true,
             Err(e) => {
-                self.out.event(ClientEvent::Error {
-                    code: ErrorCode::FrameTooLarge,
-                    detail: format!("cannot send packet: {e}"),
-                });
+                self.close_with(
+                    ErrorCode::FrameTooLarge,
+                    format!("cannot send a packet: {e}"),
+                );
                 false
             }
         }

@@ -425,6 +425,32 @@ fn wrong_version_closes() {
 }
 
 #[test]
+fn frame_limit_too_small_for_login_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    let limits = WireLimits {
+        max_frame: 4,
+        ..LIMITS
+    };
+    let out = h.recv(ServerPacket::Welcome {
+        version: 1,
+        server_id: SERVER_ID,
+        session_id: SESSION_ID,
+        ping_interval_ms: PING_MS,
+        limits,
+    });
+    assert!(out.is_empty());
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::FrameTooLarge,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
 fn ping_schedule_follows_interval() {
     let mut h = Harness::new();
     h.connect();
