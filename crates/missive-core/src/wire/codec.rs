@@ -1,6 +1,26 @@
 //! Framing: `u32` big-endian payload length, then the CBOR payload.
+//!
+//! A frame is [`LENGTH_PREFIX_LEN`] bytes holding the payload length as a
+//! big-endian `u32`, followed by the payload: exactly one CBOR data item
+//! encoding one packet (see [`super::packet`]).
+//!
+//! Decoding is defensive, because frames come from untrusted peers:
+//!
+//! * the length prefix is checked against the limit before any memory is
+//!   reserved for the payload;
+//! * the payload is first scanned (without allocating or recursing) to check
+//!   that it is one well-formed CBOR data item nesting at most
+//!   [`CBOR_RECURSION_LIMIT`] deep, then deserialized by ciborium with the
+//!   same recursion limit;
+//! * nothing decoded allocates much more than the frame itself: ciborium
+//!   grows byte and text strings as their bytes arrive (it never reserves
+//!   from a length header), and the only list in a packet
+//!   ([`ClientPacket::Hello`](super::ClientPacket::Hello)'s versions) is
+//!   capped at [`MAX_VERSIONS`](super::packet::MAX_VERSIONS) entries without
+//!   trusting the CBOR length.
 
-use serde::{de::DeserializeOwned, Serialize};
+use super::cbor;
+use serde::{Serialize, de::DeserializeOwned};
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -10,6 +30,11 @@ pub const DEFAULT_MAX_FRAME: u32 = 256 * 1024;
 pub const CBOR_RECURSION_LIMIT: usize = 16;
 
 /// Why bytes from the wire are not a valid packet.
+///
+/// A payload is checked in this order: it must start with one well-formed
+/// CBOR data item ([`Malformed`](Self::Malformed)), that item must fill the
+/// payload ([`TrailingBytes`](Self::TrailingBytes)), and it must be a packet
+/// ([`UnknownPacket`](Self::UnknownPacket)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -53,66 +78,354 @@ pub enum EncodeError {
 }
 
 /// Encodes `packet` as one frame.
+///
+/// ```
+/// use missive_core::wire::{encode_frame, ClientPacket, DEFAULT_MAX_FRAME};
+///
+/// let frame = encode_frame(&ClientPacket::Ping, DEFAULT_MAX_FRAME).unwrap();
+/// // 4-byte big-endian length, then the CBOR text string "ping".
+/// assert_eq!(frame, b"\x00\x00\x00\x05\x64ping");
+/// ```
+#[inline]
 pub fn encode_frame<P: Serialize>(packet: &P, max_frame: u32) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::new();
     encode_frame_into(packet, max_frame, &mut out)?;
     Ok(out)
 }
 
-/// Appends one frame holding `packet` to `out`. On error `out` is unchanged.
+/// Appends one frame holding `packet` to `out`. On error `out` is unchanged
+/// (its length and contents; its capacity may have grown).
+///
+/// The packet is serialized straight into `out` behind a reserved prefix,
+/// which is patched afterwards. A packet larger than `max_frame` is counted
+/// but not copied beyond the limit, so an oversized packet costs no more
+/// memory than a maximal one.
 pub fn encode_frame_into<P: Serialize>(
     packet: &P,
     max_frame: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let _ = (packet, max_frame, out);
-    todo!()
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    let mut writer = LimitedWriter {
+        out,
+        limit: max_frame as usize,
+        written: 0,
+    };
+    let result = ciborium::ser::into_writer(packet, &mut writer);
+    let len = writer.written;
+    match result {
+        Err(e) => {
+            out.truncate(start);
+            Err(EncodeError::Serialize(match e {
+                ciborium::ser::Error::Value(msg) => msg,
+                ciborium::ser::Error::Io(e) => e.to_string(),
+            }))
+        }
+        Ok(()) => match u32::try_from(len) {
+            Ok(len32) if len32 <= max_frame => {
+                out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len32.to_be_bytes());
+                Ok(())
+            }
+            _ => {
+                out.truncate(start);
+                Err(EncodeError::TooLarge {
+                    len,
+                    max: max_frame,
+                })
+            }
+        },
+    }
+}
+
+/// Appends to a `Vec` up to `limit` bytes, then only counts.
+struct LimitedWriter<'a> {
+    out: &'a mut Vec<u8>,
+    limit: usize,
+    written: usize,
+}
+
+impl std::io::Write for LimitedWriter<'_> {
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.write_all(data)?;
+        Ok(data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.written = self.written.saturating_add(data.len());
+        if self.written <= self.limit {
+            self.out.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes one payload (without the prefix) as a packet.
+///
+/// The payload must be exactly one well-formed CBOR data item, nesting at
+/// most [`CBOR_RECURSION_LIMIT`] deep, that encodes a whole packet. See
+/// [`DecodeError`] for the order of the checks.
 pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
-    let _ = payload;
-    todo!()
+    let end = cbor::item_len(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if end < payload.len() {
+        return Err(DecodeError::TrailingBytes {
+            extra: payload.len() - end,
+        });
+    }
+    // ciborium reads exactly what it decodes from a `&[u8]` (it never reads
+    // ahead), so what is left in `rest` is what the packet did not use.
+    let mut rest = payload;
+    match ciborium::de::from_reader_with_recursion_limit::<P, _>(&mut rest, CBOR_RECURSION_LIMIT) {
+        Ok(packet) if rest.is_empty() => Ok(packet),
+        // E.g. `{"ping": null}`: a unit variant written as a map.
+        Ok(_) => Err(DecodeError::UnknownPacket(format!(
+            "the packet ends {} bytes before its CBOR data item",
+            rest.len()
+        ))),
+        Err(e) => Err(map_de_error(e)),
+    }
+}
+
+/// Classifies a ciborium error for a payload that the scanner found to be
+/// exactly one well-formed data item.
+#[cold]
+fn map_de_error(e: ciborium::de::Error<std::io::Error>) -> DecodeError {
+    use ciborium::de::Error;
+    match e {
+        Error::Syntax(offset) => DecodeError::Malformed(format!(
+            "invalid CBOR (e.g. text that is not UTF-8) near byte {offset}"
+        )),
+        Error::RecursionLimitExceeded => DecodeError::Malformed(format!(
+            "nesting exceeds the recursion limit of {CBOR_RECURSION_LIMIT}"
+        )),
+        // The data item is complete, so running out of input means the
+        // packet needed more than the item holds (e.g. a bare tag string for
+        // a packet with fields).
+        Error::Io(_) => {
+            DecodeError::UnknownPacket("the CBOR data item ends inside the packet".into())
+        }
+        Error::Semantic(_, msg) => DecodeError::UnknownPacket(msg),
+    }
 }
 
 /// Incremental frame decoder: push byte chunks of any size, pull packets.
 /// The length prefix is checked against the limit before any memory is
 /// reserved for the payload. An empty decoder holds no buffer.
+///
+/// Errors are final: once a frame is too large or a packet does not decode,
+/// the decoder drops its buffer, ignores further input and returns the same
+/// error from every call (the connection is about to be closed). Frames
+/// before the bad one are still returned first.
+///
+/// ```
+/// use missive_core::wire::{encode_frame, FrameDecoder, ServerPacket, DEFAULT_MAX_FRAME};
+///
+/// let mut stream = encode_frame(&ServerPacket::Pong, DEFAULT_MAX_FRAME).unwrap();
+/// stream.extend(encode_frame(&ServerPacket::Pong, DEFAULT_MAX_FRAME).unwrap());
+///
+/// let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+/// let mut packets = Vec::new();
+/// for chunk in stream.chunks(3) {
+///     decoder.push(chunk);
+///     while let Some(packet) = decoder.next_packet::<ServerPacket>().unwrap() {
+///         packets.push(packet);
+///     }
+/// }
+/// assert_eq!(packets, [ServerPacket::Pong, ServerPacket::Pong]);
+/// assert_eq!(decoder.memory(), 0); // everything consumed: no buffer held
+/// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame: u32,
+    /// Received bytes; `buf[..pos]` are consumed.
     buf: Vec<u8>,
+    /// Read cursor into `buf`.
     pos: usize,
+    /// The first error; returned from then on.
+    error: Option<DecodeError>,
 }
 
 impl FrameDecoder {
     /// A decoder accepting payloads of at most `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self { max_frame, buf: Vec::new(), pos: 0 }
+        Self {
+            max_frame,
+            buf: Vec::new(),
+            pos: 0,
+            error: None,
+        }
     }
+
     /// The payload limit.
+    #[inline]
     pub fn max_frame(&self) -> u32 {
         self.max_frame
     }
+
     /// Appends received bytes.
+    ///
+    /// The buffer grows only by what `chunk` needs, except while the pending
+    /// frame (whose length prefix is known and within the limit) trickles in:
+    /// then it grows geometrically, but never past that frame's end, so tiny
+    /// chunks do not cause a reallocation each. Consumed bytes are moved out
+    /// of the way only when the buffer would otherwise have to grow. If the
+    /// pending frame's prefix exceeds the limit, nothing is buffered and the
+    /// decoder fails with [`DecodeError::TooLarge`]. After an error, input is
+    /// ignored.
     pub fn push(&mut self, chunk: &[u8]) {
-        let _ = chunk;
-        todo!()
+        if chunk.is_empty() || self.error.is_some() {
+            return;
+        }
+        let live = self.buf.len() - self.pos;
+        let pending = self.pending_frame_len(chunk);
+        if let Some(len) = pending
+            && len > self.max_frame
+        {
+            self.fail(DecodeError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+            return;
+        }
+        if self.buf.capacity() - self.buf.len() < chunk.len() {
+            let need = live + chunk.len();
+            let cap = self.buf.capacity();
+            if need <= cap {
+                // Compact: move the unconsumed bytes to the front.
+                self.buf.copy_within(self.pos.., 0);
+                self.buf.truncate(live);
+            } else {
+                let frame_end = pending.map_or(0, |len| LENGTH_PREFIX_LEN + len as usize);
+                let target = need.max(cap.saturating_mul(2).min(frame_end));
+                if self.pos == 0 {
+                    self.buf.reserve_exact(target - live);
+                } else {
+                    // Copy only the unconsumed bytes, not the whole buffer
+                    // (as a reallocation would).
+                    let mut grown = Vec::with_capacity(target);
+                    grown.extend_from_slice(&self.buf[self.pos..]);
+                    self.buf = grown;
+                }
+            }
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(chunk);
     }
+
+    /// The payload length announced by the first unconsumed frame, if its
+    /// prefix is within the buffered bytes followed by `chunk`.
+    #[inline]
+    fn pending_frame_len(&self, chunk: &[u8]) -> Option<u32> {
+        let live = &self.buf[self.pos..];
+        if live.len() >= LENGTH_PREFIX_LEN {
+            return Some(prefix(live));
+        }
+        if live.len() + chunk.len() < LENGTH_PREFIX_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; LENGTH_PREFIX_LEN];
+        bytes[..live.len()].copy_from_slice(live);
+        bytes[live.len()..].copy_from_slice(&chunk[..LENGTH_PREFIX_LEN - live.len()]);
+        Some(u32::from_be_bytes(bytes))
+    }
+
+    /// The bounds `(start, end)` of the next complete frame's payload in
+    /// `buf`, if one is buffered.
+    #[inline]
+    fn next_bounds(&mut self) -> Result<Option<(usize, usize)>, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let live = &self.buf[self.pos..];
+        if live.len() < LENGTH_PREFIX_LEN {
+            return Ok(None);
+        }
+        let len = prefix(live);
+        if len > self.max_frame {
+            return Err(self.fail(DecodeError::TooLarge {
+                len,
+                max: self.max_frame,
+            }));
+        }
+        let total = LENGTH_PREFIX_LEN + len as usize;
+        if live.len() < total {
+            return Ok(None);
+        }
+        Ok(Some((self.pos + LENGTH_PREFIX_LEN, self.pos + total)))
+    }
+
+    /// Marks the buffer as consumed up to `end`; releases it when empty.
+    #[inline]
+    fn consume(&mut self, end: usize) {
+        if end == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        } else {
+            self.pos = end;
+        }
+    }
+
+    /// Records a final error and drops the buffer.
+    #[cold]
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.error = Some(e.clone());
+        self.buf = Vec::new();
+        self.pos = 0;
+        e
+    }
+
     /// The next complete frame's payload, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
-        todo!()
+        let Some((start, end)) = self.next_bounds()? else {
+            return Ok(None);
+        };
+        let payload = self.buf[start..end].to_vec();
+        self.consume(end);
+        Ok(Some(payload))
     }
+
     /// The next complete frame decoded as a packet, if one is buffered.
+    /// The payload is decoded in place, without copying it.
     pub fn next_packet<P: DeserializeOwned>(&mut self) -> Result<Option<P>, DecodeError> {
-        todo!()
+        let Some((start, end)) = self.next_bounds()? else {
+            return Ok(None);
+        };
+        match decode_packet(&self.buf[start..end]) {
+            Ok(packet) => {
+                self.consume(end);
+                Ok(Some(packet))
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
+
     /// Bytes received but not yet returned as frames.
+    #[inline]
     pub fn buffered_len(&self) -> usize {
         self.buf.len() - self.pos
     }
+
     /// Bytes of memory the decoder holds (its buffer's capacity).
+    #[inline]
     pub fn memory(&self) -> usize {
         self.buf.capacity()
     }
 }
+
+/// The big-endian length prefix at the start of `bytes` (at least 4 long).
+#[inline]
+fn prefix(bytes: &[u8]) -> u32 {
+    let mut b = [0u8; LENGTH_PREFIX_LEN];
+    b.copy_from_slice(&bytes[..LENGTH_PREFIX_LEN]);
+    u32::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod tests;

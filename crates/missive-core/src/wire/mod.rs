@@ -3,11 +3,19 @@
 //! [`codec`] turns packets into frames and byte streams back into packets;
 //! [`packet`] defines the packets of protocol version 1.
 
+mod cbor;
 pub mod codec;
 pub mod packet;
+#[cfg(test)]
+mod testutil;
+#[cfg(test)]
+mod vectors;
 
 pub use codec::{
-    decode_packet, encode_frame, encode_frame_into, DecodeError, EncodeError, FrameDecoder,
-    CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN,
+    CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
+    LENGTH_PREFIX_LEN, decode_packet, encode_frame, encode_frame_into,
 };
-pub use packet::{ClientPacket, ErrorCode, Nonce, Notice, ServerPacket, WireLimits, PROTOCOL_VERSION};
+pub use packet::{
+    ClientPacket, ErrorCode, MAX_VERSIONS, Nonce, Notice, PROTOCOL_VERSION, ServerPacket,
+    WireLimits,
+};

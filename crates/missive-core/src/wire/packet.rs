@@ -1,14 +1,20 @@
 //! The packets of protocol version 1. Every packet is one CBOR value: a map
 //! with exactly one entry whose key is the packet's tag (a short lower-case
 //! string, listed in docs/PROTOCOL.md) and whose value is a map of the
-//! packet's fields (or `null` for packets without fields). Byte fields are CBOR
-//! byte strings. Tags and field names are stable: a change is a new version.
+//! packet's fields; a packet without fields (`ping`, `pong`) is the bare tag
+//! as a text string instead. Byte fields are CBOR byte strings. Tags and field
+//! names are stable: a change is a new version. docs/wire-encoding-notes.md
+//! details the encoding of every field.
 
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use serde::{Deserialize, Serialize};
 
 /// The only protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Most versions a [`ClientPacket::Hello`] may list. A Hello listing more
+/// does not decode (and does not encode).
+pub const MAX_VERSIONS: usize = 16;
 
 /// A 32-byte nonce (server challenge or client nonce).
 pub type Nonce = [u8; 32];
@@ -20,7 +26,8 @@ pub type Nonce = [u8; 32];
 pub enum ClientPacket {
     /// First packet on every connection: the versions the client speaks.
     Hello {
-        /// Supported protocol versions, any order.
+        /// Supported protocol versions, any order; at most [`MAX_VERSIONS`].
+        #[serde(with = "versions")]
         versions: Vec<u16>,
     },
     /// Ask to register `user` with `public_key`; the server answers with a
@@ -329,6 +336,53 @@ impl From<u16> for ErrorCode {
     }
 }
 
+/// (De)serialization of [`ClientPacket::Hello`]'s versions: at most
+/// [`MAX_VERSIONS`] entries, and no memory reserved from the untrusted CBOR
+/// array length (serde's `Vec` would reserve up to 1 MiB from it).
+mod versions {
+    use super::MAX_VERSIONS;
+    use serde::de::{Error as _, SeqAccess, Visitor};
+    use serde::ser::Error as _;
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(versions: &[u16], s: S) -> Result<S::Ok, S::Error> {
+        if versions.len() > MAX_VERSIONS {
+            return Err(S::Error::custom(format_args!(
+                "{} versions in Hello, at most {MAX_VERSIONS} allowed",
+                versions.len()
+            )));
+        }
+        s.collect_seq(versions)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+        d.deserialize_seq(VersionsVisitor)
+    }
+
+    struct VersionsVisitor;
+
+    impl<'de> Visitor<'de> for VersionsVisitor {
+        type Value = Vec<u16>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an array of at most {MAX_VERSIONS} protocol versions")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
+            // Deliberately ignore `seq.size_hint()`: it is the peer's claim.
+            let mut versions = Vec::new();
+            while let Some(v) = seq.next_element::<u16>()? {
+                if versions.len() == MAX_VERSIONS {
+                    return Err(A::Error::invalid_length(MAX_VERSIONS + 1, &self));
+                }
+                versions.push(v);
+            }
+            Ok(versions)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +394,75 @@ mod tests {
         }
         assert!(ErrorCode::SessionReplaced.is_fatal());
         assert!(!ErrorCode::QueueFull.is_fatal());
+    }
+
+    const NAMED: [(ErrorCode, u16); 20] = [
+        (ErrorCode::UnknownUser, 1),
+        (ErrorCode::NameTaken, 2),
+        (ErrorCode::QueueFull, 3),
+        (ErrorCode::EnvelopeTooLarge, 4),
+        (ErrorCode::RateLimited, 5),
+        (ErrorCode::UnknownSeq, 6),
+        (ErrorCode::NotLoggedIn, 7),
+        (ErrorCode::AlreadyAuthenticated, 8),
+        (ErrorCode::NoChallenge, 9),
+        (ErrorCode::BadKey, 10),
+        (ErrorCode::Busy, 11),
+        (ErrorCode::Malformed, 100),
+        (ErrorCode::UnsupportedVersion, 101),
+        (ErrorCode::UnexpectedPacket, 102),
+        (ErrorCode::AuthFailed, 103),
+        (ErrorCode::Timeout, 104),
+        (ErrorCode::SessionReplaced, 105),
+        (ErrorCode::FrameTooLarge, 106),
+        (ErrorCode::SlowConsumer, 107),
+        (ErrorCode::ShuttingDown, 108),
+    ];
+
+    #[test]
+    fn named_error_codes_are_stable_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for (code, n) in NAMED {
+            assert_eq!(u16::from(code), n, "{code:?}");
+            assert_eq!(ErrorCode::from(n), code);
+            assert!(seen.insert(n), "{n} used twice");
+            assert_eq!(code.is_fatal(), n >= 100, "{code:?}");
+        }
+        // Every other value is Unknown, and keeps its number and fatality.
+        for n in (0..=u16::MAX).filter(|n| !seen.contains(n)) {
+            assert_eq!(ErrorCode::from(n), ErrorCode::Unknown(n));
+            assert_eq!(ErrorCode::Unknown(n).is_fatal(), n >= 100);
+        }
+        // `Unknown` holding a named number becomes the named code on the wire.
+        assert_eq!(
+            ErrorCode::from(u16::from(ErrorCode::Unknown(3))),
+            ErrorCode::QueueFull
+        );
+    }
+
+    #[test]
+    fn error_codes_are_cbor_unsigned_integers() {
+        use crate::wire::testutil::{hex, unhex};
+        for (code, want) in [
+            (ErrorCode::UnknownUser, "01"),
+            (ErrorCode::Busy, "0b"),
+            (ErrorCode::Malformed, "1864"),
+            (ErrorCode::ShuttingDown, "186c"),
+            (ErrorCode::Unknown(1000), "1903e8"),
+            (ErrorCode::Unknown(u16::MAX), "19ffff"),
+        ] {
+            let mut out = Vec::new();
+            ciborium::ser::into_writer(&code, &mut out).unwrap();
+            assert_eq!(hex(&out), want);
+            let back: ErrorCode = ciborium::de::from_reader(&unhex(want)[..]).unwrap();
+            assert_eq!(back, code);
+        }
+        // Not a u16: out of range, negative, text.
+        for bad in ["1a00010000", "20", "6131"] {
+            assert!(
+                ciborium::de::from_reader::<ErrorCode, _>(&unhex(bad)[..]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
