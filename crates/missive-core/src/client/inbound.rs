@@ -70,7 +70,9 @@ impl Client {
                 return;
             }
             let next = conn.decoder.next_packet::<ServerPacket>();
-            conn.maybe_switch_decoder();
+            if next.is_ok() {
+                conn.maybe_switch_decoder();
+            }
             match next {
                 Ok(Some(packet)) => self.on_packet(now, packet),
                 Ok(None) => return,
