@@ -274,7 +274,10 @@ fn restore_next_seq(state: &mut ServerState, user: UserName, next: Seq) -> Resul
             "next sequence number {next} of {user} is below a queued item's ({current})"
         )));
     }
-    state.apply(&PersistCmd::SetNextSeq { user, next_seq: next });
+    state.apply(&PersistCmd::SetNextSeq {
+        user,
+        next_seq: next,
+    });
     Ok(())
 }
 
