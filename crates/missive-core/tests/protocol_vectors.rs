@@ -188,7 +188,7 @@ fn spec_vectors() -> BTreeMap<String, String> {
         .split("<!-- vectors -->")
         .nth(1)
         .expect("spec has a vectors section");
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut in_block = false;
     let mut current: Option<String> = None;
     for line in section.lines() {
