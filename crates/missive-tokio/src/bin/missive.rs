@@ -72,7 +72,8 @@ enum Command {
         /// Print JSON lines: {"from", "id", "sent_at", "body"}.
         #[arg(long)]
         json: bool,
-        /// Stop after N messages.
+        /// Stop after N messages (messages that arrived with the last one
+        /// are printed too: the client has acknowledged them).
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// Stop after S seconds (exit 9 if --count was not reached).
@@ -370,10 +371,9 @@ async fn listen(
     let deadline = timeout.map(|t| Instant::now() + t);
     let (client, mut events) = ClientHandle::connect(options).await?;
     let mut received = 0u64;
-    let mut stdout = std::io::stdout();
-    let outcome = loop {
+    let lost = loop {
         if count.is_some_and(|n| received >= n) {
-            break Ok(());
+            break false;
         }
         let sleep = async {
             match deadline {
@@ -383,69 +383,83 @@ async fn listen(
         };
         let event = tokio::select! {
             event = events.recv() => event,
-            () = sleep => {
-                break if count.is_some() {
-                    Err(Failure::new(TIMED_OUT, format!("received {received} of {} messages before the timeout", count.unwrap_or(0))))
-                } else {
-                    Ok(())
-                };
-            }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-        };
-        let Some(event) = event else {
-            break Err(Failure::new(
-                UNREACHABLE,
-                "the connection to the server was lost",
-            ));
+            () = sleep => break false,
+            _ = tokio::signal::ctrl_c() => break false,
         };
         match event {
-            ClientEvent::MessageReceived {
-                from,
-                id,
-                sent_at,
-                body,
-            } => {
-                let text = String::from_utf8_lossy(&body);
-                let line = if json {
-                    serde_json::json!({
-                        "from": from.as_str(),
-                        "id": id.to_string(),
-                        "sent_at": sent_at,
-                        "body": text,
-                    })
-                    .to_string()
-                } else {
-                    format!("{from}: {text}")
-                };
-                let _ = writeln!(stdout, "{line}");
-                let _ = stdout.flush();
-                received += 1;
-            }
-            ClientEvent::UndecryptableMessage { from, id, error } => {
-                eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
-            }
-            ClientEvent::KeyChanged {
-                user,
-                pinned,
-                offered,
-            } => {
-                eprintln!(
-                    "missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}"
-                );
-            }
-            ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
-            ClientEvent::Expired { to, id } => {
-                eprintln!("missive: message {id} to {to} expired unread");
-            }
-            ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
-            _ => {}
+            Some(event) => received += show(event, json),
+            None => break true,
         }
     };
     client
         .close()
         .await
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
-    outcome
+    // The client acknowledges every message it receives: print those that
+    // arrived with the last ones too, so that none is lost.
+    while let Ok(Some(event)) = events.try_recv() {
+        received += show(event, json);
+    }
+    if lost {
+        return Err(Failure::new(
+            UNREACHABLE,
+            "the connection to the server was lost",
+        ));
+    }
+    match count {
+        Some(n) if received < n => Err(Failure::new(
+            TIMED_OUT,
+            format!("received {received} of {n} messages before the timeout"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a message on standard output (other events on standard error);
+/// returns 1 for a message, 0 otherwise.
+fn show(event: ClientEvent, json: bool) -> u64 {
+    match event {
+        ClientEvent::MessageReceived {
+            from,
+            id,
+            sent_at,
+            body,
+        } => {
+            let text = String::from_utf8_lossy(&body);
+            let line = if json {
+                serde_json::json!({
+                    "from": from.as_str(),
+                    "id": id.to_string(),
+                    "sent_at": sent_at,
+                    "body": text,
+                })
+                .to_string()
+            } else {
+                format!("{from}: {text}")
+            };
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+            return 1;
+        }
+        ClientEvent::UndecryptableMessage { from, id, error } => {
+            eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
+        }
+        ClientEvent::KeyChanged {
+            user,
+            pinned,
+            offered,
+        } => {
+            eprintln!("missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}");
+        }
+        ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
+        ClientEvent::Expired { to, id } => {
+            eprintln!("missive: message {id} to {to} expired unread");
+        }
+        ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
+        _ => {}
+    }
+    0
 }
 
 async fn presence(options: ClientOptions, user: UserName, wait: Duration) -> Result<(), Failure> {
