@@ -389,6 +389,37 @@ async fn crash_test_sigkill_mid_load() {
     // resends its outbox, and the rest of the load follows.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let server = ServerProcess::start(&data, &addr.to_string(), &limits);
+    // Bob receives after the restart, while Alice's outbox drains and the
+    // rest of the load goes out (on the other core).
+    let mut bob_options = options(addr, &home, "bob", 1);
+    bob_options.register_if_needed = false;
+    let receiver = tokio::spawn(async move {
+        let (bob, mut events) = ClientHandle::connect(bob_options).await.unwrap();
+        let mut delivered: HashMap<usize, usize> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut quiet_until = None;
+        loop {
+            let wait_until = quiet_until.unwrap_or(deadline);
+            match tokio::time::timeout_at(wait_until, events.recv()).await {
+                Ok(Some(ClientEvent::MessageReceived { body, from, .. })) => {
+                    assert_eq!(from, user("alice"));
+                    let text = String::from_utf8(body).unwrap();
+                    let i: usize = text.strip_prefix("message ").unwrap().parse().unwrap();
+                    *delivered.entry(i).or_default() += 1;
+                    if delivered.len() == N {
+                        // Linger a little to catch any duplicate.
+                        quiet_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(300));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("bob's client stopped"),
+                Err(_) => break,
+            }
+        }
+        bob.close().await.unwrap();
+        delivered
+    });
     while next < N {
         load.send(next).await;
         next += 1;
@@ -408,34 +439,8 @@ async fn crash_test_sigkill_mid_load() {
     let all_accepted_after = started.elapsed();
     assert_eq!(accepted_total.len(), N, "every send is accepted in the end");
     drop(load);
-
-    // Bob receives everything after the restart.
-    let mut bob_options = options(addr, &home, "bob", 1);
-    bob_options.register_if_needed = false;
-    let (bob, mut events) = ClientHandle::connect(bob_options).await.unwrap();
-    let mut delivered: HashMap<usize, usize> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut quiet_until = None;
-    loop {
-        let wait_until = quiet_until.unwrap_or(deadline);
-        match tokio::time::timeout_at(wait_until, events.recv()).await {
-            Ok(Some(ClientEvent::MessageReceived { body, from, .. })) => {
-                assert_eq!(from, user("alice"));
-                let text = String::from_utf8(body).unwrap();
-                let i: usize = text.strip_prefix("message ").unwrap().parse().unwrap();
-                *delivered.entry(i).or_default() += 1;
-                if delivered.len() == accepted_total.len() {
-                    // Linger a little to catch any duplicate.
-                    quiet_until = Some(tokio::time::Instant::now() + Duration::from_millis(300));
-                }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("bob's client stopped"),
-            Err(_) => break,
-        }
-    }
+    let delivered = receiver.await.unwrap();
     let delivered_after = started.elapsed();
-    bob.close().await.unwrap();
     let alice = Arc::try_unwrap(alice).unwrap();
     alice.close().await.unwrap();
     server.terminate();

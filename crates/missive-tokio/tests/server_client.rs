@@ -9,7 +9,9 @@ use missive_core::client::{
 use missive_core::server::ServerConfig;
 use missive_core::wire::{ErrorCode, FrameDecoder, ServerPacket};
 use missive_store::{MemoryStore, RedbStore};
-use missive_tokio::{ClientHandle, ConnectError, PresenceError, SendError};
+use missive_tokio::{
+    ClientHandle, ConnectError, PresenceError, QueueLimits, SendError, ServerOptions,
+};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -397,5 +399,61 @@ async fn reconnects_and_resends_the_outbox() {
     sent.expect("accepted after the reconnection").unwrap();
     assert_eq!(server.queued().await, 2);
     alice.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_dropped_and_keeps_its_messages() {
+    const MESSAGES: usize = 50;
+    const BODY: usize = 100 * 1024;
+    let mut config = ServerConfig::default();
+    config.queue_max_bytes = 64 * 1024 * 1024;
+    config.sender_share_percent = 100;
+    let mut server_options = ServerOptions::default();
+    server_options.queue = QueueLimits::new(64, 256 * 1024);
+    let server = TestServer::start_with("127.0.0.1:0", config, memory(), server_options).await;
+    let home = tempfile::tempdir().unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
+    bob.close().await.unwrap();
+    // Bob logs in and then never reads.
+    let _silent = silent_login(server.addr, "bob", 1).await;
+    let (alice, _alice_events) =
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
+    let alice = std::sync::Arc::new(alice);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..MESSAGES {
+        let alice = std::sync::Arc::clone(&alice);
+        sends.spawn(async move {
+            alice
+                .send(user("bob"), vec![b'x'.wrapping_add(i as u8); BODY])
+                .await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+    server
+        .wait_for("bob dropped as a slow consumer", T, |s| {
+            !s.is_online(&user("bob"))
+        })
+        .await;
+    let stats = server.handle.stats().await.unwrap();
+    assert!(stats.slow_consumers >= 1, "{stats:?}");
+    // Nothing was acknowledged: everything is still queued for bob.
+    let queued = server
+        .handle
+        .inspect(|s| s.state().user(&user("bob")).unwrap().mailbox.items.len())
+        .await
+        .unwrap();
+    assert_eq!(queued, MESSAGES);
+    std::sync::Arc::try_unwrap(alice)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     server.stop().await;
 }

@@ -7,7 +7,9 @@ use missive_core::crypto::Identity;
 use missive_core::rng;
 use missive_core::server::ServerConfig;
 use missive_store::Store;
-use missive_tokio::{BoundServer, ClientHome, ClientOptions, Events, ServeReport, ServerHandle};
+use missive_tokio::{
+    BoundServer, ClientHome, ClientOptions, Events, ServeReport, ServerHandle, ServerOptions,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,7 +52,18 @@ impl TestServer {
     }
 
     pub async fn start_on(addr: &str, config: ServerConfig, store: Box<dyn Store>) -> Self {
-        let server = BoundServer::bind(addr, config, store).await.unwrap();
+        Self::start_with(addr, config, store, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(
+        addr: &str,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+        options: ServerOptions,
+    ) -> Self {
+        let server = BoundServer::bind_with(addr, config, store, options)
+            .await
+            .unwrap();
         let addr = server.local_addr();
         let handle = server.handle();
         let task = tokio::spawn(server.serve());
