@@ -190,6 +190,10 @@ fn cli_end_to_end_with_restart() {
     assert!(stdout(&out).contains("alice is already registered"));
     let out = cli(&home, &addr, "bob", &["register"]);
     assert_exit(&out, 0);
+    // Another home, another key: the name is taken.
+    let other_home = tmp.path().join("other-home");
+    let out = cli(&other_home, &addr, "bob", &["register"]);
+    assert_exit(&out, 8);
 
     // Alice sends while bob is offline: the text argument, then stdin.
     let out = cli(&home, &addr, "alice", &["send", "bob", "hello bob"]);
@@ -245,7 +249,7 @@ fn cli_end_to_end_with_restart() {
     );
     assert_exit(&first, 0);
     assert!(!stdout(&first).is_empty());
-    let rest = cli(&home, &addr, "bob", &["listen", "--timeout", "1"]);
+    let rest = cli(&home, &addr, "bob", &["listen", "--timeout", "3"]);
     assert_exit(&rest, 0);
     assert_eq!(
         stdout(&first) + &stdout(&rest),

@@ -307,8 +307,19 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
         }
     }
     options.register_if_needed = true;
-    let (client, _events) = ClientHandle::connect(options).await?;
-    let user = client.user().clone();
+    let user = options.user.clone();
+    let (client, _events) = match ClientHandle::connect(options).await {
+        Ok(connected) => connected,
+        // The client logs in first: with another key than the registered
+        // one, the login signature does not verify.
+        Err(ConnectError::AuthFailed { .. }) => {
+            return Err(Failure::new(
+                NAME_TAKEN,
+                format!("the name {user} is registered with another key"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if client.login().registered {
         println!("registered {user}");
     } else {
