@@ -306,6 +306,13 @@ impl StopSignal {
         self.shared.lock().phase != Phase::Open
     }
 
+    /// Whether the engine closed the connection gracefully (its last bytes
+    /// are being written): the reader may keep draining the socket until the
+    /// peer closes, so that the peer gets those bytes rather than a reset.
+    pub fn is_closing(&self) -> bool {
+        self.shared.lock().phase == Phase::Closing
+    }
+
     /// Resolves once the reader should stop.
     pub async fn stopped(&self) {
         poll_fn(|cx| {

@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 const READ_CHUNK: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// How long a closed connection's reader drains input before giving up.
+const LINGER: Duration = Duration::from_secs(2);
 /// Inbound events handled before the timers and the store are looked at again.
 const INBOUND_BATCH: usize = 64;
 
@@ -365,6 +367,27 @@ async fn read_loop(
             () = stop.stopped() => break,
             sent = tx.send(ConnEvent::Bytes(conn, chunk)) => if sent.is_err() { return },
         }
+    }
+    if stop.is_closing() {
+        // The server closed the connection after a last frame (an error):
+        // read and discard until the peer closes, for a little while, so
+        // that unread input does not turn the close into a reset that could
+        // destroy that frame.
+        let _ = tokio::time::timeout(LINGER, async {
+            loop {
+                if rd.readable().await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                match rd.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
     }
     let _ = tx.send(ConnEvent::Closed(conn)).await;
 }

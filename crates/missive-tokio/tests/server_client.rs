@@ -457,3 +457,19 @@ async fn slow_consumer_is_dropped_and_keeps_its_messages() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn garbage_gets_an_error_frame_before_the_close() {
+    let server = TestServer::start(ServerConfig::default(), memory()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // A frame holding something that is not a packet, then more junk the
+    // server will never read: the error frame still arrives (no reset).
+    let mut junk = vec![0, 0, 0, 3, 0xff, 0xff, 0xff];
+    junk.extend(std::iter::repeat_n(0x55, 100_000));
+    stream.write_all(&junk).await.unwrap();
+    // Read late, after the server has closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let codes = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(codes, vec![ErrorCode::Malformed]);
+    server.stop().await;
+}
