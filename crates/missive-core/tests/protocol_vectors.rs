@@ -188,7 +188,7 @@ fn spec_vectors() -> BTreeMap<String, String> {
         .split("<!-- vectors -->")
         .nth(1)
         .expect("spec has a vectors section");
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut in_block = false;
     let mut current: Option<String> = None;
     for line in section.lines() {
@@ -202,8 +202,9 @@ fn spec_vectors() -> BTreeMap<String, String> {
         }
         if let Some(rest) = line.strip_prefix("    ") {
             let key = current.as_ref().expect("continuation after a name");
-            out.get_mut(key)
-                .map(|v: &mut String| v.push_str(rest.trim()));
+            if let Some(v) = out.get_mut(key) {
+                v.push_str(rest.trim());
+            }
         } else if let Some(name) = line.strip_suffix(':') {
             out.insert(name.trim().to_owned(), String::new());
             current = Some(name.trim().to_owned());

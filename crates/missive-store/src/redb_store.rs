@@ -2,8 +2,7 @@
 
 use crate::{Store, StoreError};
 use missive_core::server::{MailItem, PersistCmd, ServerState};
-use missive_core::wire::Notice;
-use missive_core::{MessageId, Seq, UserName};
+use missive_core::{Seq, UserName};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 
@@ -238,6 +237,21 @@ impl Store for RedbStore {
                             .remove((user.as_str(), *seq))
                             .map_err(StoreError::database)?;
                     }
+                    PersistCmd::SetNextSeq { user, next_seq } => {
+                        let name = user.as_str();
+                        if users.get(name).map_err(StoreError::database)?.is_none() {
+                            continue;
+                        }
+                        let next = next_seqs
+                            .get(name)
+                            .map_err(StoreError::database)?
+                            .map_or(0, |v| v.value());
+                        if *next_seq > next {
+                            next_seqs
+                                .insert(name, *next_seq)
+                                .map_err(StoreError::database)?;
+                        }
+                    }
                     other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
                 }
             }
@@ -246,13 +260,8 @@ impl Store for RedbStore {
     }
 }
 
-/// Raises `user`'s mailbox `next_seq` to the stored value `next`.
-///
-/// `ServerState` derives `next_seq` from the items enqueued and has no
-/// setter, so when the mailbox's last items were removed the stored value is
-/// restored through the public command API: enqueue a placeholder notice at
-/// `next - 1` and remove it again. Enqueue then remove leaves every counter,
-/// the expiry index and the items as they were, and `next_seq` at `next`.
+/// Raises `user`'s mailbox `next_seq` to the stored value `next`, so
+/// sequence numbers never go back after a mailbox was emptied.
 fn restore_next_seq(state: &mut ServerState, user: UserName, next: Seq) -> Result<(), StoreError> {
     let Some(record) = state.user(&user) else {
         return Err(StoreError::Corrupt(format!(
@@ -265,31 +274,18 @@ fn restore_next_seq(state: &mut ServerState, user: UserName, next: Seq) -> Resul
             "next sequence number {next} of {user} is below a queued item's ({current})"
         )));
     }
-    if next == current {
-        return Ok(());
-    }
-    // next > current ≥ 0, and every queued item is below `current`, so
-    // `next - 1` is free.
-    let seq = next - 1;
-    let placeholder = MailItem::Notice {
-        notice: Notice::Delivered {
-            to: user.clone(),
-            id: MessageId([0; 16]),
-        },
-        enqueued_at: 0,
-    };
-    state.apply(&PersistCmd::Enqueue {
-        user: user.clone(),
-        seq,
-        item: placeholder,
+    state.apply(&PersistCmd::SetNextSeq {
+        user,
+        next_seq: next,
     });
-    state.apply(&PersistCmd::Ack { user, seq });
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use missive_core::MessageId;
+    use missive_core::wire::Notice;
 
     crate::store_conformance_tests!({
         let dir = tempfile::tempdir().expect("tempdir");

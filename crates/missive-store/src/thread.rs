@@ -253,7 +253,10 @@ fn run(
             if let Err(err) = store.commit(&batch) {
                 tracing::error!(error = %err, commands = batch.len(), "store commit failed");
                 on_event(StoreEvent::Failed(err));
-                // Dropping `rx` and the waiters fails every later call.
+                // Close the queue before failing the waiters, so that a caller
+                // woken by a failed flush finds every later call refused.
+                drop(rx);
+                drop(waiters);
                 return;
             }
             let n = batch.len() as u64;
