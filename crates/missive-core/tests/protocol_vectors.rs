@@ -286,22 +286,27 @@ fn spec_vectors_match_the_code() {
     .unwrap();
     assert_eq!(opened.body, BODY);
     assert_eq!(opened.header, envelope_header());
-    let mut rng = rng::from_seed([0x55; 32]);
-    let resealed = crypto::seal(
-        &mut rng,
-        &alice,
-        &envelope_header(),
-        bob.public_key(),
-        BODY,
-        usize::MAX,
-    )
-    .unwrap();
+    let resealed = seal_vector(&alice, &bob);
     assert_eq!(
         resealed, envelope,
         "sealing is deterministic for a given seed"
     );
     checked += 2;
     assert!(checked >= 22);
+}
+
+/// The spec's envelope: sealed by alice for bob from the seed 32 × 0x55.
+fn seal_vector(alice: &Identity, bob: &Identity) -> Vec<u8> {
+    let mut rng = rng::from_seed([0x55; 32]);
+    crypto::seal(
+        &mut rng,
+        alice,
+        &envelope_header(),
+        bob.public_key(),
+        BODY,
+        usize::MAX,
+    )
+    .unwrap()
 }
 
 fn print_vectors() {
@@ -322,16 +327,7 @@ fn print_vectors() {
     println!("```");
     let alice = Identity::generate(&mut rng::from_seed([0xa1; 32]), 2048).unwrap();
     let bob = Identity::generate(&mut rng::from_seed([0xb0; 32]), 2048).unwrap();
-    let mut rng = rng::from_seed([0x55; 32]);
-    let envelope = crypto::seal(
-        &mut rng,
-        &alice,
-        &envelope_header(),
-        bob.public_key(),
-        BODY,
-        usize::MAX,
-    )
-    .unwrap();
+    let envelope = seal_vector(&alice, &bob);
     println!("```");
     print_long("key.alice.pkcs8", &alice.to_pkcs8_der());
     println!(

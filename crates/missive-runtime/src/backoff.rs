@@ -40,7 +40,11 @@ impl Backoff {
         self.step = (self.step * 2).min(self.max);
         let half = step / 2;
         let span = u64::try_from((step - half).as_micros()).unwrap_or(u64::MAX);
-        let jitter = if span == 0 { 0 } else { self.next_u64() % (span + 1) };
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.next_u64() % (span + 1)
+        };
         half + Duration::from_micros(jitter)
     }
 

@@ -231,6 +231,10 @@ impl Future for SendTicket {
 /// Events for the application: every [`ClientEvent`] of the core (messages,
 /// notices, acceptances, presence answers, key changes, disconnections),
 /// in order. Ends when the client stops.
+///
+/// The channel is unbounded so that the client never stalls (pings, acks)
+/// on a slow application: read it steadily. Received messages are already
+/// acknowledged to the server, so dropping this stream loses them.
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<ClientEvent>,

@@ -22,7 +22,9 @@
 //! thread, `Event` to `tracing`. The engine never looks inside a packet.
 
 use crate::os::{os_seed, unix_ms_now};
-use crate::queue::{OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound};
+use crate::queue::{
+    OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound,
+};
 use futures_channel::mpsc;
 use futures_util::Stream;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
@@ -318,7 +320,9 @@ fn log_event(event: &ServerEvent) {
             CloseReason::TransportClosed => {
                 tracing::debug!(conn = conn.0, user = ?user, "connection closed")
             }
-            reason => tracing::info!(conn = conn.0, user = ?user, ?reason, "connection closed by the server"),
+            reason => {
+                tracing::info!(conn = conn.0, user = ?user, ?reason, "connection closed by the server")
+            }
         },
         other => tracing::debug!(?other, "server event"),
     }
@@ -366,15 +370,24 @@ mod tests {
         .unwrap();
         engine.received(now, conn, &hello);
         let mut batch = Vec::new();
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Write));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
         assert!(!batch.is_empty());
         batch.clear();
         let deadline = engine.poll_timeout().unwrap();
         engine.timeout(deadline + std::time::Duration::from_millis(5));
         // The Timeout error frame, then the close.
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Write));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
         batch.clear();
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Finish));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Finish)
+        );
         assert!(stop.is_stopped());
         assert_eq!(engine.connection_count(), 0);
         engine.disconnected(now, conn); // the reader's last word: harmless
@@ -400,8 +413,9 @@ mod tests {
         .unwrap();
         engine.received(now, conn, &ping); // Welcome: queued (empty queue)
         assert_eq!(engine.connection_count(), 1);
-        let ping = missive_core::wire::encode_frame(&missive_core::wire::ClientPacket::Ping, 1 << 16)
-            .unwrap();
+        let ping =
+            missive_core::wire::encode_frame(&missive_core::wire::ClientPacket::Ping, 1 << 16)
+                .unwrap();
         engine.received(now, conn, &ping); // Pong: queue full -> dropped
         assert_eq!(engine.connection_count(), 0);
         assert_eq!(engine.stats().slow_consumers, 1);

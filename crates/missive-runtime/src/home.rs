@@ -325,7 +325,10 @@ mod tests {
         assert!(user.load_identity().unwrap().is_none());
         let id = identity();
         user.save_identity(&id).unwrap();
-        assert!(matches!(user.save_identity(&id), Err(HomeError::KeyExists { .. })));
+        assert!(matches!(
+            user.save_identity(&id),
+            Err(HomeError::KeyExists { .. })
+        ));
         let loaded = user.load_identity().unwrap().unwrap();
         assert_eq!(loaded.public_key(), id.public_key());
         #[cfg(unix)]
@@ -355,7 +358,11 @@ mod tests {
             1_700_000_000_000,
         );
         client
-            .send(Instant::now(), UserName::new("alice").unwrap(), b"hi".to_vec())
+            .send(
+                Instant::now(),
+                UserName::new("alice").unwrap(),
+                b"hi".to_vec(),
+            )
             .unwrap();
         user.save_state(client.state()).unwrap();
         assert_eq!(&user.load_state().unwrap(), client.state());

@@ -41,7 +41,9 @@ pub use client::{
 pub use engine::{ConnEvent, EngineError, EngineStats, ServerEngine, StoreEvents};
 pub use home::{ClientHome, HomeError, UserHome};
 pub use os::{os_seed, unix_ms_now};
-pub use queue::{OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, WriterStep};
+pub use queue::{
+    OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, WriterStep,
+};
 
 pub use missive_core;
 pub use missive_store;

@@ -242,7 +242,11 @@ impl OutboundReceiver {
     }
 
     /// Poll form of [`next_batch`](OutboundReceiver::next_batch).
-    pub fn poll_next_batch(&mut self, cx: &mut Context<'_>, batch: &mut Vec<Vec<u8>>) -> Poll<WriterStep> {
+    pub fn poll_next_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Vec<u8>>,
+    ) -> Poll<WriterStep> {
         let mut inner = self.shared.lock();
         match inner.phase {
             Phase::Aborted | Phase::WriterGone => return Poll::Ready(WriterStep::Abort),
@@ -302,6 +306,13 @@ impl StopSignal {
         self.shared.lock().phase != Phase::Open
     }
 
+    /// Whether the engine closed the connection gracefully (its last bytes
+    /// are being written): the reader may keep draining the socket until the
+    /// peer closes, so that the peer gets those bytes rather than a reset.
+    pub fn is_closing(&self) -> bool {
+        self.shared.lock().phase == Phase::Closing
+    }
+
     /// Resolves once the reader should stop.
     pub async fn stopped(&self) {
         poll_fn(|cx| {
@@ -344,13 +355,19 @@ mod tests {
         tx.try_send(vec![0; 100]).unwrap();
         assert_eq!(tx.try_send(vec![1]), Err(TrySendError::Full));
         let mut batch = Vec::new();
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Write));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
         assert_eq!(batch.len(), 1);
         batch.clear();
         tx.try_send(vec![1; 4]).unwrap();
         tx.try_send(vec![2; 4]).unwrap();
         assert_eq!(tx.try_send(vec![3]), Err(TrySendError::Full), "frame limit");
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Write));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
         assert_eq!(batch, vec![vec![1; 4], vec![2; 4]]);
         batch.clear();
         assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Pending);
@@ -359,10 +376,16 @@ mod tests {
         tx.close();
         assert!(stop.is_stopped());
         assert_eq!(tx.try_send(vec![1]), Err(TrySendError::Closed));
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Write));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
         assert_eq!(batch, vec![vec![9]]);
         batch.clear();
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Finish));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Finish)
+        );
     }
 
     #[test]
@@ -375,7 +398,10 @@ mod tests {
         assert!(stop.is_stopped());
         assert_eq!(poll_once(rx.aborted()), Poll::Ready(()));
         let mut batch = Vec::new();
-        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Ready(WriterStep::Abort));
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Abort)
+        );
         assert!(batch.is_empty());
     }
 

@@ -13,7 +13,9 @@ use futures_channel::oneshot;
 use missive_core::client::{Client, ClientConfig};
 use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::{MessageId, UserName};
-use missive_runtime::client::{ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket};
+use missive_runtime::client::{
+    ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
+};
 use missive_runtime::home::{ClientHome, HomeError};
 use missive_runtime::{Backoff, os_seed, unix_ms_now};
 use std::io;
@@ -58,8 +60,8 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Time allowed to connect and log in (default 10 s).
     pub connect_timeout: Duration,
-    /// Delay for grouping state saves (default 20 ms; zero saves after every
-    /// change).
+    /// Delay for grouping state saves (default 100 ms; zero saves after
+    /// every change). The state is always saved when the client stops.
     pub state_save_delay: Duration,
     /// Most messages in the outbox (default 1000).
     pub max_outbox: usize,
@@ -83,7 +85,7 @@ impl ClientOptions {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
-            state_save_delay: Duration::from_millis(20),
+            state_save_delay: Duration::from_millis(100),
             max_outbox: defaults.max_outbox,
             max_sends_in_flight: defaults.max_sends_in_flight,
         }
@@ -239,7 +241,11 @@ impl ClientHandle {
     /// id once the server has durably accepted it, or with the reason it
     /// never will be. The message survives reconnections meanwhile (and a
     /// restart of the client: it stays in the saved outbox).
-    pub async fn send(&self, to: UserName, body: impl Into<Vec<u8>>) -> Result<MessageId, SendError> {
+    pub async fn send(
+        &self,
+        to: UserName,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<MessageId, SendError> {
         let (reply, ticket) = SendTicket::new();
         self.command(Command::Send {
             to,
@@ -365,7 +371,9 @@ impl ClientTask {
         options: ClientOptions,
         ready: oneshot::Sender<Result<LoginInfo, ConnectError>>,
     ) -> Self {
-        let seed = os_seed().map_or(0, |s| u64::from_le_bytes(s[..8].try_into().unwrap_or_default()));
+        let seed = os_seed().map_or(0, |s| {
+            u64::from_le_bytes(s[..8].try_into().unwrap_or_default())
+        });
         let backoff = Backoff::new(options.backoff_initial, options.backoff_max, seed);
         Self {
             engine,
@@ -392,10 +400,14 @@ impl ClientTask {
         self.start_connecting(Instant::now());
         let mut close_reply = None;
         while !self.stop {
-            let deadline = [self.engine.poll_timeout(), self.reconnect_at, self.login_deadline]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.engine.poll_timeout(),
+                self.reconnect_at,
+                self.login_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 command = self.commands.recv() => match command {
                     None => break,
@@ -484,7 +496,10 @@ impl ClientTask {
             }
             self.schedule_reconnect(now);
         }
-        if self.reconnect_at.is_some_and(|t| t <= now) && self.link.is_none() && self.connecting.is_none() {
+        if self.reconnect_at.is_some_and(|t| t <= now)
+            && self.link.is_none()
+            && self.connecting.is_none()
+        {
             self.start_connecting(now);
         }
         self.engine.timeout(now);

@@ -24,5 +24,5 @@ pub use server::{BoundServer, ServeReport, ServerHandle, ServerOptions};
 pub use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
 };
-pub use missive_runtime::queue::QueueLimits;
 pub use missive_runtime::home::{ClientHome, HomeError, UserHome};
+pub use missive_runtime::queue::QueueLimits;

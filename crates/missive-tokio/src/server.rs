@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 const READ_CHUNK: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// How long a closed connection's reader drains input before giving up.
+const LINGER: Duration = Duration::from_secs(2);
 /// Inbound events handled before the timers and the store are looked at again.
 const INBOUND_BATCH: usize = 64;
 
@@ -234,8 +236,9 @@ impl BoundServer {
 
         loop {
             let deadline = engine.poll_timeout();
+            // Not biased: under load every source (timers, new connections,
+            // bytes, durability reports) gets its turn.
             tokio::select! {
-                biased;
                 () = &mut shutdown => break,
                 request = requests.recv(), if handles_alive => match request {
                     Some(Request::Shutdown) => break,
@@ -365,6 +368,27 @@ async fn read_loop(
             sent = tx.send(ConnEvent::Bytes(conn, chunk)) => if sent.is_err() { return },
         }
     }
+    if stop.is_closing() {
+        // The server closed the connection after a last frame (an error):
+        // read and discard until the peer closes, for a little while, so
+        // that unread input does not turn the close into a reset that could
+        // destroy that frame.
+        let _ = tokio::time::timeout(LINGER, async {
+            loop {
+                if rd.readable().await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                match rd.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
     let _ = tx.send(ConnEvent::Closed(conn)).await;
 }
 
@@ -421,4 +445,33 @@ pub(crate) async fn connect_tcp(addr: &str) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs its reader no read buffer: the 16 KiB
+    /// buffer lives on the stack only while a read is ready.
+    #[tokio::test]
+    async fn idle_reader_holds_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (rd, _wr) = client.into_split();
+        let (_tx, _rx, stop) = missive_runtime::queue::outbound(QueueLimits::default());
+        let (events, _inbound) = mpsc::channel(1);
+        let reader = read_loop(missive_core::ConnId(1), rd, stop, events);
+        let size = std::mem::size_of_val(&reader);
+        assert!(size < 2048, "reader future is {size} bytes");
+        let (_tx, queue, _stop) = missive_runtime::queue::outbound(QueueLimits::default());
+        let (_rd, wr) = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap()
+            .into_split();
+        let writer = write_loop(wr, queue);
+        let size = std::mem::size_of_val(&writer);
+        assert!(size < 2048, "writer future is {size} bytes");
+    }
 }

@@ -3,11 +3,15 @@
 mod common;
 
 use common::{TestServer, identities, next_event, next_message, options, user};
-use missive_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState};
+use missive_core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+};
 use missive_core::server::ServerConfig;
 use missive_core::wire::{ErrorCode, FrameDecoder, ServerPacket};
 use missive_store::{MemoryStore, RedbStore};
-use missive_tokio::{ClientHandle, ConnectError, PresenceError, SendError};
+use missive_tokio::{
+    ClientHandle, ConnectError, PresenceError, QueueLimits, SendError, ServerOptions,
+};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,17 +31,27 @@ async fn register_once_then_login() {
         .await
         .unwrap();
     assert!(alice.login().registered, "first connection registers");
-    assert_eq!(alice.fingerprint(), identities()[0].public_key().fingerprint());
+    assert_eq!(
+        alice.fingerprint(),
+        identities()[0].public_key().fingerprint()
+    );
     alice.close().await.unwrap();
 
     let mut opts = options(server.addr, home.path(), "alice", 0);
     opts.register_if_needed = false;
     let (alice, _events) = ClientHandle::connect(opts).await.unwrap();
-    assert!(!alice.login().registered, "registration skipped when already done");
+    assert!(
+        !alice.login().registered,
+        "registration skipped when already done"
+    );
     assert_eq!(alice.login().queued, 0);
     alice.close().await.unwrap();
 
-    let users = server.handle.inspect(|s| s.state().user_count()).await.unwrap();
+    let users = server
+        .handle
+        .inspect(|s| s.state().user_count())
+        .await
+        .unwrap();
     assert_eq!(users, 1);
     server.stop().await;
 }
@@ -85,9 +99,12 @@ async fn online_delivery_and_notice() {
     let server = TestServer::start(ServerConfig::default(), memory()).await;
     let home = tempfile::tempdir().unwrap();
     let (alice, mut alice_events) =
-        ClientHandle::connect(options(server.addr, home.path(), "alice", 0)).await.unwrap();
-    let (bob, mut bob_events) =
-        ClientHandle::connect(options(server.addr, home.path(), "bob", 1)).await.unwrap();
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
+    let (bob, mut bob_events) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
 
     let id = alice.send(user("bob"), "hello bob").await.unwrap();
     let (from, text) = next_message(&mut bob_events, T).await;
@@ -125,18 +142,26 @@ async fn online_delivery_and_notice() {
 async fn offline_queue_then_delivery_and_acks_empty_the_server() {
     let server = TestServer::start(ServerConfig::default(), memory()).await;
     let home = tempfile::tempdir().unwrap();
-    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1)).await.unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
     bob.close().await.unwrap();
 
     let (alice, mut alice_events) =
-        ClientHandle::connect(options(server.addr, home.path(), "alice", 0)).await.unwrap();
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
     for i in 0..3 {
-        alice.send(user("bob"), format!("message {i}")).await.unwrap();
+        alice
+            .send(user("bob"), format!("message {i}"))
+            .await
+            .unwrap();
     }
     assert_eq!(server.queued().await, 3, "queued while bob is offline");
 
-    let (bob, mut bob_events) =
-        ClientHandle::connect(options(server.addr, home.path(), "bob", 1)).await.unwrap();
+    let (bob, mut bob_events) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
     assert_eq!(bob.login().queued, 3);
     for i in 0..3 {
         let (from, text) = next_message(&mut bob_events, T).await;
@@ -145,7 +170,10 @@ async fn offline_queue_then_delivery_and_acks_empty_the_server() {
     }
     // Alice gets three delivered notices and acknowledges them too.
     for _ in 0..3 {
-        next_event(&mut alice_events, T, |e| matches!(e, ClientEvent::Delivered { .. }).then_some(())).await;
+        next_event(&mut alice_events, T, |e| {
+            matches!(e, ClientEvent::Delivered { .. }).then_some(())
+        })
+        .await;
     }
     server
         .wait_for("empty mailboxes", T, |s| s.state().queued_items() == 0)
@@ -164,13 +192,23 @@ async fn restart_with_redb_keeps_keys_and_queued_messages() {
         Box::new(RedbStore::open(data.path()).unwrap()),
     )
     .await;
-    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1)).await.unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
     bob.close().await.unwrap();
-    let (alice, _e) = ClientHandle::connect(options(server.addr, home.path(), "alice", 0)).await.unwrap();
-    alice.send(user("bob"), "kept across restarts").await.unwrap();
+    let (alice, _e) = ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+        .await
+        .unwrap();
+    alice
+        .send(user("bob"), "kept across restarts")
+        .await
+        .unwrap();
     alice.close().await.unwrap();
     let report = server.stop().await;
-    assert!(report.store.commands >= 4, "server id, two users, one message");
+    assert!(
+        report.store.commands >= 4,
+        "server id, two users, one message"
+    );
 
     let server = TestServer::start(
         ServerConfig::default(),
@@ -183,11 +221,19 @@ async fn restart_with_redb_keeps_keys_and_queued_messages() {
     let (bob, mut bob_events) = ClientHandle::connect(opts).await.unwrap();
     assert_eq!(bob.login().queued, 1);
     let (from, text) = next_message(&mut bob_events, T).await;
-    assert_eq!((from.as_str(), text.as_str()), ("alice", "kept across restarts"));
+    assert_eq!(
+        (from.as_str(), text.as_str()),
+        ("alice", "kept across restarts")
+    );
     bob.close().await.unwrap();
     server
         .wait_for("bob's mailbox empty", T, |s| {
-            s.state().user(&user("bob")).unwrap().mailbox.items.is_empty()
+            s.state()
+                .user(&user("bob"))
+                .unwrap()
+                .mailbox
+                .items
+                .is_empty()
         })
         .await;
     server.stop().await;
@@ -216,7 +262,10 @@ async fn silent_login(addr: std::net::SocketAddr, name: &str, key: usize) -> Tcp
                 _ => {}
             }
         }
-        let n = tokio::time::timeout(T, stream.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(T, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "server closed during login");
         client.handle_input(Instant::now(), ClientInput::Bytes(&buf[..n]));
     }
@@ -254,10 +303,14 @@ async fn presence_goes_offline_after_missed_pings() {
     config.handshake_timeout = Duration::from_millis(500);
     let server = TestServer::start(config, memory()).await;
     let home = tempfile::tempdir().unwrap();
-    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1)).await.unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
     bob.close().await.unwrap();
     let (alice, _alice_events) =
-        ClientHandle::connect(options(server.addr, home.path(), "alice", 0)).await.unwrap();
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
 
     let mut silent = silent_login(server.addr, "bob", 1).await;
     let presence = alice.query_presence(user("bob")).await.unwrap();
@@ -272,7 +325,11 @@ async fn presence_goes_offline_after_missed_pings() {
     assert!(presence.last_seen_ms.is_some());
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
-        server.handle.inspect(|s| s.is_online(&user("alice"))).await.unwrap(),
+        server
+            .handle
+            .inspect(|s| s.is_online(&user("alice")))
+            .await
+            .unwrap(),
         "automatic pings keep alice online"
     );
     match alice.query_presence(user("nobody")).await {
@@ -293,7 +350,10 @@ async fn unauthenticated_connection_is_closed_at_the_handshake_deadline() {
     let codes = read_until_closed(&mut stream, Duration::from_secs(5)).await;
     assert_eq!(codes, vec![ErrorCode::Timeout]);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(180) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(180) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
     server
         .wait_for("no connection left", T, |s| s.connection_count() == 0)
         .await;
@@ -310,13 +370,19 @@ async fn reconnects_and_resends_the_outbox() {
     )
     .await;
     let addr = server.addr;
-    let (bob, _e) = ClientHandle::connect(options(addr, home.path(), "bob", 1)).await.unwrap();
+    let (bob, _e) = ClientHandle::connect(options(addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
     bob.close().await.unwrap();
-    let (alice, mut alice_events) =
-        ClientHandle::connect(options(addr, home.path(), "alice", 0)).await.unwrap();
+    let (alice, mut alice_events) = ClientHandle::connect(options(addr, home.path(), "alice", 0))
+        .await
+        .unwrap();
     alice.send(user("bob"), "before").await.unwrap();
     server.stop().await;
-    next_event(&mut alice_events, T, |e| matches!(e, ClientEvent::Disconnected).then_some(())).await;
+    next_event(&mut alice_events, T, |e| {
+        matches!(e, ClientEvent::Disconnected).then_some(())
+    })
+    .await;
 
     // Sent while the server is down: waits in the outbox.
     let pending = alice.send(user("bob"), "during the outage");
@@ -333,5 +399,77 @@ async fn reconnects_and_resends_the_outbox() {
     sent.expect("accepted after the reconnection").unwrap();
     assert_eq!(server.queued().await, 2);
     alice.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_dropped_and_keeps_its_messages() {
+    const MESSAGES: usize = 50;
+    const BODY: usize = 100 * 1024;
+    let mut config = ServerConfig::default();
+    config.queue_max_bytes = 64 * 1024 * 1024;
+    config.sender_share_percent = 100;
+    let mut server_options = ServerOptions::default();
+    server_options.queue = QueueLimits::new(64, 256 * 1024);
+    let server = TestServer::start_with("127.0.0.1:0", config, memory(), server_options).await;
+    let home = tempfile::tempdir().unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
+    bob.close().await.unwrap();
+    // Bob logs in and then never reads.
+    let _silent = silent_login(server.addr, "bob", 1).await;
+    let (alice, _alice_events) =
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
+    let alice = std::sync::Arc::new(alice);
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..MESSAGES {
+        let alice = std::sync::Arc::clone(&alice);
+        sends.spawn(async move {
+            alice
+                .send(user("bob"), vec![b'x'.wrapping_add(i as u8); BODY])
+                .await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+    server
+        .wait_for("bob dropped as a slow consumer", T, |s| {
+            !s.is_online(&user("bob"))
+        })
+        .await;
+    let stats = server.handle.stats().await.unwrap();
+    assert!(stats.slow_consumers >= 1, "{stats:?}");
+    // Nothing was acknowledged: everything is still queued for bob.
+    let queued = server
+        .handle
+        .inspect(|s| s.state().user(&user("bob")).unwrap().mailbox.items.len())
+        .await
+        .unwrap();
+    assert_eq!(queued, MESSAGES);
+    std::sync::Arc::try_unwrap(alice)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_gets_an_error_frame_before_the_close() {
+    let server = TestServer::start(ServerConfig::default(), memory()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // A frame holding something that is not a packet, then more junk the
+    // server will never read: the error frame still arrives (no reset).
+    let mut junk = vec![0, 0, 0, 3, 0xff, 0xff, 0xff];
+    junk.extend(std::iter::repeat_n(0x55, 100_000));
+    stream.write_all(&junk).await.unwrap();
+    // Read late, after the server has closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let codes = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(codes, vec![ErrorCode::Malformed]);
     server.stop().await;
 }

@@ -222,8 +222,7 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::warn!("in-memory store: nothing survives a restart");
         Box::new(MemoryStore::new())
     } else {
-        std::fs::create_dir_all(&args.data)
-            .map_err(|e| format!("{}: {e}", args.data.display()))?;
+        std::fs::create_dir_all(&args.data).map_err(|e| format!("{}: {e}", args.data.display()))?;
         let data = args.data.clone();
         let store = tokio::task::spawn_blocking(move || RedbStore::open(&data))
             .await

@@ -34,7 +34,12 @@ Exit status:
 #[command(name = "missive", version, after_help = EXIT_HELP)]
 struct Args {
     /// Server address (host:port).
-    #[arg(long, global = true, env = "MISSIVE_SERVER", default_value = "127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_SERVER",
+        default_value = "127.0.0.1:7878"
+    )]
     server: String,
     /// Client home directory [default: ~/.missive].
     #[arg(long, global = true, env = "MISSIVE_HOME")]
@@ -67,7 +72,8 @@ enum Command {
         /// Print JSON lines: {"from", "id", "sent_at", "body"}.
         #[arg(long)]
         json: bool,
-        /// Stop after N messages.
+        /// Stop after N messages (messages that arrived with the last one
+        /// are printed too: the client has acknowledged them).
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// Stop after S seconds (exit 9 if --count was not reached).
@@ -168,7 +174,8 @@ fn main() -> ExitCode {
 }
 
 fn user_name(name: &str) -> Result<UserName, Failure> {
-    UserName::new(name).map_err(|e| Failure::new(BAD_INPUT, format!("invalid user name `{name}`: {e}")))
+    UserName::new(name)
+        .map_err(|e| Failure::new(BAD_INPUT, format!("invalid user name `{name}`: {e}")))
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
@@ -234,7 +241,9 @@ async fn run(args: Args) -> Result<(), Failure> {
                 }
                 None => Err(Failure::new(
                     UNKNOWN_USER,
-                    format!("no key pinned for {other} (keys are pinned on the first message to them)"),
+                    format!(
+                        "no key pinned for {other} (keys are pinned on the first message to them)"
+                    ),
                 )),
             }
         }
@@ -245,9 +254,12 @@ async fn run(args: Args) -> Result<(), Failure> {
 
 fn read_stdin() -> Result<String, Failure> {
     let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::new(BAD_INPUT, format!("cannot read the message from standard input: {e}")))?;
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Failure::new(
+            BAD_INPUT,
+            format!("cannot read the message from standard input: {e}"),
+        )
+    })?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -295,8 +307,19 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
         }
     }
     options.register_if_needed = true;
-    let (client, _events) = ClientHandle::connect(options).await?;
-    let user = client.user().clone();
+    let user = options.user.clone();
+    let (client, _events) = match ClientHandle::connect(options).await {
+        Ok(connected) => connected,
+        // The client logs in first: with another key than the registered
+        // one, the login signature does not verify.
+        Err(ConnectError::AuthFailed { .. }) => {
+            return Err(Failure::new(
+                NAME_TAKEN,
+                format!("the name {user} is registered with another key"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if client.login().registered {
         println!("registered {user}");
     } else {
@@ -309,7 +332,12 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
         .map_err(|e| Failure::new(OTHER, e.to_string()))
 }
 
-async fn send(options: ClientOptions, to: UserName, body: String, wait: Duration) -> Result<(), Failure> {
+async fn send(
+    options: ClientOptions,
+    to: UserName,
+    body: String,
+    wait: Duration,
+) -> Result<(), Failure> {
     let (client, _events) = ClientHandle::connect(options).await?;
     let result = tokio::time::timeout(wait, client.send(to.clone(), body)).await;
     let closed = client.close().await;
@@ -317,7 +345,9 @@ async fn send(options: ClientOptions, to: UserName, body: String, wait: Duration
         Err(_) => {
             return Err(Failure::new(
                 TIMED_OUT,
-                format!("no answer from the server in {wait:?}; the message stays in the outbox and goes out with the next command"),
+                format!(
+                    "no answer from the server in {wait:?}; the message stays in the outbox and goes out with the next command"
+                ),
             ));
         }
         Ok(Ok(id)) => id,
@@ -352,10 +382,9 @@ async fn listen(
     let deadline = timeout.map(|t| Instant::now() + t);
     let (client, mut events) = ClientHandle::connect(options).await?;
     let mut received = 0u64;
-    let mut stdout = std::io::stdout();
-    let outcome = loop {
+    let lost = loop {
         if count.is_some_and(|n| received >= n) {
-            break Ok(());
+            break false;
         }
         let sleep = async {
             match deadline {
@@ -365,60 +394,83 @@ async fn listen(
         };
         let event = tokio::select! {
             event = events.recv() => event,
-            () = sleep => {
-                break if count.is_some() {
-                    Err(Failure::new(TIMED_OUT, format!("received {received} of {} messages before the timeout", count.unwrap_or(0))))
-                } else {
-                    Ok(())
-                };
-            }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-        };
-        let Some(event) = event else {
-            break Err(Failure::new(UNREACHABLE, "the connection to the server was lost"));
+            () = sleep => break false,
+            _ = tokio::signal::ctrl_c() => break false,
         };
         match event {
-            ClientEvent::MessageReceived {
-                from,
-                id,
-                sent_at,
-                body,
-            } => {
-                let text = String::from_utf8_lossy(&body);
-                let line = if json {
-                    serde_json::json!({
-                        "from": from.as_str(),
-                        "id": id.to_string(),
-                        "sent_at": sent_at,
-                        "body": text,
-                    })
-                    .to_string()
-                } else {
-                    format!("{from}: {text}")
-                };
-                let _ = writeln!(stdout, "{line}");
-                let _ = stdout.flush();
-                received += 1;
-            }
-            ClientEvent::UndecryptableMessage { from, id, error } => {
-                eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
-            }
-            ClientEvent::KeyChanged { user, pinned, offered } => {
-                eprintln!("missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}");
-            }
-            ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
-            ClientEvent::Expired { to, id } => {
-                eprintln!("missive: message {id} to {to} expired unread");
-            }
-            ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
-            _ => {}
+            Some(event) => received += show(event, json),
+            None => break true,
         }
     };
     client
         .close()
         .await
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
-    outcome
+    // The client acknowledges every message it receives: print those that
+    // arrived with the last ones too, so that none is lost.
+    while let Ok(Some(event)) = events.try_recv() {
+        received += show(event, json);
+    }
+    if lost {
+        return Err(Failure::new(
+            UNREACHABLE,
+            "the connection to the server was lost",
+        ));
+    }
+    match count {
+        Some(n) if received < n => Err(Failure::new(
+            TIMED_OUT,
+            format!("received {received} of {n} messages before the timeout"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a message on standard output (other events on standard error);
+/// returns 1 for a message, 0 otherwise.
+fn show(event: ClientEvent, json: bool) -> u64 {
+    match event {
+        ClientEvent::MessageReceived {
+            from,
+            id,
+            sent_at,
+            body,
+        } => {
+            let text = String::from_utf8_lossy(&body);
+            let line = if json {
+                serde_json::json!({
+                    "from": from.as_str(),
+                    "id": id.to_string(),
+                    "sent_at": sent_at,
+                    "body": text,
+                })
+                .to_string()
+            } else {
+                format!("{from}: {text}")
+            };
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+            return 1;
+        }
+        ClientEvent::UndecryptableMessage { from, id, error } => {
+            eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
+        }
+        ClientEvent::KeyChanged {
+            user,
+            pinned,
+            offered,
+        } => {
+            eprintln!("missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}");
+        }
+        ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
+        ClientEvent::Expired { to, id } => {
+            eprintln!("missive: message {id} to {to} expired unread");
+        }
+        ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
+        _ => {}
+    }
+    0
 }
 
 async fn presence(options: ClientOptions, user: UserName, wait: Duration) -> Result<(), Failure> {
@@ -454,7 +506,9 @@ fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
         .load_state()
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
     if state.pinned_key(&other).is_none() {
-        println!("no key pinned for {other}: the next message to them pins the key the server offers");
+        println!(
+            "no key pinned for {other}: the next message to them pins the key the server offers"
+        );
         return Ok(());
     }
     let seed = os_seed().map_err(|e| Failure::new(OTHER, e.to_string()))?;
@@ -469,7 +523,9 @@ fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
     client.trust_key(&other);
     home.save_state(client.state())
         .map_err(|e| Failure::new(OTHER, e.to_string()))?;
-    println!("forgot {other}'s pinned key: the next message to {other} pins the key the server offers now");
+    println!(
+        "forgot {other}'s pinned key: the next message to {other} pins the key the server offers now"
+    );
     Ok(())
 }
 
@@ -485,12 +541,15 @@ mod tests {
 
     #[test]
     fn positional_user_is_not_the_global_user() {
-        let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
+        let args =
+            Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
         assert_eq!(args.user.as_deref(), Some("alice"));
         assert!(matches!(args.command, Command::Fingerprint { whose: Some(ref w) } if w == "bob"));
         let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint"]).unwrap();
         assert!(matches!(args.command, Command::Fingerprint { whose: None }));
         let args = Args::try_parse_from(["missive", "send", "bob", "hello", "there"]).unwrap();
-        assert!(matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there"));
+        assert!(
+            matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there")
+        );
     }
 }

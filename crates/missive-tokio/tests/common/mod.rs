@@ -7,7 +7,9 @@ use missive_core::crypto::Identity;
 use missive_core::rng;
 use missive_core::server::ServerConfig;
 use missive_store::Store;
-use missive_tokio::{BoundServer, ClientHome, ClientOptions, Events, ServeReport, ServerHandle};
+use missive_tokio::{
+    BoundServer, ClientHome, ClientOptions, Events, ServeReport, ServerHandle, ServerOptions,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,7 +52,18 @@ impl TestServer {
     }
 
     pub async fn start_on(addr: &str, config: ServerConfig, store: Box<dyn Store>) -> Self {
-        let server = BoundServer::bind(addr, config, store).await.unwrap();
+        Self::start_with(addr, config, store, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(
+        addr: &str,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+        options: ServerOptions,
+    ) -> Self {
+        let server = BoundServer::bind_with(addr, config, store, options)
+            .await
+            .unwrap();
         let addr = server.local_addr();
         let handle = server.handle();
         let task = tokio::spawn(server.serve());
@@ -64,18 +77,29 @@ impl TestServer {
 
     /// Items queued in all mailboxes (messages and notices).
     pub async fn queued(&self) -> usize {
-        self.handle.inspect(|s| s.state().queued_items()).await.unwrap()
+        self.handle
+            .inspect(|s| s.state().queued_items())
+            .await
+            .unwrap()
     }
 
     /// Waits until `f` holds on the server, or panics after `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&missive_core::server::Server) -> bool + Send + Sync + Clone + 'static) {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&missive_core::server::Server) -> bool + Send + Sync + Clone + 'static,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let g = f.clone();
             if self.handle.inspect(move |s| g(s)).await.unwrap() {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -92,7 +116,11 @@ pub fn options(addr: SocketAddr, home: &Path, name: &str, key: usize) -> ClientO
 }
 
 /// The next event matching `f`, or a panic after `timeout`.
-pub async fn next_event<T>(events: &mut Events, timeout: Duration, mut f: impl FnMut(ClientEvent) -> Option<T>) -> T {
+pub async fn next_event<T>(
+    events: &mut Events,
+    timeout: Duration,
+    mut f: impl FnMut(ClientEvent) -> Option<T>,
+) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
