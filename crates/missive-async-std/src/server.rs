@@ -1,10 +1,10 @@
 //! The TCP server on async-std.
 //!
-//! One task owns the [`ServerEngine`] (and so the core server). It waits,
-//! in this order of priority, for: the shutdown signal, requests from
-//! [`ServerHandle`]s, durability reports of the store thread, [`ConnEvent`]s
-//! from the connections' readers, new connections, and the core's next
-//! timer. Every connection has a reader task forwarding chunks through one
+//! One task owns the [`ServerEngine`] (and so the core server). It waits
+//! for: the shutdown signal, requests from [`ServerHandle`]s, durability
+//! reports of the store thread, [`ConnEvent`]s from the connections'
+//! readers, new connections, and the core's next timer — taking turns, so
+//! that no source starves the others under load. Every connection has a reader task forwarding chunks through one
 //! bounded channel to the owner task, and a writer task draining the
 //! connection's bounded outbound queue with vectored writes.
 
@@ -34,8 +34,12 @@ use std::time::{Duration, Instant};
 const READ_CHUNK: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// How long a closed connection's reader drains input before giving up.
+const LINGER: Duration = Duration::from_secs(2);
 /// Inbound events handled before the timers and the store are looked at again.
 const INBOUND_BATCH: usize = 64;
+/// Sources the owner task waits on besides the shutdown signal.
+const SOURCES: usize = 5;
 
 /// A server bound to its address with its store loaded, not yet serving.
 ///
@@ -156,6 +160,7 @@ impl BoundServer {
         let mut shutdown = pin!(shutdown);
         let mut handles_alive = true;
         let mut timer = Timer::never();
+        let mut turn = 0;
         tracing::info!(%local_addr, "serving");
 
         loop {
@@ -163,27 +168,35 @@ impl BoundServer {
                 Some(at) => timer.set_at(at),
                 None => timer = Timer::never(),
             }
+            // Not biased: under load every source (timers, new connections,
+            // bytes, durability reports) gets its turn; the first source
+            // polled rotates.
+            turn = (turn + 1) % SOURCES;
             let wake = poll_fn(|cx| {
                 // Reap finished connection tasks.
                 while let Poll::Ready(Some(())) = Pin::new(&mut tasks).poll_next(cx) {}
                 if shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Shutdown);
                 }
-                if handles_alive && let Poll::Ready(r) = Pin::new(&mut requests).poll_next(cx) {
-                    return Poll::Ready(Wake::Request(r));
-                }
-                if let Poll::Ready(e) = Pin::new(&mut store_events).poll_next(cx) {
-                    return Poll::Ready(Wake::Store(e));
-                }
-                // The owner task holds a sender: never the end.
-                if let Poll::Ready(Some(e)) = Pin::new(&mut inbound).poll_next(cx) {
-                    return Poll::Ready(Wake::Inbound(e));
-                }
-                if let Poll::Ready(Some(a)) = Pin::new(&mut incoming).poll_next(cx) {
-                    return Poll::Ready(Wake::Accepted(a));
-                }
-                if Pin::new(&mut timer).poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                for i in 0..SOURCES {
+                    let ready = match (turn + i) % SOURCES {
+                        0 if handles_alive => Pin::new(&mut requests).poll_next(cx).map(Wake::Request),
+                        1 => Pin::new(&mut store_events).poll_next(cx).map(Wake::Store),
+                        // The owner task holds a sender: never the end.
+                        2 => match Pin::new(&mut inbound).poll_next(cx) {
+                            Poll::Ready(Some(e)) => Poll::Ready(Wake::Inbound(e)),
+                            _ => Poll::Pending,
+                        },
+                        3 => match Pin::new(&mut incoming).poll_next(cx) {
+                            Poll::Ready(Some(a)) => Poll::Ready(Wake::Accepted(a)),
+                            _ => Poll::Pending,
+                        },
+                        4 => Pin::new(&mut timer).poll(cx).map(|_| Wake::Timer),
+                        _ => Poll::Pending,
+                    };
+                    if ready.is_ready() {
+                        return ready;
+                    }
                 }
                 Poll::Pending
             })
@@ -280,7 +293,8 @@ impl BoundServer {
 
 /// Reads chunks from the socket and forwards them to the owner task until
 /// the peer closes, an error occurs, or the engine is done with the
-/// connection.
+/// connection. The read buffer lives on the stack only during a poll: an
+/// idle connection holds none.
 async fn read_loop(
     conn: ConnId,
     stream: TcpStream,
@@ -288,18 +302,19 @@ async fn read_loop(
     mut tx: mpsc::Sender<ConnEvent>,
 ) {
     let mut stopped = pin!(stop.stopped());
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let read = poll_fn(|cx| {
             if stopped.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            Pin::new(&mut &stream).poll_read(cx, &mut buf).map(Some)
+            let mut buf = [0u8; READ_CHUNK];
+            poll_read_shared(&stream, cx, &mut buf).map(|read| Some(read.map(|n| buf[..n].to_vec())))
         })
         .await;
         let chunk = match read {
-            None | Some(Ok(0)) => break,
-            Some(Ok(n)) => buf[..n].to_vec(),
+            None => break,
+            Some(Ok(chunk)) if chunk.is_empty() => break,
+            Some(Ok(chunk)) => chunk,
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(conn = conn.0, "read failed: {e}");
@@ -316,6 +331,21 @@ async fn read_loop(
         if ready.is_err() || tx.start_send(ConnEvent::Bytes(conn, chunk)).is_err() {
             break;
         }
+    }
+    if stop.is_closing() {
+        // The server closed the connection after a last frame (an error):
+        // read and discard until the peer closes, for a little while, so
+        // that unread input does not turn the close into a reset that could
+        // destroy that frame.
+        let _ = async_std::future::timeout(LINGER, poll_fn(|cx| loop {
+            let mut buf = [0u8; 1024];
+            match poll_read_shared(&stream, cx, &mut buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }))
+        .await;
     }
     // The reader's last word (the owner may be gone: then nobody listens).
     if poll_fn(|cx| tx.poll_ready(cx)).await.is_ok() {
@@ -378,7 +408,7 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Polls a read on anything `AsyncRead` behind a shared reference.
+/// Polls a read on a socket shared between a reader and a writer.
 pub(crate) fn poll_read_shared(
     stream: &TcpStream,
     cx: &mut Context<'_>,
@@ -392,4 +422,29 @@ pub(crate) async fn connect_tcp(addr: String) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr.as_str()).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missive_runtime::queue::{QueueLimits, outbound};
+
+    /// An idle connection costs its reader no read buffer: the 16 KiB
+    /// buffer lives on the stack only during a poll.
+    #[test]
+    fn idle_reader_and_writer_hold_no_buffer() {
+        task::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_tx, queue, stop) = outbound(QueueLimits::default());
+            let (events, _inbound) = mpsc::channel(1);
+            let reader = read_loop(ConnId(1), stream.clone(), stop, events);
+            let size = std::mem::size_of_val(&reader);
+            assert!(size < 2048, "reader future is {size} bytes");
+            let writer = write_loop(stream, queue);
+            let size = std::mem::size_of_val(&writer);
+            assert!(size < 2048, "writer future is {size} bytes");
+        });
+    }
 }
