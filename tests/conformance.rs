@@ -21,7 +21,9 @@ use missive_runtime::client::{ConnectError, PresenceError, SendError};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{ClientDriver, ServerDriver, fingerprint, opts, read_until_closed, silent_login, user};
+use support::{
+    ClientDriver, ServerDriver, fingerprint, opts, read_until_closed, silent_login, user,
+};
 
 fn memory() -> Box<dyn Store> {
     Box::new(MemoryStore::new())
@@ -119,13 +121,19 @@ fn online_delivery(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
 
     let id = alice.send("bob", "hello bob").unwrap();
     let (from, got, text) = bob.expect_message();
-    assert_eq!((from.as_str(), got, text.as_str()), ("alice", id, "hello bob"));
+    assert_eq!(
+        (from.as_str(), got, text.as_str()),
+        ("alice", id, "hello bob")
+    );
     assert_eq!(alice.pinned("bob"), Some(fingerprint(1)));
     assert_eq!(bob.pinned("alice"), Some(fingerprint(0)));
 
     let reply = bob.send("alice", "hi alice").unwrap();
     let (from, got, text) = alice.expect_message();
-    assert_eq!((from.as_str(), got, text.as_str()), ("bob", reply, "hi alice"));
+    assert_eq!(
+        (from.as_str(), got, text.as_str()),
+        ("bob", reply, "hi alice")
+    );
 
     match alice.send("carol", "anyone?") {
         Err(SendError::UnknownUser { to }) => assert_eq!(to, user("carol")),
@@ -260,14 +268,21 @@ fn presence_timeout(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     let started = Instant::now();
     let codes = read_until_closed(&mut silent, Duration::from_secs(5));
     assert!(codes.contains(&ErrorCode::Timeout), "got {codes:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let presence = alice.query_presence("bob").unwrap();
     assert!(!presence.online);
     assert!(presence.last_seen_ms.is_some());
 
     // Several liveness periods later, Alice is still there.
     std::thread::sleep(Duration::from_millis(700));
-    assert!(server.is_online("alice"), "automatic pings keep alice online");
+    assert!(
+        server.is_online("alice"),
+        "automatic pings keep alice online"
+    );
     assert!(alice.query_presence("alice").unwrap().online);
     // Announcing offline is seen at once.
     alice.set_presence(false);
@@ -295,7 +310,10 @@ fn restart_durability(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     ];
     alice.close();
     let commands = server.stop();
-    assert!(commands >= 5, "server id, two users, two messages: {commands}");
+    assert!(
+        commands >= 5,
+        "server id, two users, two messages: {commands}"
+    );
 
     let server = sd.start(ServerConfig::default(), redb(data.path()));
     assert_eq!(server.users(), 2);
@@ -311,7 +329,12 @@ fn restart_durability(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     }
     bob.close();
     server.wait_for("bob's mailbox empty", |s| {
-        s.state().user(&user("bob")).unwrap().mailbox.items.is_empty()
+        s.state()
+            .user(&user("bob"))
+            .unwrap()
+            .mailbox
+            .items
+            .is_empty()
     });
     server.stop();
 }
@@ -363,12 +386,15 @@ fn bad_input(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     assert_eq!(codes, vec![ErrorCode::Malformed]);
     // A length prefix far beyond the frame limit.
     let mut oversized = TcpStream::connect(server.addr()).unwrap();
-    oversized.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    oversized
+        .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+        .unwrap();
     let codes = read_until_closed(&mut oversized, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::FrameTooLarge]);
     // Text (an HTTP request: "GET " is a huge length).
     let mut http = TcpStream::connect(server.addr()).unwrap();
-    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let codes = read_until_closed(&mut http, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::FrameTooLarge]);
 

@@ -146,7 +146,8 @@ pub trait ServerDriver: Sync {
 impl dyn ServerDriver + '_ {
     /// A server on a fresh loopback port.
     pub fn start(&self, config: ServerConfig, store: Box<dyn Store>) -> Box<dyn RunningServer> {
-        self.try_start("127.0.0.1:0", config, store).expect("start the server")
+        self.try_start("127.0.0.1:0", config, store)
+            .expect("start the server")
     }
 
     /// A server on `addr` (a port used before: retried while it is busy).
@@ -217,11 +218,9 @@ impl dyn TestClient + '_ {
     /// The next received message as (sender, id, text).
     pub fn expect_message(&mut self) -> (String, MessageId, String) {
         self.expect("a message", |e| match e {
-            ClientEvent::MessageReceived { from, id, body, .. } => Some((
-                from.to_string(),
-                id,
-                String::from_utf8(body).unwrap(),
-            )),
+            ClientEvent::MessageReceived { from, id, body, .. } => {
+                Some((from.to_string(), id, String::from_utf8(body).unwrap()))
+            }
             _ => None,
         })
     }
@@ -328,7 +327,8 @@ impl ClientDriver for Tokio {
         options.start_online = o.start_online;
         options.backoff_initial = Duration::from_millis(50);
         options.backoff_max = Duration::from_millis(300);
-        let (handle, events) = tokio_rt().block_on(missive_tokio::ClientHandle::connect(options))?;
+        let (handle, events) =
+            tokio_rt().block_on(missive_tokio::ClientHandle::connect(options))?;
         Ok(Box::new(TokioClient {
             handle: Arc::new(handle),
             events,
@@ -374,7 +374,9 @@ impl TestClient for TokioClient {
 
     fn query_presence(&self, name: &str) -> Result<Presence, PresenceError> {
         tokio_rt()
-            .block_on(async { tokio::time::timeout(T, self.handle.query_presence(user(name))).await })
+            .block_on(async {
+                tokio::time::timeout(T, self.handle.query_presence(user(name))).await
+            })
             .expect("presence query timed out")
     }
 

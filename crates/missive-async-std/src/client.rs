@@ -18,7 +18,9 @@ use futures_channel::mpsc;
 use futures_util::{AsyncWriteExt, Stream, StreamExt};
 use missive_core::crypto::Fingerprint;
 use missive_core::{MessageId, UserName};
-use missive_runtime::client::{ConnectError, Events, LoginInfo, Presence, PresenceError, SendError};
+use missive_runtime::client::{
+    ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
+};
 use missive_runtime::home::HomeError;
 use missive_runtime::session::{
     ClientCommands, ClientOptions, ClientSupervisor, CommandReceiver, LinkAction, commands,

@@ -180,7 +180,9 @@ impl BoundServer {
                 }
                 for i in 0..SOURCES {
                     let ready = match (turn + i) % SOURCES {
-                        0 if handles_alive => Pin::new(&mut requests).poll_next(cx).map(Wake::Request),
+                        0 if handles_alive => {
+                            Pin::new(&mut requests).poll_next(cx).map(Wake::Request)
+                        }
                         1 => Pin::new(&mut store_events).poll_next(cx).map(Wake::Store),
                         // The owner task holds a sender: never the end.
                         2 => match Pin::new(&mut inbound).poll_next(cx) {
@@ -308,7 +310,8 @@ async fn read_loop(
                 return Poll::Ready(None);
             }
             let mut buf = [0u8; READ_CHUNK];
-            poll_read_shared(&stream, cx, &mut buf).map(|read| Some(read.map(|n| buf[..n].to_vec())))
+            poll_read_shared(&stream, cx, &mut buf)
+                .map(|read| Some(read.map(|n| buf[..n].to_vec())))
         })
         .await;
         let chunk = match read {
@@ -337,14 +340,19 @@ async fn read_loop(
         // read and discard until the peer closes, for a little while, so
         // that unread input does not turn the close into a reset that could
         // destroy that frame.
-        let _ = async_std::future::timeout(LINGER, poll_fn(|cx| loop {
-            let mut buf = [0u8; 1024];
-            match poll_read_shared(&stream, cx, &mut buf) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => return Poll::Pending,
-            }
-        }))
+        let _ = async_std::future::timeout(
+            LINGER,
+            poll_fn(|cx| {
+                loop {
+                    let mut buf = [0u8; 1024];
+                    match poll_read_shared(&stream, cx, &mut buf) {
+                        Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }),
+        )
         .await;
     }
     // The reader's last word (the owner may be gone: then nobody listens).
