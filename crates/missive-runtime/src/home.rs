@@ -5,7 +5,8 @@
 //! HOME/                 (mode 0700)
 //!   alice/              (mode 0700)
 //!     key.pem           PKCS#8 PEM private key, mode 0600
-//!     state.cbor        ClientState (pinned keys, outbox, seen ids), CBOR
+//!     state.cbor        ClientState (pinned keys, outbox, seen ids), CBOR,
+//!                       mode 0600 (the outbox holds plaintext)
 //! ```
 //!
 //! Files are replaced atomically: written to a temporary file in the same
@@ -174,7 +175,7 @@ impl UserHome {
         }
         self.create_dirs()?;
         let pem = identity.to_pkcs8_pem();
-        write_atomic(&self.dir, KEY_FILE, pem.as_bytes(), true)?;
+        write_atomic(&self.dir, KEY_FILE, pem.as_bytes())?;
         Ok(())
     }
 
@@ -210,7 +211,8 @@ impl UserHome {
     pub fn save_state(&self, state: &ClientState) -> Result<(), HomeError> {
         let bytes = state.to_cbor()?;
         self.create_dirs()?;
-        write_atomic(&self.dir, STATE_FILE, &bytes, false)
+        // The outbox holds plaintext bodies: owner only, like the key.
+        write_atomic(&self.dir, STATE_FILE, &bytes)
     }
 
     fn create_dirs(&self) -> Result<(), HomeError> {
@@ -257,20 +259,18 @@ pub fn generate_identity(
     result.map_err(HomeError::Generate)
 }
 
-/// Writes `dir/name` atomically: temporary file, sync, rename, sync of the
-/// directory. `private` files get mode 0600.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<(), HomeError> {
+/// Writes `dir/name` atomically, readable by the owner only (mode 0600):
+/// temporary file, sync, rename, sync of the directory.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), HomeError> {
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let target = dir.join(name);
+    // A leftover of a crashed process with the same id: start afresh.
+    let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
-        if private {
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
         file.write_all(bytes).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
@@ -366,6 +366,15 @@ mod tests {
             .unwrap();
         user.save_state(client.state()).unwrap();
         assert_eq!(&user.load_state().unwrap(), client.state());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(user.state_path())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         // No temporary file is left behind.
         let names: Vec<_> = fs::read_dir(user.dir())
             .unwrap()

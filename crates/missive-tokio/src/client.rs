@@ -426,8 +426,7 @@ impl ClientTask {
                     match read {
                         Ok(n) if n > 0 => {
                             if let Some(link) = self.link.as_ref() {
-                                let bytes = link.buf[..n].to_vec();
-                                self.engine.received(now, &bytes);
+                                self.engine.received(now, &link.buf[..n]);
                             }
                         }
                         Ok(_) => self.lost(now, "the server closed the connection"),

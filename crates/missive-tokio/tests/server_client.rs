@@ -404,10 +404,12 @@ async fn reconnects_and_resends_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_dropped_and_keeps_its_messages() {
-    const MESSAGES: usize = 50;
-    const BODY: usize = 100 * 1024;
+    const BATCH: usize = 20;
+    const MAX_MESSAGES: usize = 600;
+    const BODY: usize = 64 * 1024;
     let mut config = ServerConfig::default();
-    config.queue_max_bytes = 64 * 1024 * 1024;
+    config.queue_max_bytes = 256 * 1024 * 1024;
+    config.queue_max_messages = MAX_MESSAGES as u32;
     config.sender_share_percent = 100;
     let mut server_options = ServerOptions::default();
     server_options.queue = QueueLimits::new(64, 256 * 1024);
@@ -424,32 +426,42 @@ async fn slow_consumer_is_dropped_and_keeps_its_messages() {
             .await
             .unwrap();
     let alice = std::sync::Arc::new(alice);
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..MESSAGES {
-        let alice = std::sync::Arc::clone(&alice);
-        sends.spawn(async move {
-            alice
-                .send(user("bob"), vec![b'x'.wrapping_add(i as u8); BODY])
-                .await
-        });
+    // Send until the kernel's socket buffers and the outbound queue are
+    // full and the server drops bob.
+    let mut sent = 0;
+    while server.handle.stats().await.unwrap().slow_consumers == 0 {
+        assert!(sent < MAX_MESSAGES, "bob was never dropped");
+        let mut sends = tokio::task::JoinSet::new();
+        for i in sent..sent + BATCH {
+            let alice = std::sync::Arc::clone(&alice);
+            sends.spawn(async move {
+                alice
+                    .send(user("bob"), vec![b'x'.wrapping_add(i as u8); BODY])
+                    .await
+            });
+        }
+        while let Some(result) = sends.join_next().await {
+            result.unwrap().unwrap();
+        }
+        sent += BATCH;
+        // Let the writer block and the queue fill.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    while let Some(sent) = sends.join_next().await {
-        sent.unwrap().unwrap();
-    }
-    server
-        .wait_for("bob dropped as a slow consumer", T, |s| {
-            !s.is_online(&user("bob"))
-        })
-        .await;
-    let stats = server.handle.stats().await.unwrap();
-    assert!(stats.slow_consumers >= 1, "{stats:?}");
+    assert!(
+        !server
+            .handle
+            .inspect(|s| s.is_online(&user("bob")))
+            .await
+            .unwrap()
+    );
+    println!("slow consumer dropped after {sent} messages of {BODY} bytes");
     // Nothing was acknowledged: everything is still queued for bob.
     let queued = server
         .handle
         .inspect(|s| s.state().user(&user("bob")).unwrap().mailbox.items.len())
         .await
         .unwrap();
-    assert_eq!(queued, MESSAGES);
+    assert_eq!(queued, sent);
     std::sync::Arc::try_unwrap(alice)
         .unwrap()
         .close()
