@@ -10,7 +10,7 @@
 //! [`ClientSupervisor`]'s (in `missive-runtime`); the task only performs its
 //! [`LinkAction`]s and feeds back what the socket and the timer say.
 
-use crate::server::{connect_tcp, poll_read_shared};
+use crate::server::{connect_tcp, poll_read_shared, rearm};
 use async_io::Timer;
 use async_std::net::TcpStream;
 use async_std::task::{self, JoinHandle};
@@ -215,6 +215,7 @@ async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
     let mut link: Option<Link> = None;
     let mut connecting: Option<Connecting> = None;
     let mut timer = Timer::never();
+    let mut armed = None;
     let mut buf = vec![0u8; READ_CHUNK];
     sup.start(Instant::now());
     loop {
@@ -222,10 +223,7 @@ async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
         if sup.is_stopped() {
             break;
         }
-        match sup.poll_timeout() {
-            Some(at) => timer.set_at(at),
-            None => timer = Timer::never(),
-        }
+        rearm(&mut timer, &mut armed, sup.poll_timeout());
         let wake = poll_fn(|cx| {
             if let Poll::Ready(command) = Pin::new(&mut commands).poll_next(cx) {
                 return Poll::Ready(Wake::Command(command));
@@ -264,7 +262,10 @@ async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
             Wake::Read(Ok(n)) => sup.received(now, &buf[..n]),
             Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Wake::Read(Err(e)) => sup.lost(now, &e.to_string()),
-            Wake::Timer => sup.timeout(now),
+            Wake::Timer => {
+                armed = None;
+                sup.timeout(now);
+            }
         }
     }
     sup.finish();

@@ -160,14 +160,12 @@ impl BoundServer {
         let mut shutdown = pin!(shutdown);
         let mut handles_alive = true;
         let mut timer = Timer::never();
+        let mut armed = None;
         let mut turn = 0;
         tracing::info!(%local_addr, "serving");
 
         loop {
-            match engine.poll_timeout() {
-                Some(at) => timer.set_at(at),
-                None => timer = Timer::never(),
-            }
+            rearm(&mut timer, &mut armed, engine.poll_timeout());
             // Not biased: under load every source (timers, new connections,
             // bytes, durability reports) gets its turn; the first source
             // polled rotates.
@@ -255,7 +253,10 @@ impl BoundServer {
                     tracing::warn!("accept failed: {e}");
                     Timer::after(Duration::from_millis(50)).await;
                 }
-                Wake::Timer => engine.timeout(Instant::now()),
+                Wake::Timer => {
+                    armed = None;
+                    engine.timeout(Instant::now());
+                }
             }
         }
 
@@ -290,6 +291,19 @@ impl BoundServer {
             "stopped"
         );
         Ok(ServeReport::new(store, engine_stats))
+    }
+}
+
+/// Sets `timer` to `next` unless it is already set to it (re-registering
+/// with the reactor on every wake-up would cost a lock each time). `armed`
+/// is what the timer is set to; clear it when the timer fires.
+pub(crate) fn rearm(timer: &mut Timer, armed: &mut Option<Instant>, next: Option<Instant>) {
+    if *armed != next {
+        match next {
+            Some(at) => timer.set_at(at),
+            None => *timer = Timer::never(),
+        }
+        *armed = next;
     }
 }
 
