@@ -586,27 +586,20 @@ impl ClientEngine {
                     }));
                 }
             }
-            ClientEvent::Error { code, detail } => self.on_error(*code, detail),
+            ClientEvent::Error { code, user, detail } => self.on_error(*code, user.as_ref(), detail),
             _ => {}
         }
         let _ = self.events.unbounded_send(event);
     }
 
-    fn on_error(&mut self, code: ErrorCode, detail: &str) {
+    fn on_error(&mut self, code: ErrorCode, user: Option<&UserName>, detail: &str) {
         if self.logged_in {
             if code == ErrorCode::UnknownUser {
-                // The core names the user first in errors about a request
-                // naming a user (here: a presence query).
-                let mut sent = self
+                // An unknown user named by a presence query of this session.
+                let found = self
                     .presence
                     .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.epoch == Some(self.epoch));
-                let found = sent
-                    .clone()
-                    .find(|(_, w)| detail.starts_with(&format!("{}:", w.user)))
-                    .or_else(|| sent.next())
-                    .map(|(i, _)| i);
+                    .position(|w| w.epoch == Some(self.epoch) && Some(&w.user) == user);
                 if let Some(i) = found {
                     let waiter = self.presence.remove(i);
                     let user = waiter.user.clone();

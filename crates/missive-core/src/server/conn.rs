@@ -52,6 +52,9 @@ pub(crate) struct Conn {
     pub session_id: [u8; 16],
     pub challenge: Option<Challenge>,
     pub connected_at: Instant,
+    /// When this connection's one live entry in the timer heap fires
+    /// (entries with another time are stale and skipped).
+    pub timer_at: Option<Instant>,
     /// Last time any packet arrived.
     pub last_heard: Instant,
     /// Frames waiting to be handed out as one Transmit.
@@ -66,6 +69,7 @@ impl Conn {
             session_id,
             challenge: None,
             connected_at: now,
+            timer_at: None,
             last_heard: now,
             tx: Vec::new(),
         }

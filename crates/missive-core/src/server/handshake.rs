@@ -234,8 +234,14 @@ impl Server {
             // `fatal` cleared the session slot if it still named `old`.
             self.runtime(&user, now).session = Some(conn);
         }
-        // The connection's timer entry (set at connect) is re-armed with the
-        // liveness deadline when it fires.
+        // The liveness deadline may come before the handshake deadline.
+        let liveness = self
+            .conns
+            .get(&conn)
+            .map(|c| c.last_heard + self.config.liveness_timeout());
+        if let Some(at) = liveness {
+            self.arm_timer(conn, at);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

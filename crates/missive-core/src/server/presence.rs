@@ -64,8 +64,12 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(deadline) = self.deadline_of(conn) else {
-                continue;
+            let live = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.timer_at == Some(at));
+            let Some(deadline) = self.deadline_of(conn).filter(|_| live) else {
+                continue; // a stale entry
             };
             if deadline <= now {
                 let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
@@ -75,7 +79,8 @@ impl Server {
                     "handshake deadline passed"
                 };
                 self.fatal(now, conn, ErrorCode::Timeout, detail);
-            } else {
+            } else if let Some(c) = self.conns.get_mut(&conn) {
+                c.timer_at = Some(deadline);
                 self.timers.push(Reverse((deadline, conn)));
             }
         }

@@ -825,6 +825,29 @@ fn ping_pong_and_missed_pings_go_offline() {
 }
 
 #[test]
+fn liveness_shorter_than_the_handshake_deadline_is_enforced() {
+    let config = ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        missed_pings: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user(1, "alice", &ids()[0]);
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now + Duration::from_millis(200))
+    );
+    h.advance(Duration::from_millis(150));
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+    h.advance(Duration::from_millis(100));
+    assert!(!h.closed.contains(&a), "the ping moved the deadline on");
+    h.advance(Duration::from_millis(110));
+    h.expect_error(a, ErrorCode::Timeout);
+    assert!(h.closed.contains(&a));
+}
+
+#[test]
 fn presence_query_and_explicit_offline() {
     let mut h = Harness::new(ServerConfig::default());
     let a = h.user(1, "alice", &ids()[0]);
