@@ -254,9 +254,6 @@ fn presence_timeout(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     let mut config = ServerConfig::default();
     config.ping_interval = Duration::from_millis(100);
     config.missed_pings = 3;
-    // The core arms a logged-in connection's liveness deadline when the
-    // handshake deadline fires: keep that one short too.
-    config.handshake_timeout = Duration::from_millis(300);
     let server = sd.start(config, memory());
     let home = tempfile::tempdir().unwrap();
     let bob = cd.client(&opts(server.addr(), home.path(), "bob", 1));
