@@ -586,7 +586,9 @@ impl ClientEngine {
                     }));
                 }
             }
-            ClientEvent::Error { code, user, detail } => self.on_error(*code, user.as_ref(), detail),
+            ClientEvent::Error { code, user, detail } => {
+                self.on_error(*code, user.as_ref(), detail)
+            }
             _ => {}
         }
         let _ = self.events.unbounded_send(event);
