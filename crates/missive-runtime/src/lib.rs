@@ -13,7 +13,13 @@
 //!   and presence futures, login results, events for the application;
 //! - [`home`]: the client's home directory (private key PEM with mode 0600,
 //!   state saved atomically) and key generation with progress;
-//! - [`os`]: the OS seed and the wall clock; [`Backoff`] for reconnecting.
+//! - [`os`]: the OS seed and the wall clock; [`Backoff`] for reconnecting;
+//! - [`serve`]: driver options, the stop report and the control channel of a
+//!   server ([`serve::ServerHandle`]);
+//! - [`session`]: client options, preparing a client, the command channel of
+//!   a client handle, and the connection policy of a client task
+//!   ([`session::ClientSupervisor`]: login deadline, reconnection with
+//!   backoff keeping the outbox, stopping).
 //!
 //! No driver here inspects packets: the core makes every protocol decision.
 #![forbid(unsafe_code)]
@@ -25,6 +31,8 @@ pub mod engine;
 pub mod home;
 pub mod os;
 pub mod queue;
+pub mod serve;
+pub mod session;
 
 pub use backoff::Backoff;
 pub use client::{
