@@ -51,6 +51,8 @@ pub(crate) struct Conn {
     pub phase: Phase,
     pub session_id: [u8; 16],
     pub challenge: Option<Challenge>,
+    /// Presence the session starts with (SetPresence before login sets it).
+    pub start_online: bool,
     pub connected_at: Instant,
     /// When this connection's one live entry in the timer heap fires
     /// (entries with another time are stale and skipped).
@@ -68,6 +70,7 @@ impl Conn {
             phase: Phase::AwaitHello,
             session_id,
             challenge: None,
+            start_online: true,
             connected_at: now,
             timer_at: None,
             last_heard: now,

@@ -245,9 +245,10 @@ impl Server {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let online = c.start_online;
         c.phase = Phase::LoggedIn(LoggedIn {
             user: user.clone(),
-            online: true,
+            online,
             cursor: 0,
             in_flight: HashSet::new(),
         });
@@ -266,10 +267,12 @@ impl Server {
             conn,
             user: user.clone(),
         });
-        self.event(ServerEvent::PresenceChanged {
-            user: user.clone(),
-            online: true,
-        });
+        if online {
+            self.event(ServerEvent::PresenceChanged {
+                user: user.clone(),
+                online: true,
+            });
+        }
         self.pump(&user);
     }
 

@@ -8,8 +8,13 @@ use std::time::Instant;
 
 impl Server {
     pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {
-        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut()) else {
-            return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(session) = c.session_mut() else {
+            // Before login: the presence the session will start with.
+            c.start_online = online;
+            return;
         };
         if session.online == online {
             return;

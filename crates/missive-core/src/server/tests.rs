@@ -848,6 +848,27 @@ fn liveness_shorter_than_the_handshake_deadline_is_enforced() {
 }
 
 #[test]
+fn presence_set_before_login_starts_the_session_offline() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"m");
+    h.expect(a);
+    let b = h.hello(3);
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    h.login(b, "bob", &ids()[1]);
+    assert!(matches!(
+        h.expect(b),
+        ServerPacket::LoggedIn { queued: 1, .. }
+    ));
+    assert_eq!(h.recv(b), None, "nothing delivered while offline");
+    assert!(!h.server.is_online(&name("bob")));
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
+}
+
+#[test]
 fn presence_query_and_explicit_offline() {
     let mut h = Harness::new(ServerConfig::default());
     let a = h.user(1, "alice", &ids()[0]);
