@@ -4,9 +4,10 @@
 //! for: the shutdown signal, requests from [`ServerHandle`]s, durability
 //! reports of the store thread, [`ConnEvent`]s from the connections'
 //! readers, new connections, and the core's next timer — taking turns, so
-//! that no source starves the others under load. Every connection has a reader task forwarding chunks through one
-//! bounded channel to the owner task, and a writer task draining the
-//! connection's bounded outbound queue with vectored writes.
+//! that no source starves the others under load. Every connection has a
+//! reader task forwarding chunks through one bounded channel to the owner
+//! task, and a writer task draining the connection's bounded outbound queue
+//! with vectored writes.
 
 use async_io::Timer;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -22,7 +23,7 @@ use missive_runtime::queue::{OutboundReceiver, StopSignal, WriterStep};
 use missive_runtime::serve::{
     ServeReport, ServerHandle, ServerOptions, ServerRequest, ServerRequests, control,
 };
-use missive_store::{Store, StoreError, StoreEvent};
+use missive_store::{Store, StoreEvent};
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
@@ -36,8 +37,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOVECS: usize = 64;
 /// How long a closed connection's reader drains input before giving up.
 const LINGER: Duration = Duration::from_secs(2);
-/// Inbound events handled before the timers and the store are looked at again.
-const INBOUND_BATCH: usize = 64;
 /// Sources the owner task waits on besides the shutdown signal.
 const SOURCES: usize = 5;
 
@@ -210,36 +209,22 @@ impl BoundServer {
                 }
                 Wake::Request(None) => handles_alive = false, // every handle is gone
                 Wake::Store(event) => {
-                    let result = match event {
-                        Some(event) => engine.store_event(Instant::now(), event),
-                        None => Err(StoreError::Stopped),
-                    };
-                    if let Err(e) = result {
-                        tracing::error!("store failure, shutting down: {e}");
-                        failure = Some(io::Error::other(format!("store failure: {e}")));
+                    if let Err(e) = engine.store_report(Instant::now(), event) {
+                        failure = Some(e);
                         break;
                     }
                 }
                 Wake::Inbound(event) => {
-                    let now = Instant::now();
-                    engine.conn_event(now, event);
-                    for _ in 1..INBOUND_BATCH {
-                        match inbound.try_recv() {
-                            Ok(event) => engine.conn_event(now, event),
-                            _ => break,
-                        }
-                    }
+                    engine.conn_events(Instant::now(), event, || inbound.try_recv().ok());
                 }
                 Wake::Accepted(Ok(stream)) => {
                     let peer = stream.peer_addr().ok();
-                    if engine.connection_count() >= options.max_connections {
-                        tracing::warn!(?peer, "connection limit reached, refusing");
-                        drop(stream);
-                        continue;
-                    }
+                    let Some((conn, queue, stop)) =
+                        engine.admit(Instant::now(), options.max_connections, peer)
+                    else {
+                        continue; // dropping the stream closes it
+                    };
                     let _ = stream.set_nodelay(true);
-                    let (conn, queue, stop) = engine.accept(Instant::now());
-                    tracing::debug!(conn = conn.0, ?peer, "connection accepted");
                     tasks.push(task::spawn(read_loop(
                         conn,
                         stream.clone(),
@@ -281,16 +266,7 @@ impl BoundServer {
         for task in tasks {
             task.cancel().await;
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let store = stopped.map_err(|e| io::Error::other(format!("store: {e}")))?;
-        tracing::info!(
-            commits = store.commits,
-            commands = store.commands,
-            "stopped"
-        );
-        Ok(ServeReport::new(store, engine_stats))
+        ServeReport::outcome(failure, stopped, engine_stats)
     }
 }
 

@@ -4,13 +4,17 @@
 //!
 //! A driver (one task owning the engine) loops:
 //!
-//! 1. on a new socket: [`ServerEngine::accept`] gives a connection id, the
-//!    writer's [`OutboundReceiver`] and the reader's [`StopSignal`]; the
-//!    driver starts a reader and a writer for the socket;
-//! 2. on [`ConnEvent`]s from readers: [`received`](ServerEngine::received) /
-//!    [`disconnected`](ServerEngine::disconnected);
-//! 3. on [`StoreEvent`]s from the store thread (a [`StoreEvents`] stream):
-//!    [`store_event`](ServerEngine::store_event);
+//! 1. on a new socket: [`ServerEngine::admit`] (or
+//!    [`accept`](ServerEngine::accept), without the connection limit) gives a
+//!    connection id, the writer's [`OutboundReceiver`] and the reader's
+//!    [`StopSignal`]; the driver starts a reader and a writer for the socket;
+//! 2. on [`ConnEvent`]s from readers:
+//!    [`conn_events`](ServerEngine::conn_events) (a batch of up to
+//!    [`INBOUND_BATCH`]), or [`received`](ServerEngine::received) /
+//!    [`disconnected`](ServerEngine::disconnected) one by one;
+//! 3. on what the store thread's [`StoreEvents`] stream yields:
+//!    [`store_report`](ServerEngine::store_report) (an error stops the
+//!    server), or [`store_event`](ServerEngine::store_event);
 //! 4. at [`poll_timeout`](ServerEngine::poll_timeout):
 //!    [`timeout`](ServerEngine::timeout);
 //! 5. to stop: [`shutdown`](ServerEngine::shutdown).
@@ -33,9 +37,15 @@ use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+/// Reader events a driver feeds at once (see
+/// [`conn_events`](ServerEngine::conn_events)) before it looks at its timers
+/// and the store again.
+pub const INBOUND_BATCH: usize = 64;
 
 /// What a connection's reader reports to the task owning the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +174,43 @@ impl ServerEngine {
         (conn, rx, stop)
     }
 
+    /// Registers a new socket from `peer` like [`accept`](ServerEngine::accept),
+    /// unless `max_connections` are open: then `None`, and the driver closes
+    /// the socket at once.
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        max_connections: usize,
+        peer: Option<SocketAddr>,
+    ) -> Option<(ConnId, OutboundReceiver, StopSignal)> {
+        if self.conns.len() >= max_connections {
+            tracing::warn!(?peer, "connection limit reached, refusing");
+            return None;
+        }
+        let accepted = self.accept(now);
+        tracing::debug!(conn = accepted.0.0, ?peer, "connection accepted");
+        Some(accepted)
+    }
+
+    /// Handles `first` and then up to [`INBOUND_BATCH`] − 1 more readers'
+    /// events that are ready at once (`next_ready` returns them without
+    /// waiting), so that a busy inbound channel cannot starve the driver's
+    /// other sources.
+    pub fn conn_events(
+        &mut self,
+        now: Instant,
+        first: ConnEvent,
+        mut next_ready: impl FnMut() -> Option<ConnEvent>,
+    ) {
+        self.conn_event(now, first);
+        for _ in 1..INBOUND_BATCH {
+            match next_ready() {
+                Some(event) => self.conn_event(now, event),
+                None => break,
+            }
+        }
+    }
+
     /// Handles one event of a connection's reader.
     pub fn conn_event(&mut self, now: Instant, event: ConnEvent) {
         match event {
@@ -210,6 +257,20 @@ impl ServerEngine {
                 Ok(())
             }
         }
+    }
+
+    /// What the [`StoreEvents`] stream yielded (`None`: the store thread is
+    /// gone). An error means the driver must stop serving (nothing more will
+    /// become durable) and fail with it.
+    pub fn store_report(&mut self, now: Instant, event: Option<StoreEvent>) -> io::Result<()> {
+        let result = match event {
+            Some(event) => self.store_event(now, event),
+            None => Err(StoreError::Stopped),
+        };
+        result.map_err(|e| {
+            tracing::error!("store failure, shutting down: {e}");
+            io::Error::other(format!("store failure: {e}"))
+        })
     }
 
     /// The time from [`poll_timeout`](ServerEngine::poll_timeout) has come.
@@ -350,6 +411,28 @@ mod tests {
         while let Poll::Ready(Some(event)) = poll_once(events.recv()) {
             engine.store_event(Instant::now(), event).unwrap();
         }
+    }
+
+    #[test]
+    fn admit_keeps_the_limit_a_batch_takes_ready_events_a_lost_store_stops() {
+        let (mut engine, _events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let now = Instant::now();
+        let (first, _rx, _stop) = engine.admit(now, 2, None).unwrap();
+        let (second, _rx2, _stop2) = engine.admit(now, 2, None).unwrap();
+        assert!(engine.admit(now, 2, None).is_none(), "limit reached");
+        assert_eq!(engine.stats().accepted, 2);
+        // A batch takes the first event and what is ready after it.
+        let mut ready = vec![ConnEvent::Closed(second)];
+        engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
+        assert_eq!(engine.connection_count(), 0);
+        assert!(engine.admit(now, 2, None).is_some(), "room again");
+        // The store thread gone: the driver must stop.
+        assert!(engine.store_report(now, None).is_err());
     }
 
     #[test]

@@ -12,8 +12,9 @@ use crate::queue::QueueLimits;
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use missive_core::server::Server;
-use missive_store::StoreStats;
+use missive_store::{StoreError, StoreStats};
 use std::fmt;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +62,26 @@ impl ServeReport {
     /// A report from the two sets of counters.
     pub fn new(store: StoreStats, engine: EngineStats) -> Self {
         Self { store, engine }
+    }
+
+    /// What a serve loop returns once stopped: the `failure` that stopped it
+    /// (from [`ServerEngine::store_report`]) if any, else the outcome of
+    /// [`ServerEngine::shutdown`] (`stopped`) with the `engine`'s counters.
+    pub fn outcome(
+        failure: Option<io::Error>,
+        stopped: Result<StoreStats, StoreError>,
+        engine: EngineStats,
+    ) -> io::Result<Self> {
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let store = stopped.map_err(|e| io::Error::other(format!("store: {e}")))?;
+        tracing::info!(
+            commits = store.commits,
+            commands = store.commands,
+            "stopped"
+        );
+        Ok(Self::new(store, engine))
     }
 }
 

@@ -83,8 +83,8 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Time allowed to connect and log in (default 10 s).
     pub connect_timeout: Duration,
-    /// Delay for grouping state saves (default 20 ms; zero saves after every
-    /// change).
+    /// Delay for grouping state saves (default 100 ms; zero saves after
+    /// every change). The state is always saved when the client stops.
     pub state_save_delay: Duration,
     /// Most messages in the outbox (default 1000).
     pub max_outbox: usize,
@@ -108,7 +108,7 @@ impl ClientOptions {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
-            state_save_delay: Duration::from_millis(20),
+            state_save_delay: Duration::from_millis(100),
             max_outbox: defaults.max_outbox,
             max_sends_in_flight: defaults.max_sends_in_flight,
         }

@@ -9,10 +9,11 @@
 //! to the owner task, and a writer task draining the connection's bounded
 //! outbound queue with vectored writes.
 
-use missive_core::server::{Server, ServerConfig};
-use missive_runtime::engine::{ConnEvent, EngineError, EngineStats, ServerEngine, StoreEvents};
-use missive_runtime::queue::{OutboundReceiver, QueueLimits, StopSignal, WriterStep};
-use missive_store::{Store, StoreStats};
+use missive_core::server::ServerConfig;
+use missive_runtime::engine::{ConnEvent, EngineError, ServerEngine, StoreEvents};
+use missive_runtime::queue::{OutboundReceiver, StopSignal, WriterStep};
+use missive_runtime::serve::{ServeReport, ServerHandle, ServerOptions, ServerRequests, control};
+use missive_store::Store;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// Bytes read from a socket at once.
@@ -29,100 +30,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOVECS: usize = 64;
 /// How long a closed connection's reader drains input before giving up.
 const LINGER: Duration = Duration::from_secs(2);
-/// Inbound events handled before the timers and the store are looked at again.
-const INBOUND_BATCH: usize = 64;
-
-/// Driver settings (the protocol settings are in [`ServerConfig`]).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ServerOptions {
-    /// Limits of each connection's outbound queue; a connection whose queue
-    /// is full is dropped as a slow consumer (default 1024 buffers, 8 MiB).
-    pub queue: QueueLimits,
-    /// Capacity of the channel from the readers to the core task (default
-    /// 1024 chunks); readers wait when it is full.
-    pub inbound_capacity: usize,
-    /// Most simultaneous connections; beyond it new ones are closed at once
-    /// (default 10,000).
-    pub max_connections: usize,
-    /// Time given to writers to flush their queues at shutdown (default 5 s).
-    pub drain_timeout: Duration,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            queue: QueueLimits::default(),
-            inbound_capacity: 1024,
-            max_connections: 10_000,
-            drain_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What a server did, returned when it stops.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct ServeReport {
-    /// The store thread's counters (commits, commands).
-    pub store: StoreStats,
-    /// The engine's counters (connections, slow consumers).
-    pub engine: EngineStats,
-}
-
-type Inspect = Box<dyn FnOnce(&ServerEngine) + Send>;
-
-enum Request {
-    Shutdown,
-    Inspect(Inspect),
-}
-
-/// A cheap, cloneable handle to a running server: stop it, or look at its
-/// state.
-#[derive(Debug, Clone)]
-pub struct ServerHandle {
-    tx: mpsc::UnboundedSender<Request>,
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Request::Shutdown => f.write_str("Shutdown"),
-            Request::Inspect(_) => f.write_str("Inspect"),
-        }
-    }
-}
-
-impl ServerHandle {
-    /// Asks the server to shut down gracefully.
-    pub fn shutdown(&self) {
-        let _ = self.tx.send(Request::Shutdown);
-    }
-
-    /// Runs `f` on the core server inside the server's task and returns its
-    /// result (`None` if the server has stopped). For metrics and tests.
-    pub async fn inspect<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Server) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
-        let request: Inspect = Box::new(move |engine: &ServerEngine| {
-            let _ = tx.send(f(engine.server()));
-        });
-        self.tx.send(Request::Inspect(request)).ok()?;
-        rx.await.ok()
-    }
-
-    /// The engine's counters (`None` if the server has stopped).
-    pub async fn stats(&self) -> Option<EngineStats> {
-        let (tx, rx) = oneshot::channel();
-        let request: Inspect = Box::new(move |engine: &ServerEngine| {
-            let _ = tx.send(engine.stats());
-        });
-        self.tx.send(Request::Inspect(request)).ok()?;
-        rx.await.ok()
-    }
-}
 
 /// A server bound to its address with its store loaded, not yet serving.
 ///
@@ -143,8 +50,8 @@ pub struct BoundServer {
     engine: ServerEngine,
     store_events: StoreEvents,
     options: ServerOptions,
-    requests_tx: mpsc::UnboundedSender<Request>,
-    requests: mpsc::UnboundedReceiver<Request>,
+    handle: ServerHandle,
+    requests: ServerRequests,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -182,14 +89,14 @@ impl BoundServer {
                 .await
                 .map_err(io::Error::other)?
                 .map_err(|e: EngineError| io::Error::other(e.to_string()))?;
-        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (handle, requests) = control();
         Ok(Self {
             listener,
             local_addr,
             engine,
             store_events,
             options,
-            requests_tx,
+            handle,
             requests,
         })
     }
@@ -201,9 +108,7 @@ impl BoundServer {
 
     /// A handle to stop or inspect the server once it serves.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            tx: self.requests_tx.clone(),
-        }
+        self.handle.clone()
     }
 
     /// Serves until [`ServerHandle::shutdown`] is called.
@@ -223,10 +128,10 @@ impl BoundServer {
             mut engine,
             mut store_events,
             options,
-            requests_tx,
+            handle,
             mut requests,
         } = self;
-        drop(requests_tx);
+        drop(handle);
         let (inbound_tx, mut inbound) = mpsc::channel::<ConnEvent>(options.inbound_capacity.max(1));
         let mut tasks = JoinSet::new();
         let mut failure: Option<io::Error> = None;
@@ -241,45 +146,28 @@ impl BoundServer {
             tokio::select! {
                 () = &mut shutdown => break,
                 request = requests.recv(), if handles_alive => match request {
-                    Some(Request::Shutdown) => break,
-                    Some(Request::Inspect(f)) => f(&engine),
+                    Some(request) => if request.run(&engine) { break },
                     None => handles_alive = false, // every handle is gone
                 },
                 event = store_events.recv() => {
-                    let result = match event {
-                        Some(event) => engine.store_event(Instant::now(), event),
-                        None => Err(missive_store::StoreError::Stopped),
-                    };
-                    if let Err(e) = result {
-                        tracing::error!("store failure, shutting down: {e}");
-                        failure = Some(io::Error::other(format!("store failure: {e}")));
+                    if let Err(e) = engine.store_report(Instant::now(), event) {
+                        failure = Some(e);
                         break;
                     }
                 },
-                event = inbound.recv() => {
-                    // The core task holds a sender: never `None`.
-                    if let Some(event) = event {
-                        let now = Instant::now();
-                        engine.conn_event(now, event);
-                        for _ in 1..INBOUND_BATCH {
-                            match inbound.try_recv() {
-                                Ok(event) => engine.conn_event(now, event),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                // The owner task holds a sender: never `None`.
+                Some(event) = inbound.recv() => {
+                    engine.conn_events(Instant::now(), event, || inbound.try_recv().ok());
                 },
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         while tasks.try_join_next().is_some() {}
-                        if engine.connection_count() >= options.max_connections {
-                            tracing::warn!(%peer, "connection limit reached, refusing");
-                            drop(stream);
-                            continue;
-                        }
+                        let Some((conn, queue, stop)) =
+                            engine.admit(Instant::now(), options.max_connections, Some(peer))
+                        else {
+                            continue; // dropping the stream closes it
+                        };
                         let _ = stream.set_nodelay(true);
-                        let (conn, queue, stop) = engine.accept(Instant::now());
-                        tracing::debug!(conn = conn.0, %peer, "connection accepted");
                         let (rd, wr) = stream.into_split();
                         tasks.spawn(read_loop(conn, rd, stop, inbound_tx.clone()));
                         tasks.spawn(write_loop(wr, queue));
@@ -311,24 +199,12 @@ impl BoundServer {
             tracing::warn!("some connections did not drain in time");
         }
         tasks.shutdown().await;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let store = stopped.map_err(|e| io::Error::other(format!("store: {e}")))?;
-        tracing::info!(
-            commits = store.commits,
-            commands = store.commands,
-            "stopped"
-        );
-        Ok(ServeReport {
-            store,
-            engine: engine_stats,
-        })
+        ServeReport::outcome(failure, stopped, engine_stats)
     }
 }
 
 /// Sleeps until `deadline` (forever if `None`; the branch is then disabled).
-async fn sleep_until(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
@@ -441,8 +317,8 @@ async fn write_batch(wr: &mut OwnedWriteHalf, batch: &[Vec<u8>]) -> io::Result<(
 }
 
 /// Connects to `addr` with `TCP_NODELAY`.
-pub(crate) async fn connect_tcp(addr: &str) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
+pub(crate) async fn connect_tcp(addr: String) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr.as_str()).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -460,12 +336,14 @@ mod tests {
             .await
             .unwrap();
         let (rd, _wr) = client.into_split();
-        let (_tx, _rx, stop) = missive_runtime::queue::outbound(QueueLimits::default());
+        let (_tx, _rx, stop) =
+            missive_runtime::queue::outbound(missive_runtime::queue::QueueLimits::default());
         let (events, _inbound) = mpsc::channel(1);
         let reader = read_loop(missive_core::ConnId(1), rd, stop, events);
         let size = std::mem::size_of_val(&reader);
         assert!(size < 2048, "reader future is {size} bytes");
-        let (_tx, queue, _stop) = missive_runtime::queue::outbound(QueueLimits::default());
+        let (_tx, queue, _stop) =
+            missive_runtime::queue::outbound(missive_runtime::queue::QueueLimits::default());
         let (_rd, wr) = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap()

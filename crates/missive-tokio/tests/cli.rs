@@ -241,6 +241,12 @@ fn cli_end_to_end_with_restart() {
     // `--count 1` stops after the first message, but prints every message
     // that came with it (they are acknowledged): none is lost.
     let server = ServerProcess::start(&data, &addr, &[]);
+    // Only `listen` takes deliveries: bob's other commands start their
+    // sessions offline, so they receive (and acknowledge) none of the
+    // messages waiting for him.
+    assert_exit(&cli(&home, &addr, "bob", &["register"]), 0);
+    assert_exit(&cli(&home, &addr, "bob", &["presence", "alice"]), 0);
+    assert_exit(&cli(&home, &addr, "bob", &["send", "alice", "hi alice"]), 0);
     let first = cli(
         &home,
         &addr,
@@ -309,6 +315,15 @@ fn cli_end_to_end_with_restart() {
         &["listen", "--count", "1", "--timeout", "0.5"],
     );
     assert_exit(&out, 9);
+    // Alice gets bob's message, which her own `send`s did not take either.
+    let out = cli(
+        &home,
+        &addr,
+        "alice",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "bob: hi alice\n");
     server.terminate();
 }
 

@@ -200,6 +200,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     options.register_if_needed = false;
     options.generate_key = false;
     options.connect_timeout = wait;
+    // Only `listen` takes deliveries: every other command's session starts
+    // offline (the core says so before logging in), so that it never
+    // receives, and acknowledges, a message meant for `listen`.
+    options.start_online = false;
     let user_home = ClientHome::new(&home).user(&user);
     match args.command {
         Command::Register => register(options, &user_home).await,
@@ -374,12 +378,13 @@ async fn send(
 }
 
 async fn listen(
-    options: ClientOptions,
+    mut options: ClientOptions,
     json: bool,
     count: Option<u64>,
     timeout: Option<Duration>,
 ) -> Result<(), Failure> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    options.start_online = true;
     let (client, mut events) = ClientHandle::connect(options).await?;
     let mut received = 0u64;
     let lost = loop {
