@@ -340,15 +340,11 @@ impl Sim {
 
     /// The connection breaks: in-flight bytes are lost on both sides.
     fn drop_link(&mut self, i: usize) {
-        let Some(link) = self.clients[i].link.take() else {
+        let Some(conn) = self.clients[i].link.as_ref().map(|l| l.conn) else {
             return;
         };
         self.figures.link_drops += 1;
-        self.server
-            .handle_input(self.now, Input::Disconnected(link.conn));
-        self.drain_server();
-        self.client_input(i, ClientInput::Disconnected);
-        self.schedule_reconnect(i);
+        self.close_link(i, conn);
     }
 
     /// The client process restarts from its durable state.
@@ -397,75 +393,55 @@ impl Sim {
 
     // ---- the event loop ----
 
+    /// The next segment due on client `i`'s link in one direction.
+    fn pop_due(&mut self, i: usize, to_server: bool) -> Option<(ConnId, Segment)> {
+        let now = self.now;
+        let link = self.clients[i].link.as_mut()?;
+        let queue = if to_server {
+            &mut link.to_server
+        } else {
+            &mut link.to_client
+        };
+        if queue.front().is_some_and(|(at, _)| *at <= now) {
+            queue.pop_front().map(|(_, segment)| (link.conn, segment))
+        } else {
+            None
+        }
+    }
+
+    /// Both ends see the connection close.
+    fn close_link(&mut self, i: usize, conn: ConnId) {
+        self.clients[i].link = None;
+        self.server
+            .handle_input(self.now, Input::Disconnected(conn));
+        self.drain_server();
+        self.client_input(i, ClientInput::Disconnected);
+        self.schedule_reconnect(i);
+    }
+
     /// Delivers every segment due on every link.
     fn deliver_links(&mut self) -> bool {
         let mut progressed = false;
         for i in 0..self.clients.len() {
-            loop {
-                let Some(link) = self.clients[i].link.as_mut() else {
-                    break;
-                };
-                let due = link
-                    .to_server
-                    .front()
-                    .is_some_and(|(at, _)| *at <= self.now);
-                if !due {
-                    break;
-                }
-                let conn = link.conn;
-                let Some((_, segment)) = link.to_server.pop_front() else {
-                    break;
-                };
-                progressed = true;
-                match segment {
-                    Segment::Bytes(bytes) => {
-                        for chunk in split(&mut self.rng, &bytes) {
-                            self.server
-                                .handle_input(self.now, Input::Bytes(conn, chunk));
+            for to_server in [true, false] {
+                while let Some((conn, segment)) = self.pop_due(i, to_server) {
+                    progressed = true;
+                    match segment {
+                        Segment::Bytes(bytes) if to_server => {
+                            for chunk in split(&mut self.rng, &bytes) {
+                                self.server
+                                    .handle_input(self.now, Input::Bytes(conn, chunk));
+                            }
+                            self.drain_server();
                         }
-                        self.drain_server();
-                    }
-                    Segment::Fin => {
-                        self.clients[i].link = None;
-                        self.server
-                            .handle_input(self.now, Input::Disconnected(conn));
-                        self.drain_server();
-                        self.client_input(i, ClientInput::Disconnected);
-                        self.schedule_reconnect(i);
-                    }
-                }
-            }
-            loop {
-                let Some(link) = self.clients[i].link.as_mut() else {
-                    break;
-                };
-                let due = link
-                    .to_client
-                    .front()
-                    .is_some_and(|(at, _)| *at <= self.now);
-                if !due {
-                    break;
-                }
-                let conn = link.conn;
-                let Some((_, segment)) = link.to_client.pop_front() else {
-                    break;
-                };
-                progressed = true;
-                match segment {
-                    Segment::Bytes(bytes) => {
-                        let chunks: Vec<Vec<u8>> =
-                            split(&mut self.rng, &bytes).map(<[u8]>::to_vec).collect();
-                        for chunk in chunks {
-                            self.client_input(i, ClientInput::Bytes(&chunk));
+                        Segment::Bytes(bytes) => {
+                            let chunks: Vec<Vec<u8>> =
+                                split(&mut self.rng, &bytes).map(<[u8]>::to_vec).collect();
+                            for chunk in chunks {
+                                self.client_input(i, ClientInput::Bytes(&chunk));
+                            }
                         }
-                    }
-                    Segment::Fin => {
-                        self.clients[i].link = None;
-                        self.server
-                            .handle_input(self.now, Input::Disconnected(conn));
-                        self.drain_server();
-                        self.client_input(i, ClientInput::Disconnected);
-                        self.schedule_reconnect(i);
+                        Segment::Fin => self.close_link(i, conn),
                     }
                 }
             }

@@ -53,6 +53,16 @@ pub enum PersistCmd {
         /// Position in the mailbox.
         seq: Seq,
     },
+    /// `user`'s next mailbox sequence number is at least `next_seq`. The
+    /// server never emits it; [`ServerState::snapshot`] does, and stores use
+    /// it when rebuilding a mailbox whose last items were removed, so that
+    /// sequence numbers never go back.
+    SetNextSeq {
+        /// Mailbox owner.
+        user: UserName,
+        /// Lower bound of the next sequence number.
+        next_seq: Seq,
+    },
 }
 
 /// An item in a mailbox.
@@ -175,6 +185,11 @@ impl ServerState {
             PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
                 self.remove(user, *seq);
             }
+            PersistCmd::SetNextSeq { user, next_seq } => {
+                if let Some(record) = self.users.get_mut(user) {
+                    record.mailbox.next_seq = record.mailbox.next_seq.max(*next_seq);
+                }
+            }
         }
     }
 
@@ -273,7 +288,8 @@ impl ServerState {
     }
 
     /// The commands that rebuild this state from nothing (a snapshot): server
-    /// id, users, then every queued item. Stores use it to compact their log.
+    /// id, users, every queued item, then each mailbox's next sequence
+    /// number. Stores use it to compact their log.
     pub fn snapshot(&self) -> Vec<PersistCmd> {
         let mut out = Vec::new();
         if let Some(server_id) = self.server_id {

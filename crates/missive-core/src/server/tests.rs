@@ -756,15 +756,7 @@ fn retried_send_is_accepted_again_but_queued_once() {
             id: MessageId([9; 16])
         }
     );
-    assert_eq!(
-        h.server
-            .state()
-            .user(&name("bob"))
-            .unwrap()
-            .mailbox
-            .message_count,
-        1
-    );
+    assert_eq!(h.queued("bob"), 1);
 }
 
 #[test]
@@ -827,15 +819,7 @@ fn sender_share_and_queue_quota_give_queue_full() {
             ..
         }
     ));
-    assert_eq!(
-        h.server
-            .state()
-            .user(&name("bob"))
-            .unwrap()
-            .mailbox
-            .message_count,
-        4
-    );
+    assert_eq!(h.queued("bob"), 4);
 }
 
 #[test]
@@ -1059,6 +1043,14 @@ fn shutdown_closes_everyone() {
 }
 
 impl Harness {
+    /// Messages queued for `user`.
+    fn queued(&self, user: &str) -> u32 {
+        self.server
+            .state()
+            .user(&name(user))
+            .map_or(0, |r| r.mailbox.message_count)
+    }
+
     fn input_disconnect(&mut self, conn: ConnId) {
         self.server
             .handle_input(self.now, Input::Disconnected(conn));

@@ -3,7 +3,7 @@
 //! string, listed in docs/PROTOCOL.md) and whose value is a map of the
 //! packet's fields; a packet without fields (`ping`, `pong`) is the bare tag
 //! as a text string instead. Byte fields are CBOR byte strings. Tags and field
-//! names are stable: a change is a new version. docs/wire-encoding-notes.md
+//! names are stable: a change is a new version. docs/PROTOCOL.md (Appendix A)
 //! details the encoding of every field.
 
 use crate::types::{MessageId, Seq, UnixMillis, UserName};

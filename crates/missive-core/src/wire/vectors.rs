@@ -1,4 +1,4 @@
-//! Encoding examples of docs/wire-encoding-notes.md, checked both ways:
+//! Encoding examples of docs/PROTOCOL.md (Appendix A), checked both ways:
 //! each packet encodes to exactly these bytes, and these bytes decode to it.
 
 use crate::types::{MessageId, UserName};
@@ -272,7 +272,7 @@ fn frame_vector() {
 }
 
 /// What the decoder accepts beyond what the encoder emits (inherited from
-/// ciborium and serde), as listed in docs/wire-encoding-notes.md.
+/// ciborium and serde), as listed in docs/PROTOCOL.md (Appendix A).
 #[test]
 fn decoder_leniencies() {
     let ack5 = ClientPacket::Ack { seq: 5 };

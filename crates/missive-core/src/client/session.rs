@@ -1,0 +1,192 @@
+//! Per-connection state (forgotten on disconnect) and the output queue.
+
+use super::events::{ClientEvent, ClientOutput};
+use crate::crypto::AuthContext;
+use crate::types::{MessageId, UserName};
+use crate::wire::{
+    ClientPacket, EncodeError, FrameDecoder, WireLimits, encode_frame, encode_frame_into,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Shortest ping interval honoured, whatever the server announces.
+pub(super) const MIN_PING_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Where the connection's handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Hello sent, waiting for Welcome.
+    AwaitWelcome,
+    /// Login or Register sent, waiting for the challenge.
+    AwaitChallenge(AuthContext),
+    /// Prove (registration) sent, waiting for Registered.
+    AwaitRegistered,
+    /// Prove (login) sent, waiting for LoggedIn.
+    AwaitLoggedIn,
+    /// Logged in: messages flow.
+    LoggedIn,
+    /// The client asked the driver to close; input is ignored.
+    Closed,
+}
+
+/// What the server announced in Welcome.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ServerInfo {
+    pub(super) server_id: [u8; 16],
+    pub(super) session_id: [u8; 16],
+    pub(super) limits: WireLimits,
+}
+
+/// A request naming a user, waiting for its answer (to attribute errors
+/// that carry only a user name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Request {
+    FetchKey(UserName),
+    QueryPresence(UserName),
+}
+
+impl Request {
+    pub(super) fn user(&self) -> &UserName {
+        match self {
+            Request::FetchKey(u) | Request::QueryPresence(u) => u,
+        }
+    }
+}
+
+/// One transport connection.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) phase: Phase,
+    pub(super) decoder: FrameDecoder,
+    /// Frame limit to switch the decoder to once its buffer is empty.
+    pub(super) next_decoder_limit: Option<u32>,
+    /// Frame limit for encoding.
+    pub(super) max_frame: u32,
+    pub(super) server: Option<ServerInfo>,
+    pub(super) ping_interval: Duration,
+    pub(super) next_ping: Option<Instant>,
+    pub(super) tried_register: bool,
+    /// Sends on the wire, not yet answered.
+    pub(super) in_flight: HashSet<MessageId>,
+    /// Sends refused for now, to retry at the given time.
+    pub(super) retry_at: HashMap<MessageId, Instant>,
+    /// Users whose key is being fetched.
+    pub(super) fetching: HashSet<UserName>,
+    /// Key fetches refused for now, to retry at the given time.
+    pub(super) fetch_retry: HashMap<UserName, Instant>,
+    /// User-naming requests waiting for answers, oldest first.
+    pub(super) requests: VecDeque<Request>,
+}
+
+impl Session {
+    pub(super) fn new(max_frame: u32) -> Self {
+        Self {
+            phase: Phase::AwaitWelcome,
+            decoder: FrameDecoder::new(max_frame),
+            next_decoder_limit: None,
+            max_frame,
+            server: None,
+            ping_interval: Duration::ZERO,
+            next_ping: None,
+            tried_register: false,
+            in_flight: HashSet::new(),
+            retry_at: HashMap::new(),
+            fetching: HashSet::new(),
+            fetch_retry: HashMap::new(),
+            requests: VecDeque::new(),
+        }
+    }
+
+    /// Applies a pending decoder limit if no partial frame is buffered.
+    pub(super) fn maybe_switch_decoder(&mut self) {
+        if let Some(limit) = self.next_decoder_limit
+            && self.decoder.buffered_len() == 0
+        {
+            self.decoder = FrameDecoder::new(limit);
+            self.next_decoder_limit = None;
+        }
+    }
+
+    /// Removes the oldest pending request naming `user`.
+    pub(super) fn take_request(&mut self, user: &UserName) -> Option<Request> {
+        let pos = self.requests.iter().position(|r| r.user() == user)?;
+        self.requests.remove(pos)
+    }
+
+    /// Removes the oldest pending request equal to `req`.
+    pub(super) fn take_exact(&mut self, req: &Request) -> bool {
+        match self.requests.iter().position(|r| r == req) {
+            Some(pos) => {
+                self.requests.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The earliest deadline, if any.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        self.next_ping
+            .into_iter()
+            .chain(self.retry_at.values().copied())
+            .chain(self.fetch_retry.values().copied())
+            .min()
+    }
+}
+
+/// Outputs waiting to be polled, plus the "state changed" flag (reported
+/// after everything queued before it).
+#[derive(Debug, Default)]
+pub(super) struct Outputs {
+    queue: VecDeque<ClientOutput>,
+    dirty: bool,
+}
+
+impl Outputs {
+    /// Queues one frame, merged into a preceding Transmit when possible.
+    pub(super) fn frame(
+        &mut self,
+        max_frame: u32,
+        packet: &ClientPacket,
+    ) -> Result<(), EncodeError> {
+        if let Some(ClientOutput::Transmit(buf)) = self.queue.back_mut() {
+            encode_frame_into(packet, max_frame, buf)
+        } else {
+            let frame = encode_frame(packet, max_frame)?;
+            self.queue.push_back(ClientOutput::Transmit(frame));
+            Ok(())
+        }
+    }
+
+    pub(super) fn event(&mut self, event: ClientEvent) {
+        self.queue.push_back(ClientOutput::Event(event));
+    }
+
+    pub(super) fn close(&mut self) {
+        self.queue.push_back(ClientOutput::Close);
+    }
+
+    pub(super) fn changed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Forgets transmissions and closes meant for a connection that is gone.
+    pub(super) fn drop_connection_outputs(&mut self) {
+        self.queue
+            .retain(|o| !matches!(o, ClientOutput::Transmit(_) | ClientOutput::Close));
+    }
+
+    pub(super) fn pop(&mut self) -> Option<ClientOutput> {
+        if let Some(out) = self.queue.pop_front() {
+            return Some(out);
+        }
+        if self.dirty {
+            self.dirty = false;
+            return Some(ClientOutput::StateChanged);
+        }
+        None
+    }
+}

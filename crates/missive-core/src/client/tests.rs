@@ -1,0 +1,1355 @@
+//! Tests: the client against a scripted fake server, in virtual time.
+
+use super::*;
+use crate::crypto::{self, AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader};
+use crate::wire::{self, DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket, WireLimits};
+use proptest::prelude::*;
+use serde_bytes::ByteBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Keys {
+    alice: Identity,
+    bob: Identity,
+    bob2: Identity,
+}
+
+/// RSA keys are slow to generate: once per test binary.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut rng = rng::from_seed([42; 32]);
+        Keys {
+            alice: Identity::generate(&mut rng, 2048).unwrap(),
+            bob: Identity::generate(&mut rng, 2048).unwrap(),
+            bob2: Identity::generate(&mut rng, 2048).unwrap(),
+        }
+    })
+}
+
+fn name(s: &str) -> UserName {
+    UserName::new(s).unwrap()
+}
+
+fn der(identity: &Identity) -> Vec<u8> {
+    identity.public_key().to_spki_der().to_vec()
+}
+
+const SERVER_ID: [u8; 16] = [1; 16];
+const SESSION_ID: [u8; 16] = [2; 16];
+const PING_MS: u64 = 5_000;
+const LIMITS: WireLimits = WireLimits {
+    max_frame: DEFAULT_MAX_FRAME,
+    max_envelope: 64 * 1024,
+    window: 32,
+};
+const START_UNIX_MS: u64 = 1_700_000_000_000;
+
+fn welcome() -> ServerPacket {
+    ServerPacket::Welcome {
+        version: 1,
+        server_id: SERVER_ID,
+        session_id: SESSION_ID,
+        ping_interval_ms: PING_MS,
+        limits: LIMITS,
+    }
+}
+
+fn error(code: ErrorCode, id: Option<MessageId>, user: Option<&str>) -> ServerPacket {
+    ServerPacket::Error {
+        code,
+        id,
+        user: user.map(name),
+        detail: format!("{code:?}"),
+    }
+}
+
+/// Bob seals `body` for alice, as his client would.
+fn sealed_by(
+    identity: &Identity,
+    sender: &str,
+    id: MessageId,
+    sent_at: u64,
+    body: &[u8],
+) -> Vec<u8> {
+    let header = EnvelopeHeader {
+        version: ENVELOPE_VERSION,
+        sender: name(sender),
+        recipient: name("alice"),
+        id,
+        sent_at,
+    };
+    let mut rng = rng::from_seed([9; 32]);
+    crypto::seal(
+        &mut rng,
+        identity,
+        &header,
+        keys().alice.public_key(),
+        body,
+        LIMITS.max_envelope as usize,
+    )
+    .unwrap()
+}
+
+fn state_with_bob_pinned() -> ClientState {
+    let mut state = ClientState::default();
+    state
+        .pinned
+        .insert(name("bob"), ByteBuf::from(der(&keys().bob)));
+    state
+}
+
+/// The client plus a fake server's view of it.
+struct Harness {
+    client: Client,
+    start: Instant,
+    now: Instant,
+    decoder: FrameDecoder,
+    events: Vec<ClientEvent>,
+    closes: usize,
+    state_changes: usize,
+    nonce: u8,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(ClientConfig::new(name("alice")), ClientState::default())
+    }
+
+    fn with(config: ClientConfig, state: ClientState) -> Self {
+        let start = Instant::now();
+        let client = Client::new(
+            config,
+            keys().alice.clone(),
+            state,
+            [7; 32],
+            start,
+            START_UNIX_MS,
+        );
+        Self {
+            client,
+            start,
+            now: start,
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
+            events: Vec::new(),
+            closes: 0,
+            state_changes: 0,
+            nonce: 0,
+        }
+    }
+
+    /// Polls every output; returns the packets the client transmitted.
+    fn drain(&mut self) -> Vec<ClientPacket> {
+        let mut packets = Vec::new();
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                ClientOutput::Transmit(bytes) => {
+                    self.decoder.push(&bytes);
+                    while let Some(p) = self.decoder.next_packet::<ClientPacket>().unwrap() {
+                        packets.push(p);
+                    }
+                    assert_eq!(
+                        self.decoder.buffered_len(),
+                        0,
+                        "Transmit holds whole frames"
+                    );
+                }
+                ClientOutput::Close => self.closes += 1,
+                ClientOutput::StateChanged => self.state_changes += 1,
+                ClientOutput::Event(e) => self.events.push(e),
+            }
+        }
+        packets
+    }
+
+    fn input(&mut self, input: ClientInput<'_>) -> Vec<ClientPacket> {
+        self.client.handle_input(self.now, input);
+        self.drain()
+    }
+
+    fn recv(&mut self, packet: ServerPacket) -> Vec<ClientPacket> {
+        let bytes = wire::encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap();
+        self.input(ClientInput::Bytes(&bytes))
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<ClientPacket> {
+        self.now += by;
+        self.input(ClientInput::Timeout)
+    }
+
+    fn events(&mut self) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn connect(&mut self) {
+        self.decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(
+            self.input(ClientInput::Connected),
+            vec![ClientPacket::Hello { versions: vec![1] }]
+        );
+    }
+
+    fn disconnect(&mut self) {
+        assert!(self.input(ClientInput::Disconnected).is_empty());
+        assert_eq!(self.events(), vec![ClientEvent::Disconnected]);
+    }
+
+    /// Sends a challenge and checks the Prove that answers it.
+    fn challenge(&mut self, context: AuthContext) -> Vec<ClientPacket> {
+        self.nonce += 1;
+        let nonce = [self.nonce; 32];
+        let mut out = self.recv(ServerPacket::Challenge {
+            nonce,
+            expires_in_ms: 30_000,
+        });
+        assert!(!out.is_empty(), "no answer to the challenge");
+        let ClientPacket::Prove {
+            client_nonce,
+            signature,
+        } = out.remove(0)
+        else {
+            panic!("expected Prove")
+        };
+        let user = name("alice");
+        let transcript = AuthTranscript {
+            context,
+            server_id: SERVER_ID,
+            session_id: SESSION_ID,
+            user: &user,
+            server_nonce: nonce,
+            client_nonce,
+        };
+        transcript
+            .verify(keys().alice.public_key(), &signature)
+            .expect("valid proof");
+        out
+    }
+
+    /// Connect, Welcome, Login, Challenge, Prove, LoggedIn. Returns the
+    /// packets sent right after login.
+    fn login(&mut self) -> Vec<ClientPacket> {
+        self.connect();
+        assert_eq!(
+            self.recv(welcome()),
+            vec![ClientPacket::Login {
+                user: name("alice")
+            }]
+        );
+        assert!(self.challenge(AuthContext::Login).is_empty());
+        let out = self.recv(ServerPacket::LoggedIn {
+            user: name("alice"),
+            queued: 0,
+        });
+        assert!(self.client.is_logged_in());
+        assert!(self.events().contains(&ClientEvent::LoggedIn { queued: 0 }));
+        out
+    }
+}
+
+fn sends(packets: &[ClientPacket]) -> Vec<(MessageId, UserName, Vec<u8>)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            ClientPacket::Send { id, to, envelope } => Some((*id, to.clone(), envelope.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn full_login() {
+    let mut h = Harness::new();
+    assert!(!h.client.is_logged_in());
+    assert_eq!(h.client.poll_timeout(), None);
+    h.connect();
+    assert_eq!(
+        h.recv(welcome()),
+        vec![ClientPacket::Login {
+            user: name("alice")
+        }]
+    );
+    assert!(h.challenge(AuthContext::Login).is_empty());
+    assert!(!h.client.is_logged_in());
+    assert!(
+        h.recv(ServerPacket::LoggedIn {
+            user: name("alice"),
+            queued: 3
+        })
+        .is_empty()
+    );
+    assert!(h.client.is_logged_in());
+    // Registration was not needed, so not attempted.
+    assert_eq!(h.events(), vec![ClientEvent::LoggedIn { queued: 3 }]);
+    assert_eq!(h.closes, 0);
+    assert_eq!(h.client.user(), &name("alice"));
+}
+
+#[test]
+fn register_then_login() {
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    let out = h.recv(error(ErrorCode::UnknownUser, None, Some("alice")));
+    assert_eq!(
+        out,
+        vec![ClientPacket::Register {
+            user: name("alice"),
+            public_key: der(&keys().alice)
+        }]
+    );
+    assert!(
+        h.events().is_empty(),
+        "the unknown user is handled, not reported"
+    );
+    assert!(h.challenge(AuthContext::Register).is_empty());
+    let out = h.recv(ServerPacket::Registered {
+        user: name("alice"),
+    });
+    assert_eq!(
+        out,
+        vec![ClientPacket::Login {
+            user: name("alice")
+        }]
+    );
+    assert_eq!(h.events(), vec![ClientEvent::Registered]);
+    assert!(h.challenge(AuthContext::Login).is_empty());
+    h.recv(ServerPacket::LoggedIn {
+        user: name("alice"),
+        queued: 0,
+    });
+    assert!(h.client.is_logged_in());
+    assert_eq!(h.events(), vec![ClientEvent::LoggedIn { queued: 0 }]);
+    assert_eq!(h.closes, 0);
+}
+
+#[test]
+fn unknown_user_without_registration_closes() {
+    let mut config = ClientConfig::new(name("alice"));
+    config.register_if_needed = false;
+    let mut h = Harness::with(config, ClientState::default());
+    h.connect();
+    h.recv(welcome());
+    assert!(
+        h.recv(error(ErrorCode::UnknownUser, None, Some("alice")))
+            .is_empty()
+    );
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::UnknownUser,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+    assert_eq!(h.client.poll_timeout(), None, "timers stop once closed");
+}
+
+#[test]
+fn name_taken_reports_and_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    h.recv(error(ErrorCode::UnknownUser, None, Some("alice")));
+    h.challenge(AuthContext::Register);
+    assert!(
+        h.recv(error(ErrorCode::NameTaken, None, Some("alice")))
+            .is_empty()
+    );
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+    // Whatever follows on this connection is ignored.
+    assert!(
+        h.recv(ServerPacket::Registered {
+            user: name("alice")
+        })
+        .is_empty()
+    );
+    assert!(h.events().is_empty());
+    h.disconnect();
+}
+
+#[test]
+fn fatal_error_reports_and_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    h.challenge(AuthContext::Login);
+    assert!(h.recv(error(ErrorCode::AuthFailed, None, None)).is_empty());
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::AuthFailed,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+    assert!(!h.client.is_logged_in());
+}
+
+#[test]
+fn wrong_version_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    let ServerPacket::Welcome {
+        server_id,
+        session_id,
+        ping_interval_ms,
+        limits,
+        ..
+    } = welcome()
+    else {
+        unreachable!()
+    };
+    let out = h.recv(ServerPacket::Welcome {
+        version: 2,
+        server_id,
+        session_id,
+        ping_interval_ms,
+        limits,
+    });
+    assert!(out.is_empty());
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::UnsupportedVersion,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn frame_limit_too_small_for_login_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    let limits = WireLimits {
+        max_frame: 4,
+        ..LIMITS
+    };
+    let out = h.recv(ServerPacket::Welcome {
+        version: 1,
+        server_id: SERVER_ID,
+        session_id: SESSION_ID,
+        ping_interval_ms: PING_MS,
+        limits,
+    });
+    assert!(out.is_empty());
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::FrameTooLarge,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn ping_schedule_follows_interval() {
+    let mut h = Harness::new();
+    h.connect();
+    assert_eq!(h.client.poll_timeout(), None, "no ping before Welcome");
+    h.recv(welcome());
+    let interval = Duration::from_millis(PING_MS);
+    assert_eq!(h.client.poll_timeout(), Some(h.start + interval));
+    // An early Timeout is harmless.
+    assert!(h.advance(interval - Duration::from_millis(1)).is_empty());
+    assert_eq!(h.client.poll_timeout(), Some(h.start + interval));
+    assert_eq!(
+        h.advance(Duration::from_millis(1)),
+        vec![ClientPacket::Ping]
+    );
+    assert_eq!(h.client.poll_timeout(), Some(h.start + 2 * interval));
+    assert!(h.recv(ServerPacket::Pong).is_empty());
+    // Pings continue while logged in.
+    h.challenge(AuthContext::Login);
+    h.recv(ServerPacket::LoggedIn {
+        user: name("alice"),
+        queued: 0,
+    });
+    assert_eq!(h.advance(interval), vec![ClientPacket::Ping]);
+    assert_eq!(h.client.poll_timeout(), Some(h.start + 3 * interval));
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, ClientEvent::Error { .. }))
+    );
+    h.disconnect();
+    assert_eq!(
+        h.client.poll_timeout(),
+        None,
+        "timers stop until the next Connected"
+    );
+    assert!(h.advance(interval).is_empty());
+}
+
+#[test]
+fn send_fetches_key_pins_it_and_resends_identically_after_reconnect() {
+    let mut h = Harness::new();
+    // Queued before login: nothing goes out yet.
+    let id1 = h
+        .client
+        .send(h.now, name("bob"), b"hello bob".to_vec())
+        .unwrap();
+    assert_eq!(h.drain(), vec![]);
+    assert_eq!(h.client.state().outbox().len(), 1);
+    let out = h.login();
+    assert_eq!(out, vec![ClientPacket::FetchKey { user: name("bob") }]);
+    // A second message to bob does not fetch again.
+    h.now += Duration::from_millis(1500);
+    let id2 = h
+        .client
+        .send(h.now, name("bob"), b"second".to_vec())
+        .unwrap();
+    assert!(h.drain().is_empty());
+    assert_ne!(id1, id2);
+
+    let changes = h.state_changes;
+    let out = h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: der(&keys().bob),
+    });
+    assert!(h.state_changes > changes);
+    assert_eq!(
+        h.client.state().pinned_key(&name("bob")),
+        Some(&der(&keys().bob)[..])
+    );
+    let first = sends(&out);
+    assert_eq!(
+        first.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![id1, id2]
+    );
+    // The envelope opens for its recipient, bob.
+    let opened = crypto::open(
+        &keys().bob,
+        &name("bob"),
+        &name("alice"),
+        keys().alice.public_key(),
+        &first[1].2,
+        LIMITS.max_envelope as usize,
+    )
+    .unwrap();
+    assert_eq!(opened.body, b"second");
+    assert_eq!(opened.header.id, id2);
+    assert_eq!(opened.header.sent_at, START_UNIX_MS + 1500);
+
+    h.disconnect();
+    assert_eq!(h.client.state().outbox().len(), 2);
+    let out = h.login();
+    assert_eq!(sends(&out), first, "same ids, same bytes, no key fetch");
+    assert_eq!(out.len(), 2);
+
+    h.recv(ServerPacket::Accepted { id: id1 });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Accepted {
+            id: id1,
+            to: name("bob")
+        }]
+    );
+    assert_eq!(
+        h.client.state().outbox().map(|e| e.id).collect::<Vec<_>>(),
+        vec![id2]
+    );
+    h.recv(ServerPacket::Accepted { id: id2 });
+    assert_eq!(h.client.state().outbox().len(), 0);
+    // A late duplicate Accepted is ignored.
+    h.recv(ServerPacket::Accepted { id: id2 });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Accepted {
+            id: id2,
+            to: name("bob")
+        }]
+    );
+}
+
+#[test]
+fn sends_in_flight_are_bounded() {
+    let mut config = ClientConfig::new(name("alice"));
+    config.max_sends_in_flight = 2;
+    let mut h = Harness::with(config, state_with_bob_pinned());
+    let ids: Vec<_> = (0..3)
+        .map(|i| h.client.send(h.now, name("bob"), vec![i]).unwrap())
+        .collect();
+    let out = h.login();
+    assert_eq!(
+        sends(&out).iter().map(|s| s.0).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let out = h.recv(ServerPacket::Accepted { id: ids[0] });
+    assert_eq!(
+        sends(&out).iter().map(|s| s.0).collect::<Vec<_>>(),
+        ids[2..]
+    );
+}
+
+#[test]
+fn send_refusals() {
+    let mut config = ClientConfig::new(name("alice"));
+    config.max_outbox = 1;
+    let mut h = Harness::with(config, state_with_bob_pinned());
+    h.login();
+    let err = h
+        .client
+        .send(h.now, name("bob"), vec![0; LIMITS.max_envelope as usize])
+        .unwrap_err();
+    assert!(matches!(err, SendError::TooLarge { .. }));
+    h.client.send(h.now, name("bob"), b"one".to_vec()).unwrap();
+    assert_eq!(
+        h.client.send(h.now, name("bob"), b"two".to_vec()),
+        Err(SendError::OutboxFull { max: 1 })
+    );
+}
+
+#[test]
+fn queue_full_removes_the_message() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let id = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    assert_eq!(sends(&h.drain()).len(), 1);
+    assert!(
+        h.recv(error(ErrorCode::QueueFull, Some(id), Some("bob")))
+            .is_empty()
+    );
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::QueueFull {
+            to: name("bob"),
+            id
+        }]
+    );
+    assert_eq!(h.client.state().outbox().len(), 0);
+}
+
+#[test]
+fn envelope_too_large_fails_the_send() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let id = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    h.drain();
+    h.recv(error(ErrorCode::EnvelopeTooLarge, Some(id), None));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::SendFailed {
+            to: name("bob"),
+            id,
+            reason: SendFailure::TooLarge
+        }]
+    );
+    assert_eq!(h.client.state().outbox().len(), 0);
+}
+
+#[test]
+fn rate_limited_send_is_retried_after_retry_after() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let id = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    let first = sends(&h.drain());
+    assert!(
+        h.recv(error(ErrorCode::RateLimited, Some(id), None))
+            .is_empty()
+    );
+    assert!(h.events().is_empty());
+    let retry = h.now + Duration::from_secs(1);
+    assert_eq!(h.client.poll_timeout(), Some(retry));
+    assert!(h.advance(Duration::from_millis(999)).is_empty());
+    let out = h.advance(Duration::from_millis(1));
+    assert_eq!(sends(&out), first, "same id, same bytes");
+    // Busy is handled the same way.
+    h.recv(error(ErrorCode::Busy, Some(id), None));
+    assert_eq!(
+        h.client.poll_timeout(),
+        Some(h.now + Duration::from_secs(1))
+    );
+    assert_eq!(sends(&h.advance(Duration::from_secs(1))), first);
+    h.recv(ServerPacket::Accepted { id });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Accepted {
+            id,
+            to: name("bob")
+        }]
+    );
+}
+
+#[test]
+fn unknown_recipient_fails_its_messages() {
+    let mut h = Harness::new();
+    h.login();
+    let a = h.client.send(h.now, name("carol"), b"a".to_vec()).unwrap();
+    let b = h.client.send(h.now, name("carol"), b"b".to_vec()).unwrap();
+    assert_eq!(
+        h.drain(),
+        vec![ClientPacket::FetchKey {
+            user: name("carol")
+        }]
+    );
+    assert!(
+        h.recv(error(ErrorCode::UnknownUser, None, Some("carol")))
+            .is_empty()
+    );
+    assert_eq!(
+        h.events(),
+        vec![
+            ClientEvent::SendFailed {
+                to: name("carol"),
+                id: a,
+                reason: SendFailure::UnknownUser
+            },
+            ClientEvent::SendFailed {
+                to: name("carol"),
+                id: b,
+                reason: SendFailure::UnknownUser
+            },
+        ]
+    );
+    assert_eq!(h.client.state().outbox().len(), 0);
+}
+
+#[test]
+fn key_fetch_busy_is_retried() {
+    let mut h = Harness::new();
+    h.login();
+    h.client.send(h.now, name("bob"), b"a".to_vec()).unwrap();
+    assert_eq!(
+        h.drain(),
+        vec![ClientPacket::FetchKey { user: name("bob") }]
+    );
+    assert!(h.recv(error(ErrorCode::Busy, None, Some("bob"))).is_empty());
+    assert!(h.events().is_empty());
+    assert_eq!(
+        h.advance(Duration::from_secs(1)),
+        vec![ClientPacket::FetchKey { user: name("bob") }]
+    );
+}
+
+#[test]
+fn key_change_refuses_the_send() {
+    let mut h = Harness::new();
+    h.login();
+    let id1 = h.client.send(h.now, name("bob"), b"1".to_vec()).unwrap();
+    h.drain();
+    h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: der(&keys().bob),
+    });
+    let id2 = h.client.send(h.now, name("bob"), b"2".to_vec()).unwrap();
+    h.drain();
+    h.events();
+    // The server now offers another key for bob.
+    let out = h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: der(&keys().bob2),
+    });
+    assert!(sends(&out).is_empty());
+    assert_eq!(
+        h.events(),
+        vec![
+            ClientEvent::KeyChanged {
+                user: name("bob"),
+                pinned: keys().bob.public_key().fingerprint(),
+                offered: keys().bob2.public_key().fingerprint(),
+            },
+            ClientEvent::SendFailed {
+                to: name("bob"),
+                id: id1,
+                reason: SendFailure::KeyChanged
+            },
+            ClientEvent::SendFailed {
+                to: name("bob"),
+                id: id2,
+                reason: SendFailure::KeyChanged
+            },
+        ]
+    );
+    assert_eq!(h.client.state().outbox().len(), 0);
+    assert_eq!(
+        h.client.state().pinned_key(&name("bob")),
+        Some(&der(&keys().bob)[..]),
+        "pin kept"
+    );
+
+    // The user accepts the new key: the next fetch pins it.
+    h.client.trust_key(&name("bob"));
+    assert_eq!(h.client.state().pinned_key(&name("bob")), None);
+    let id3 = h.client.send(h.now, name("bob"), b"3".to_vec()).unwrap();
+    assert_eq!(
+        h.drain(),
+        vec![ClientPacket::FetchKey { user: name("bob") }]
+    );
+    let out = h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: der(&keys().bob2),
+    });
+    assert_eq!(sends(&out)[0].0, id3);
+    assert_eq!(
+        h.client.state().pinned_key(&name("bob")),
+        Some(&der(&keys().bob2)[..])
+    );
+}
+
+#[test]
+fn unsolicited_key_is_not_pinned() {
+    let mut h = Harness::new();
+    h.login();
+    assert!(
+        h.recv(ServerPacket::Key {
+            user: name("bob"),
+            public_key: der(&keys().bob)
+        })
+        .is_empty()
+    );
+    assert_eq!(h.client.state().pinned_key(&name("bob")), None);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn unusable_key_fails_the_send() {
+    let mut h = Harness::new();
+    h.login();
+    let id = h.client.send(h.now, name("bob"), b"1".to_vec()).unwrap();
+    h.drain();
+    h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: vec![1, 2, 3],
+    });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::SendFailed {
+            to: name("bob"),
+            id,
+            reason: SendFailure::BadKey
+        }]
+    );
+    assert_eq!(h.client.state().pinned_key(&name("bob")), None);
+}
+
+#[test]
+fn received_message_is_acked_first_and_shown_once() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let id = MessageId([5; 16]);
+    let envelope = sealed_by(&keys().bob, "bob", id, 1234, b"hi alice");
+    let message = |seq| ServerPacket::Message {
+        seq,
+        from: name("bob"),
+        id,
+        envelope: envelope.clone(),
+    };
+    assert_eq!(h.recv(message(7)), vec![ClientPacket::Ack { seq: 7 }]);
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::MessageReceived {
+            from: name("bob"),
+            id,
+            sent_at: 1234,
+            body: b"hi alice".to_vec()
+        }]
+    );
+    assert!(h.client.state().is_seen(&name("bob"), &id));
+    // Redelivered (e.g. after a reconnect): acked again, shown once.
+    h.disconnect();
+    h.login();
+    assert_eq!(h.recv(message(8)), vec![ClientPacket::Ack { seq: 8 }]);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn ack_precedes_everything_in_the_same_transmit() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), ClientState::default());
+    h.login();
+    let id = MessageId([6; 16]);
+    let envelope = sealed_by(&keys().bob, "bob", id, 1, b"x");
+    let bytes = wire::encode_frame(
+        &ServerPacket::Message {
+            seq: 1,
+            from: name("bob"),
+            id,
+            envelope,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    h.client.handle_input(h.now, ClientInput::Bytes(&bytes));
+    let first = h.client.poll_output();
+    let Some(ClientOutput::Transmit(frames)) = first else {
+        panic!("first output: {first:?}")
+    };
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    decoder.push(&frames);
+    assert_eq!(
+        decoder.next_packet::<ClientPacket>().unwrap(),
+        Some(ClientPacket::Ack { seq: 1 })
+    );
+}
+
+#[test]
+fn undecryptable_message_is_reported_locally_only() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    // Garbage, then an envelope signed with a key that is not bob's pinned one.
+    let garbage = ServerPacket::Message {
+        seq: 1,
+        from: name("bob"),
+        id: MessageId([1; 16]),
+        envelope: vec![0xa0, 1, 2],
+    };
+    assert_eq!(h.recv(garbage), vec![ClientPacket::Ack { seq: 1 }]);
+    let forged = sealed_by(&keys().bob2, "bob", MessageId([2; 16]), 1, b"trust me");
+    let forged = ServerPacket::Message {
+        seq: 2,
+        from: name("bob"),
+        id: MessageId([2; 16]),
+        envelope: forged,
+    };
+    assert_eq!(h.recv(forged), vec![ClientPacket::Ack { seq: 2 }]);
+    let events = h.events();
+    assert_eq!(events.len(), 2);
+    for (event, id) in events.iter().zip([[1; 16], [2; 16]]) {
+        assert!(
+            matches!(event, ClientEvent::UndecryptableMessage { from, id: got, .. } if *from == name("bob") && got.0 == id),
+            "{event:?}"
+        );
+    }
+    // Nothing else goes to the server afterwards either.
+    assert!(h.advance(Duration::from_millis(10)).is_empty());
+    assert_eq!(h.closes, 0);
+}
+
+#[test]
+fn envelope_from_unknown_sender_is_parked_until_the_key_arrives() {
+    let mut h = Harness::new();
+    h.login();
+    let id = MessageId([3; 16]);
+    let envelope = sealed_by(&keys().bob, "bob", id, 99, b"parked");
+    let out = h.recv(ServerPacket::Message {
+        seq: 4,
+        from: name("bob"),
+        id,
+        envelope,
+    });
+    assert_eq!(
+        out,
+        vec![
+            ClientPacket::Ack { seq: 4 },
+            ClientPacket::FetchKey { user: name("bob") }
+        ]
+    );
+    assert!(h.events().is_empty());
+    assert_eq!(h.client.state().parked().len(), 1);
+    // Another one from bob while the fetch is pending: no second fetch.
+    let id2 = MessageId([4; 16]);
+    let envelope2 = sealed_by(&keys().bob, "bob", id2, 100, b"parked too");
+    let out = h.recv(ServerPacket::Message {
+        seq: 5,
+        from: name("bob"),
+        id: id2,
+        envelope: envelope2,
+    });
+    assert_eq!(out, vec![ClientPacket::Ack { seq: 5 }]);
+
+    // Survives a restart (durable state), then opens when the key arrives.
+    let state = h.client.state().clone();
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state);
+    let out = h.login();
+    assert_eq!(out, vec![ClientPacket::FetchKey { user: name("bob") }]);
+    h.recv(ServerPacket::Key {
+        user: name("bob"),
+        public_key: der(&keys().bob),
+    });
+    assert_eq!(
+        h.events(),
+        vec![
+            ClientEvent::MessageReceived {
+                from: name("bob"),
+                id,
+                sent_at: 99,
+                body: b"parked".to_vec()
+            },
+            ClientEvent::MessageReceived {
+                from: name("bob"),
+                id: id2,
+                sent_at: 100,
+                body: b"parked too".to_vec()
+            },
+        ]
+    );
+    assert_eq!(h.client.state().parked().len(), 0);
+}
+
+#[test]
+fn notices_are_acked_and_deduplicated() {
+    let mut h = Harness::new();
+    h.login();
+    let id = MessageId([8; 16]);
+    let delivered = |seq| ServerPacket::Notice {
+        seq,
+        notice: Notice::Delivered {
+            to: name("bob"),
+            id,
+        },
+    };
+    assert_eq!(h.recv(delivered(10)), vec![ClientPacket::Ack { seq: 10 }]);
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Delivered {
+            to: name("bob"),
+            id
+        }]
+    );
+    h.disconnect();
+    h.login();
+    assert_eq!(h.recv(delivered(11)), vec![ClientPacket::Ack { seq: 11 }]);
+    assert!(h.events().is_empty());
+    let expired = ServerPacket::Notice {
+        seq: 12,
+        notice: Notice::Expired {
+            to: name("bob"),
+            id,
+        },
+    };
+    assert_eq!(h.recv(expired), vec![ClientPacket::Ack { seq: 12 }]);
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Expired {
+            to: name("bob"),
+            id
+        }]
+    );
+}
+
+#[test]
+fn seen_set_is_bounded() {
+    let mut config = ClientConfig::new(name("alice"));
+    config.seen_capacity = 2;
+    let mut h = Harness::with(config, ClientState::default());
+    h.login();
+    for (seq, n) in [(1, 1u8), (2, 2), (3, 3)] {
+        let id = MessageId([n; 16]);
+        h.recv(ServerPacket::Notice {
+            seq,
+            notice: Notice::Delivered {
+                to: name("bob"),
+                id,
+            },
+        });
+        h.recv(ServerPacket::Message {
+            seq: seq + 100,
+            from: name("carol"),
+            id,
+            envelope: vec![],
+        });
+    }
+    assert_eq!(h.client.state().seen_len(), 2);
+    assert!(
+        !h.client
+            .state()
+            .is_seen(&name("carol"), &MessageId([1; 16]))
+    );
+    assert!(
+        h.client
+            .state()
+            .is_seen(&name("carol"), &MessageId([3; 16]))
+    );
+}
+
+#[test]
+fn presence() {
+    let mut h = Harness::new();
+    h.client.set_presence(h.now, false);
+    h.client.query_presence(h.now, name("bob"));
+    assert!(h.drain().is_empty(), "nothing before login");
+    let out = h.login();
+    assert_eq!(
+        out,
+        vec![
+            ClientPacket::SetPresence { online: false },
+            ClientPacket::QueryPresence { user: name("bob") }
+        ]
+    );
+    h.recv(ServerPacket::Presence {
+        user: name("bob"),
+        online: false,
+        last_seen_ms: Some(42),
+    });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::PresenceChanged {
+            user: name("bob"),
+            online: false,
+            last_seen_ms: Some(42)
+        }]
+    );
+    h.client.set_presence(h.now, true);
+    assert_eq!(h.drain(), vec![ClientPacket::SetPresence { online: true }]);
+    h.client.query_presence(h.now, name("nobody"));
+    assert_eq!(
+        h.drain(),
+        vec![ClientPacket::QueryPresence {
+            user: name("nobody")
+        }]
+    );
+    h.recv(error(ErrorCode::UnknownUser, None, Some("nobody")));
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::UnknownUser,
+            ..
+        }]
+    ));
+    // Online is the default after a login: nothing to announce.
+    h.disconnect();
+    assert!(h.login().is_empty());
+}
+
+#[test]
+fn garbage_from_the_server_reports_and_closes() {
+    for garbage in [
+        vec![0, 0, 0, 3, 0xff, 0xff, 0xff], // not CBOR
+        vec![0xff, 0xff, 0xff, 0xff],       // frame too large
+        vec![0, 0, 0, 2, 0x61, 0x78],       // CBOR, not a packet
+    ] {
+        let mut h = Harness::new();
+        h.login();
+        assert!(h.input(ClientInput::Bytes(&garbage)).is_empty());
+        let events = h.events();
+        assert!(
+            matches!(events[..], [ClientEvent::Error { .. }]),
+            "{events:?}"
+        );
+        assert_eq!(h.closes, 1);
+        assert_eq!(h.client.poll_timeout(), None);
+        // Anything after is ignored until the driver reconnects.
+        assert!(h.recv(ServerPacket::Pong).is_empty());
+        h.disconnect();
+        h.login();
+    }
+}
+
+#[test]
+fn unexpected_packet_closes() {
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(ServerPacket::Message {
+        seq: 1,
+        from: name("bob"),
+        id: MessageId([0; 16]),
+        envelope: vec![],
+    });
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::Error {
+            code: ErrorCode::UnexpectedPacket,
+            ..
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn disconnect_drops_unsent_frames() {
+    let mut h = Harness::new();
+    h.client.handle_input(h.now, ClientInput::Connected); // Hello not polled
+    h.client.handle_input(h.now, ClientInput::Disconnected);
+    assert_eq!(
+        h.client.poll_output(),
+        Some(ClientOutput::Event(ClientEvent::Disconnected))
+    );
+    assert_eq!(h.client.poll_output(), None);
+}
+
+#[test]
+fn state_round_trips_through_cbor() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    h.client
+        .send(h.now, name("bob"), b"sealed".to_vec())
+        .unwrap();
+    h.client
+        .send(h.now, name("carol"), b"waiting".to_vec())
+        .unwrap();
+    h.recv(ServerPacket::Notice {
+        seq: 1,
+        notice: Notice::Expired {
+            to: name("bob"),
+            id: MessageId([1; 16]),
+        },
+    });
+    h.recv(ServerPacket::Message {
+        seq: 2,
+        from: name("dave"),
+        id: MessageId([2; 16]),
+        envelope: vec![1, 2],
+    });
+    let state = h.client.state();
+    assert!(state.outbox().any(|e| e.sealed.is_some()));
+    assert!(state.outbox().any(|e| e.sealed.is_none()));
+    assert_eq!(state.parked().len(), 1);
+
+    let mut bytes = Vec::new();
+    ciborium::into_writer(state, &mut bytes).unwrap();
+    let back: ClientState = ciborium::from_reader(&bytes[..]).unwrap();
+    assert_eq!(&back, state);
+    assert_eq!(
+        ClientState::from_cbor(&state.to_cbor().unwrap()).unwrap(),
+        *state
+    );
+    assert!(back.is_seen(&name("dave"), &MessageId([2; 16])));
+    assert!(ClientState::from_cbor(b"\xff").is_err());
+    let empty = ClientState::default();
+    assert_eq!(
+        ClientState::from_cbor(&empty.to_cbor().unwrap()).unwrap(),
+        empty
+    );
+}
+
+/// What the fuzzing "server" does next.
+#[derive(Debug, Clone)]
+enum Step {
+    Raw(Vec<u8>),
+    Packet(ServerPacket),
+    Send,
+    Timeout(u16),
+    Reconnect,
+}
+
+fn any_name() -> impl Strategy<Value = UserName> {
+    prop_oneof![Just(name("alice")), Just(name("bob")), Just(name("carol"))]
+}
+
+fn any_packet() -> impl Strategy<Value = ServerPacket> {
+    let id = any::<[u8; 16]>().prop_map(MessageId);
+    prop_oneof![
+        (
+            any::<u64>(),
+            any_name(),
+            id.clone(),
+            proptest::collection::vec(any::<u8>(), 0..600)
+        )
+            .prop_map(|(seq, from, id, envelope)| ServerPacket::Message {
+                seq,
+                from,
+                id,
+                envelope
+            }),
+        (any::<u64>(), any_name(), id.clone(), any::<bool>()).prop_map(|(seq, to, id, d)| {
+            let notice = if d {
+                Notice::Delivered { to, id }
+            } else {
+                Notice::Expired { to, id }
+            };
+            ServerPacket::Notice { seq, notice }
+        }),
+        (
+            any::<u16>(),
+            proptest::option::of(id.clone()),
+            proptest::option::of(any_name())
+        )
+            .prop_map(|(code, id, user)| ServerPacket::Error {
+                code: ErrorCode::from(code % 120),
+                id,
+                user,
+                detail: String::new()
+            }),
+        (any_name(), proptest::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(user, public_key)| ServerPacket::Key { user, public_key }),
+        any_name().prop_map(|user| ServerPacket::Key {
+            user,
+            public_key: der(&keys().bob2)
+        }),
+        id.prop_map(|id| ServerPacket::Accepted { id }),
+        Just(ServerPacket::Pong),
+        Just(welcome()),
+        any::<[u8; 32]>().prop_map(|nonce| ServerPacket::Challenge {
+            nonce,
+            expires_in_ms: 1
+        }),
+        (any_name(), any::<u64>())
+            .prop_map(|(user, queued)| ServerPacket::LoggedIn { user, queued }),
+        (
+            any_name(),
+            any::<bool>(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(user, online, last_seen_ms)| ServerPacket::Presence {
+                user,
+                online,
+                last_seen_ms
+            }),
+    ]
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Step::Raw),
+        6 => any_packet().prop_map(Step::Packet),
+        1 => Just(Step::Send),
+        1 => any::<u16>().prop_map(Step::Timeout),
+        1 => Just(Step::Reconnect),
+    ]
+}
+
+/// Feeds everything to the client, never asserting anything but "no panic".
+fn fuzz_drain(client: &mut Client) {
+    while client.poll_output().is_some() {}
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_server_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..20)) {
+        let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+        h.client.send(h.now, name("bob"), b"pending".to_vec()).unwrap();
+        h.login();
+        for chunk in &chunks {
+            h.client.handle_input(h.now, ClientInput::Bytes(chunk));
+            fuzz_drain(&mut h.client);
+        }
+        // Also before login.
+        let mut h = Harness::new();
+        h.connect();
+        for chunk in &chunks {
+            h.client.handle_input(h.now, ClientInput::Bytes(chunk));
+            fuzz_drain(&mut h.client);
+        }
+    }
+
+    #[test]
+    fn arbitrary_server_packets_never_panic(steps in proptest::collection::vec(any_step(), 0..30)) {
+        let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+        h.login();
+        let mut now = h.now;
+        for step in steps {
+            match step {
+                Step::Raw(bytes) => h.client.handle_input(now, ClientInput::Bytes(&bytes)),
+                Step::Packet(packet) => {
+                    let bytes = wire::encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap();
+                    // Split each frame to exercise reassembly.
+                    let (a, b) = bytes.split_at(bytes.len() / 2);
+                    h.client.handle_input(now, ClientInput::Bytes(a));
+                    h.client.handle_input(now, ClientInput::Bytes(b));
+                }
+                Step::Send => {
+                    let _ = h.client.send(now, name("carol"), b"x".to_vec());
+                }
+                Step::Timeout(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    h.client.handle_input(now, ClientInput::Timeout);
+                }
+                Step::Reconnect => {
+                    h.client.handle_input(now, ClientInput::Disconnected);
+                    h.client.handle_input(now, ClientInput::Connected);
+                }
+            }
+            fuzz_drain(&mut h.client);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! # missive-store: durable storage for the Missive server
+//!
+//! The server core ([`missive_core::server`]) emits persistence commands
+//! ([`PersistCmd`]) tagged with log sequence numbers and must be told, with
+//! `Input::Durable(lsn)`, once everything up to an LSN is durable. This crate
+//! provides the pieces a driver needs for that, without any async runtime:
+//!
+//! - [`Store`]: loads the [`ServerState`] at start-up and commits batches of
+//!   commands durably.
+//! - [`RedbStore`]: a [`Store`] in one [redb](https://docs.rs/redb) database
+//!   file whose tables mirror the durable state (server id, users, next
+//!   sequence number per mailbox, queued items), updated in place rather than
+//!   appended to a log.
+//! - [`MemoryStore`]: a non-durable [`Store`] for tests and `--memory` runs.
+//! - [`StoreThread`]: runs a store on its own OS thread with group commit:
+//!   many commands, one transaction, one `fsync`.
+//! - `store_conformance_tests!` and the `conformance` module (feature
+//!   `conformance`): one test suite every store passes.
+//!
+//! A driver's start-up sequence:
+//!
+//! ```
+//! use missive_store::{MemoryStore, Store, StoreEvent, StoreThread};
+//!
+//! let mut store = MemoryStore::new(); // or RedbStore::open(dir)?
+//! let state = store.load()?; // hand this to the server
+//! let thread = StoreThread::spawn(store, |event| match event {
+//!     StoreEvent::Durable(_lsn) => { /* feed Input::Durable(lsn) to the server */ }
+//!     StoreEvent::Failed(_err) => { /* shut the server down */ }
+//!     _ => {}
+//! });
+//! // For every Output::Persist { lsn, cmd }: thread.submit(lsn, cmd)?;
+//! # drop(state);
+//! thread.shutdown()?;
+//! # Ok::<(), missive_store::StoreError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod memory;
+mod redb_store;
+mod thread;
+
+pub use memory::MemoryStore;
+pub use missive_core::server::{PersistCmd, ServerState};
+pub use redb_store::RedbStore;
+pub use thread::{StoreEvent, StoreStats, StoreThread};
+
+use std::path::PathBuf;
+
+/// Durable storage for the server state.
+///
+/// A store is used from one thread at a time: the driver calls [`load`]
+/// once at start-up, then (usually through a [`StoreThread`]) [`commit`]s
+/// the commands the server emits, in LSN order.
+///
+/// [`load`]: Store::load
+/// [`commit`]: Store::commit
+pub trait Store: Send + 'static {
+    /// Reads the stored state. Applying the commands committed so far to an
+    /// empty [`ServerState`] (with [`ServerState::apply`]) gives a state equal
+    /// to the one returned.
+    fn load(&mut self) -> Result<ServerState, StoreError>;
+
+    /// Applies `batch`, in order, atomically: after a crash either all of it
+    /// or none of it is visible. The batch is durable when this returns `Ok`.
+    ///
+    /// Commands are applied with the semantics of [`ServerState::apply`],
+    /// including its idempotence (registering a user twice keeps the first
+    /// key, removing an absent item does nothing).
+    fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError>;
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&mut self) -> Result<ServerState, StoreError> {
+        (**self).load()
+    }
+
+    fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database engine reported an error (I/O, locking, corruption it
+    /// detected itself).
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The stored data is not what this crate writes.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The store was written by a newer, incompatible version.
+    #[error("unsupported store format version {found} (this build reads version {supported})")]
+    UnsupportedFormat {
+        /// Version found in the store.
+        found: u32,
+        /// Version this build reads and writes.
+        supported: u32,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode {what}: {detail}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's message.
+        detail: String,
+    },
+    /// The command is of a kind this store does not know how to persist
+    /// (the core added a [`PersistCmd`] variant this crate predates).
+    #[error("unsupported persistence command: {0}")]
+    UnsupportedCommand(String),
+    /// The [`StoreThread`] has stopped: an earlier commit failed (reported
+    /// as [`StoreEvent::Failed`]) or the store panicked.
+    #[error("the store thread has stopped after a failure")]
+    Stopped,
+}
+
+impl StoreError {
+    pub(crate) fn database(err: impl Into<redb::Error>) -> Self {
+        StoreError::Database(Box::new(err.into()))
+    }
+}
