@@ -13,6 +13,9 @@
 //! `frame_decoder` seeds; genuine envelopes seed `envelope_open`.
 //! Deterministic: running it twice writes the same files.
 
+use missive_core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+};
 use missive_core::crypto::{AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader, seal};
 use missive_core::rng::{self, CoreRng};
 use missive_core::server::{Input, Output, Server, ServerState};
@@ -20,6 +23,7 @@ use missive_core::wire::{
     ClientPacket, FrameDecoder, LENGTH_PREFIX_LEN, ServerPacket, encode_frame,
 };
 use missive_core::{ConnId, MessageId, UserName};
+use missive_fuzz::client as fuzz_client;
 use missive_fuzz::codec::name;
 use missive_fuzz::fixtures::identity_of;
 use missive_fuzz::frames::FrameInput;
@@ -348,6 +352,324 @@ fn record_errors() -> Recorder {
     r
 }
 
+/// An in-process network: the server and two real clients (alice, whose
+/// inputs are recorded as a `client_inputs` seed, and bob). Everything the
+/// clients send is recorded as a `server_inputs` seed.
+struct Net {
+    server: Server,
+    now: Instant,
+    alice: Client,
+    bob: Client,
+    alice_up: bool,
+    bob_up: bool,
+    /// Frames waiting to travel: (to the server from conn, bytes) and
+    /// (to the client on conn, bytes).
+    to_server: VecDeque<(ConnId, Vec<u8>)>,
+    to_client: VecDeque<(ConnId, Vec<u8>)>,
+    server_raw: Vec<Op>,
+    server_packets: Vec<Op>,
+    alice_raw: Vec<fuzz_client::Op>,
+    alice_packets: Vec<fuzz_client::Op>,
+    highest_lsn: u64,
+    received: Vec<ClientEvent>,
+}
+
+const ALICE: ConnId = ConnId(0);
+const BOB: ConnId = ConnId(1);
+
+impl Net {
+    fn new() -> Self {
+        let now = Instant::now();
+        let server = Server::new(
+            Setup::TYPICAL.config(),
+            ServerState::new(),
+            [0x5e; 32],
+            now,
+            1_700_000_000_000,
+        );
+        // Exactly the client of the `client_inputs` harness.
+        let alice = Client::new(
+            fuzz_client::Setup::TYPICAL.config(),
+            identity_of("alice").unwrap().clone(),
+            ClientState::default(),
+            fuzz_client::SEED,
+            now,
+            fuzz_client::T0_UNIX,
+        );
+        let bob = Client::new(
+            ClientConfig::new(name("bob")),
+            identity_of("bob").unwrap().clone(),
+            ClientState::default(),
+            [0xb0; 32],
+            now,
+            fuzz_client::T0_UNIX,
+        );
+        let mut net = Self {
+            server,
+            now,
+            alice,
+            bob,
+            alice_up: false,
+            bob_up: false,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+            server_raw: Vec::new(),
+            server_packets: Vec::new(),
+            alice_raw: Vec::new(),
+            alice_packets: Vec::new(),
+            highest_lsn: 0,
+            received: Vec::new(),
+        };
+        net.run();
+        net
+    }
+
+    fn server_op(&mut self, op: Op) {
+        self.server_raw.push(op.clone());
+        self.server_packets.push(op);
+    }
+
+    fn alice_op(&mut self, op: fuzz_client::Op) {
+        self.alice_raw.push(op.clone());
+        self.alice_packets.push(op);
+    }
+
+    fn client(&mut self, conn: ConnId) -> &mut Client {
+        if conn == ALICE {
+            &mut self.alice
+        } else {
+            &mut self.bob
+        }
+    }
+
+    /// Feeds one input to a client and collects its outputs at once (as
+    /// the harness does), closing the transport when it asks.
+    fn client_input(&mut self, conn: ConnId, input: ClientInput<'_>) {
+        let now = self.now;
+        self.client(conn).handle_input(now, input);
+        self.collect(conn);
+    }
+
+    fn collect(&mut self, conn: ConnId) {
+        let now = self.now;
+        let mut close = false;
+        while let Some(out) = self.client(conn).poll_output() {
+            match out {
+                ClientOutput::Transmit(bytes) => self.to_server.push_back((conn, bytes)),
+                ClientOutput::Close => close = true,
+                ClientOutput::Event(e) => {
+                    if conn == ALICE {
+                        self.received.push(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if close {
+            self.client(conn)
+                .handle_input(now, ClientInput::Disconnected);
+            self.collect(conn);
+            self.set_up(conn, false);
+            self.server_op(Op::Disconnect(conn.0 as u8));
+            self.server.handle_input(now, Input::Disconnected(conn));
+        }
+    }
+
+    fn set_up(&mut self, conn: ConnId, up: bool) {
+        if conn == ALICE {
+            self.alice_up = up;
+        } else {
+            self.bob_up = up;
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        self.server_op(Op::Connect(conn.0 as u8));
+        self.server.handle_input(self.now, Input::Connected(conn));
+        self.set_up(conn, true);
+        if conn == ALICE {
+            self.alice_op(fuzz_client::Op::Connect);
+        }
+        self.client_input(conn, ClientInput::Connected);
+        self.run();
+    }
+
+    fn disconnect(&mut self, conn: ConnId) {
+        self.server_op(Op::Disconnect(conn.0 as u8));
+        self.server
+            .handle_input(self.now, Input::Disconnected(conn));
+        if conn == ALICE {
+            self.alice_op(fuzz_client::Op::Disconnect);
+        }
+        self.client_input(conn, ClientInput::Disconnected);
+        self.set_up(conn, false);
+        self.run();
+    }
+
+    fn advance(&mut self, secs: u16) {
+        self.now += Duration::from_secs(u64::from(secs));
+        let t = Op::Timeout {
+            unit: 1,
+            amount: secs,
+        };
+        self.server_op(t);
+        self.server.handle_input(self.now, Input::Timeout);
+        self.alice_op(fuzz_client::Op::Timeout {
+            unit: 1,
+            amount: secs,
+        });
+        self.client_input(ALICE, ClientInput::Timeout);
+        self.client_input(BOB, ClientInput::Timeout);
+        self.run();
+    }
+
+    /// Moves bytes until nothing moves; everything persisted is durable at
+    /// once.
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            let mut persisted = false;
+            while let Some(out) = self.server.poll_output() {
+                match out {
+                    Output::Transmit { conn, bytes } => self.to_client.push_back((conn, bytes)),
+                    Output::Close { conn } => {
+                        self.to_client.push_back((conn, Vec::new()));
+                    }
+                    Output::Persist { lsn, .. } => {
+                        self.highest_lsn = lsn.0;
+                        persisted = true;
+                    }
+                    _ => {}
+                }
+            }
+            if persisted {
+                self.server_op(Op::Durable(0xffff));
+                self.server.handle_input(
+                    self.now,
+                    Input::Durable(missive_core::Lsn(self.highest_lsn)),
+                );
+                moved = true;
+            }
+            while let Some((conn, bytes)) = self.to_server.pop_front() {
+                moved = true;
+                self.server_raw.push(Op::Raw {
+                    conn: conn.0 as u8,
+                    bytes: bytes.clone(),
+                });
+                for packets in frames::<ClientPacket>(&bytes).chunks(8) {
+                    self.server_packets.push(Op::Packets {
+                        conn: conn.0 as u8,
+                        chunk: 0,
+                        packets: packets.to_vec(),
+                    });
+                }
+                self.server
+                    .handle_input(self.now, Input::Bytes(conn, &bytes));
+            }
+            while let Some((conn, bytes)) = self.to_client.pop_front() {
+                moved = true;
+                let up = if conn == ALICE {
+                    self.alice_up
+                } else {
+                    self.bob_up
+                };
+                if !up {
+                    continue;
+                }
+                if bytes.is_empty() {
+                    // The server closed the connection.
+                    if conn == ALICE {
+                        self.alice_op(fuzz_client::Op::Disconnect);
+                    }
+                    self.set_up(conn, false);
+                    self.client_input(conn, ClientInput::Disconnected);
+                    continue;
+                }
+                if conn == ALICE {
+                    self.alice_raw.push(fuzz_client::Op::Raw(bytes.clone()));
+                    for packets in frames::<ServerPacket>(&bytes).chunks(8) {
+                        self.alice_packets.push(fuzz_client::Op::Packets {
+                            chunk: 0,
+                            packets: packets.to_vec(),
+                        });
+                    }
+                }
+                self.client_input(conn, ClientInput::Bytes(&bytes));
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, to: &str, body: &[u8]) {
+        if conn == ALICE {
+            self.alice_op(fuzz_client::Op::Send {
+                to: name(to),
+                body: body.to_vec(),
+            });
+        }
+        let now = self.now;
+        self.client(conn)
+            .send(now, name(to), body.to_vec())
+            .unwrap();
+        self.collect(conn);
+        self.run();
+    }
+
+    fn alice_presence(&mut self, online: bool) {
+        self.alice_op(fuzz_client::Op::SetPresence(online));
+        self.alice.set_presence(self.now, online);
+        self.collect(ALICE);
+        self.run();
+    }
+
+    fn alice_query(&mut self, user: &str) {
+        self.alice_op(fuzz_client::Op::QueryPresence(name(user)));
+        self.alice.query_presence(self.now, name(user));
+        self.collect(ALICE);
+        self.run();
+    }
+}
+
+/// The packets in a stream of whole frames.
+fn frames<P: serde::de::DeserializeOwned>(bytes: &[u8]) -> Vec<P> {
+    let mut dec = FrameDecoder::new(u32::MAX);
+    dec.push(bytes);
+    let mut out = Vec::new();
+    while let Some(p) = dec.next_packet().unwrap() {
+        out.push(p);
+    }
+    out
+}
+
+/// Two real clients: both register and log in, exchange messages online
+/// and offline (with presence off), query presence, reconnect.
+fn record_clients() -> Net {
+    let mut net = Net::new();
+    net.connect(ALICE);
+    net.connect(BOB);
+    assert!(net.alice.is_logged_in() && net.bob.is_logged_in());
+    net.send(ALICE, "bob", b"hi bob");
+    net.send(BOB, "alice", b"hi alice");
+    net.alice_query("bob");
+    net.alice_presence(false);
+    net.send(BOB, "alice", b"while you were away");
+    net.advance(5);
+    net.alice_presence(true);
+    net.disconnect(ALICE);
+    net.send(BOB, "alice", b"offline message");
+    net.connect(ALICE);
+    net.advance(31);
+    let got = net
+        .received
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::MessageReceived { .. }))
+        .count();
+    assert_eq!(got, 3, "alice received {:?}", net.received);
+    net
+}
+
 fn write(dir: &Path, file: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(file), bytes).unwrap();
@@ -409,6 +731,47 @@ fn main() {
         &dir,
         "session-restart",
         &fuzz_server::to_bytes(&setup, &crash),
+    );
+
+    // The real clients' session: server_inputs (both clients' bytes) and
+    // client_inputs (alice's inputs), raw and structured.
+    let net = record_clients();
+    write(
+        &dir,
+        "clients-raw",
+        &fuzz_server::to_bytes(&setup, &net.server_raw),
+    );
+    write(
+        &dir,
+        "clients-packets",
+        &fuzz_server::to_bytes(&setup, &net.server_packets),
+    );
+    let cdir = out.join("client_inputs");
+    let csetup = fuzz_client::Setup::TYPICAL;
+    write(
+        &cdir,
+        "session-raw",
+        &fuzz_client::to_bytes(&csetup, &net.alice_raw),
+    );
+    write(
+        &cdir,
+        "session-packets",
+        &fuzz_client::to_bytes(&csetup, &net.alice_packets),
+    );
+    let mut crash = net.alice_packets.clone();
+    crash.extend([
+        fuzz_client::Op::Send {
+            to: name("carol"),
+            body: b"later".to_vec(),
+        },
+        fuzz_client::Op::Restart,
+        fuzz_client::Op::Connect,
+        fuzz_client::Op::TimeoutAtDeadline,
+    ]);
+    write(
+        &cdir,
+        "session-restart",
+        &fuzz_client::to_bytes(&csetup, &crash),
     );
 
     // packet_decode: every distinct payload seen, both directions.

@@ -9,6 +9,7 @@
 //! `client_inputs`) use a small explicit byte format (see [`codec`]) with a
 //! matching writer, so a recorded session can be turned into a seed exactly.
 
+pub mod client;
 pub mod codec;
 pub mod envelope;
 pub mod fixtures;

@@ -68,3 +68,36 @@ fn recorded_session_logs_in_and_delivers() {
     assert!(h.acks_persisted() >= 3, "{} acks", h.acks_persisted());
     h.finish();
 }
+
+#[test]
+fn client_inputs() {
+    assert!(replay("client_inputs", missive_fuzz::client::run) > 0);
+}
+
+/// The recorded client session replays exactly: the fuzzed client logs in
+/// again, pins bob's key and receives bob's messages.
+#[test]
+fn recorded_client_session_replays() {
+    use missive_fuzz::client::{Harness, parse};
+    for file in ["session-raw", "session-packets"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus/client_inputs")
+            .join(file);
+        let (setup, ops) = parse(&std::fs::read(path).unwrap());
+        let mut h = Harness::new(setup.config());
+        for op in ops {
+            h.op(op);
+        }
+        let client = h.client();
+        assert!(client.is_logged_in(), "{file}");
+        assert!(
+            client
+                .state()
+                .pinned_key(&missive_fuzz::codec::name("bob"))
+                .is_some(),
+            "{file}"
+        );
+        assert_eq!(client.state().outbox().len(), 0, "{file}");
+        assert!(client.state().seen_len() >= 1, "{file}");
+    }
+}
