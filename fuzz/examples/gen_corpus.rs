@@ -457,11 +457,7 @@ impl Net {
             match out {
                 ClientOutput::Transmit(bytes) => self.to_server.push_back((conn, bytes)),
                 ClientOutput::Close => close = true,
-                ClientOutput::Event(e) => {
-                    if conn == ALICE {
-                        self.received.push(e);
-                    }
-                }
+                ClientOutput::Event(e) if conn == ALICE => self.received.push(e),
                 _ => {}
             }
         }

@@ -358,7 +358,11 @@ fn repeated_registration_waits_for_the_first_to_be_durable() {
     h.register(first, "alice", &ids()[0]);
     assert_eq!(h.recv(first), None);
     h.register(second, "alice", &ids()[0]);
-    assert_eq!(h.recv(second), None, "Registered before the name is durable");
+    assert_eq!(
+        h.recv(second),
+        None,
+        "Registered before the name is durable"
+    );
     h.make_durable();
     for conn in [first, second] {
         assert_eq!(
@@ -374,6 +378,35 @@ fn repeated_registration_waits_for_the_first_to_be_durable() {
         .filter(|(_, c)| matches!(c, PersistCmd::RegisterUser { .. }))
         .count();
     assert_eq!(registrations, 1);
+}
+
+/// Found by the `server_inputs` fuzz target: a reply held for durability
+/// belongs to its connection; when that connection is gone and the driver
+/// reuses its id for a new one, the new connection must not get it.
+#[test]
+fn held_replies_die_with_their_connection() {
+    let mut h = Harness::new(ServerConfig::default());
+    let alice = h.user(1, "alice", &ids()[0]);
+    h.user(2, "bob", &ids()[1]);
+    h.recv_all(alice);
+    h.auto_durable = false;
+    h.send_msg(alice, 1, "bob", b"held");
+    assert_eq!(h.recv(alice), None, "Accepted waits for durability");
+    h.input_disconnect(alice);
+    let reused = h.connect(1);
+    assert_eq!(reused, alice);
+    h.make_durable();
+    assert_eq!(h.recv(reused), None, "a new connection got an old reply");
+    // The same after a server-side close (handshake timeout of a second
+    // connection that registers).
+    let conn = h.hello(3);
+    h.register(conn, "carol", &ids()[2]);
+    h.advance(Duration::from_secs(11));
+    assert!(h.closed.contains(&conn));
+    h.recv_all(conn);
+    let reused = h.connect(3);
+    h.make_durable();
+    assert_eq!(h.recv(reused), None, "a new connection got an old reply");
 }
 
 #[test]
