@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every fuzz target and runs each for SECONDS seconds (default 20),
-# on the stable toolchain (`--sanitizer none`), one after the other.
+# on the stable toolchain (`-O --sanitizer none`), one after the other.
 #
 #   fuzz/run-all.sh [SECONDS]
 #
@@ -23,7 +23,7 @@ fi
 targets=$(cargo fuzz list)
 echo "==> building fuzz targets: $(echo $targets)"
 start=$(date +%s)
-cargo fuzz build --sanitizer none || exit 1
+cargo fuzz build -O --sanitizer none || exit 1
 echo "==> build took $(( $(date +%s) - start )) s"
 
 passed=0
@@ -36,7 +36,7 @@ for t in $targets; do
   dirs=("$work" "$fuzz_dir/corpus/$t")
   [ -d "$fuzz_dir/regressions/$t" ] && dirs+=("$fuzz_dir/regressions/$t")
   echo "==> $t: ${secs} s"
-  cargo fuzz run --sanitizer none "$t" "${dirs[@]}" -- \
+  cargo fuzz run -O --sanitizer none "$t" "${dirs[@]}" -- \
     -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1
   rc=$?
   runs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')

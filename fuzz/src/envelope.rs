@@ -329,10 +329,26 @@ fn sign(identity: &Identity, wire: &Wire) -> Vec<u8> {
         hasher.update(field);
     }
     let digest = hasher.finalize();
-    let key = rsa::PrivateKey::from_pkcs8_der(&identity.to_pkcs8_der()).expect("fixture key");
     let mut rng = rng::from_seed([0x51; 32]);
-    key.pss_sign_prehash_with_rng::<Sha256, _>(&mut rng, &digest)
+    private_key(identity)
+        .pss_sign_prehash_with_rng::<Sha256, _>(&mut rng, &digest)
         .expect("PSS signing")
+}
+
+/// The `rsa` private key of a fixture identity, parsed once.
+fn private_key(identity: &Identity) -> &'static rsa::PrivateKey {
+    static KEYS: OnceLock<Vec<rsa::PrivateKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        identities()
+            .iter()
+            .map(|i| rsa::PrivateKey::from_pkcs8_der(&i.to_pkcs8_der()).expect("fixture key"))
+            .collect()
+    });
+    let i = identities()
+        .iter()
+        .position(|i| i.public_key() == identity.public_key())
+        .expect("a fixture identity");
+    &keys[i]
 }
 
 /// Every invariant for one candidate envelope.
