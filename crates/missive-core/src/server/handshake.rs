@@ -4,7 +4,7 @@ use super::conn::{Challenge, ChallengePurpose, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
 use crate::rng;
-use crate::types::{ConnId, UserName};
+use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -191,8 +191,18 @@ impl Server {
     ) {
         match self.state.user(&user) {
             Some(record) if record.public_key == key.to_spki_der() => {
-                // Idempotent: the same name with the same key again.
-                self.send(conn, &ServerPacket::Registered { user });
+                // Idempotent: the same name with the same key again. The
+                // first registration may not be durable yet: answer once
+                // every command emitted so far (which include it) is.
+                let emitted = Lsn(self.next_lsn - 1);
+                self.after_durable(
+                    now,
+                    emitted,
+                    Held::Reply {
+                        conn,
+                        packet: ServerPacket::Registered { user },
+                    },
+                );
             }
             Some(_) => self.send_error(
                 conn,

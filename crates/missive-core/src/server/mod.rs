@@ -471,6 +471,10 @@ impl Server {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        // Replies held for durability die with their connection: the driver
+        // may reuse the id for a new one.
+        self.held
+            .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
         if reason != CloseReason::TransportClosed {
             if !c.tx.is_empty() {
                 self.outputs.push_back(Output::Transmit {
