@@ -1107,3 +1107,166 @@ fn slow_consumer_is_disconnected_and_gets_everything_later() {
         server.stop().await;
     });
 }
+
+#[test]
+fn byte_quota_and_outstanding_cap_are_enforced() {
+    run(false, async {
+        let mut config = ServerConfig::default();
+        config.queue_max_bytes = 10_000;
+        config.sender_share_percent = 50;
+        config.max_outstanding_per_sender = 8;
+        let server = TestServer::start(config, memory()).await;
+        register_offline(server.addr, "bob", 1).await;
+        register_offline(server.addr, "carol", 3).await;
+        let mut mallory = Raw::user(server.addr, "mallory", 2).await;
+        // Byte share: 5,000 bytes of bob's 10,000 for one sender.
+        for n in 0..5 {
+            mallory
+                .send(&send_packet(mid(n), "bob", vec![0; 1000]))
+                .await;
+            assert_eq!(mallory.expect_send_answer().await, Ok(mid(n)));
+        }
+        mallory.send(&send_packet(mid(5), "bob", vec![0; 1])).await;
+        assert_eq!(
+            mallory.expect_send_answer().await,
+            Err((ErrorCode::QueueFull, Some(mid(5)), Some(user("bob"))))
+        );
+        // Outstanding cap: 8 messages queued anywhere (5 for bob so far).
+        for n in 10..13 {
+            mallory
+                .send(&send_packet(mid(n), "carol", vec![0; 10]))
+                .await;
+            assert_eq!(mallory.expect_send_answer().await, Ok(mid(n)));
+        }
+        mallory
+            .send(&send_packet(mid(13), "carol", vec![0; 10]))
+            .await;
+        let (code, id, _) = mallory.expect_send_answer().await.unwrap_err();
+        assert_eq!((code, id), (ErrorCode::QueueFull, Some(mid(13))));
+        assert_eq!(server.queued().await, 8);
+        // A retry of an accepted id is accepted again, not queued twice.
+        mallory
+            .send(&send_packet(mid(0), "bob", vec![0; 1000]))
+            .await;
+        assert_eq!(mallory.expect_send_answer().await, Ok(mid(0)));
+        assert_eq!(server.queued().await, 8);
+        // Another sender still reaches bob.
+        let mut alice = Raw::user(server.addr, "alice", 0).await;
+        alice
+            .send(&send_packet(mid(20), "bob", vec![0; 1000]))
+            .await;
+        assert_eq!(alice.expect_send_answer().await, Ok(mid(20)));
+        server.stop().await;
+    });
+}
+
+#[test]
+fn bad_keys_versions_and_nesting_bombs() {
+    run(false, async {
+        let server = TestServer::start(ServerConfig::default(), memory()).await;
+        // No common version: fatal.
+        let mut raw = Raw::connect(server.addr).await;
+        raw.send(&ClientPacket::Hello {
+            versions: vec![2, 999],
+        })
+        .await;
+        assert_eq!(
+            raw.closed_with(T).await,
+            vec![ErrorCode::UnsupportedVersion]
+        );
+        // More than 16 versions, hand-encoded: {"hello": {"versions": [1; 17]}}.
+        let mut payload = vec![0xa1, 0x65];
+        payload.extend_from_slice(b"hello");
+        payload.extend([0xa1, 0x68]);
+        payload.extend_from_slice(b"versions");
+        payload.push(0x91); // array of 17
+        payload.extend([1u8; 17]);
+        let mut raw = Raw::connect(server.addr).await;
+        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(payload);
+        raw.write(&bytes).await;
+        assert_eq!(raw.closed_with(T).await, vec![ErrorCode::Malformed]);
+        // 100,000 nested arrays inside a frame: refused without recursion.
+        let mut raw = Raw::hello(server.addr).await;
+        let bomb = vec![0x81u8; 100_000];
+        let mut bytes = (bomb.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(bomb);
+        raw.write(&bytes).await;
+        assert_eq!(raw.closed_with(T).await, vec![ErrorCode::Malformed]);
+        // Keys that are not 2048–4096-bit RSA SPKI: BadKey, not fatal.
+        let mut raw = Raw::hello(server.addr).await;
+        for key in [vec![0x30, 0x82, 0x01], Vec::new(), vec![0xff; 600]] {
+            raw.send(&ClientPacket::Register {
+                user: user("mallory"),
+                public_key: key,
+            })
+            .await;
+            let (code, _, named) = raw.expect_error().await;
+            assert_eq!((code, named), (ErrorCode::BadKey, Some(user("mallory"))));
+        }
+        raw.ping().await;
+        let users = server
+            .handle
+            .inspect(|s| s.state().user_count())
+            .await
+            .unwrap();
+        assert_eq!(users, 0);
+        assert_serving(server.addr).await;
+        server.stop().await;
+    });
+}
+
+#[test]
+fn almost_complete_large_frames_are_bounded_and_released() {
+    const CONNS: usize = 100;
+    run(true, async {
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = Duration::from_secs(1);
+        let max_frame = config.max_frame;
+        let server = TestServer::start(config, memory()).await;
+        assert_serving(server.addr).await;
+        let before = rss_kib();
+        // Each connection sends a full-size frame but its last byte.
+        let mut bytes = max_frame.to_be_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(0x41, max_frame as usize - 1));
+        let started = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..CONNS {
+            let mut raw = Raw::connect(server.addr).await;
+            raw.write(&bytes).await;
+            held.push(raw);
+        }
+        let expected = CONNS * max_frame as usize;
+        server
+            .wait_for("all partial frames buffered", T, move |s| {
+                s.buffered_bytes() >= expected - CONNS
+            })
+            .await;
+        let buffered = server.handle.inspect(|s| s.buffered_bytes()).await.unwrap();
+        let peak = rss_kib();
+        println!(
+            "{CONNS} partial frames of {max_frame} B: server buffers {buffered} B, \
+             RSS {before} KiB -> {peak} KiB ({:+} KiB)",
+            peak as i64 - before as i64
+        );
+        assert!(
+            buffered <= 2 * expected,
+            "buffers {buffered} B for {expected} B of partial frames"
+        );
+        // At the handshake deadline every one is closed and freed.
+        for raw in &mut held {
+            assert_eq!(raw.closed_with(T).await, vec![ErrorCode::Timeout]);
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        server
+            .wait_for("connections gone", T, |s| s.connection_count() == 0)
+            .await;
+        assert_eq!(
+            server.handle.inspect(|s| s.buffered_bytes()).await.unwrap(),
+            0
+        );
+        println!("after the deadline: RSS {} KiB", rss_kib());
+        assert_serving(server.addr).await;
+        server.stop().await;
+    });
+}
