@@ -1222,9 +1222,15 @@ fn almost_complete_large_frames_are_bounded_and_released() {
     run(true, async {
         let mut config = ServerConfig::default();
         config.handshake_timeout = Duration::from_secs(1);
-        let max_frame = config.max_frame;
+        // Before login, frames are limited to the handshake limit (16 KiB),
+        // so a full-size frame is refused at once, without buffering.
+        let max_frame = config.handshake_max_frame;
+        let full = config.max_frame;
         let server = TestServer::start(config, memory()).await;
         assert_serving(server.addr).await;
+        let mut big = Raw::connect(server.addr).await;
+        big.write(&full.to_be_bytes()).await;
+        assert_eq!(big.closed_with(T).await, vec![ErrorCode::FrameTooLarge]);
         let before = rss_kib();
         // Each connection sends a full-size frame but its last byte.
         let mut bytes = max_frame.to_be_bytes().to_vec();
