@@ -182,7 +182,19 @@ pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeErr
     // ciborium reads exactly what it decodes from a `&[u8]` (it never reads
     // ahead), so what is left in `rest` is what the packet did not use.
     let mut rest = payload;
-    match ciborium::de::from_reader_with_recursion_limit::<P, _>(&mut rest, CBOR_RECURSION_LIMIT) {
+    // The scanner has bounded the nesting by CBOR_RECURSION_LIMIT, counted
+    // as ciborium counts it, so ciborium's own (higher) limit never applies.
+    let decoded = SCRATCH.with_borrow_mut(|scratch| {
+        // A scratch as long as the payload holds any string of it whole:
+        // ciborium then copies a byte string once into its `Vec`, instead of
+        // in 4 KiB pieces into a growing one; and the scratch is not zeroed
+        // again for every packet.
+        if scratch.len() < payload.len() {
+            scratch.resize(payload.len().next_power_of_two(), 0);
+        }
+        ciborium::de::from_reader_with_buffer::<P, _>(&mut rest, scratch)
+    });
+    match decoded {
         Ok(packet) if rest.is_empty() => Ok(packet),
         // E.g. `{"ping": null}`: a unit variant written as a map.
         Ok(_) => Err(DecodeError::UnknownPacket(format!(
@@ -191,6 +203,13 @@ pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeErr
         ))),
         Err(e) => Err(map_de_error(e)),
     }
+}
+
+thread_local! {
+    /// ciborium's scratch buffer for [`decode_packet`], reused across calls
+    /// (it grows to the largest payload decoded on the thread, at most the
+    /// frame limit).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Classifies a ciborium error for a payload that the scanner found to be
