@@ -107,13 +107,19 @@ pub fn encode_frame_into<P: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
-    let mut writer = LimitedWriter {
-        out,
-        limit: max_frame as usize,
-        written: 0,
+    let result = match super::fast_ser::encode_into(packet, out, max_frame as usize) {
+        Ok(len) => Ok(len),
+        Err(_) => {
+            // A shape the fast path leaves to ciborium.
+            out.truncate(start + LENGTH_PREFIX_LEN);
+            let mut writer = LimitedWriter {
+                out,
+                limit: max_frame as usize,
+                written: 0,
+            };
+            ciborium::ser::into_writer(packet, &mut writer).map(|()| writer.written)
+        }
     };
-    let result = ciborium::ser::into_writer(packet, &mut writer);
-    let len = writer.written;
     match result {
         Err(e) => {
             out.truncate(start);
@@ -122,7 +128,7 @@ pub fn encode_frame_into<P: Serialize>(
                 ciborium::ser::Error::Io(e) => e.to_string(),
             }))
         }
-        Ok(()) => match u32::try_from(len) {
+        Ok(len) => match u32::try_from(len) {
             Ok(len32) if len32 <= max_frame => {
                 out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len32.to_be_bytes());
                 Ok(())
@@ -173,6 +179,17 @@ impl std::io::Write for LimitedWriter<'_> {
 /// most [`CBOR_RECURSION_LIMIT`] deep, that encodes a whole packet. See
 /// [`DecodeError`] for the order of the checks.
 pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
+    // Plain, valid packets decode straight from the slice; everything else
+    // (including every invalid payload) takes the checked path below.
+    match super::fast_de::decode(payload) {
+        Some(packet) => Ok(packet),
+        None => decode_packet_checked(payload),
+    }
+}
+
+/// [`decode_packet`] without the fast path: scan, then ciborium.
+#[cold]
+pub(super) fn decode_packet_checked<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
     let end = cbor::item_len(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if end < payload.len() {
         return Err(DecodeError::TrailingBytes {
