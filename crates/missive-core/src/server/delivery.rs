@@ -92,11 +92,15 @@ impl Server {
             envelope,
             enqueued_at: self.wall(now),
         };
-        let lsn = self.persist(PersistCmd::Enqueue {
-            user: to,
-            seq,
-            item,
-        });
+        let lsn = self.persist_resolved(
+            PersistCmd::Enqueue {
+                user: to,
+                seq,
+                item,
+            },
+            to_id,
+            Some(from_id),
+        );
         let capacity = self.config.dedupe_per_sender;
         self.runtime(from_id, now).recent.insert(id, lsn, capacity);
         self.after_durable(
@@ -167,10 +171,15 @@ impl Server {
             None => return self.pump(user), // expired meanwhile
         };
         let name = self.state.name(user).clone();
-        self.persist(PersistCmd::Ack {
-            user: name.clone(),
-            seq,
-        });
+        let from = delivered.and_then(|(from, _)| from);
+        self.persist_resolved(
+            PersistCmd::Ack {
+                user: name.clone(),
+                seq,
+            },
+            user,
+            from,
+        );
         if let Some((Some(from), id)) = delivered {
             self.enqueue_notice(now, from, Notice::Delivered { to: name, id });
         }
@@ -185,11 +194,15 @@ impl Server {
             notice,
             enqueued_at: self.wall(now),
         };
-        let lsn = self.persist(PersistCmd::Enqueue {
-            user: self.state.name(owner).clone(),
-            seq,
-            item,
-        });
+        let lsn = self.persist_resolved(
+            PersistCmd::Enqueue {
+                user: self.state.name(owner).clone(),
+                seq,
+                item,
+            },
+            owner,
+            None,
+        );
         self.after_durable(
             now,
             lsn,
@@ -272,10 +285,15 @@ impl Server {
                 _ => None,
             };
             let name = self.state.name(user).clone();
-            self.persist(PersistCmd::Expire {
-                user: name.clone(),
-                seq,
-            });
+            let from = expired.and_then(|(from, _)| from);
+            self.persist_resolved(
+                PersistCmd::Expire {
+                    user: name.clone(),
+                    seq,
+                },
+                user,
+                from,
+            );
             if let Some((Some(from), id)) = expired {
                 self.enqueue_notice(now, from, Notice::Expired { to: name, id });
             }

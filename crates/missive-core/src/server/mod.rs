@@ -354,15 +354,14 @@ impl Server {
     }
 
     fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.decoder.push(bytes);
+        // Whole frames are decoded straight from `bytes`; only a partial
+        // frame is copied into the connection's buffer.
+        let mut input = bytes;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            match c.decoder.next_packet::<ClientPacket>() {
+            match c.decoder.next_packet_from::<ClientPacket>(&mut input) {
                 Ok(Some(packet)) => {
                     c.last_heard = now;
                     self.on_packet(now, conn, packet);
@@ -440,6 +439,16 @@ impl Server {
     /// Applies a command to the state and emits it for the store.
     fn persist(&mut self, cmd: PersistCmd) -> Lsn {
         self.state.apply(&cmd);
+        let lsn = Lsn(self.next_lsn);
+        self.next_lsn += 1;
+        self.outputs.push_back(Output::Persist { lsn, cmd });
+        lsn
+    }
+
+    /// [`Self::persist`] for a mailbox command of `user` about a message
+    /// from `from` (ids the caller already has).
+    fn persist_resolved(&mut self, cmd: PersistCmd, user: UserId, from: Option<UserId>) -> Lsn {
+        self.state.apply_resolved(&cmd, user, from);
         let lsn = Lsn(self.next_lsn);
         self.next_lsn += 1;
         self.outputs.push_back(Output::Persist { lsn, cmd });

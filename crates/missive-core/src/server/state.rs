@@ -224,12 +224,12 @@ impl ServerState {
             }
             PersistCmd::Enqueue { user, seq, item } => {
                 if let Some(id) = self.id_of(user) {
-                    self.enqueue(id, *seq, item);
+                    self.enqueue(id, *seq, item, None);
                 }
             }
             PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
                 if let Some(id) = self.id_of(user) {
-                    self.remove(id, *seq);
+                    self.remove(id, *seq, None);
                 }
             }
             PersistCmd::SetNextSeq { user, next_seq } => {
@@ -259,7 +259,41 @@ impl ServerState {
         id
     }
 
-    fn enqueue(&mut self, id: UserId, seq: Seq, item: &MailItem) {
+    /// [`Self::apply`] for a mailbox command whose owner is `user` and whose
+    /// message (if any) is from `from`: the server knows both, and this
+    /// saves looking them up by name.
+    pub(crate) fn apply_resolved(&mut self, cmd: &PersistCmd, user: UserId, from: Option<UserId>) {
+        match cmd {
+            PersistCmd::Enqueue {
+                user: name,
+                seq,
+                item,
+            } => {
+                debug_assert_eq!(self.id_of(name), Some(user));
+                self.enqueue(user, *seq, item, from);
+            }
+            PersistCmd::Ack { user: name, seq } | PersistCmd::Expire { user: name, seq } => {
+                debug_assert_eq!(self.id_of(name), Some(user));
+                self.remove(user, *seq, from);
+            }
+            _ => self.apply(cmd),
+        }
+    }
+
+    /// The id of a message's sender: `hint` if given (checked in debug
+    /// builds), else looked up.
+    #[inline]
+    fn sender_id(&self, from: &UserName, hint: Option<UserId>) -> Option<UserId> {
+        match hint {
+            Some(id) => {
+                debug_assert_eq!(self.id_of(from), Some(id));
+                Some(id)
+            }
+            None => self.id_of(from),
+        }
+    }
+
+    fn enqueue(&mut self, id: UserId, seq: Seq, item: &MailItem, from_hint: Option<UserId>) {
         let slot = &mut self.users[id.index()];
         let mailbox = &mut slot.record.mailbox;
         if mailbox.items.contains_key(&seq) {
@@ -296,7 +330,7 @@ impl ServerState {
                         );
                     }
                 }
-                if let Some(sender) = self.id_of(from) {
+                if let Some(sender) = self.sender_id(from, from_hint) {
                     self.users[sender.index()].record.outstanding += 1;
                 }
             }
@@ -304,7 +338,7 @@ impl ServerState {
         }
     }
 
-    fn remove(&mut self, id: UserId, seq: Seq) -> Option<MailItem> {
+    fn remove(&mut self, id: UserId, seq: Seq, from_hint: Option<UserId>) -> Option<MailItem> {
         let slot = &mut self.users[id.index()];
         let record = &mut slot.record;
         let mailbox = &mut record.mailbox;
@@ -324,7 +358,7 @@ impl ServerState {
                         mailbox.per_sender.remove(from);
                     }
                 }
-                if let Some(sender) = self.id_of(from) {
+                if let Some(sender) = self.sender_id(from, from_hint) {
                     let sender = &mut self.users[sender.index()].record;
                     sender.outstanding = sender.outstanding.saturating_sub(1);
                 }

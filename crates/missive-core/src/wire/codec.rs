@@ -442,6 +442,38 @@ impl FrameDecoder {
         }
     }
 
+    /// Like [`push`](Self::push)ing `input` then calling
+    /// [`next_packet`](Self::next_packet), except that while nothing is
+    /// buffered, a complete frame at the front of `input` is decoded where it
+    /// lies, without being copied into (or allocating) the buffer. Advances
+    /// `input` past what it consumed; call again until `Ok(None)`, which
+    /// means `input` has been taken whole.
+    pub(crate) fn next_packet_from<P: DeserializeOwned>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<P>, DecodeError> {
+        if self.error.is_none() && self.buf.len() == self.pos && input.len() >= LENGTH_PREFIX_LEN {
+            let len = prefix(input);
+            let total = LENGTH_PREFIX_LEN + len as usize;
+            if len <= self.max_frame && input.len() >= total {
+                let payload = &input[LENGTH_PREFIX_LEN..total];
+                return match decode_packet(payload) {
+                    Ok(packet) => {
+                        *input = &input[total..];
+                        Ok(Some(packet))
+                    }
+                    Err(e) => {
+                        *input = &[];
+                        Err(self.fail(e))
+                    }
+                };
+            }
+        }
+        self.push(input);
+        *input = &[];
+        self.next_packet()
+    }
+
     /// Bytes received but not yet returned as frames.
     #[inline]
     pub fn buffered_len(&self) -> usize {

@@ -16,7 +16,7 @@
 //! copies a byte string once (into its `Vec`), and passes field names and
 //! strings as borrowed slices.
 
-use serde::de::value::BorrowedStrDeserializer;
+use serde::de::value::{BorrowedBytesDeserializer, BorrowedStrDeserializer};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use std::fmt;
 
@@ -176,9 +176,13 @@ impl<'de> de::Deserializer<'de> for &mut SliceDe<'de> {
         visitor.visit_borrowed_str(self.text()?)
     }
 
+    /// Field names go to the visitor as bytes (derived identifier visitors
+    /// match them the same way), which skips a UTF-8 check: a text string
+    /// equal to a (ASCII) field name is valid UTF-8, and any other name is
+    /// an unknown field, on which this path gives up.
     #[inline]
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_borrowed_str(self.text()?)
+        visitor.visit_borrowed_bytes(self.string(MAJOR_TEXT)?)
     }
 
     #[inline]
@@ -346,8 +350,9 @@ impl<'a, 'de> de::EnumAccess<'de> for Variant<'a, 'de> {
 
     #[inline]
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self)> {
-        let tag = self.de.text()?;
-        let value = seed.deserialize(BorrowedStrDeserializer::new(tag))?;
+        // As for field names: bytes, matched against the (ASCII) tags.
+        let tag = self.de.string(MAJOR_TEXT)?;
+        let value = seed.deserialize(BorrowedBytesDeserializer::new(tag))?;
         Ok((value, self))
     }
 }
