@@ -1,12 +1,11 @@
 //! Version negotiation, registration, login and the key directory.
 
-use super::conn::{Challenge, ChallengePurpose, LoggedIn, Phase};
+use super::conn::{Challenge, ChallengePurpose, InFlight, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
 use crate::rng;
 use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
-use std::collections::HashSet;
 use std::time::Instant;
 
 impl Server {
@@ -216,7 +215,9 @@ impl Server {
                     user: user.clone(),
                     public_key: key.to_spki_der().to_vec(),
                 });
-                self.runtime(&user, now);
+                if let Some(id) = self.state.id_of(&user) {
+                    self.runtime(id, now);
+                }
                 self.after_durable(
                     now,
                     lsn,
@@ -231,7 +232,11 @@ impl Server {
     }
 
     fn complete_login(&mut self, now: Instant, conn: ConnId, user: UserName) {
-        let previous = self.runtime(&user, now).session.replace(conn);
+        // Registered: `on_prove` read the key from the state.
+        let Some(id) = self.state.id_of(&user) else {
+            return;
+        };
+        let previous = self.runtime(id, now).session.replace(conn);
         if let Some(old) = previous
             && old != conn
         {
@@ -242,7 +247,7 @@ impl Server {
                 "a newer login replaced this session",
             );
             // `fatal` cleared the session slot if it still named `old`.
-            self.runtime(&user, now).session = Some(conn);
+            self.runtime(id, now).session = Some(conn);
         }
         // The liveness deadline may come before the handshake deadline.
         let liveness = self
@@ -259,9 +264,10 @@ impl Server {
         c.decoder.set_max_frame(self.config.max_frame);
         c.phase = Phase::LoggedIn(LoggedIn {
             user: user.clone(),
+            id,
             online,
             cursor: 0,
-            in_flight: HashSet::new(),
+            in_flight: InFlight::default(),
         });
         let queued = self
             .state
@@ -284,7 +290,7 @@ impl Server {
                 online: true,
             });
         }
-        self.pump(&user);
+        self.pump(id);
     }
 
     pub(super) fn on_fetch_key(&mut self, conn: ConnId, user: UserName) {

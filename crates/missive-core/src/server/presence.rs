@@ -20,17 +20,17 @@ impl Server {
             return;
         }
         session.online = online;
-        let user = session.user.clone();
+        let (user, id) = (session.user.clone(), session.id);
         if !online {
             let wall = self.wall(now);
-            self.runtime(&user, now).last_seen = Some(wall);
+            self.runtime(id, now).last_seen = Some(wall);
         }
         self.event(ServerEvent::PresenceChanged {
             user: user.clone(),
             online,
         });
         if online {
-            self.pump(&user);
+            self.pump(id);
         }
     }
 
@@ -38,7 +38,7 @@ impl Server {
         if self.conns.get(&conn).and_then(|c| c.user()).is_none() {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         }
-        if self.state.user(&user).is_none() {
+        let Some(id) = self.state.id_of(&user) else {
             return self.send_error(
                 conn,
                 ErrorCode::UnknownUser,
@@ -46,12 +46,12 @@ impl Server {
                 Some(user),
                 "no such user",
             );
-        }
-        let online = self.is_online(&user);
+        };
+        let online = self.session_of(id).is_some_and(|(_, online)| online);
         let last_seen_ms = if online {
             Some(self.wall(now))
         } else {
-            self.users.get(&user).and_then(|r| r.last_seen)
+            self.users.get(id.index()).and_then(|r| r.last_seen)
         };
         self.send(
             conn,
