@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest user name, in bytes (and characters: names are ASCII).
 pub const MAX_USER_NAME_LEN: usize = 32;
@@ -15,9 +16,11 @@ pub const MAX_USER_NAME_LEN: usize = 32;
 /// assert!(UserName::new("Alice").is_err());
 /// assert!(UserName::new("").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct UserName(String);
+///
+/// Cloning is cheap (a reference count): the server copies names into
+/// commands, mailbox items and notices on every message.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserName(Arc<str>);
 
 /// Why a string is not a valid [`UserName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +45,7 @@ impl UserName {
     pub fn new(name: impl Into<String>) -> Result<Self, UserNameError> {
         let name = name.into();
         Self::validate(&name)?;
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     /// Checks a candidate name without allocating.
@@ -70,8 +73,35 @@ impl UserName {
 
 impl<'de> Deserialize<'de> for UserName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        UserName::new(s).map_err(serde::de::Error::custom)
+        d.deserialize_string(UserNameVisitor)
+    }
+}
+
+impl Serialize for UserName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Accepts what `String` accepts (any text string, definite or not), then
+/// validates.
+struct UserNameVisitor;
+
+impl serde::de::Visitor<'_> for UserNameVisitor {
+    type Value = UserName;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<UserName, E> {
+        UserName::validate(s).map_err(E::custom)?;
+        Ok(UserName(s.into()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<UserName, E> {
+        UserName::validate(&s).map_err(E::custom)?;
+        Ok(UserName(s.into()))
     }
 }
 

@@ -1,9 +1,10 @@
 //! Per-connection state inside the server.
 
+use super::state::UserId;
 use crate::crypto::PublicKey;
 use crate::types::{Seq, UserName};
 use crate::wire::{FrameDecoder, Nonce};
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Where a connection is in the handshake.
@@ -21,12 +22,47 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct LoggedIn {
     pub user: UserName,
+    /// The user's number in the server state.
+    pub id: UserId,
     /// Listening: deliveries flow.
     pub online: bool,
     /// Next mailbox sequence number to deliver.
     pub cursor: Seq,
     /// Delivered, not yet acknowledged.
-    pub in_flight: HashSet<Seq>,
+    pub in_flight: InFlight,
+}
+
+/// Sequence numbers delivered and not yet acknowledged, ascending.
+/// Deliveries go out in sequence order, so adding is a push at the back;
+/// acknowledgements usually take the front. Bounded by the window.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(VecDeque<Seq>);
+
+impl InFlight {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `seq`, greater than every sequence number held.
+    pub fn push(&mut self, seq: Seq) {
+        debug_assert!(self.0.back().is_none_or(|&last| last < seq));
+        self.0.push_back(seq);
+    }
+
+    /// Removes `seq`; whether it was held.
+    pub fn remove(&mut self, seq: Seq) -> bool {
+        if self.0.front() == Some(&seq) {
+            self.0.pop_front();
+            return true;
+        }
+        match self.0.binary_search(&seq) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// A pending challenge.
@@ -51,7 +87,12 @@ pub(crate) struct Conn {
     pub phase: Phase,
     pub session_id: [u8; 16],
     pub challenge: Option<Challenge>,
+    /// Presence the session starts with (SetPresence before login sets it).
+    pub start_online: bool,
     pub connected_at: Instant,
+    /// When this connection's one live entry in the timer heap fires
+    /// (entries with another time are stale and skipped).
+    pub timer_at: Option<Instant>,
     /// Last time any packet arrived.
     pub last_heard: Instant,
     /// Frames waiting to be handed out as one Transmit.
@@ -65,7 +106,9 @@ impl Conn {
             phase: Phase::AwaitHello,
             session_id,
             challenge: None,
+            start_online: true,
             connected_at: now,
+            timer_at: None,
             last_heard: now,
             tx: Vec::new(),
         }
@@ -74,6 +117,13 @@ impl Conn {
     pub fn user(&self) -> Option<&UserName> {
         match &self.phase {
             Phase::LoggedIn(s) => Some(&s.user),
+            _ => None,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        match &self.phase {
+            Phase::LoggedIn(s) => Some(s.id),
             _ => None,
         }
     }

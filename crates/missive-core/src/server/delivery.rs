@@ -1,6 +1,7 @@
 //! Sending, queuing, delivery, acknowledgements, notices and expiry.
 
 use super::conn::Phase;
+use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server};
 use crate::types::{ConnId, MessageId, Seq, UserName};
 use crate::wire::encode_frame_into;
@@ -35,7 +36,12 @@ impl Server {
         to: UserName,
         envelope: Vec<u8>,
     ) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.user().cloned()) else {
+        let Some((from, from_id)) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session())
+            .map(|s| (s.user.clone(), s.id))
+        else {
             return self.send_error(conn, ErrorCode::NotLoggedIn, Some(id), None, "log in first");
         };
         if envelope.len() > self.config.max_envelope as usize {
@@ -47,7 +53,7 @@ impl Server {
             return self.send_error(conn, ErrorCode::EnvelopeTooLarge, Some(id), None, &detail);
         }
         // A retry of a message already taken: answer as the first time.
-        if let Some(lsn) = self.runtime(&from, now).recent.get(&id) {
+        if let Some(lsn) = self.runtime(from_id, now).recent.get(&id) {
             return self.after_durable(
                 now,
                 lsn,
@@ -57,7 +63,7 @@ impl Server {
                 },
             );
         }
-        let Some(recipient) = self.state.user(&to) else {
+        let Some(to_id) = self.state.id_of(&to) else {
             return self.send_error(
                 conn,
                 ErrorCode::UnknownUser,
@@ -66,11 +72,11 @@ impl Server {
                 "no such user",
             );
         };
-        if let Err(detail) = self.check_quota(&from, recipient, envelope.len() as u64) {
+        if let Err(detail) = self.check_quota(&from, from_id, to_id, envelope.len() as u64) {
             return self.send_error(conn, ErrorCode::QueueFull, Some(id), Some(to), detail);
         }
         let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
-        if !self.runtime(&from, now).bucket.try_take(rate, burst, now) {
+        if !self.runtime(from_id, now).bucket.try_take(rate, burst, now) {
             return self.send_error(
                 conn,
                 ErrorCode::RateLimited,
@@ -79,20 +85,24 @@ impl Server {
                 "send rate exceeded, retry later",
             );
         }
-        let seq = self.state.user(&to).map_or(0, |r| r.mailbox.next_seq);
+        let seq = self.state.record(to_id).mailbox.next_seq;
         let item = MailItem::Message {
-            from: from.clone(),
+            from,
             id,
             envelope,
             enqueued_at: self.wall(now),
         };
-        let lsn = self.persist(PersistCmd::Enqueue {
-            user: to.clone(),
-            seq,
-            item,
-        });
+        let lsn = self.persist_resolved(
+            PersistCmd::Enqueue {
+                user: to,
+                seq,
+                item,
+            },
+            to_id,
+            Some(from_id),
+        );
         let capacity = self.config.dedupe_per_sender;
-        self.runtime(&from, now).recent.insert(id, lsn, capacity);
+        self.runtime(from_id, now).recent.insert(id, lsn, capacity);
         self.after_durable(
             now,
             lsn,
@@ -105,7 +115,7 @@ impl Server {
             now,
             lsn,
             Held::Deliverable {
-                user: to,
+                user: to_id,
                 end: seq + 1,
             },
         );
@@ -116,11 +126,12 @@ impl Server {
     fn check_quota(
         &self,
         from: &UserName,
-        recipient: &super::UserRecord,
+        from_id: UserId,
+        to: UserId,
         len: u64,
     ) -> Result<(), &'static str> {
         let cfg = &self.config;
-        let mailbox = &recipient.mailbox;
+        let mailbox = &self.state.record(to).mailbox;
         if mailbox.message_count >= cfg.queue_max_messages
             || mailbox.message_bytes + len > cfg.queue_max_bytes
         {
@@ -131,8 +142,7 @@ impl Server {
         {
             return Err("your share of the recipient's queue is used up");
         }
-        let outstanding = self.state.user(from).map_or(0, |r| r.outstanding);
-        if outstanding >= cfg.max_outstanding_per_sender {
+        if self.state.record(from_id).outstanding >= cfg.max_outstanding_per_sender {
             return Err("too many of your messages and notices are outstanding");
         }
         Ok(())
@@ -145,7 +155,7 @@ impl Server {
         let Some(session) = c.session_mut() else {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         };
-        if !session.in_flight.remove(&seq) {
+        if !session.in_flight.remove(seq) {
             return self.send_error(
                 conn,
                 ErrorCode::UnknownSeq,
@@ -154,54 +164,50 @@ impl Server {
                 "nothing in flight with that seq",
             );
         }
-        let user = session.user.clone();
-        let item = self
-            .state
-            .user(&user)
-            .and_then(|r| r.mailbox.items.get(&seq));
-        let delivered = match item {
-            Some(MailItem::Message { from, id, .. }) => Some((from.clone(), *id)),
+        let user = session.id;
+        let delivered = match self.state.record(user).mailbox.items.get(&seq) {
+            Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
             Some(MailItem::Notice { .. }) => None,
-            None => return self.pump(&user), // expired meanwhile
+            None => return self.pump(user), // expired meanwhile
         };
-        self.persist(PersistCmd::Ack {
-            user: user.clone(),
-            seq,
-        });
-        if let Some((from, id)) = delivered {
-            self.enqueue_notice(
-                now,
-                &from,
-                Notice::Delivered {
-                    to: user.clone(),
-                    id,
-                },
-            );
+        let name = self.state.name(user).clone();
+        let from = delivered.and_then(|(from, _)| from);
+        self.persist_resolved(
+            PersistCmd::Ack {
+                user: name.clone(),
+                seq,
+            },
+            user,
+            from,
+        );
+        if let Some((Some(from), id)) = delivered {
+            self.enqueue_notice(now, from, Notice::Delivered { to: name, id });
         }
-        self.pump(&user);
+        self.pump(user);
     }
 
     /// Queues a notice for `owner` (never refused: notices are bounded by
     /// the sender's outstanding limit checked at Send).
-    pub(super) fn enqueue_notice(&mut self, now: Instant, owner: &UserName, notice: Notice) {
-        let Some(record) = self.state.user(owner) else {
-            return;
-        };
-        let seq = record.mailbox.next_seq;
+    pub(super) fn enqueue_notice(&mut self, now: Instant, owner: UserId, notice: Notice) {
+        let seq = self.state.record(owner).mailbox.next_seq;
         let item = MailItem::Notice {
             notice,
             enqueued_at: self.wall(now),
         };
-        let lsn = self.persist(PersistCmd::Enqueue {
-            user: owner.clone(),
-            seq,
-            item,
-        });
+        let lsn = self.persist_resolved(
+            PersistCmd::Enqueue {
+                user: self.state.name(owner).clone(),
+                seq,
+                item,
+            },
+            owner,
+            None,
+        );
         self.after_durable(
             now,
             lsn,
             Held::Deliverable {
-                user: owner.clone(),
+                user: owner,
                 end: seq + 1,
             },
         );
@@ -211,17 +217,15 @@ impl Server {
     /// Delivers what `user`'s window and presence allow. Frames are encoded
     /// straight from the mailbox into the connection's buffer (no copy of
     /// the envelope).
-    pub(super) fn pump(&mut self, user: &UserName) {
-        let Some(runtime) = self.users.get(user) else {
+    pub(super) fn pump(&mut self, user: UserId) {
+        let Some(runtime) = self.users.get(user.index()) else {
             return;
         };
         let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else {
             return;
         };
         let (window, max_frame) = (self.config.window as usize, self.config.max_frame);
-        let Some(record) = self.state.user(user) else {
-            return;
-        };
+        let record = self.state.record(user);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -237,17 +241,23 @@ impl Server {
                 break;
             }
             session.cursor = seq + 1;
-            session.in_flight.insert(*seq);
+            session.in_flight.push(*seq);
             let delivery = match item {
                 MailItem::Message {
                     from, id, envelope, ..
-                } => Delivery::Message {
-                    seq: *seq,
-                    from,
-                    id: *id,
-                    envelope,
-                },
-                MailItem::Notice { notice, .. } => Delivery::Notice { seq: *seq, notice },
+                } => {
+                    c.tx.reserve(super::TX_MIN + envelope.len());
+                    Delivery::Message {
+                        seq: *seq,
+                        from,
+                        id: *id,
+                        envelope,
+                    }
+                }
+                MailItem::Notice { notice, .. } => {
+                    c.tx.reserve(super::TX_MIN);
+                    Delivery::Notice { seq: *seq, notice }
+                }
             };
             // Cannot fail: envelopes are limited to max_frame − 1 KiB.
             let _ = encode_frame_into(&delivery, max_frame, &mut c.tx);
@@ -269,40 +279,30 @@ impl Server {
     pub(super) fn expire(&mut self, now: Instant) {
         let ttl_ms = self.config.message_ttl.as_millis() as u64;
         let cutoff = self.wall(now).saturating_sub(ttl_ms);
-        let due: Vec<(UserName, Seq)> = self
-            .state
-            .expired_items(cutoff)
-            .map(|(u, s)| (u.clone(), s))
-            .collect();
-        for (user, seq) in due {
-            let item = self
-                .state
-                .user(&user)
-                .and_then(|r| r.mailbox.items.get(&seq));
-            let expired = match item {
-                Some(MailItem::Message { from, id, .. }) => Some((from.clone(), *id)),
+        for (user, seq) in self.state.expired(cutoff) {
+            let expired = match self.state.record(user).mailbox.items.get(&seq) {
+                Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
                 _ => None,
             };
-            self.persist(PersistCmd::Expire {
-                user: user.clone(),
-                seq,
-            });
-            if let Some((from, id)) = expired {
-                self.enqueue_notice(
-                    now,
-                    &from,
-                    Notice::Expired {
-                        to: user.clone(),
-                        id,
-                    },
-                );
+            let name = self.state.name(user).clone();
+            let from = expired.and_then(|(from, _)| from);
+            self.persist_resolved(
+                PersistCmd::Expire {
+                    user: name.clone(),
+                    seq,
+                },
+                user,
+                from,
+            );
+            if let Some((Some(from), id)) = expired {
+                self.enqueue_notice(now, from, Notice::Expired { to: name, id });
             }
-            if let Some((conn, _)) = self.session_of(&user)
+            if let Some((conn, _)) = self.session_of(user)
                 && let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut())
             {
-                session.in_flight.remove(&seq);
+                session.in_flight.remove(seq);
             }
-            self.pump(&user);
+            self.pump(user);
         }
         self.next_expiry_check = self
             .state

@@ -1,12 +1,11 @@
 //! Version negotiation, registration, login and the key directory.
 
-use super::conn::{Challenge, ChallengePurpose, LoggedIn, Phase};
+use super::conn::{Challenge, ChallengePurpose, InFlight, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
 use crate::rng;
 use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
-use std::collections::HashSet;
 use std::time::Instant;
 
 impl Server {
@@ -216,7 +215,9 @@ impl Server {
                     user: user.clone(),
                     public_key: key.to_spki_der().to_vec(),
                 });
-                self.runtime(&user, now);
+                if let Some(id) = self.state.id_of(&user) {
+                    self.runtime(id, now);
+                }
                 self.after_durable(
                     now,
                     lsn,
@@ -231,7 +232,11 @@ impl Server {
     }
 
     fn complete_login(&mut self, now: Instant, conn: ConnId, user: UserName) {
-        let previous = self.runtime(&user, now).session.replace(conn);
+        // Registered: `on_prove` read the key from the state.
+        let Some(id) = self.state.id_of(&user) else {
+            return;
+        };
+        let previous = self.runtime(id, now).session.replace(conn);
         if let Some(old) = previous
             && old != conn
         {
@@ -242,18 +247,27 @@ impl Server {
                 "a newer login replaced this session",
             );
             // `fatal` cleared the session slot if it still named `old`.
-            self.runtime(&user, now).session = Some(conn);
+            self.runtime(id, now).session = Some(conn);
         }
-        // The connection's timer entry (set at connect) is re-armed with the
-        // liveness deadline when it fires.
+        // The liveness deadline may come before the handshake deadline.
+        let liveness = self
+            .conns
+            .get(&conn)
+            .map(|c| c.last_heard + self.config.liveness_timeout());
+        if let Some(at) = liveness {
+            self.arm_timer(conn, at);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let online = c.start_online;
+        c.decoder.set_max_frame(self.config.max_frame);
         c.phase = Phase::LoggedIn(LoggedIn {
             user: user.clone(),
-            online: true,
+            id,
+            online,
             cursor: 0,
-            in_flight: HashSet::new(),
+            in_flight: InFlight::default(),
         });
         let queued = self
             .state
@@ -270,11 +284,13 @@ impl Server {
             conn,
             user: user.clone(),
         });
-        self.event(ServerEvent::PresenceChanged {
-            user: user.clone(),
-            online: true,
-        });
-        self.pump(&user);
+        if online {
+            self.event(ServerEvent::PresenceChanged {
+                user: user.clone(),
+                online: true,
+            });
+        }
+        self.pump(id);
     }
 
     pub(super) fn on_fetch_key(&mut self, conn: ConnId, user: UserName) {

@@ -52,6 +52,7 @@ mod tests;
 
 pub use config::ServerConfig;
 pub use io::{CloseReason, Input, Output, ServerEvent};
+use state::UserId;
 pub use state::{MailItem, Mailbox, PersistCmd, ServerState, UserRecord};
 
 use crate::rng::{self, CoreRng};
@@ -61,9 +62,46 @@ use conn::{Conn, Phase};
 use limits::{RecentIds, TokenBucket};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-/// Volatile per-user bookkeeping (rebuilt at start, never persisted).
+/// Hashes driver-chosen connection ids (not chosen by peers, so a keyed
+/// hash buys nothing): one multiplication instead of SipHash.
+#[derive(Default)]
+struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing, folded so that the high bits hashbrown uses as
+        // tags depend on every input bit.
+        let h = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+/// Connections by id.
+type ConnMap = HashMap<ConnId, Conn, BuildHasherDefault<ConnIdHasher>>;
+
+/// Room reserved in a connection's send buffer before encoding a packet:
+/// enough for every reply but a key, and for a delivery's fields around its
+/// envelope (which is reserved on top).
+const TX_MIN: usize = 192;
+
+/// Volatile per-user bookkeeping (rebuilt at start, never persisted),
+/// indexed by [`UserId`].
 #[derive(Debug)]
 struct UserRuntime {
     /// The logged-in connection, if any.
@@ -84,7 +122,7 @@ enum Held {
     /// A reply promising durability.
     Reply { conn: ConnId, packet: ServerPacket },
     /// Items of `user`'s mailbox below `end` became deliverable.
-    Deliverable { user: UserName, end: Seq },
+    Deliverable { user: UserId, end: Seq },
     /// An event about a durable change.
     Event(io::ServerEvent),
 }
@@ -98,8 +136,9 @@ pub struct Server {
     server_id: [u8; 16],
     start: Instant,
     start_unix: UnixMillis,
-    conns: HashMap<ConnId, Conn>,
-    users: HashMap<UserName, UserRuntime>,
+    conns: ConnMap,
+    /// Per registered user, by [`UserId`] (the state's numbering).
+    users: Vec<UserRuntime>,
     outputs: VecDeque<Output>,
     /// Connections with frames in `tx`.
     dirty: Vec<ConnId>,
@@ -128,13 +167,14 @@ impl Server {
             .max_envelope
             .min(config.max_frame.saturating_sub(1024));
         config.window = config.window.max(1);
+        config.handshake_max_frame = config.handshake_max_frame.clamp(1024, config.max_frame);
         let mut rng = rng::from_seed(seed);
         let mut server = Self {
             server_id: [0; 16],
             start: now,
             start_unix: unix_ms,
-            conns: HashMap::new(),
-            users: HashMap::new(),
+            conns: ConnMap::default(),
+            users: Vec::new(),
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             next_lsn: 1,
@@ -161,27 +201,22 @@ impl Server {
     /// Volatile per-user state from the durable state: everything queued is
     /// durable, and every queued message id is remembered for deduplication.
     fn rebuild_runtime(&mut self, now: Instant) {
-        let mut recent: Vec<(UserName, MessageId)> = Vec::new();
-        for (name, record) in self.state.users() {
-            let runtime = UserRuntime {
-                session: None,
-                deliverable_end: record.mailbox.next_seq,
-                last_seen: None,
-                bucket: TokenBucket::new(self.config.send_burst, now),
-                recent: RecentIds::default(),
-            };
-            self.users.insert(name.clone(), runtime);
+        let mut recent: Vec<(UserId, MessageId)> = Vec::new();
+        for (_, record) in self.state.users() {
+            let mut runtime = self.new_runtime(now);
+            runtime.deliverable_end = record.mailbox.next_seq;
+            self.users.push(runtime);
             for item in record.mailbox.items.values() {
-                if let MailItem::Message { from, id, .. } = item {
-                    recent.push((from.clone(), *id));
+                if let MailItem::Message { from, id, .. } = item
+                    && let Some(from) = self.state.id_of(from)
+                {
+                    recent.push((from, *id));
                 }
             }
         }
+        let capacity = self.config.dedupe_per_sender;
         for (from, id) in recent {
-            let capacity = self.config.dedupe_per_sender;
-            if let Some(runtime) = self.users.get_mut(&from) {
-                runtime.recent.insert(id, Lsn(0), capacity);
-            }
+            self.users[from.index()].recent.insert(id, Lsn(0), capacity);
         }
         if self.state.oldest_item().is_some() {
             self.next_expiry_check = Some(now);
@@ -257,7 +292,10 @@ impl Server {
 
     /// Whether `user` is logged in and listening.
     pub fn is_online(&self, user: &UserName) -> bool {
-        self.session_of(user).is_some_and(|(_, online)| online)
+        self.state
+            .id_of(user)
+            .and_then(|id| self.session_of(id))
+            .is_some_and(|(_, online)| online)
     }
 
     /// The highest LSN reported durable.
@@ -279,23 +317,30 @@ impl Server {
         self.start_unix + now.saturating_duration_since(self.start).as_millis() as u64
     }
 
-    fn session_of(&self, user: &UserName) -> Option<(ConnId, bool)> {
-        let conn = self.users.get(user)?.session?;
+    fn session_of(&self, user: UserId) -> Option<(ConnId, bool)> {
+        let conn = self.users.get(user.index())?.session?;
         let online = self.conns.get(&conn)?.session()?.online;
         Some((conn, online))
     }
 
-    fn runtime(&mut self, user: &UserName, now: Instant) -> &mut UserRuntime {
-        let burst = self.config.send_burst;
-        self.users
-            .entry(user.clone())
-            .or_insert_with(|| UserRuntime {
-                session: None,
-                deliverable_end: 0,
-                last_seen: None,
-                bucket: TokenBucket::new(burst, now),
-                recent: RecentIds::default(),
-            })
+    fn new_runtime(&self, now: Instant) -> UserRuntime {
+        UserRuntime {
+            session: None,
+            deliverable_end: 0,
+            last_seen: None,
+            bucket: TokenBucket::new(self.config.send_burst, now),
+            recent: RecentIds::default(),
+        }
+    }
+
+    /// The runtime of a registered user (made when first needed: users
+    /// registered since start get theirs here).
+    fn runtime(&mut self, user: UserId, now: Instant) -> &mut UserRuntime {
+        while self.users.len() <= user.index() {
+            let fresh = self.new_runtime(now);
+            self.users.push(fresh);
+        }
+        &mut self.users[user.index()]
     }
 
     fn on_connected(&mut self, now: Instant, conn: ConnId) {
@@ -303,22 +348,36 @@ impl Server {
             return;
         }
         let session_id = rng::bytes(&mut self.rng);
-        self.conns
-            .insert(conn, Conn::new(self.config.max_frame, session_id, now));
-        self.timers
-            .push(Reverse((now + self.config.handshake_timeout, conn)));
+        self.conns.insert(
+            conn,
+            Conn::new(self.config.handshake_max_frame, session_id, now),
+        );
+        self.arm_timer(conn, now + self.config.handshake_timeout);
     }
 
-    fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+    /// Makes `at` the connection's timer if it is earlier than the one set.
+    /// Each connection has one live heap entry; later deadlines (a ping
+    /// moving the liveness deadline on) are picked up when it fires.
+    fn arm_timer(&mut self, conn: ConnId, at: Instant) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.decoder.push(bytes);
+        if c.timer_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        c.timer_at = Some(at);
+        self.timers.push(Reverse((at, conn)));
+    }
+
+    fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        // Whole frames are decoded straight from `bytes`; only a partial
+        // frame is copied into the connection's buffer.
+        let mut input = bytes;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            match c.decoder.next_packet::<ClientPacket>() {
+            match c.decoder.next_packet_from::<ClientPacket>(&mut input) {
                 Ok(Some(packet)) => {
                     c.last_heard = now;
                     self.on_packet(now, conn, packet);
@@ -385,9 +444,9 @@ impl Server {
         match held {
             Held::Reply { conn, packet } => self.send(conn, &packet),
             Held::Deliverable { user, end } => {
-                let runtime = self.runtime(&user, now);
+                let runtime = self.runtime(user, now);
                 runtime.deliverable_end = runtime.deliverable_end.max(end);
-                self.pump(&user);
+                self.pump(user);
             }
             Held::Event(event) => self.event(event),
         }
@@ -396,6 +455,16 @@ impl Server {
     /// Applies a command to the state and emits it for the store.
     fn persist(&mut self, cmd: PersistCmd) -> Lsn {
         self.state.apply(&cmd);
+        let lsn = Lsn(self.next_lsn);
+        self.next_lsn += 1;
+        self.outputs.push_back(Output::Persist { lsn, cmd });
+        lsn
+    }
+
+    /// [`Self::persist`] for a mailbox command of `user` about a message
+    /// from `from` (ids the caller already has).
+    fn persist_resolved(&mut self, cmd: PersistCmd, user: UserId, from: Option<UserId>) -> Lsn {
+        self.state.apply_resolved(&cmd, user, from);
         let lsn = Lsn(self.next_lsn);
         self.next_lsn += 1;
         self.outputs.push_back(Output::Persist { lsn, cmd });
@@ -418,6 +487,8 @@ impl Server {
             return;
         };
         let was_empty = c.tx.is_empty();
+        // One allocation for the usual reply instead of a doubling series.
+        c.tx.reserve(TX_MIN);
         // Packets the server builds stay within max_frame (envelopes are
         // limited to max_frame − 1 KiB), so encoding cannot fail in practice;
         // if it ever did, the packet is dropped rather than panicking.
@@ -472,10 +543,10 @@ impl Server {
             self.outputs.push_back(Output::Close { conn });
         }
         let user = c.user().cloned();
-        if let Some(user) = &user {
+        if let Some((user, id)) = user.as_ref().zip(c.user_id()) {
             let was_online = c.session().is_some_and(|s| s.online);
             let wall = self.wall(now);
-            let runtime = self.runtime(user, now);
+            let runtime = self.runtime(id, now);
             if runtime.session == Some(conn) {
                 runtime.session = None;
                 if was_online {

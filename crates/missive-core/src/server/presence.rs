@@ -8,24 +8,29 @@ use std::time::Instant;
 
 impl Server {
     pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {
-        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut()) else {
-            return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(session) = c.session_mut() else {
+            // Before login: the presence the session will start with.
+            c.start_online = online;
+            return;
         };
         if session.online == online {
             return;
         }
         session.online = online;
-        let user = session.user.clone();
+        let (user, id) = (session.user.clone(), session.id);
         if !online {
             let wall = self.wall(now);
-            self.runtime(&user, now).last_seen = Some(wall);
+            self.runtime(id, now).last_seen = Some(wall);
         }
         self.event(ServerEvent::PresenceChanged {
             user: user.clone(),
             online,
         });
         if online {
-            self.pump(&user);
+            self.pump(id);
         }
     }
 
@@ -33,7 +38,7 @@ impl Server {
         if self.conns.get(&conn).and_then(|c| c.user()).is_none() {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         }
-        if self.state.user(&user).is_none() {
+        let Some(id) = self.state.id_of(&user) else {
             return self.send_error(
                 conn,
                 ErrorCode::UnknownUser,
@@ -41,12 +46,12 @@ impl Server {
                 Some(user),
                 "no such user",
             );
-        }
-        let online = self.is_online(&user);
+        };
+        let online = self.session_of(id).is_some_and(|(_, online)| online);
         let last_seen_ms = if online {
             Some(self.wall(now))
         } else {
-            self.users.get(&user).and_then(|r| r.last_seen)
+            self.users.get(id.index()).and_then(|r| r.last_seen)
         };
         self.send(
             conn,
@@ -64,8 +69,12 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(deadline) = self.deadline_of(conn) else {
-                continue;
+            let live = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.timer_at == Some(at));
+            let Some(deadline) = self.deadline_of(conn).filter(|_| live) else {
+                continue; // a stale entry
             };
             if deadline <= now {
                 let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
@@ -75,7 +84,8 @@ impl Server {
                     "handshake deadline passed"
                 };
                 self.fatal(now, conn, ErrorCode::Timeout, detail);
-            } else {
+            } else if let Some(c) = self.conns.get_mut(&conn) {
+                c.timer_at = Some(deadline);
                 self.timers.push(Reverse((deadline, conn)));
             }
         }

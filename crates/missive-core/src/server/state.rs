@@ -8,7 +8,7 @@
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// One durable change. Stores persist these (or their effect) and report the
 /// highest durable [`crate::Lsn`] back with `Input::Durable`.
@@ -138,13 +138,59 @@ pub struct SenderUsage {
 }
 
 /// The server's durable state: server id, users with keys, mailboxes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Equality means "same durable content": the same server id and the same
+/// users with equal records, whatever order they were registered or
+/// rebuilt in.
+#[derive(Debug, Clone, Default)]
 pub struct ServerState {
     server_id: Option<[u8; 16]>,
-    users: HashMap<UserName, UserRecord>,
-    /// Expiry index: (enqueued_at, owner, seq). Derived from the mailboxes.
-    expiry: BTreeSet<(UnixMillis, UserName, Seq)>,
+    /// Name → position in `users`.
+    index: HashMap<UserName, UserId>,
+    /// Registered users in registration order (users are never removed, so
+    /// a [`UserId`] stays valid for the life of the state).
+    users: Vec<Slot>,
+    /// Items queued in all mailboxes.
+    queued: usize,
 }
+
+/// Dense number of a registered user inside one [`ServerState`] (its
+/// registration order). Internal: never persisted or shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct UserId(u32);
+
+impl UserId {
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One registered user.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: UserName,
+    record: UserRecord,
+    /// Whether `enqueued_at` never decreases along the mailbox (in seq
+    /// order), so that its oldest item is its first. True unless the wall
+    /// clock went back between two enqueues (or a store replayed items out
+    /// of order); reset when the mailbox empties. Expiry then reads only the
+    /// front of an ordered mailbox, and needs no index of its own.
+    ordered: bool,
+}
+
+impl PartialEq for ServerState {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_id == other.server_id
+            && self.users.len() == other.users.len()
+            && self
+                .users
+                .iter()
+                .all(|slot| other.user(&slot.name) == Some(&slot.record))
+    }
+}
+
+impl Eq for ServerState {}
 
 impl ServerState {
     /// An empty state (first start).
@@ -174,60 +220,133 @@ impl ServerState {
         match cmd {
             PersistCmd::SetServerId { server_id } => self.server_id = Some(*server_id),
             PersistCmd::RegisterUser { user, public_key } => {
-                self.users
-                    .entry(user.clone())
-                    .or_insert_with(|| UserRecord {
-                        public_key: public_key.clone(),
-                        ..UserRecord::default()
-                    });
+                self.register(user, public_key);
             }
-            PersistCmd::Enqueue { user, seq, item } => self.enqueue(user, *seq, item),
+            PersistCmd::Enqueue { user, seq, item } => {
+                if let Some(id) = self.id_of(user) {
+                    self.enqueue(id, *seq, item, None);
+                }
+            }
             PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
-                self.remove(user, *seq);
+                if let Some(id) = self.id_of(user) {
+                    self.remove(id, *seq, None);
+                }
             }
             PersistCmd::SetNextSeq { user, next_seq } => {
-                if let Some(record) = self.users.get_mut(user) {
-                    record.mailbox.next_seq = record.mailbox.next_seq.max(*next_seq);
+                if let Some(id) = self.id_of(user) {
+                    let mailbox = &mut self.users[id.index()].record.mailbox;
+                    mailbox.next_seq = mailbox.next_seq.max(*next_seq);
                 }
             }
         }
     }
 
-    fn enqueue(&mut self, user: &UserName, seq: Seq, item: &MailItem) {
-        let Some(record) = self.users.get_mut(user) else {
-            return;
-        };
-        let mailbox = &mut record.mailbox;
+    /// Registers `user` unless the name is taken; returns its id either way.
+    fn register(&mut self, user: &UserName, public_key: &[u8]) -> UserId {
+        if let Some(id) = self.id_of(user) {
+            return id;
+        }
+        let id = UserId(u32::try_from(self.users.len()).expect("fewer than 2^32 users"));
+        self.index.insert(user.clone(), id);
+        self.users.push(Slot {
+            name: user.clone(),
+            record: UserRecord {
+                public_key: public_key.to_vec(),
+                ..UserRecord::default()
+            },
+            ordered: true,
+        });
+        id
+    }
+
+    /// [`Self::apply`] for a mailbox command whose owner is `user` and whose
+    /// message (if any) is from `from`: the server knows both, and this
+    /// saves looking them up by name.
+    pub(crate) fn apply_resolved(&mut self, cmd: &PersistCmd, user: UserId, from: Option<UserId>) {
+        match cmd {
+            PersistCmd::Enqueue {
+                user: name,
+                seq,
+                item,
+            } => {
+                debug_assert_eq!(self.id_of(name), Some(user));
+                self.enqueue(user, *seq, item, from);
+            }
+            PersistCmd::Ack { user: name, seq } | PersistCmd::Expire { user: name, seq } => {
+                debug_assert_eq!(self.id_of(name), Some(user));
+                self.remove(user, *seq, from);
+            }
+            _ => self.apply(cmd),
+        }
+    }
+
+    /// The id of a message's sender: `hint` if given (checked in debug
+    /// builds), else looked up.
+    #[inline]
+    fn sender_id(&self, from: &UserName, hint: Option<UserId>) -> Option<UserId> {
+        match hint {
+            Some(id) => {
+                debug_assert_eq!(self.id_of(from), Some(id));
+                Some(id)
+            }
+            None => self.id_of(from),
+        }
+    }
+
+    fn enqueue(&mut self, id: UserId, seq: Seq, item: &MailItem, from_hint: Option<UserId>) {
+        let slot = &mut self.users[id.index()];
+        let mailbox = &mut slot.record.mailbox;
         if mailbox.items.contains_key(&seq) {
             return;
         }
+        let in_order = match mailbox.items.last_key_value() {
+            None => true,
+            Some((&last, last_item)) => seq > last && item.enqueued_at() >= last_item.enqueued_at(),
+        };
+        if mailbox.items.is_empty() {
+            slot.ordered = true;
+        }
+        slot.ordered &= in_order;
         mailbox.next_seq = mailbox.next_seq.max(seq + 1);
+        mailbox.items.insert(seq, item.clone());
+        self.queued += 1;
         match item {
             MailItem::Message { from, envelope, .. } => {
                 mailbox.message_count += 1;
                 mailbox.message_bytes += envelope.len() as u64;
-                let usage = mailbox.per_sender.entry(from.clone()).or_default();
-                usage.messages += 1;
-                usage.bytes += envelope.len() as u64;
-                let from = from.clone();
-                mailbox.items.insert(seq, item.clone());
-                if let Some(sender) = self.users.get_mut(&from) {
-                    sender.outstanding += 1;
+                let len = envelope.len() as u64;
+                match mailbox.per_sender.get_mut(from) {
+                    Some(usage) => {
+                        usage.messages += 1;
+                        usage.bytes += len;
+                    }
+                    None => {
+                        mailbox.per_sender.insert(
+                            from.clone(),
+                            SenderUsage {
+                                messages: 1,
+                                bytes: len,
+                            },
+                        );
+                    }
+                }
+                if let Some(sender) = self.sender_id(from, from_hint) {
+                    self.users[sender.index()].record.outstanding += 1;
                 }
             }
-            MailItem::Notice { .. } => {
-                mailbox.items.insert(seq, item.clone());
-                record.outstanding += 1;
-            }
+            MailItem::Notice { .. } => slot.record.outstanding += 1,
         }
-        self.expiry.insert((item.enqueued_at(), user.clone(), seq));
     }
 
-    fn remove(&mut self, user: &UserName, seq: Seq) -> Option<MailItem> {
-        let record = self.users.get_mut(user)?;
+    fn remove(&mut self, id: UserId, seq: Seq, from_hint: Option<UserId>) -> Option<MailItem> {
+        let slot = &mut self.users[id.index()];
+        let record = &mut slot.record;
         let mailbox = &mut record.mailbox;
         let item = mailbox.items.remove(&seq)?;
-        self.expiry.remove(&(item.enqueued_at(), user.clone(), seq));
+        self.queued -= 1;
+        if mailbox.items.is_empty() {
+            slot.ordered = true;
+        }
         match &item {
             MailItem::Message { from, envelope, .. } => {
                 mailbox.message_count -= 1;
@@ -239,8 +358,8 @@ impl ServerState {
                         mailbox.per_sender.remove(from);
                     }
                 }
-                let from = from.clone();
-                if let Some(sender) = self.users.get_mut(&from) {
+                if let Some(sender) = self.sender_id(from, from_hint) {
+                    let sender = &mut self.users[sender.index()].record;
                     sender.outstanding = sender.outstanding.saturating_sub(1);
                 }
             }
@@ -256,12 +375,12 @@ impl ServerState {
 
     /// A registered user.
     pub fn user(&self, name: &UserName) -> Option<&UserRecord> {
-        self.users.get(name)
+        self.id_of(name).map(|id| self.record(id))
     }
 
-    /// All registered users.
+    /// All registered users (in registration order).
     pub fn users(&self) -> impl Iterator<Item = (&UserName, &UserRecord)> {
-        self.users.iter()
+        self.users.iter().map(|slot| (&slot.name, &slot.record))
     }
 
     /// Number of registered users.
@@ -271,20 +390,37 @@ impl ServerState {
 
     /// Items queued in all mailboxes.
     pub fn queued_items(&self) -> usize {
-        self.users.values().map(|u| u.mailbox.items.len()).sum()
+        self.queued
     }
 
-    /// Items enqueued at or before `cutoff`, oldest first.
+    /// Items enqueued at or before `cutoff`, oldest first (ties by owner's
+    /// name, then sequence number).
+    ///
+    /// Reads only the due front of each mailbox whose items are in time
+    /// order (all of them unless the wall clock went back), so it costs
+    /// O(users + due items); the server calls it once per expiry interval.
     pub fn expired_items(&self, cutoff: UnixMillis) -> impl Iterator<Item = (&UserName, Seq)> {
-        self.expiry
-            .iter()
-            .take_while(move |(at, _, _)| *at <= cutoff)
-            .map(|(_, user, seq)| (user, *seq))
+        self.expired(cutoff)
+            .into_iter()
+            .map(|(id, seq)| (self.name(id), seq))
     }
 
     /// The oldest enqueue time of any item.
     pub fn oldest_item(&self) -> Option<UnixMillis> {
-        self.expiry.first().map(|(at, _, _)| *at)
+        if self.queued == 0 {
+            return None;
+        }
+        self.users
+            .iter()
+            .filter_map(|slot| {
+                let items = &slot.record.mailbox.items;
+                if slot.ordered {
+                    items.first_key_value().map(|(_, item)| item.enqueued_at())
+                } else {
+                    items.values().map(MailItem::enqueued_at).min()
+                }
+            })
+            .min()
     }
 
     /// The commands that rebuild this state from nothing (a snapshot): server
@@ -295,24 +431,61 @@ impl ServerState {
         if let Some(server_id) = self.server_id {
             out.push(PersistCmd::SetServerId { server_id });
         }
-        let mut names: Vec<&UserName> = self.users.keys().collect();
-        names.sort();
-        for user in &names {
-            let record = &self.users[*user];
+        let mut slots: Vec<&Slot> = self.users.iter().collect();
+        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        for slot in &slots {
             out.push(PersistCmd::RegisterUser {
-                user: (*user).clone(),
-                public_key: record.public_key.clone(),
+                user: slot.name.clone(),
+                public_key: slot.record.public_key.clone(),
             });
         }
-        for user in names {
-            for (seq, item) in &self.users[user].mailbox.items {
+        for slot in slots {
+            for (seq, item) in &slot.record.mailbox.items {
                 out.push(PersistCmd::Enqueue {
-                    user: user.clone(),
+                    user: slot.name.clone(),
                     seq: *seq,
                     item: item.clone(),
                 });
             }
         }
         out
+    }
+
+    // ---- by id, for the server ----
+
+    /// The id of a registered user.
+    #[inline]
+    pub(crate) fn id_of(&self, name: &UserName) -> Option<UserId> {
+        self.index.get(name).copied()
+    }
+
+    /// The record of a registered user.
+    #[inline]
+    pub(crate) fn record(&self, id: UserId) -> &UserRecord {
+        &self.users[id.index()].record
+    }
+
+    /// The name of a registered user.
+    #[inline]
+    pub(crate) fn name(&self, id: UserId) -> &UserName {
+        &self.users[id.index()].name
+    }
+
+    /// Items enqueued at or before `cutoff`, in the order of
+    /// [`Self::expired_items`].
+    pub(crate) fn expired(&self, cutoff: UnixMillis) -> Vec<(UserId, Seq)> {
+        let mut due: Vec<(UnixMillis, UserId, Seq)> = Vec::new();
+        for (i, slot) in self.users.iter().enumerate() {
+            let id = UserId(i as u32);
+            let items = slot.record.mailbox.items.iter();
+            let old = items.map(|(seq, item)| (item.enqueued_at(), id, *seq));
+            if slot.ordered {
+                due.extend(old.take_while(|(at, _, _)| *at <= cutoff));
+            } else {
+                due.extend(old.filter(|(at, _, _)| *at <= cutoff));
+            }
+        }
+        due.sort_unstable_by(|a, b| (a.0, self.name(a.1), a.2).cmp(&(b.0, self.name(b.1), b.2)));
+        due.into_iter().map(|(_, id, seq)| (id, seq)).collect()
     }
 }

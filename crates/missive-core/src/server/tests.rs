@@ -310,6 +310,21 @@ fn garbage_and_oversized_frames_are_fatal_and_others_keep_working() {
 }
 
 #[test]
+fn frames_before_login_are_limited_to_the_handshake_limit() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.hello(1);
+    // A 20 KiB frame before login: refused without buffering it.
+    h.bytes(a, &(20 * 1024u32).to_be_bytes());
+    h.expect_error(a, ErrorCode::FrameTooLarge);
+    assert!(h.closed.contains(&a));
+    // After login the full limit applies.
+    h.user(2, "bob", &ids()[1]);
+    let c = h.user(3, "alice", &ids()[0]);
+    h.send_msg(c, 1, "bob", &[7; 100 * 1024]);
+    assert!(matches!(h.expect(c), ServerPacket::Accepted { .. }));
+}
+
+#[test]
 fn registration_is_held_until_durable_and_idempotent() {
     let mut h = Harness::new(ServerConfig::default());
     h.auto_durable = false;
@@ -921,6 +936,50 @@ fn ping_pong_and_missed_pings_go_offline() {
             .iter()
             .any(|e| matches!(e, ServerEvent::PresenceChanged { online: false, .. }))
     );
+}
+
+#[test]
+fn liveness_shorter_than_the_handshake_deadline_is_enforced() {
+    let config = ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        missed_pings: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user(1, "alice", &ids()[0]);
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now + Duration::from_millis(200))
+    );
+    h.advance(Duration::from_millis(150));
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+    h.advance(Duration::from_millis(100));
+    assert!(!h.closed.contains(&a), "the ping moved the deadline on");
+    h.advance(Duration::from_millis(110));
+    h.expect_error(a, ErrorCode::Timeout);
+    assert!(h.closed.contains(&a));
+}
+
+#[test]
+fn presence_set_before_login_starts_the_session_offline() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"m");
+    h.expect(a);
+    let b = h.hello(3);
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    h.login(b, "bob", &ids()[1]);
+    assert!(matches!(
+        h.expect(b),
+        ServerPacket::LoggedIn { queued: 1, .. }
+    ));
+    assert_eq!(h.recv(b), None, "nothing delivered while offline");
+    assert!(!h.server.is_online(&name("bob")));
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
 }
 
 #[test]

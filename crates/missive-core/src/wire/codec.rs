@@ -107,13 +107,19 @@ pub fn encode_frame_into<P: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
-    let mut writer = LimitedWriter {
-        out,
-        limit: max_frame as usize,
-        written: 0,
+    let result = match super::fast_ser::encode_into(packet, out, max_frame as usize) {
+        Ok(len) => Ok(len),
+        Err(_) => {
+            // A shape the fast path leaves to ciborium.
+            out.truncate(start + LENGTH_PREFIX_LEN);
+            let mut writer = LimitedWriter {
+                out,
+                limit: max_frame as usize,
+                written: 0,
+            };
+            ciborium::ser::into_writer(packet, &mut writer).map(|()| writer.written)
+        }
     };
-    let result = ciborium::ser::into_writer(packet, &mut writer);
-    let len = writer.written;
     match result {
         Err(e) => {
             out.truncate(start);
@@ -122,7 +128,7 @@ pub fn encode_frame_into<P: Serialize>(
                 ciborium::ser::Error::Io(e) => e.to_string(),
             }))
         }
-        Ok(()) => match u32::try_from(len) {
+        Ok(len) => match u32::try_from(len) {
             Ok(len32) if len32 <= max_frame => {
                 out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len32.to_be_bytes());
                 Ok(())
@@ -173,6 +179,17 @@ impl std::io::Write for LimitedWriter<'_> {
 /// most [`CBOR_RECURSION_LIMIT`] deep, that encodes a whole packet. See
 /// [`DecodeError`] for the order of the checks.
 pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
+    // Plain, valid packets decode straight from the slice; everything else
+    // (including every invalid payload) takes the checked path below.
+    match super::fast_de::decode(payload) {
+        Some(packet) => Ok(packet),
+        None => decode_packet_checked(payload),
+    }
+}
+
+/// [`decode_packet`] without the fast path: scan, then ciborium.
+#[cold]
+pub(super) fn decode_packet_checked<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
     let end = cbor::item_len(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if end < payload.len() {
         return Err(DecodeError::TrailingBytes {
@@ -182,7 +199,19 @@ pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeErr
     // ciborium reads exactly what it decodes from a `&[u8]` (it never reads
     // ahead), so what is left in `rest` is what the packet did not use.
     let mut rest = payload;
-    match ciborium::de::from_reader_with_recursion_limit::<P, _>(&mut rest, CBOR_RECURSION_LIMIT) {
+    // The scanner has bounded the nesting by CBOR_RECURSION_LIMIT, counted
+    // as ciborium counts it, so ciborium's own (higher) limit never applies.
+    let decoded = SCRATCH.with_borrow_mut(|scratch| {
+        // A scratch as long as the payload holds any string of it whole:
+        // ciborium then copies a byte string once into its `Vec`, instead of
+        // in 4 KiB pieces into a growing one; and the scratch is not zeroed
+        // again for every packet.
+        if scratch.len() < payload.len() {
+            scratch.resize(payload.len().next_power_of_two(), 0);
+        }
+        ciborium::de::from_reader_with_buffer::<P, _>(&mut rest, scratch)
+    });
+    match decoded {
         Ok(packet) if rest.is_empty() => Ok(packet),
         // E.g. `{"ping": null}`: a unit variant written as a map.
         Ok(_) => Err(DecodeError::UnknownPacket(format!(
@@ -191,6 +220,13 @@ pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeErr
         ))),
         Err(e) => Err(map_de_error(e)),
     }
+}
+
+thread_local! {
+    /// ciborium's scratch buffer for [`decode_packet`], reused across calls
+    /// (it grows to the largest payload decoded on the thread, at most the
+    /// frame limit).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Classifies a ciborium error for a payload that the scanner found to be
@@ -267,6 +303,13 @@ impl FrameDecoder {
     #[inline]
     pub fn max_frame(&self) -> u32 {
         self.max_frame
+    }
+
+    /// Changes the payload limit for every frame not yet returned (a server
+    /// raises it once a connection has logged in). Takes effect at the next
+    /// frame boundary check; bytes already buffered stay buffered.
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
     }
 
     /// Appends received bytes.
@@ -404,6 +447,38 @@ impl FrameDecoder {
             }
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Like [`push`](Self::push)ing `input` then calling
+    /// [`next_packet`](Self::next_packet), except that while nothing is
+    /// buffered, a complete frame at the front of `input` is decoded where it
+    /// lies, without being copied into (or allocating) the buffer. Advances
+    /// `input` past what it consumed; call again until `Ok(None)`, which
+    /// means `input` has been taken whole.
+    pub(crate) fn next_packet_from<P: DeserializeOwned>(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<P>, DecodeError> {
+        if self.error.is_none() && self.buf.len() == self.pos && input.len() >= LENGTH_PREFIX_LEN {
+            let len = prefix(input);
+            let total = LENGTH_PREFIX_LEN + len as usize;
+            if len <= self.max_frame && input.len() >= total {
+                let payload = &input[LENGTH_PREFIX_LEN..total];
+                return match decode_packet(payload) {
+                    Ok(packet) => {
+                        *input = &input[total..];
+                        Ok(Some(packet))
+                    }
+                    Err(e) => {
+                        *input = &[];
+                        Err(self.fail(e))
+                    }
+                };
+            }
+        }
+        self.push(input);
+        *input = &[];
+        self.next_packet()
     }
 
     /// Bytes received but not yet returned as frames.

@@ -1093,3 +1093,67 @@ fn throughput() {
         mb / pk.as_secs_f64()
     );
 }
+
+/// Everything `next_packet` returns for `stream` fed in `cuts`, then the
+/// first error (if any).
+fn drain_pushing(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<DecodeError>) {
+    let mut d = FrameDecoder::new(MAX);
+    let mut out = Vec::new();
+    for w in cuts.windows(2) {
+        d.push(&stream[w[0]..w[1]]);
+        loop {
+            match d.next_packet::<ClientPacket>() {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+/// The same through `next_packet_from`.
+fn drain_in_place(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<DecodeError>) {
+    let mut d = FrameDecoder::new(MAX);
+    let mut out = Vec::new();
+    for w in cuts.windows(2) {
+        let mut input = &stream[w[0]..w[1]];
+        loop {
+            match d.next_packet_from::<ClientPacket>(&mut input) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        assert!(input.is_empty());
+    }
+    assert_eq!(d.buffered_len(), 0, "whole frames leave nothing behind");
+    (out, None)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Decoding in place gives what pushing gives, for any split, including
+    /// a bad frame (garbage or an oversized prefix) somewhere in the stream.
+    #[test]
+    fn prop_in_place_decoding_matches_pushing(
+        packets in prop::collection::vec(client_packet(), 1..6),
+        bad in prop::option::of((0usize..6, any::<bool>())),
+        raw_cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let mut stream = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            if let Some((at, oversized)) = bad && at == i {
+                if oversized {
+                    stream.extend_from_slice(&(MAX + 1).to_be_bytes());
+                } else {
+                    stream.extend_from_slice(&frame(&[0xff, 0x00]));
+                }
+            }
+            encode_frame_into(p, MAX, &mut stream).unwrap();
+        }
+        let cuts = cuts(stream.len(), &raw_cuts);
+        prop_assert_eq!(drain_in_place(&stream, &cuts), drain_pushing(&stream, &cuts));
+    }
+}
