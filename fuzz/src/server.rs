@@ -78,6 +78,9 @@ impl Setup {
         c.handshake_timeout = Duration::from_secs(1 + u64::from(b[11] % 30));
         c.ping_interval = Duration::from_secs(1 + u64::from(b[12] % 30));
         c.missed_pings = 1 + u32::from(b[13] % 3);
+        // Frames before login: 1, 2, 3 or 4 KiB (the server clamps to
+        // 1 KiB..=max_frame).
+        c.handshake_max_frame = 1024 * (1 + u32::from(b[13] >> 2) % 4);
         c
     }
 }
@@ -263,7 +266,10 @@ impl ConnModel {
         Self {
             // The client side accepts whatever the server may send.
             rx: FrameDecoder::new(max_frame),
-            mirror: FrameDecoder::new(max_frame),
+            // No limit: where the server's decoder refuses a frame (its
+            // limit is lower before login), it closes the connection, and
+            // the model forgets it; the mirror never misses an ack.
+            mirror: FrameDecoder::new(u32::MAX),
             mirror_failed: false,
             user: None,
             in_flight: BTreeSet::new(),
