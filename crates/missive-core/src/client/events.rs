@@ -132,7 +132,10 @@ pub enum ClientEvent {
     Error {
         /// The code (from the server, or chosen locally for bad server data).
         code: ErrorCode,
-        /// Human-readable detail.
+        /// The user the error is about (e.g. the unknown user of a presence
+        /// query), when the server named one.
+        user: Option<UserName>,
+        /// Human-readable detail; never parse it.
         detail: String,
     },
 }

@@ -194,6 +194,16 @@ impl Client {
         conn.next_ping = now.checked_add(conn.ping_interval);
         conn.phase = Phase::AwaitChallenge(AuthContext::Login);
         self.max_envelope = Some(limits.max_envelope);
+        self.send_login();
+    }
+
+    /// Sends Login, preceded by the wanted presence when it is offline, so
+    /// the new session starts offline and nothing is delivered before the
+    /// client says it listens.
+    fn send_login(&mut self) {
+        if !self.online {
+            self.transmit(&ClientPacket::SetPresence { online: false });
+        }
         self.transmit(&ClientPacket::Login {
             user: self.config.user.clone(),
         });
@@ -236,7 +246,7 @@ impl Client {
         if let Some(conn) = self.conn.as_mut() {
             conn.phase = Phase::AwaitChallenge(AuthContext::Login);
         }
-        self.transmit(&ClientPacket::Login { user });
+        self.send_login();
     }
 
     fn on_logged_in(&mut self, user: UserName, queued: u64) {
@@ -251,9 +261,6 @@ impl Client {
             conn.phase = Phase::LoggedIn;
         }
         self.out.event(ClientEvent::LoggedIn { queued });
-        if !self.online {
-            self.transmit(&ClientPacket::SetPresence { online: false });
-        }
         for user in std::mem::take(&mut self.queued_queries) {
             self.send_presence_query(user);
         }

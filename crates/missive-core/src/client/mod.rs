@@ -271,7 +271,11 @@ impl Client {
 
     /// Reports `code` and asks the driver to close the connection.
     fn close_with(&mut self, code: ErrorCode, detail: String) {
-        self.out.event(ClientEvent::Error { code, detail });
+        self.out.event(ClientEvent::Error {
+            code,
+            user: None,
+            detail,
+        });
         if let Some(conn) = self.conn.as_mut()
             && conn.phase != Phase::Closed
         {

@@ -252,7 +252,8 @@ impl Client {
                     other => {
                         self.out.event(ClientEvent::Error {
                             code,
-                            detail: format!("{user}: {detail}"),
+                            user: Some(user.clone()),
+                            detail,
                         });
                         (
                             SendFailure::Rejected(other),
@@ -270,11 +271,16 @@ impl Client {
             }
             self.out.event(ClientEvent::Error {
                 code,
-                detail: format!("{user}: {detail}"),
+                user: Some(user),
+                detail,
             });
             return;
         }
-        self.out.event(ClientEvent::Error { code, detail });
+        self.out.event(ClientEvent::Error {
+            code,
+            user: None,
+            detail,
+        });
     }
 
     /// Removes every outbox entry for `to`, reporting `reason` for each.

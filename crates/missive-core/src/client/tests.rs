@@ -229,12 +229,14 @@ impl Harness {
     /// packets sent right after login.
     fn login(&mut self) -> Vec<ClientPacket> {
         self.connect();
-        assert_eq!(
-            self.recv(welcome()),
-            vec![ClientPacket::Login {
-                user: name("alice")
-            }]
-        );
+        let mut expected = Vec::new();
+        if !self.client.online {
+            expected.push(ClientPacket::SetPresence { online: false });
+        }
+        expected.push(ClientPacket::Login {
+            user: name("alice"),
+        });
+        assert_eq!(self.recv(welcome()), expected);
         assert!(self.challenge(AuthContext::Login).is_empty());
         let out = self.recv(ServerPacket::LoggedIn {
             user: name("alice"),
@@ -1066,14 +1068,9 @@ fn presence() {
     h.client.set_presence(h.now, false);
     h.client.query_presence(h.now, name("bob"));
     assert!(h.drain().is_empty(), "nothing before login");
+    // The offline presence went out before Login (see `Harness::login`).
     let out = h.login();
-    assert_eq!(
-        out,
-        vec![
-            ClientPacket::SetPresence { online: false },
-            ClientPacket::QueryPresence { user: name("bob") }
-        ]
-    );
+    assert_eq!(out, vec![ClientPacket::QueryPresence { user: name("bob") }]);
     h.recv(ServerPacket::Presence {
         user: name("bob"),
         online: false,

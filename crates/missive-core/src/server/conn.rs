@@ -87,7 +87,12 @@ pub(crate) struct Conn {
     pub phase: Phase,
     pub session_id: [u8; 16],
     pub challenge: Option<Challenge>,
+    /// Presence the session starts with (SetPresence before login sets it).
+    pub start_online: bool,
     pub connected_at: Instant,
+    /// When this connection's one live entry in the timer heap fires
+    /// (entries with another time are stale and skipped).
+    pub timer_at: Option<Instant>,
     /// Last time any packet arrived.
     pub last_heard: Instant,
     /// Frames waiting to be handed out as one Transmit.
@@ -101,7 +106,9 @@ impl Conn {
             phase: Phase::AwaitHello,
             session_id,
             challenge: None,
+            start_online: true,
             connected_at: now,
+            timer_at: None,
             last_heard: now,
             tx: Vec::new(),
         }

@@ -4,7 +4,7 @@ use super::conn::{Challenge, ChallengePurpose, InFlight, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
 use crate::rng;
-use crate::types::{ConnId, UserName};
+use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
 use std::time::Instant;
 
@@ -190,8 +190,18 @@ impl Server {
     ) {
         match self.state.user(&user) {
             Some(record) if record.public_key == key.to_spki_der() => {
-                // Idempotent: the same name with the same key again.
-                self.send(conn, &ServerPacket::Registered { user });
+                // Idempotent: the same name with the same key again. The
+                // first registration may not be durable yet: answer once
+                // every command emitted so far (which include it) is.
+                let emitted = Lsn(self.next_lsn - 1);
+                self.after_durable(
+                    now,
+                    emitted,
+                    Held::Reply {
+                        conn,
+                        packet: ServerPacket::Registered { user },
+                    },
+                );
             }
             Some(_) => self.send_error(
                 conn,
@@ -239,15 +249,22 @@ impl Server {
             // `fatal` cleared the session slot if it still named `old`.
             self.runtime(id, now).session = Some(conn);
         }
-        // The connection's timer entry (set at connect) is re-armed with the
-        // liveness deadline when it fires.
+        // The liveness deadline may come before the handshake deadline.
+        let liveness = self
+            .conns
+            .get(&conn)
+            .map(|c| c.last_heard + self.config.liveness_timeout());
+        if let Some(at) = liveness {
+            self.arm_timer(conn, at);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let online = c.start_online;
         c.phase = Phase::LoggedIn(LoggedIn {
             user: user.clone(),
             id,
-            online: true,
+            online,
             cursor: 0,
             in_flight: InFlight::default(),
         });
@@ -266,10 +283,12 @@ impl Server {
             conn,
             user: user.clone(),
         });
-        self.event(ServerEvent::PresenceChanged {
-            user: user.clone(),
-            online: true,
-        });
+        if online {
+            self.event(ServerEvent::PresenceChanged {
+                user: user.clone(),
+                online: true,
+            });
+        }
         self.pump(id);
     }
 

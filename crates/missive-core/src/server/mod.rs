@@ -349,8 +349,21 @@ impl Server {
         let session_id = rng::bytes(&mut self.rng);
         self.conns
             .insert(conn, Conn::new(self.config.max_frame, session_id, now));
-        self.timers
-            .push(Reverse((now + self.config.handshake_timeout, conn)));
+        self.arm_timer(conn, now + self.config.handshake_timeout);
+    }
+
+    /// Makes `at` the connection's timer if it is earlier than the one set.
+    /// Each connection has one live heap entry; later deadlines (a ping
+    /// moving the liveness deadline on) are picked up when it fires.
+    fn arm_timer(&mut self, conn: ConnId, at: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.timer_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        c.timer_at = Some(at);
+        self.timers.push(Reverse((at, conn)));
     }
 
     fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
@@ -513,6 +526,10 @@ impl Server {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        // Replies held for durability die with their connection: the driver
+        // may reuse the id for a new one.
+        self.held
+            .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
         if reason != CloseReason::TransportClosed {
             if !c.tx.is_empty() {
                 self.outputs.push_back(Output::Transmit {

@@ -8,8 +8,13 @@ use std::time::Instant;
 
 impl Server {
     pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {
-        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut()) else {
-            return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(session) = c.session_mut() else {
+            // Before login: the presence the session will start with.
+            c.start_online = online;
+            return;
         };
         if session.online == online {
             return;
@@ -64,8 +69,12 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(deadline) = self.deadline_of(conn) else {
-                continue;
+            let live = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.timer_at == Some(at));
+            let Some(deadline) = self.deadline_of(conn).filter(|_| live) else {
+                continue; // a stale entry
             };
             if deadline <= now {
                 let logged_in = self.conns.get(&conn).is_some_and(|c| c.user().is_some());
@@ -75,7 +84,8 @@ impl Server {
                     "handshake deadline passed"
                 };
                 self.fatal(now, conn, ErrorCode::Timeout, detail);
-            } else {
+            } else if let Some(c) = self.conns.get_mut(&conn) {
+                c.timer_at = Some(deadline);
                 self.timers.push(Reverse((deadline, conn)));
             }
         }

@@ -345,6 +345,70 @@ fn registration_is_held_until_durable_and_idempotent() {
     assert_eq!(h.log.len(), commands);
 }
 
+/// Found by the `server_inputs` fuzz target: registering a name again with
+/// the same key, before the first registration is durable, must not answer
+/// `Registered` until it is (docs/PROTOCOL.md §4.2, §4.8).
+#[test]
+fn repeated_registration_waits_for_the_first_to_be_durable() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.auto_durable = false;
+    h.make_durable();
+    let first = h.hello(1);
+    let second = h.hello(2);
+    h.register(first, "alice", &ids()[0]);
+    assert_eq!(h.recv(first), None);
+    h.register(second, "alice", &ids()[0]);
+    assert_eq!(
+        h.recv(second),
+        None,
+        "Registered before the name is durable"
+    );
+    h.make_durable();
+    for conn in [first, second] {
+        assert_eq!(
+            h.expect(conn),
+            ServerPacket::Registered {
+                user: name("alice")
+            }
+        );
+    }
+    let registrations = h
+        .log
+        .iter()
+        .filter(|(_, c)| matches!(c, PersistCmd::RegisterUser { .. }))
+        .count();
+    assert_eq!(registrations, 1);
+}
+
+/// Found by the `server_inputs` fuzz target: a reply held for durability
+/// belongs to its connection; when that connection is gone and the driver
+/// reuses its id for a new one, the new connection must not get it.
+#[test]
+fn held_replies_die_with_their_connection() {
+    let mut h = Harness::new(ServerConfig::default());
+    let alice = h.user(1, "alice", &ids()[0]);
+    h.user(2, "bob", &ids()[1]);
+    h.recv_all(alice);
+    h.auto_durable = false;
+    h.send_msg(alice, 1, "bob", b"held");
+    assert_eq!(h.recv(alice), None, "Accepted waits for durability");
+    h.input_disconnect(alice);
+    let reused = h.connect(1);
+    assert_eq!(reused, alice);
+    h.make_durable();
+    assert_eq!(h.recv(reused), None, "a new connection got an old reply");
+    // The same after a server-side close (handshake timeout of a second
+    // connection that registers).
+    let conn = h.hello(3);
+    h.register(conn, "carol", &ids()[2]);
+    h.advance(Duration::from_secs(11));
+    assert!(h.closed.contains(&conn));
+    h.recv_all(conn);
+    let reused = h.connect(3);
+    h.make_durable();
+    assert_eq!(h.recv(reused), None, "a new connection got an old reply");
+}
+
 #[test]
 fn registration_of_a_taken_name_with_another_key_fails() {
     let mut h = Harness::new(ServerConfig::default());
@@ -409,6 +473,42 @@ fn login_as_another_user_without_their_key_fails() {
     h.login(conn, "alice", &ids()[1]);
     h.expect_error(conn, ErrorCode::AuthFailed);
     assert!(h.closed.contains(&conn));
+}
+
+/// The login path checks the signature in normal builds (only fuzzing
+/// builds, `--cfg fuzzing`, accept any): a Prove with a bad signature after
+/// a real challenge is fatal and logs nobody in.
+#[test]
+fn login_with_a_bad_signature_fails_in_normal_builds() {
+    const { assert!(!cfg!(fuzzing), "unit tests must not run with --cfg fuzzing") };
+    let mut h = Harness::new(ServerConfig::default());
+    let alice_conn = h.user(1, "alice", &ids()[0]);
+    let conn = h.hello(2);
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    assert!(matches!(h.expect(conn), ServerPacket::Challenge { .. }));
+    h.send(
+        conn,
+        &ClientPacket::Prove {
+            client_nonce: [7; 32],
+            signature: vec![0x5a; 256],
+        },
+    );
+    h.expect_error(conn, ErrorCode::AuthFailed);
+    assert!(h.closed.contains(&conn));
+    assert!(h.recv(conn).is_none());
+    // Alice's real session is untouched.
+    assert!(!h.closed.contains(&alice_conn));
+    let logins = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::LoggedIn { .. }))
+        .count();
+    assert_eq!(logins, 1);
 }
 
 #[test]
@@ -822,6 +922,50 @@ fn ping_pong_and_missed_pings_go_offline() {
             .iter()
             .any(|e| matches!(e, ServerEvent::PresenceChanged { online: false, .. }))
     );
+}
+
+#[test]
+fn liveness_shorter_than_the_handshake_deadline_is_enforced() {
+    let config = ServerConfig {
+        ping_interval: Duration::from_millis(100),
+        missed_pings: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let a = h.user(1, "alice", &ids()[0]);
+    assert_eq!(
+        h.server.poll_timeout(),
+        Some(h.now + Duration::from_millis(200))
+    );
+    h.advance(Duration::from_millis(150));
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+    h.advance(Duration::from_millis(100));
+    assert!(!h.closed.contains(&a), "the ping moved the deadline on");
+    h.advance(Duration::from_millis(110));
+    h.expect_error(a, ErrorCode::Timeout);
+    assert!(h.closed.contains(&a));
+}
+
+#[test]
+fn presence_set_before_login_starts_the_session_offline() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"m");
+    h.expect(a);
+    let b = h.hello(3);
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    h.login(b, "bob", &ids()[1]);
+    assert!(matches!(
+        h.expect(b),
+        ServerPacket::LoggedIn { queued: 1, .. }
+    ));
+    assert_eq!(h.recv(b), None, "nothing delivered while offline");
+    assert!(!h.server.is_online(&name("bob")));
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    assert!(matches!(h.expect(b), ServerPacket::Message { .. }));
 }
 
 #[test]

@@ -1,0 +1,642 @@
+//! The client side of a driver, minus sockets and timers: the
+//! [`ClientEngine`] wraps the core's [`Client`], saves its state in the home
+//! directory, resolves the futures of `send` and presence queries, sorts out
+//! login results and refusals, and forwards events to the application.
+//!
+//! A driver owns a socket and a timer and calls, in a loop:
+//!
+//! 1. [`ClientEngine::connected`] / [`received`](ClientEngine::received) /
+//!    [`disconnected`](ClientEngine::disconnected) /
+//!    [`timeout`](ClientEngine::timeout) for what happened, and the
+//!    application's requests ([`send`](ClientEngine::send), ...);
+//! 2. writes [`take_transmit`](ClientEngine::take_transmit), closes the
+//!    socket on [`take_close`](ClientEngine::take_close);
+//! 3. sleeps until [`poll_timeout`](ClientEngine::poll_timeout) or the next
+//!    I/O.
+
+use crate::home::{HomeError, UserHome};
+use futures_channel::{mpsc, oneshot};
+use futures_util::Stream;
+use missive_core::client::{Client, ClientEvent, ClientInput, ClientOutput, SendFailure};
+use missive_core::crypto::Fingerprint;
+use missive_core::wire::ErrorCode;
+use missive_core::{MessageId, UnixMillis, UserName};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Why a message could not be sent (the result of an awaited send).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The local outbox is full; wait for earlier messages to be accepted.
+    #[error("outbox full ({max} messages waiting)")]
+    OutboxFull {
+        /// The limit.
+        max: usize,
+    },
+    /// The message can never fit the server's envelope limit.
+    #[error("message too large for the server")]
+    TooLarge,
+    /// The recipient's queue on the server is full.
+    #[error("{to}'s queue is full")]
+    QueueFull {
+        /// The recipient.
+        to: UserName,
+    },
+    /// The recipient does not exist.
+    #[error("unknown user {to}")]
+    UnknownUser {
+        /// The recipient.
+        to: UserName,
+    },
+    /// The recipient's key differs from the pinned one; trust it first.
+    #[error("{to}'s key changed")]
+    KeyChanged {
+        /// The recipient.
+        to: UserName,
+    },
+    /// The server's key for the recipient is unusable.
+    #[error("{to}'s key is unusable")]
+    BadKey {
+        /// The recipient.
+        to: UserName,
+    },
+    /// The server refused the message.
+    #[error("the server refused the message: {code:?}")]
+    Rejected {
+        /// The recipient.
+        to: UserName,
+        /// The server's error code.
+        code: ErrorCode,
+    },
+    /// The message left the outbox unsent for another reason.
+    #[error("the message to {to} failed: {reason}")]
+    Failed {
+        /// The recipient.
+        to: UserName,
+        /// Why.
+        reason: String,
+    },
+    /// The client stopped before the server accepted the message (it stays
+    /// in the outbox and is sent by the next client of this user).
+    #[error("the client stopped before the message was accepted")]
+    Closed,
+}
+
+impl SendError {
+    fn from_failure(to: UserName, reason: SendFailure) -> Self {
+        match reason {
+            SendFailure::UnknownUser => SendError::UnknownUser { to },
+            SendFailure::KeyChanged => SendError::KeyChanged { to },
+            SendFailure::TooLarge => SendError::TooLarge,
+            SendFailure::BadKey => SendError::BadKey { to },
+            SendFailure::Rejected(code) => SendError::Rejected { to, code },
+            other => SendError::Failed {
+                to,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Presence of a user, answer to a presence query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// Online now.
+    pub online: bool,
+    /// When last seen online (Unix milliseconds), if known.
+    pub last_seen_ms: Option<UnixMillis>,
+}
+
+/// Why a presence query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// No such user.
+    #[error("unknown user {0}")]
+    UnknownUser(UserName),
+    /// The connection was lost before the answer came.
+    #[error("disconnected before the answer came")]
+    Disconnected,
+    /// The client stopped.
+    #[error("the client stopped")]
+    Closed,
+}
+
+/// Why connecting (or logging in) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No TCP connection to the server.
+    #[error("cannot reach the server at {addr}: {source}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The server does not know the user (and registration was not asked for).
+    #[error("{user} is not registered on this server")]
+    NotRegistered {
+        /// The user.
+        user: UserName,
+    },
+    /// The name is registered with another key.
+    #[error("the name {user} is taken (registered with another key)")]
+    NameTaken {
+        /// The user.
+        user: UserName,
+    },
+    /// The server did not accept the signature of the login.
+    #[error("authentication failed: {detail}")]
+    AuthFailed {
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The server refused the connection or login.
+    #[error("the server refused: {code:?}: {detail}")]
+    Refused {
+        /// The error code.
+        code: ErrorCode,
+        /// The explanation.
+        detail: String,
+    },
+    /// The connection ended before the login completed.
+    #[error("the connection ended before the login completed")]
+    Disconnected,
+    /// The home directory could not be read or written.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// Another I/O failure.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl ConnectError {
+    /// Whether retrying cannot help (the account or the key is the problem).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::NotRegistered { .. }
+                | ConnectError::NameTaken { .. }
+                | ConnectError::AuthFailed { .. }
+                | ConnectError::Home(_)
+        ) || matches!(
+            self,
+            ConnectError::Refused { code, .. }
+                if matches!(code, ErrorCode::BadKey | ErrorCode::UnsupportedVersion)
+        )
+    }
+}
+
+/// What a successful login reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginInfo {
+    /// The user was registered during this connection.
+    pub registered: bool,
+    /// Items waiting in the mailbox at login.
+    pub queued: u64,
+}
+
+/// The future result of a send: resolves when the server accepted the
+/// message (its id) or refused it.
+#[derive(Debug)]
+pub struct SendTicket {
+    rx: oneshot::Receiver<Result<MessageId, SendError>>,
+}
+
+impl SendTicket {
+    /// A ticket and the sender that resolves it.
+    pub fn new() -> (oneshot::Sender<Result<MessageId, SendError>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Self { rx })
+    }
+}
+
+impl Future for SendTicket {
+    type Output = Result<MessageId, SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SendError::Closed)))
+    }
+}
+
+/// Events for the application: every [`ClientEvent`] of the core (messages,
+/// notices, acceptances, presence answers, key changes, disconnections),
+/// in order. Ends when the client stops.
+///
+/// The channel is unbounded so that the client never stalls (pings, acks)
+/// on a slow application: read it steadily. Received messages are already
+/// acknowledged to the server, so dropping this stream loses them.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<ClientEvent>,
+}
+
+impl Events {
+    /// The next event, or `None` once the client has stopped.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
+    }
+
+    /// The next event if one is waiting (`Ok(None)` if none is; `Err(())`
+    /// once the client has stopped and every event was taken).
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Option<ClientEvent>, ()> {
+        match self.rx.try_recv() {
+            Ok(event) => Ok(Some(event)),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Closed) => Err(()),
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = ClientEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+struct PresenceWaiter {
+    user: UserName,
+    /// The connection epoch in which the query went out (None: queued in
+    /// the core until the next login).
+    epoch: Option<u64>,
+    reply: oneshot::Sender<Result<Presence, PresenceError>>,
+}
+
+/// The runtime-independent half of a client driver. See the
+/// [module docs](self).
+pub struct ClientEngine {
+    client: Client,
+    home: Option<UserHome>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    sends: HashMap<MessageId, oneshot::Sender<Result<MessageId, SendError>>>,
+    presence: Vec<PresenceWaiter>,
+    outgoing: Vec<u8>,
+    close: bool,
+    connected: bool,
+    epoch: u64,
+    logged_in: bool,
+    registered: bool,
+    login: Option<LoginInfo>,
+    refusal: Option<ConnectError>,
+    dirty_since: Option<Instant>,
+    save_delay: Duration,
+}
+
+impl std::fmt::Debug for ClientEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientEngine")
+            .field("user", self.client.user())
+            .field("connected", &self.connected)
+            .field("logged_in", &self.logged_in)
+            .field("pending_sends", &self.sends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientEngine {
+    /// Wraps `client`. Its state is saved to `home` (if given) at most
+    /// `save_delay` after it changes (zero: at once), and on
+    /// [`flush_state`](ClientEngine::flush_state).
+    pub fn new(client: Client, home: Option<UserHome>, save_delay: Duration) -> (Self, Events) {
+        let (tx, rx) = mpsc::unbounded();
+        let mut engine = Self {
+            client,
+            home,
+            events: tx,
+            sends: HashMap::new(),
+            presence: Vec::new(),
+            outgoing: Vec::new(),
+            close: false,
+            connected: false,
+            epoch: 0,
+            logged_in: false,
+            registered: false,
+            login: None,
+            refusal: None,
+            dirty_since: None,
+            save_delay,
+        };
+        engine.drain(Instant::now());
+        (engine, Events { rx })
+    }
+
+    /// A transport connection is open.
+    pub fn connected(&mut self, now: Instant) {
+        self.connected = true;
+        self.epoch += 1;
+        self.logged_in = false;
+        self.registered = false;
+        self.close = false;
+        self.outgoing.clear();
+        self.client.handle_input(now, ClientInput::Connected);
+        self.drain(now);
+    }
+
+    /// Bytes arrived.
+    pub fn received(&mut self, now: Instant, bytes: &[u8]) {
+        self.client.handle_input(now, ClientInput::Bytes(bytes));
+        self.drain(now);
+    }
+
+    /// The transport connection is gone.
+    pub fn disconnected(&mut self, now: Instant) {
+        if !self.connected {
+            return;
+        }
+        self.connected = false;
+        self.logged_in = false;
+        self.outgoing.clear();
+        self.close = false;
+        self.client.handle_input(now, ClientInput::Disconnected);
+        let epoch = self.epoch;
+        for waiter in std::mem::take(&mut self.presence) {
+            if waiter.epoch == Some(epoch) {
+                let _ = waiter.reply.send(Err(PresenceError::Disconnected));
+            } else {
+                self.presence.push(waiter);
+            }
+        }
+        self.drain(now);
+    }
+
+    /// The time from [`poll_timeout`](ClientEngine::poll_timeout) has come.
+    pub fn timeout(&mut self, now: Instant) {
+        if self.dirty_since.is_some_and(|t| t + self.save_delay <= now) {
+            self.save();
+        }
+        self.client.handle_input(now, ClientInput::Timeout);
+        self.drain(now);
+    }
+
+    /// When to call [`timeout`](ClientEngine::timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let save = self.dirty_since.map(|t| t + self.save_delay);
+        match (self.client.poll_timeout(), save) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Queues `body` for `to`; `reply` gets the id once the server accepted
+    /// it, or the reason it never will.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        to: UserName,
+        body: Vec<u8>,
+        reply: oneshot::Sender<Result<MessageId, SendError>>,
+    ) {
+        match self.client.send(now, to.clone(), body) {
+            Ok(id) => {
+                self.sends.insert(id, reply);
+            }
+            Err(e) => {
+                let err = match e {
+                    missive_core::client::SendError::OutboxFull { max } => {
+                        SendError::OutboxFull { max }
+                    }
+                    missive_core::client::SendError::TooLarge { .. } => SendError::TooLarge,
+                    other => SendError::Failed {
+                        to,
+                        reason: other.to_string(),
+                    },
+                };
+                let _ = reply.send(Err(err));
+            }
+        }
+        self.drain(now);
+    }
+
+    /// Announces presence (`true`: online, deliveries flow).
+    pub fn set_presence(&mut self, now: Instant, online: bool) {
+        self.client.set_presence(now, online);
+        self.drain(now);
+    }
+
+    /// Asks for `user`'s presence; the answer comes as an event and, if
+    /// given, through `reply`.
+    pub fn query_presence(
+        &mut self,
+        now: Instant,
+        user: UserName,
+        reply: Option<oneshot::Sender<Result<Presence, PresenceError>>>,
+    ) {
+        let epoch = self.client.is_logged_in().then_some(self.epoch);
+        self.client.query_presence(now, user.clone());
+        if let Some(reply) = reply {
+            self.presence.push(PresenceWaiter { user, epoch, reply });
+        }
+        self.drain(now);
+    }
+
+    /// Trusts the key the server now offers for `user` (after a key change).
+    pub fn trust_key(&mut self, now: Instant, user: &UserName) {
+        self.client.trust_key(user);
+        self.drain(now);
+    }
+
+    /// The fingerprint of the key pinned for `user`, if any.
+    pub fn pinned_fingerprint(&self, user: &UserName) -> Option<Fingerprint> {
+        self.client.state().pinned_key(user).map(fingerprint_of_der)
+    }
+
+    /// Bytes to write to the connection, if any.
+    pub fn take_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.outgoing.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.outgoing))
+        }
+    }
+
+    /// Whether the core asked to close the connection (write what
+    /// [`take_transmit`](ClientEngine::take_transmit) returned first, then
+    /// close and call [`disconnected`](ClientEngine::disconnected)).
+    pub fn take_close(&mut self) -> bool {
+        std::mem::take(&mut self.close)
+    }
+
+    /// The login that just succeeded, once.
+    pub fn take_login(&mut self) -> Option<LoginInfo> {
+        self.login.take()
+    }
+
+    /// Why the server refused the login on the current connection, once.
+    pub fn take_refusal(&mut self) -> Option<ConnectError> {
+        self.refusal.take()
+    }
+
+    /// Whether the current connection is logged in.
+    pub fn is_logged_in(&self) -> bool {
+        self.logged_in
+    }
+
+    /// Sends waiting for the server's answer.
+    pub fn pending_sends(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// The core client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Saves the state now if it changed.
+    pub fn flush_state(&mut self) -> Result<(), HomeError> {
+        if self.dirty_since.is_none() {
+            return Ok(());
+        }
+        self.dirty_since = None;
+        match &self.home {
+            Some(home) => home.save_state(self.client.state()),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves the state and fails every waiting request with "closed".
+    pub fn shutdown(&mut self) -> Result<(), HomeError> {
+        for (_, reply) in self.sends.drain() {
+            let _ = reply.send(Err(SendError::Closed));
+        }
+        for waiter in self.presence.drain(..) {
+            let _ = waiter.reply.send(Err(PresenceError::Closed));
+        }
+        self.flush_state()
+    }
+
+    fn save(&mut self) {
+        if let Err(e) = self.flush_state() {
+            tracing::error!("cannot save the client state: {e}");
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                ClientOutput::Transmit(bytes) => {
+                    if self.outgoing.is_empty() {
+                        self.outgoing = bytes;
+                    } else {
+                        self.outgoing.extend_from_slice(&bytes);
+                    }
+                }
+                ClientOutput::Close => self.close = true,
+                ClientOutput::StateChanged => {
+                    self.dirty_since.get_or_insert(now);
+                }
+                ClientOutput::Event(event) => self.on_event(event),
+            }
+        }
+        if self.save_delay.is_zero() && self.dirty_since.is_some() {
+            self.save();
+        }
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match &event {
+            ClientEvent::Registered => self.registered = true,
+            ClientEvent::LoggedIn { queued } => {
+                self.logged_in = true;
+                self.login = Some(LoginInfo {
+                    registered: self.registered,
+                    queued: *queued,
+                });
+                // Queries queued in the core went out with the login.
+                for waiter in &mut self.presence {
+                    waiter.epoch.get_or_insert(self.epoch);
+                }
+            }
+            ClientEvent::Accepted { id, .. } => {
+                if let Some(reply) = self.sends.remove(id) {
+                    let _ = reply.send(Ok(*id));
+                }
+            }
+            ClientEvent::QueueFull { to, id } => {
+                if let Some(reply) = self.sends.remove(id) {
+                    let _ = reply.send(Err(SendError::QueueFull { to: to.clone() }));
+                }
+            }
+            ClientEvent::SendFailed { to, id, reason } => {
+                if let Some(reply) = self.sends.remove(id) {
+                    let _ = reply.send(Err(SendError::from_failure(to.clone(), *reason)));
+                }
+            }
+            ClientEvent::PresenceChanged {
+                user,
+                online,
+                last_seen_ms,
+            } => {
+                if let Some(pos) = self.presence.iter().position(|w| w.user == *user) {
+                    let waiter = self.presence.remove(pos);
+                    let _ = waiter.reply.send(Ok(Presence {
+                        online: *online,
+                        last_seen_ms: *last_seen_ms,
+                    }));
+                }
+            }
+            ClientEvent::Error { code, user, detail } => {
+                self.on_error(*code, user.as_ref(), detail)
+            }
+            _ => {}
+        }
+        let _ = self.events.unbounded_send(event);
+    }
+
+    fn on_error(&mut self, code: ErrorCode, user: Option<&UserName>, detail: &str) {
+        if self.logged_in {
+            if code == ErrorCode::UnknownUser {
+                // An unknown user named by a presence query of this session.
+                let found = self
+                    .presence
+                    .iter()
+                    .position(|w| w.epoch == Some(self.epoch) && Some(&w.user) == user);
+                if let Some(i) = found {
+                    let waiter = self.presence.remove(i);
+                    let user = waiter.user.clone();
+                    let _ = waiter.reply.send(Err(PresenceError::UnknownUser(user)));
+                }
+            }
+            return;
+        }
+        // Before login the core reports an error only when it gives up on
+        // the connection (it registers on its own when it may).
+        if self.connected && self.refusal.is_none() {
+            self.refusal = Some(refusal(self.client.user(), code, detail));
+        }
+    }
+}
+
+fn refusal(user: &UserName, code: ErrorCode, detail: &str) -> ConnectError {
+    match code {
+        ErrorCode::UnknownUser => ConnectError::NotRegistered { user: user.clone() },
+        ErrorCode::NameTaken => ConnectError::NameTaken { user: user.clone() },
+        ErrorCode::AuthFailed => ConnectError::AuthFailed {
+            detail: detail.to_string(),
+        },
+        code => ConnectError::Refused {
+            code,
+            detail: detail.to_string(),
+        },
+    }
+}
+
+/// The fingerprint of an SPKI DER public key.
+pub fn fingerprint_of_der(der: &[u8]) -> Fingerprint {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&digest);
+    Fingerprint(out)
+}

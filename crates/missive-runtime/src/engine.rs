@@ -1,0 +1,509 @@
+//! The server side of a driver, minus sockets and timers: the
+//! [`ServerEngine`] owns the core [`Server`], the store thread and one
+//! outbound queue per connection, and routes every output of the core.
+//!
+//! A driver (one task owning the engine) loops:
+//!
+//! 1. on a new socket: [`ServerEngine::admit`] (or
+//!    [`accept`](ServerEngine::accept), without the connection limit) gives a
+//!    connection id, the writer's [`OutboundReceiver`] and the reader's
+//!    [`StopSignal`]; the driver starts a reader and a writer for the socket;
+//! 2. on [`ConnEvent`]s from readers:
+//!    [`conn_events`](ServerEngine::conn_events) (a batch of up to
+//!    [`INBOUND_BATCH`]), or [`received`](ServerEngine::received) /
+//!    [`disconnected`](ServerEngine::disconnected) one by one;
+//! 3. on what the store thread's [`StoreEvents`] stream yields:
+//!    [`store_report`](ServerEngine::store_report) (an error stops the
+//!    server), or [`store_event`](ServerEngine::store_event);
+//! 4. at [`poll_timeout`](ServerEngine::poll_timeout):
+//!    [`timeout`](ServerEngine::timeout);
+//! 5. to stop: [`shutdown`](ServerEngine::shutdown).
+//!
+//! Every call feeds the core and routes what comes out: `Transmit` into the
+//! connection's bounded queue (a full queue drops the connection as a slow
+//! consumer and reports it `Disconnected` to the core, which keeps its
+//! undelivered items queued), `Close` to the queue, `Persist` to the store
+//! thread, `Event` to `tracing`. The engine never looks inside a packet.
+
+use crate::os::{os_seed, unix_ms_now};
+use crate::queue::{
+    OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound,
+};
+use futures_channel::mpsc;
+use futures_util::Stream;
+use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
+use missive_core::{ConnId, Lsn};
+use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Reader events a driver feeds at once (see
+/// [`conn_events`](ServerEngine::conn_events)) before it looks at its timers
+/// and the store again.
+pub const INBOUND_BATCH: usize = 64;
+
+/// What a connection's reader reports to the task owning the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// Bytes read from the connection.
+    Bytes(ConnId, Vec<u8>),
+    /// The connection ended (end of stream, error, or stopped by the
+    /// engine). Reported exactly once per connection, as the reader's last
+    /// word.
+    Closed(ConnId),
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store could not be loaded.
+    #[error("cannot load the store: {0}")]
+    Store(#[from] StoreError),
+    /// The OS random generator failed.
+    #[error("cannot seed the server: {0}")]
+    Seed(#[source] io::Error),
+}
+
+/// Durability reports of the store thread, in order. A `Stream`; also
+/// [`recv`](StoreEvents::recv).
+#[derive(Debug)]
+pub struct StoreEvents {
+    rx: mpsc::UnboundedReceiver<StoreEvent>,
+}
+
+impl StoreEvents {
+    /// The next report (`None` once the store thread has stopped).
+    pub async fn recv(&mut self) -> Option<StoreEvent> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.rx).poll_next(cx)).await
+    }
+}
+
+impl Stream for StoreEvents {
+    type Item = StoreEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StoreEvent>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+/// Counters of an engine, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections dropped because their outbound queue was full.
+    pub slow_consumers: u64,
+    /// Commands handed to the store.
+    pub persisted: u64,
+    /// The highest LSN reported durable.
+    pub durable: Lsn,
+}
+
+/// The runtime-independent half of a server driver. See the
+/// [module docs](self).
+pub struct ServerEngine {
+    server: Server,
+    store: Option<StoreThread>,
+    conns: HashMap<ConnId, OutboundSender>,
+    next_conn: u64,
+    limits: QueueLimits,
+    stats: EngineStats,
+    store_stopped: bool,
+}
+
+impl fmt::Debug for ServerEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerEngine")
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerEngine {
+    /// Loads `store`, starts its thread and a core server over the stored
+    /// state (seeded from the OS, on the current clocks). Durability reports
+    /// arrive on the returned [`StoreEvents`]; feed each to
+    /// [`store_event`](ServerEngine::store_event).
+    pub fn start(
+        config: ServerConfig,
+        mut store: Box<dyn Store>,
+        limits: QueueLimits,
+    ) -> Result<(Self, StoreEvents), EngineError> {
+        let state = store.load()?;
+        let seed = os_seed().map_err(EngineError::Seed)?;
+        let users = state.user_count();
+        let queued = state.queued_items();
+        let (tx, rx) = mpsc::unbounded();
+        let thread = StoreThread::spawn(store, move |event| {
+            let _ = tx.unbounded_send(event);
+        });
+        let now = Instant::now();
+        let server = Server::new(config, state, seed, now, unix_ms_now());
+        tracing::info!(users, queued, "server state loaded");
+        let mut engine = Self {
+            server,
+            store: Some(thread),
+            conns: HashMap::new(),
+            next_conn: 1,
+            limits,
+            stats: EngineStats::default(),
+            store_stopped: false,
+        };
+        engine.drain(now);
+        Ok((engine, StoreEvents { rx }))
+    }
+
+    /// Registers a new transport connection: returns its id, the queue its
+    /// writer drains and the signal its reader watches.
+    pub fn accept(&mut self, now: Instant) -> (ConnId, OutboundReceiver, StopSignal) {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let (tx, rx, stop) = outbound(self.limits);
+        self.conns.insert(conn, tx);
+        self.stats.accepted += 1;
+        self.server.handle_input(now, Input::Connected(conn));
+        self.drain(now);
+        (conn, rx, stop)
+    }
+
+    /// Registers a new socket from `peer` like [`accept`](ServerEngine::accept),
+    /// unless `max_connections` are open: then `None`, and the driver closes
+    /// the socket at once.
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        max_connections: usize,
+        peer: Option<SocketAddr>,
+    ) -> Option<(ConnId, OutboundReceiver, StopSignal)> {
+        if self.conns.len() >= max_connections {
+            tracing::warn!(?peer, "connection limit reached, refusing");
+            return None;
+        }
+        let accepted = self.accept(now);
+        tracing::debug!(conn = accepted.0.0, ?peer, "connection accepted");
+        Some(accepted)
+    }
+
+    /// Handles `first` and then up to [`INBOUND_BATCH`] − 1 more readers'
+    /// events that are ready at once (`next_ready` returns them without
+    /// waiting), so that a busy inbound channel cannot starve the driver's
+    /// other sources.
+    pub fn conn_events(
+        &mut self,
+        now: Instant,
+        first: ConnEvent,
+        mut next_ready: impl FnMut() -> Option<ConnEvent>,
+    ) {
+        self.conn_event(now, first);
+        for _ in 1..INBOUND_BATCH {
+            match next_ready() {
+                Some(event) => self.conn_event(now, event),
+                None => break,
+            }
+        }
+    }
+
+    /// Handles one event of a connection's reader.
+    pub fn conn_event(&mut self, now: Instant, event: ConnEvent) {
+        match event {
+            ConnEvent::Bytes(conn, bytes) => self.received(now, conn, &bytes),
+            ConnEvent::Closed(conn) => self.disconnected(now, conn),
+        }
+    }
+
+    /// Bytes arrived on `conn`.
+    pub fn received(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        if !self.conns.contains_key(&conn) {
+            return; // closed by the engine; late bytes
+        }
+        self.server.handle_input(now, Input::Bytes(conn, bytes));
+        self.drain(now);
+    }
+
+    /// `conn` is gone.
+    pub fn disconnected(&mut self, now: Instant, conn: ConnId) {
+        if let Some(tx) = self.conns.remove(&conn) {
+            tx.abort();
+            self.server.handle_input(now, Input::Disconnected(conn));
+            self.drain(now);
+        }
+    }
+
+    /// A report of the store thread. Returns the store's error if a commit
+    /// failed: the driver should then stop the server (nothing more will
+    /// become durable).
+    pub fn store_event(&mut self, now: Instant, event: StoreEvent) -> Result<(), StoreError> {
+        match event {
+            StoreEvent::Durable(lsn) => {
+                self.stats.durable = self.stats.durable.max(lsn);
+                self.server.handle_input(now, Input::Durable(lsn));
+                self.drain(now);
+                Ok(())
+            }
+            StoreEvent::Failed(e) => {
+                self.store_stopped = true;
+                Err(e)
+            }
+            other => {
+                tracing::debug!(?other, "store event");
+                Ok(())
+            }
+        }
+    }
+
+    /// What the [`StoreEvents`] stream yielded (`None`: the store thread is
+    /// gone). An error means the driver must stop serving (nothing more will
+    /// become durable) and fail with it.
+    pub fn store_report(&mut self, now: Instant, event: Option<StoreEvent>) -> io::Result<()> {
+        let result = match event {
+            Some(event) => self.store_event(now, event),
+            None => Err(StoreError::Stopped),
+        };
+        result.map_err(|e| {
+            tracing::error!("store failure, shutting down: {e}");
+            io::Error::other(format!("store failure: {e}"))
+        })
+    }
+
+    /// The time from [`poll_timeout`](ServerEngine::poll_timeout) has come.
+    pub fn timeout(&mut self, now: Instant) {
+        self.server.handle_input(now, Input::Timeout);
+        self.drain(now);
+    }
+
+    /// When to call [`timeout`](ServerEngine::timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+
+    /// The core server (read-only: for metrics and tests).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Open connections known to the engine.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Stops: tells every client the server is shutting down, closes every
+    /// connection after its queued bytes, makes every submitted command
+    /// durable and stops the store thread. Blocks while the store commits.
+    pub fn shutdown(mut self, now: Instant) -> Result<StoreStats, StoreError> {
+        self.server.shutdown(now);
+        self.drain(now);
+        for (_, tx) in self.conns.drain() {
+            tx.close();
+        }
+        match self.store.take() {
+            Some(store) => store.shutdown(),
+            None => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Routes every output of the core.
+    fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.server.poll_output() {
+            match output {
+                Output::Transmit { conn, bytes } => self.transmit(now, conn, bytes),
+                Output::Close { conn } => {
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        tx.close();
+                    }
+                }
+                Output::Persist { lsn, cmd } => {
+                    self.stats.persisted += 1;
+                    let submitted = match &self.store {
+                        Some(store) => store.submit(lsn, cmd),
+                        None => Err(StoreError::Stopped),
+                    };
+                    if let Err(e) = submitted
+                        && !std::mem::replace(&mut self.store_stopped, true)
+                    {
+                        tracing::error!("store stopped, changes are no longer durable: {e}");
+                    }
+                }
+                Output::Event(event) => log_event(&event),
+            }
+        }
+    }
+
+    fn transmit(&mut self, now: Instant, conn: ConnId, bytes: Vec<u8>) {
+        let Some(tx) = self.conns.get(&conn) else {
+            return;
+        };
+        match tx.try_send(bytes) {
+            Ok(()) => {}
+            Err(TrySendError::Full) => {
+                let (frames, queued) = tx.queued();
+                tracing::info!(
+                    conn = conn.0,
+                    frames,
+                    queued,
+                    "slow consumer: outbound queue full, dropping the connection"
+                );
+                self.stats.slow_consumers += 1;
+                if let Some(tx) = self.conns.remove(&conn) {
+                    tx.abort();
+                }
+                // The core keeps undelivered items queued for the next session.
+                self.server.handle_input(now, Input::Disconnected(conn));
+            }
+            Err(TrySendError::Closed) => {
+                // The writer is gone (write error); its reader reports the
+                // end of the connection.
+            }
+        }
+    }
+}
+
+fn log_event(event: &ServerEvent) {
+    match event {
+        ServerEvent::UserRegistered { user } => tracing::info!(%user, "user registered"),
+        ServerEvent::LoggedIn { conn, user } => tracing::info!(conn = conn.0, %user, "logged in"),
+        ServerEvent::PresenceChanged { user, online } => {
+            tracing::debug!(%user, online, "presence changed")
+        }
+        ServerEvent::ConnectionClosed { conn, user, reason } => match reason {
+            CloseReason::TransportClosed => {
+                tracing::debug!(conn = conn.0, user = ?user, "connection closed")
+            }
+            reason => {
+                tracing::info!(conn = conn.0, user = ?user, ?reason, "connection closed by the server")
+            }
+        },
+        other => tracing::debug!(?other, "server event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::WriterStep;
+    use missive_store::MemoryStore;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::Waker;
+
+    fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        pin!(f).poll(&mut cx)
+    }
+
+    /// Feeds durability reports until none is pending.
+    fn settle(engine: &mut ServerEngine, events: &mut StoreEvents) {
+        if let Some(store) = &engine.store {
+            store.flush().unwrap();
+        }
+        while let Poll::Ready(Some(event)) = poll_once(events.recv()) {
+            engine.store_event(Instant::now(), event).unwrap();
+        }
+    }
+
+    #[test]
+    fn admit_keeps_the_limit_a_batch_takes_ready_events_a_lost_store_stops() {
+        let (mut engine, _events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let now = Instant::now();
+        let (first, _rx, _stop) = engine.admit(now, 2, None).unwrap();
+        let (second, _rx2, _stop2) = engine.admit(now, 2, None).unwrap();
+        assert!(engine.admit(now, 2, None).is_none(), "limit reached");
+        assert_eq!(engine.stats().accepted, 2);
+        // A batch takes the first event and what is ready after it.
+        let mut ready = vec![ConnEvent::Closed(second)];
+        engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
+        assert_eq!(engine.connection_count(), 0);
+        assert!(engine.admit(now, 2, None).is_some(), "room again");
+        // The store thread gone: the driver must stop.
+        assert!(engine.store_report(now, None).is_err());
+    }
+
+    #[test]
+    fn hello_gets_welcome_and_handshake_deadline_closes() {
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = std::time::Duration::from_millis(1);
+        let store = MemoryStore::new();
+        let (mut engine, mut events) =
+            ServerEngine::start(config, Box::new(store.clone()), QueueLimits::default()).unwrap();
+        settle(&mut engine, &mut events);
+        assert!(store.state().server_id().is_some(), "server id persisted");
+        let now = Instant::now();
+        let (conn, mut rx, stop) = engine.accept(now);
+        let hello = missive_core::wire::encode_frame(
+            &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
+            1 << 16,
+        )
+        .unwrap();
+        engine.received(now, conn, &hello);
+        let mut batch = Vec::new();
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
+        assert!(!batch.is_empty());
+        batch.clear();
+        let deadline = engine.poll_timeout().unwrap();
+        engine.timeout(deadline + std::time::Duration::from_millis(5));
+        // The Timeout error frame, then the close.
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
+        batch.clear();
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Finish)
+        );
+        assert!(stop.is_stopped());
+        assert_eq!(engine.connection_count(), 0);
+        engine.disconnected(now, conn); // the reader's last word: harmless
+        let stats = engine.shutdown(Instant::now()).unwrap();
+        assert!(stats.commands >= 1);
+    }
+
+    #[test]
+    fn slow_consumer_is_dropped() {
+        let store = MemoryStore::new();
+        let (mut engine, _events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(store),
+            QueueLimits::new(1, 1),
+        )
+        .unwrap();
+        let now = Instant::now();
+        let (conn, rx, stop) = engine.accept(now);
+        let ping = missive_core::wire::encode_frame(
+            &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
+            1 << 16,
+        )
+        .unwrap();
+        engine.received(now, conn, &ping); // Welcome: queued (empty queue)
+        assert_eq!(engine.connection_count(), 1);
+        let ping =
+            missive_core::wire::encode_frame(&missive_core::wire::ClientPacket::Ping, 1 << 16)
+                .unwrap();
+        engine.received(now, conn, &ping); // Pong: queue full -> dropped
+        assert_eq!(engine.connection_count(), 0);
+        assert_eq!(engine.stats().slow_consumers, 1);
+        assert_eq!(engine.server().connection_count(), 0);
+        assert!(stop.is_stopped());
+        assert_eq!(poll_once(rx.aborted()), Poll::Ready(()));
+    }
+}

@@ -1,0 +1,49 @@
+//! # missive-runtime: what every Missive driver needs, whatever its runtime
+//!
+//! The protocol lives in `missive-core` (sans-IO); a driver owns sockets, a
+//! clock, timers, the OS seed and the store thread. This crate holds the
+//! parts of a driver that do not depend on the async runtime, so that the
+//! tokio driver (`missive-tokio`) and any other (async-std, a blocking loop)
+//! share them:
+//!
+//! - [`engine`]: the server engine — the core server, the store thread and
+//!   one bounded outbound [`queue`] per connection, with the routing of
+//!   every output (including dropping slow consumers);
+//! - [`client`]: the client engine — the core client, state saving, send
+//!   and presence futures, login results, events for the application;
+//! - [`home`]: the client's home directory (private key PEM with mode 0600,
+//!   state saved atomically) and key generation with progress;
+//! - [`os`]: the OS seed and the wall clock; [`Backoff`] for reconnecting;
+//! - [`serve`]: driver options, the stop report and the control channel of a
+//!   server ([`serve::ServerHandle`]);
+//! - [`session`]: client options, preparing a client, the command channel of
+//!   a client handle, and the connection policy of a client task
+//!   ([`session::ClientSupervisor`]: login deadline, reconnection with
+//!   backoff keeping the outbox, stopping).
+//!
+//! No driver here inspects packets: the core makes every protocol decision.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+pub mod client;
+pub mod engine;
+pub mod home;
+pub mod os;
+pub mod queue;
+pub mod serve;
+pub mod session;
+
+pub use backoff::Backoff;
+pub use client::{
+    ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
+};
+pub use engine::{ConnEvent, EngineError, EngineStats, ServerEngine, StoreEvents};
+pub use home::{ClientHome, HomeError, UserHome};
+pub use os::{os_seed, unix_ms_now};
+pub use queue::{
+    OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, WriterStep,
+};
+
+pub use missive_core;
+pub use missive_store;

@@ -1,0 +1,694 @@
+//! The client driver's connection policy, minus sockets and timers: what a
+//! client task does between "the application asked" and "the socket said",
+//! identical for every runtime.
+//!
+//! - [`ClientOptions`] and [`prepare_client`]: load (or make) the key and the
+//!   saved state, and build the [`ClientEngine`] (blocking: run it on a
+//!   blocking thread);
+//! - [`ClientCommands`] / [`CommandReceiver`]: the channel from the
+//!   application's handle to the client task (`futures-channel`, any
+//!   executor);
+//! - [`ClientSupervisor`]: connecting, the login deadline, reporting the
+//!   first login (or why it failed) to [`LoginWaiter`], reconnecting with
+//!   [`Backoff`] while keeping the outbox, and stopping.
+//!
+//! A driver's client task owns the supervisor, a socket and a timer, and
+//! loops:
+//!
+//! 1. perform every [`LinkAction`] from
+//!    [`poll_action`](ClientSupervisor::poll_action) (start connecting,
+//!    write bytes, close the link);
+//! 2. stop if [`is_stopped`](ClientSupervisor::is_stopped);
+//! 3. wait for a command, the connection attempt, bytes, or the deadline of
+//!    [`poll_timeout`](ClientSupervisor::poll_timeout), and feed it:
+//!    [`command`](ClientSupervisor::command),
+//!    [`connected`](ClientSupervisor::connected) /
+//!    [`connect_failed`](ClientSupervisor::connect_failed),
+//!    [`received`](ClientSupervisor::received) /
+//!    [`lost`](ClientSupervisor::lost),
+//!    [`timeout`](ClientSupervisor::timeout);
+//!
+//! then [`finish`](ClientSupervisor::finish) (perform its actions, let the
+//! writer flush briefly) and [`finished`](ClientSupervisor::finished).
+
+use crate::backoff::Backoff;
+use crate::client::{
+    ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
+};
+use crate::home::{ClientHome, HomeError};
+use crate::os::{os_seed, unix_ms_now};
+use futures_channel::{mpsc, oneshot};
+use futures_util::Stream;
+use missive_core::client::{Client, ClientConfig};
+use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
+use missive_core::{MessageId, UserName};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Settings of a client connection. Build with [`ClientOptions::new`] and
+/// adjust the fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// `host:port` of the server.
+    pub server: String,
+    /// The client home directory (keys and states of users).
+    pub home: PathBuf,
+    /// The user to log in as.
+    pub user: UserName,
+    /// Register the user when the server does not know it (default `true`).
+    /// When `false`, connecting as an unknown user fails with
+    /// [`ConnectError::NotRegistered`].
+    pub register_if_needed: bool,
+    /// Generate and store a key when the home has none (default `true`).
+    /// When `false`, a missing key fails with [`ConnectError::NotRegistered`].
+    pub generate_key: bool,
+    /// Size of generated keys (default 2048 bits).
+    pub key_bits: usize,
+    /// Presence after login (default online: messages are delivered).
+    pub start_online: bool,
+    /// Reconnect after the connection drops (default `true`). When `false`
+    /// the client stops at the first disconnection.
+    pub reconnect: bool,
+    /// First reconnection delay (default 200 ms); doubles up to
+    /// [`backoff_max`](ClientOptions::backoff_max).
+    pub backoff_initial: Duration,
+    /// Longest reconnection delay (default 10 s).
+    pub backoff_max: Duration,
+    /// Time allowed to connect and log in (default 10 s).
+    pub connect_timeout: Duration,
+    /// Delay for grouping state saves (default 100 ms; zero saves after
+    /// every change). The state is always saved when the client stops.
+    pub state_save_delay: Duration,
+    /// Most messages in the outbox (default 1000).
+    pub max_outbox: usize,
+    /// Most sends on the wire not yet accepted (default 64).
+    pub max_sends_in_flight: usize,
+}
+
+impl ClientOptions {
+    /// Defaults for `user` on `server`, with keys and state in `home`.
+    pub fn new(server: impl Into<String>, home: impl Into<PathBuf>, user: UserName) -> Self {
+        let defaults = ClientConfig::new(user.clone());
+        Self {
+            server: server.into(),
+            home: home.into(),
+            user,
+            register_if_needed: true,
+            generate_key: true,
+            key_bits: DEFAULT_KEY_BITS,
+            start_online: true,
+            reconnect: true,
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            state_save_delay: Duration::from_millis(100),
+            max_outbox: defaults.max_outbox,
+            max_sends_in_flight: defaults.max_sends_in_flight,
+        }
+    }
+}
+
+/// A client ready to connect: the engine, the application's event stream,
+/// and the fingerprint of the user's key.
+#[derive(Debug)]
+pub struct PreparedClient {
+    /// The client engine (core client, home directory for state saves).
+    pub engine: ClientEngine,
+    /// The events for the application.
+    pub events: Events,
+    /// The fingerprint of the user's own key.
+    pub fingerprint: Fingerprint,
+}
+
+/// Loads (or, if allowed, generates and stores) the user's key and the saved
+/// client state, and builds the client engine. **Blocking** (file I/O, and
+/// key generation can take seconds): run it on a blocking thread.
+pub fn prepare_client(options: &ClientOptions) -> Result<PreparedClient, ConnectError> {
+    let home = ClientHome::new(&options.home).user(&options.user);
+    let identity = if options.generate_key {
+        Some(home.load_or_generate_identity(options.key_bits, |_| {})?.0)
+    } else {
+        home.load_identity()?
+    };
+    let Some(identity) = identity else {
+        return Err(ConnectError::NotRegistered {
+            user: options.user.clone(),
+        });
+    };
+    let fingerprint = identity.public_key().fingerprint();
+    let state = home.load_state()?;
+    let mut config = ClientConfig::new(options.user.clone());
+    config.register_if_needed = options.register_if_needed;
+    config.start_online = options.start_online;
+    config.max_outbox = options.max_outbox;
+    config.max_sends_in_flight = options.max_sends_in_flight;
+    let client = Client::new(
+        config,
+        identity,
+        state,
+        os_seed()?,
+        Instant::now(),
+        unix_ms_now(),
+    );
+    let (engine, events) = ClientEngine::new(client, Some(home), options.state_save_delay);
+    Ok(PreparedClient {
+        engine,
+        events,
+        fingerprint,
+    })
+}
+
+/// A request from the application's handle to the client task.
+pub enum Command {
+    /// Send a message; `reply` resolves when the server accepted it.
+    Send {
+        /// The recipient.
+        to: UserName,
+        /// The plaintext.
+        body: Vec<u8>,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<MessageId, SendError>>,
+    },
+    /// Announce presence.
+    SetPresence(bool),
+    /// Ask for a user's presence.
+    QueryPresence {
+        /// Whose presence.
+        user: UserName,
+        /// Where the answer goes (it also comes as an event).
+        reply: Option<oneshot::Sender<Result<Presence, PresenceError>>>,
+    },
+    /// Trust the key the server now offers for a user.
+    TrustKey(UserName),
+    /// The fingerprint of the key pinned for a user.
+    Pinned {
+        /// Whose key.
+        user: UserName,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<Fingerprint>>,
+    },
+    /// Stop the client (state saved, connection closed after what is queued).
+    Close {
+        /// Told once the state is saved.
+        reply: oneshot::Sender<Result<(), HomeError>>,
+    },
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Command::Send { .. } => "Send",
+            Command::SetPresence(_) => "SetPresence",
+            Command::QueryPresence { .. } => "QueryPresence",
+            Command::TrustKey(_) => "TrustKey",
+            Command::Pinned { .. } => "Pinned",
+            Command::Close { .. } => "Close",
+        })
+    }
+}
+
+/// The application's end of the command channel: the calls of a driver's
+/// client handle, runtime-independent.
+#[derive(Debug, Clone)]
+pub struct ClientCommands {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+/// The client task's end of the command channel. A `Stream` that ends when
+/// every [`ClientCommands`] is gone.
+#[derive(Debug)]
+pub struct CommandReceiver {
+    rx: mpsc::UnboundedReceiver<Command>,
+}
+
+/// A command channel.
+pub fn commands() -> (ClientCommands, CommandReceiver) {
+    let (tx, rx) = mpsc::unbounded();
+    (ClientCommands { tx }, CommandReceiver { rx })
+}
+
+impl Stream for CommandReceiver {
+    type Item = Command;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+impl ClientCommands {
+    /// Queues `body` for `to`; the ticket resolves with the message id once
+    /// the server durably accepted it, or with the reason it never will.
+    pub fn send(&self, to: UserName, body: Vec<u8>) -> SendTicket {
+        let (reply, ticket) = SendTicket::new();
+        self.command(Command::Send { to, body, reply });
+        ticket
+    }
+
+    /// Announces presence.
+    pub fn set_presence(&self, online: bool) {
+        self.command(Command::SetPresence(online));
+    }
+
+    /// Asks for `user`'s presence and waits for the answer.
+    pub async fn query_presence(&self, user: UserName) -> Result<Presence, PresenceError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::QueryPresence {
+            user,
+            reply: Some(reply),
+        });
+        rx.await.unwrap_or(Err(PresenceError::Closed))
+    }
+
+    /// Trusts the key the server offers now for `user`.
+    pub fn trust_key(&self, user: UserName) {
+        self.command(Command::TrustKey(user));
+    }
+
+    /// The fingerprint of the key pinned for `user`, if any.
+    pub async fn pinned_fingerprint(&self, user: UserName) -> Option<Fingerprint> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Pinned { user, reply });
+        rx.await.ok().flatten()
+    }
+
+    /// Asks the task to stop and waits until the state is saved.
+    pub async fn close(&self) -> Result<(), HomeError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Close { reply });
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    fn command(&self, command: Command) {
+        // If the task has stopped, the command's reply channel is dropped
+        // and the caller sees "closed".
+        let _ = self.tx.unbounded_send(command);
+    }
+}
+
+/// Resolves with the first login of a client task, or why it failed.
+#[derive(Debug)]
+pub struct LoginWaiter {
+    rx: oneshot::Receiver<Result<LoginInfo, ConnectError>>,
+}
+
+impl Future for LoginWaiter {
+    type Output = Result<LoginInfo, ConnectError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ConnectError::Disconnected)))
+    }
+}
+
+/// What the client task must do with its transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Start connecting to [`ClientSupervisor::server`]; report the outcome
+    /// with [`connected`](ClientSupervisor::connected) or
+    /// [`connect_failed`](ClientSupervisor::connect_failed).
+    Connect,
+    /// Write these bytes to the current link.
+    Write(Vec<u8>),
+    /// Drop any connection attempt in progress, and close the current link
+    /// after writing what is queued on it. Nothing more is to be read from
+    /// it.
+    Close,
+}
+
+/// The connection policy of a client task. See the [module docs](self).
+pub struct ClientSupervisor {
+    engine: ClientEngine,
+    server: String,
+    reconnect: bool,
+    connect_timeout: Duration,
+    backoff: Backoff,
+    ready: Option<oneshot::Sender<Result<LoginInfo, ConnectError>>>,
+    close_reply: Option<oneshot::Sender<Result<(), HomeError>>>,
+    saved: Option<Result<(), HomeError>>,
+    actions: VecDeque<LinkAction>,
+    link: bool,
+    connecting: bool,
+    reconnect_at: Option<Instant>,
+    login_deadline: Option<Instant>,
+    stop: bool,
+}
+
+impl fmt::Debug for ClientSupervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSupervisor")
+            .field("server", &self.server)
+            .field("link", &self.link)
+            .field("connecting", &self.connecting)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSupervisor {
+    /// A supervisor of `engine` with `options`' server, timeouts and
+    /// backoff; the waiter resolves with the first login. Call
+    /// [`start`](ClientSupervisor::start) to connect.
+    pub fn new(engine: ClientEngine, options: &ClientOptions) -> (Self, LoginWaiter) {
+        let seed = os_seed().map_or(0, |s| {
+            u64::from_le_bytes(s[..8].try_into().unwrap_or_default())
+        });
+        let (tx, rx) = oneshot::channel();
+        let supervisor = Self {
+            engine,
+            server: options.server.clone(),
+            reconnect: options.reconnect,
+            connect_timeout: options.connect_timeout,
+            backoff: Backoff::new(options.backoff_initial, options.backoff_max, seed),
+            ready: Some(tx),
+            close_reply: None,
+            saved: None,
+            actions: VecDeque::new(),
+            link: false,
+            connecting: false,
+            reconnect_at: None,
+            login_deadline: None,
+            stop: false,
+        };
+        (supervisor, LoginWaiter { rx })
+    }
+
+    /// The server's `host:port`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The client engine.
+    pub fn engine(&self) -> &ClientEngine {
+        &self.engine
+    }
+
+    /// Starts the first connection attempt.
+    pub fn start(&mut self, now: Instant) {
+        self.start_connecting(now);
+    }
+
+    /// The next thing to do with the transport.
+    pub fn poll_action(&mut self) -> Option<LinkAction> {
+        self.actions.pop_front()
+    }
+
+    /// When to call [`timeout`](ClientSupervisor::timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.engine.poll_timeout(),
+            self.reconnect_at,
+            self.login_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the task should stop (then call
+    /// [`finish`](ClientSupervisor::finish)).
+    pub fn is_stopped(&self) -> bool {
+        self.stop
+    }
+
+    /// A command of the application.
+    pub fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Send { to, body, reply } => self.engine.send(now, to, body, reply),
+            Command::SetPresence(online) => self.engine.set_presence(now, online),
+            Command::QueryPresence { user, reply } => self.engine.query_presence(now, user, reply),
+            Command::TrustKey(user) => self.engine.trust_key(now, &user),
+            Command::Pinned { user, reply } => {
+                let _ = reply.send(self.engine.pinned_fingerprint(&user));
+            }
+            Command::Close { reply } => {
+                self.close_reply = Some(reply);
+                self.stop = true;
+            }
+        }
+        self.after_input(now);
+    }
+
+    /// Every handle is gone: stop.
+    pub fn handles_gone(&mut self) {
+        self.stop = true;
+    }
+
+    /// The connection attempt succeeded: the transport is the current link.
+    pub fn connected(&mut self, now: Instant) {
+        self.connecting = false;
+        tracing::debug!(server = %self.server, "connected");
+        self.link = true;
+        self.engine.connected(now);
+        self.after_input(now);
+    }
+
+    /// The connection attempt failed.
+    pub fn connect_failed(&mut self, now: Instant, source: io::Error) {
+        self.connecting = false;
+        tracing::debug!(server = %self.server, "connect failed: {source}");
+        self.login_deadline = None;
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(ConnectError::Unreachable {
+                addr: self.server.clone(),
+                source,
+            }));
+            self.stop = true;
+        } else {
+            self.schedule_reconnect(now);
+        }
+    }
+
+    /// Bytes read from the current link.
+    pub fn received(&mut self, now: Instant, bytes: &[u8]) {
+        if self.link {
+            self.engine.received(now, bytes);
+            self.after_input(now);
+        }
+    }
+
+    /// The current link is gone (end of stream, read or write error).
+    pub fn lost(&mut self, now: Instant, why: &str) {
+        if std::mem::take(&mut self.link) {
+            tracing::debug!("connection lost: {why}");
+            self.actions.push_back(LinkAction::Close);
+            self.engine.disconnected(now);
+            self.after_disconnect(now);
+            self.after_input(now);
+        }
+    }
+
+    /// The time from [`poll_timeout`](ClientSupervisor::poll_timeout) has come.
+    pub fn timeout(&mut self, now: Instant) {
+        if self.login_deadline.is_some_and(|t| t <= now) {
+            self.login_deadline = None;
+            self.connecting = false;
+            self.actions.push_back(LinkAction::Close);
+            if std::mem::take(&mut self.link) {
+                self.engine.disconnected(now);
+            }
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Err(ConnectError::Unreachable {
+                    addr: self.server.clone(),
+                    source: io::Error::new(io::ErrorKind::TimedOut, "no login in time"),
+                }));
+                self.stop = true;
+                return;
+            }
+            self.schedule_reconnect(now);
+        }
+        if self.reconnect_at.is_some_and(|t| t <= now) && !self.link && !self.connecting {
+            self.start_connecting(now);
+        }
+        self.engine.timeout(now);
+        self.after_input(now);
+    }
+
+    /// Stops: the final bytes (acknowledgements) and a close of the link
+    /// come out of [`poll_action`](ClientSupervisor::poll_action); the state
+    /// is saved and every waiting request fails with "closed". Perform the
+    /// actions, give the link's writer a moment to flush, then call
+    /// [`finished`](ClientSupervisor::finished).
+    pub fn finish(&mut self) {
+        self.stop = true;
+        if let Some(bytes) = self.engine.take_transmit()
+            && self.link
+        {
+            self.actions.push_back(LinkAction::Write(bytes));
+        }
+        self.actions.push_back(LinkAction::Close);
+        let saved = self.engine.shutdown();
+        if let Err(e) = &saved {
+            tracing::error!("cannot save the client state: {e}");
+        }
+        self.saved = Some(saved);
+    }
+
+    /// The link is closed: tells the core and whoever asked to close.
+    pub fn finished(mut self, now: Instant) {
+        self.link = false;
+        self.engine.disconnected(now);
+        let saved = self.saved.take().unwrap_or(Ok(()));
+        if let Some(reply) = self.close_reply.take() {
+            let _ = reply.send(saved);
+        }
+    }
+
+    fn start_connecting(&mut self, now: Instant) {
+        self.reconnect_at = None;
+        self.login_deadline = Some(now + self.connect_timeout);
+        self.connecting = true;
+        self.actions.push_back(LinkAction::Connect);
+    }
+
+    fn after_disconnect(&mut self, now: Instant) {
+        self.login_deadline = None;
+        if let Some(refusal) = self.engine.take_refusal() {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Err(refusal));
+                self.stop = true;
+                return;
+            }
+            if refusal.is_permanent() {
+                tracing::error!("not reconnecting: {refusal}");
+                self.stop = true;
+                return;
+            }
+            tracing::info!("disconnected: {refusal}");
+        }
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(ConnectError::Disconnected));
+            self.stop = true;
+            return;
+        }
+        self.schedule_reconnect(now);
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        if !self.reconnect {
+            self.stop = true;
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        tracing::debug!(?delay, "reconnecting later");
+        self.reconnect_at = Some(now + delay);
+    }
+
+    /// Writes what the core produced, closes when it asks, reports the login.
+    fn after_input(&mut self, now: Instant) {
+        if let Some(bytes) = self.engine.take_transmit()
+            && self.link
+        {
+            self.actions.push_back(LinkAction::Write(bytes));
+        }
+        if let Some(login) = self.engine.take_login() {
+            self.login_deadline = None;
+            self.backoff.reset();
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Ok(login));
+            }
+        }
+        if self.engine.take_close() {
+            self.link = false;
+            self.actions.push_back(LinkAction::Close);
+            self.engine.disconnected(now);
+            self.after_disconnect(now);
+            // Whatever the core said on the way out is not sent.
+            let _ = self.engine.take_transmit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::ClientHome;
+    use missive_core::crypto::Identity;
+    use missive_core::rng;
+
+    fn prepared(home: &std::path::Path) -> (ClientOptions, PreparedClient) {
+        let user = UserName::new("alice").unwrap();
+        let identity = Identity::generate(&mut rng::from_seed([7; 32]), 2048).unwrap();
+        ClientHome::new(home)
+            .user(&user)
+            .save_identity(&identity)
+            .unwrap();
+        let mut options = ClientOptions::new("127.0.0.1:1", home, user);
+        options.generate_key = false;
+        options.backoff_initial = Duration::from_millis(100);
+        options.backoff_max = Duration::from_millis(100);
+        let prepared = prepare_client(&options).unwrap();
+        assert_eq!(prepared.fingerprint, identity.public_key().fingerprint());
+        (options, prepared)
+    }
+
+    fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        std::pin::pin!(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn missing_key_without_generation_is_not_registered() {
+        let home = tempfile::tempdir().unwrap();
+        let mut options =
+            ClientOptions::new("127.0.0.1:1", home.path(), UserName::new("bob").unwrap());
+        options.generate_key = false;
+        assert!(matches!(
+            prepare_client(&options),
+            Err(ConnectError::NotRegistered { .. })
+        ));
+    }
+
+    #[test]
+    fn first_connect_failure_is_reported_then_later_ones_back_off() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, prepared) = prepared(home.path());
+        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        assert_eq!(sup.poll_timeout(), Some(now + options.connect_timeout));
+        assert!(poll_once(&mut login).is_pending());
+        sup.connect_failed(now, io::ErrorKind::ConnectionRefused.into());
+        assert!(sup.is_stopped());
+        assert!(matches!(
+            poll_once(&mut login),
+            Poll::Ready(Err(ConnectError::Unreachable { .. }))
+        ));
+    }
+
+    #[test]
+    fn connection_lost_before_login_fails_the_connect_and_close_replies() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, prepared) = prepared(home.path());
+        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        sup.connected(now);
+        // The core says Hello.
+        assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
+        sup.lost(now, "test");
+        assert_eq!(sup.poll_action(), Some(LinkAction::Close));
+        assert!(sup.is_stopped());
+        assert!(matches!(
+            poll_once(&mut login),
+            Poll::Ready(Err(ConnectError::Disconnected))
+        ));
+        let (commands, _rx) = commands();
+        let (reply, mut rx) = oneshot::channel();
+        sup.command(now, Command::Close { reply });
+        sup.finish();
+        assert_eq!(sup.poll_action(), Some(LinkAction::Close));
+        sup.finished(now);
+        assert!(matches!(poll_once(&mut rx), Poll::Ready(Ok(Ok(())))));
+        drop(commands);
+    }
+}

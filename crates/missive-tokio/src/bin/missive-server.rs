@@ -1,0 +1,273 @@
+//! `missive-server`: the Missive chat server (TCP, tokio, embedded redb store).
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use missive_core::server::ServerConfig;
+use missive_store::{MemoryStore, RedbStore, Store};
+use missive_tokio::{BoundServer, QueueLimits, ServerOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Missive chat server: end-to-end encrypted asynchronous 1:1 chat.
+///
+/// Prints `listening on ADDR` on standard output once it accepts
+/// connections. SIGINT or SIGTERM shut it down gracefully (exit status 0).
+/// Logs go to standard error; set RUST_LOG to change the level (default
+/// info).
+///
+/// Durations accept a unit: `250ms`, `30s`, `5m`, `2h`, `30d` (a bare number
+/// is seconds).
+#[derive(Debug, Parser)]
+#[command(name = "missive-server", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MISSIVE_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: String,
+    /// Directory of the durable store (created if missing).
+    #[arg(long, env = "MISSIVE_DATA", default_value = "./missive-data")]
+    data: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long)]
+    memory: bool,
+    /// Largest frame payload in bytes [default: 262144].
+    #[arg(long, value_name = "BYTES")]
+    max_frame: Option<u32>,
+    /// Largest envelope in bytes [default: max-frame - 1024].
+    #[arg(long, value_name = "BYTES")]
+    max_envelope: Option<u32>,
+    /// Unacknowledged deliveries per connection [default: 256].
+    #[arg(long, value_name = "N")]
+    window: Option<u32>,
+    /// Ping interval announced to clients [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ping_interval: Option<Duration>,
+    /// Silent ping intervals before a client is dropped [default: 3].
+    #[arg(long, value_name = "N")]
+    missed_pings: Option<u32>,
+    /// Time a new connection has to log in [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Messages queued per recipient [default: 1000].
+    #[arg(long, value_name = "N")]
+    queue_max_messages: Option<u32>,
+    /// Envelope bytes queued per recipient [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    queue_max_bytes: Option<u64>,
+    /// Share of a recipient's queue one sender may fill, percent [default: 50].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    sender_share: Option<u8>,
+    /// Messages a user may have queued anywhere plus notices for them [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_outstanding: Option<u32>,
+    /// Sustained sends per second per user [default: 100].
+    #[arg(long, value_name = "N")]
+    send_rate: Option<u32>,
+    /// Burst of sends per user [default: 1000].
+    #[arg(long, value_name = "N")]
+    send_burst: Option<u32>,
+    /// Lifetime of a queued message [default: 30d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    message_ttl: Option<Duration>,
+    /// Frames waiting for a slow client before it is dropped [default: 1024].
+    #[arg(long, value_name = "N")]
+    outbound_frames: Option<usize>,
+    /// Bytes waiting for a slow client before it is dropped [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    outbound_bytes: Option<usize>,
+    /// Most simultaneous connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 250ms, 30s, 5m"))?;
+    let seconds = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{text}` is too long"))
+    };
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
+        other => Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+    }
+}
+
+impl Args {
+    fn config(&self) -> ServerConfig {
+        let mut c = ServerConfig::default();
+        if let Some(v) = self.max_frame {
+            c.max_frame = v;
+            c.max_envelope = v.saturating_sub(1024);
+        }
+        if let Some(v) = self.max_envelope {
+            c.max_envelope = v;
+        }
+        if let Some(v) = self.window {
+            c.window = v;
+        }
+        if let Some(v) = self.ping_interval {
+            c.ping_interval = v;
+        }
+        if let Some(v) = self.missed_pings {
+            c.missed_pings = v;
+        }
+        if let Some(v) = self.handshake_timeout {
+            c.handshake_timeout = v;
+        }
+        if let Some(v) = self.queue_max_messages {
+            c.queue_max_messages = v;
+        }
+        if let Some(v) = self.queue_max_bytes {
+            c.queue_max_bytes = v;
+        }
+        if let Some(v) = self.sender_share {
+            c.sender_share_percent = v;
+        }
+        if let Some(v) = self.max_outstanding {
+            c.max_outstanding_per_sender = v;
+        }
+        if let Some(v) = self.send_rate {
+            c.send_rate_per_sec = v;
+        }
+        if let Some(v) = self.send_burst {
+            c.send_burst = v;
+        }
+        if let Some(v) = self.message_ttl {
+            c.message_ttl = v;
+        }
+        c
+    }
+
+    fn options(&self) -> ServerOptions {
+        let mut o = ServerOptions::default();
+        let defaults = QueueLimits::default();
+        o.queue = QueueLimits::new(
+            self.outbound_frames.unwrap_or(defaults.max_frames),
+            self.outbound_bytes.unwrap_or(defaults.max_bytes),
+        );
+        if let Some(v) = self.max_connections {
+            o.max_connections = v;
+        }
+        o
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("missive-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("missive-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store: Box<dyn Store> = if args.memory {
+        tracing::warn!("in-memory store: nothing survives a restart");
+        Box::new(MemoryStore::new())
+    } else {
+        std::fs::create_dir_all(&args.data).map_err(|e| format!("{}: {e}", args.data.display()))?;
+        let data = args.data.clone();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&data))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot open the store in {}: {e}", args.data.display()))?;
+        tracing::info!(data = %args.data.display(), "store opened");
+        Box::new(store)
+    };
+    let server = BoundServer::bind_with(args.listen.as_str(), args.config(), store, args.options())
+        .await
+        .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on {}", server.local_addr());
+        let _ = stdout.flush();
+    }
+    let report = server
+        .serve_until(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        connections = report.engine.accepted,
+        commits = report.store.commits,
+        "bye"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

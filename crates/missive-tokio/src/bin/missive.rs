@@ -1,0 +1,560 @@
+//! `missive`: the Missive command-line client.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use missive_core::UserName;
+use missive_core::client::{Client, ClientConfig, ClientEvent};
+use missive_runtime::client::fingerprint_of_der;
+use missive_runtime::{ClientHome, UserHome, os_seed, unix_ms_now};
+use missive_tokio::{ClientHandle, ClientOptions, ConnectError, PresenceError, SendError};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
+
+const EXIT_HELP: &str = "\
+Exit status:
+  0  success
+  1  other error (I/O, home directory, unexpected server answer)
+  2  bad input (usage, invalid user name)
+  3  server unreachable (or the connection dropped before login)
+  4  not registered (the server does not know --user, or HOME has no key for it)
+  5  unknown user (the recipient or queried user does not exist / has no pinned key)
+  6  key changed (the recipient's key differs from the pinned one; see `trust`)
+  7  queue full (the recipient's queue is full; try again later)
+  8  name taken (`register`: the name belongs to another key)
+  9  timed out (no answer in time, or `listen --count` not reached)";
+
+/// Missive: end-to-end encrypted asynchronous 1:1 chat.
+///
+/// Keys and state live in HOME/USER/ (private key `key.pem`, mode 0600).
+/// Start with `missive --user NAME register`.
+#[derive(Debug, Parser)]
+#[command(name = "missive", version, after_help = EXIT_HELP)]
+struct Args {
+    /// Server address (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_SERVER",
+        default_value = "127.0.0.1:7878"
+    )]
+    server: String,
+    /// Client home directory [default: ~/.missive].
+    #[arg(long, global = true, env = "MISSIVE_HOME")]
+    home: Option<PathBuf>,
+    /// Your user name (1-32 characters of a-z 0-9 . _ -).
+    #[arg(long, global = true, env = "MISSIVE_USER")]
+    user: Option<String>,
+    /// Seconds to wait for the server's answers.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    wait: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create your key (if needed) and register your user name.
+    Register,
+    /// Send a message (the text argument, or standard input).
+    Send {
+        /// Recipient.
+        to: String,
+        /// Text of the message (several words are joined with spaces);
+        /// read from standard input when absent.
+        #[arg(value_name = "TEXT")]
+        text: Vec<String>,
+    },
+    /// Receive messages and print them as `sender: text` lines.
+    Listen {
+        /// Print JSON lines: {"from", "id", "sent_at", "body"}.
+        #[arg(long)]
+        json: bool,
+        /// Stop after N messages (messages that arrived with the last one
+        /// are printed too: the client has acknowledged them).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after S seconds (exit 9 if --count was not reached).
+        #[arg(long, value_name = "S")]
+        timeout: Option<f64>,
+    },
+    /// Show your key's fingerprint, or the one pinned for USER.
+    Fingerprint {
+        /// Whose pinned key (default: your own key).
+        #[arg(value_name = "USER")]
+        whose: Option<String>,
+    },
+    /// Show whether USER is online.
+    Presence {
+        /// Whose presence.
+        #[arg(value_name = "USER")]
+        whose: String,
+    },
+    /// Trust USER's new key after a key change (forget the pinned one).
+    Trust {
+        /// Whose key.
+        #[arg(value_name = "USER")]
+        whose: String,
+    },
+}
+
+/// A failure: the message for standard error and the exit status.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+const OTHER: u8 = 1;
+const BAD_INPUT: u8 = 2;
+const UNREACHABLE: u8 = 3;
+const NOT_REGISTERED: u8 = 4;
+const UNKNOWN_USER: u8 = 5;
+const KEY_CHANGED: u8 = 6;
+const QUEUE_FULL: u8 = 7;
+const NAME_TAKEN: u8 = 8;
+const TIMED_OUT: u8 = 9;
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Self {
+        let code = match &e {
+            ConnectError::Unreachable { .. } | ConnectError::Disconnected => UNREACHABLE,
+            ConnectError::NotRegistered { .. } => NOT_REGISTERED,
+            ConnectError::NameTaken { .. } => NAME_TAKEN,
+            _ => OTHER,
+        };
+        let hint = match &e {
+            ConnectError::NotRegistered { user } => {
+                format!(" (run `missive --user {user} register` first)")
+            }
+            ConnectError::AuthFailed { .. } => {
+                " (the key in the home directory is not the one registered)".into()
+            }
+            _ => String::new(),
+        };
+        Failure::new(code, format!("{e}{hint}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("missive: cannot start the runtime: {e}");
+            return ExitCode::from(OTHER);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("missive: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn user_name(name: &str) -> Result<UserName, Failure> {
+    UserName::new(name)
+        .map_err(|e| Failure::new(BAD_INPUT, format!("invalid user name `{name}`: {e}")))
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let Some(user) = args.user.as_deref() else {
+        return Err(Failure::new(
+            BAD_INPUT,
+            "no user: pass --user NAME or set MISSIVE_USER",
+        ));
+    };
+    let user = user_name(user)?;
+    let home = match args.home.clone().or_else(ClientHome::default_root) {
+        Some(home) => home,
+        None => {
+            return Err(Failure::new(
+                BAD_INPUT,
+                "no home directory: pass --home DIR or set MISSIVE_HOME",
+            ));
+        }
+    };
+    let wait = Duration::from_secs(args.wait.max(1));
+    let mut options = ClientOptions::new(args.server.clone(), home.clone(), user.clone());
+    options.register_if_needed = false;
+    options.generate_key = false;
+    options.connect_timeout = wait;
+    // Only `listen` takes deliveries: every other command's session starts
+    // offline (the core says so before logging in), so that it never
+    // receives, and acknowledges, a message meant for `listen`.
+    options.start_online = false;
+    let user_home = ClientHome::new(&home).user(&user);
+    match args.command {
+        Command::Register => register(options, &user_home).await,
+        Command::Send { to, text } => {
+            let to = user_name(&to)?;
+            let body = if text.is_empty() {
+                read_stdin()?
+            } else {
+                text.join(" ")
+            };
+            send(options, to, body, wait).await
+        }
+        Command::Listen {
+            json,
+            count,
+            timeout,
+        } => {
+            let timeout = match timeout {
+                Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+                Some(s) => return Err(Failure::new(BAD_INPUT, format!("bad --timeout {s}"))),
+                None => None,
+            };
+            listen(options, json, count, timeout).await
+        }
+        Command::Fingerprint { whose: None } => {
+            let identity = load_identity(&user_home)?;
+            println!("{}", identity.public_key().fingerprint());
+            Ok(())
+        }
+        Command::Fingerprint { whose: Some(other) } => {
+            let other = user_name(&other)?;
+            let state = user_home
+                .load_state()
+                .map_err(|e| Failure::new(OTHER, e.to_string()))?;
+            match state.pinned_key(&other) {
+                Some(der) => {
+                    println!("{}", fingerprint_of_der(der));
+                    Ok(())
+                }
+                None => Err(Failure::new(
+                    UNKNOWN_USER,
+                    format!(
+                        "no key pinned for {other} (keys are pinned on the first message to them)"
+                    ),
+                )),
+            }
+        }
+        Command::Presence { whose: other } => presence(options, user_name(&other)?, wait).await,
+        Command::Trust { whose: other } => trust(&user_home, user_name(&other)?),
+    }
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Failure::new(
+            BAD_INPUT,
+            format!("cannot read the message from standard input: {e}"),
+        )
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+fn load_identity(home: &UserHome) -> Result<missive_core::crypto::Identity, Failure> {
+    match home.load_identity() {
+        Ok(Some(identity)) => Ok(identity),
+        Ok(None) => Err(Failure::new(
+            NOT_REGISTERED,
+            format!(
+                "no key for {} in {} (run `missive --user {} register` first)",
+                home.user(),
+                home.dir().display(),
+                home.user()
+            ),
+        )),
+        Err(e) => Err(Failure::new(OTHER, e.to_string())),
+    }
+}
+
+async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Failure> {
+    if !home.has_identity() {
+        let bits = options.key_bits;
+        let home = home.clone();
+        let interactive = std::io::stderr().is_terminal();
+        eprintln!("generating a {bits}-bit RSA key for {}...", home.user());
+        tokio::task::spawn_blocking(move || {
+            home.load_or_generate_identity(bits, |elapsed| {
+                if interactive {
+                    eprint!("\r  {:.1} s", elapsed.as_secs_f64());
+                    let _ = std::io::stderr().flush();
+                }
+            })
+        })
+        .await
+        .map_err(|e| Failure::new(OTHER, e.to_string()))?
+        .map_err(|e| Failure::new(OTHER, e.to_string()))?;
+        if interactive {
+            eprintln!();
+        }
+    }
+    options.register_if_needed = true;
+    let user = options.user.clone();
+    let (client, _events) = match ClientHandle::connect(options).await {
+        Ok(connected) => connected,
+        // The client logs in first: with another key than the registered
+        // one, the login signature does not verify.
+        Err(ConnectError::AuthFailed { .. }) => {
+            return Err(Failure::new(
+                NAME_TAKEN,
+                format!("the name {user} is registered with another key"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if client.login().registered {
+        println!("registered {user}");
+    } else {
+        println!("{user} is already registered");
+    }
+    println!("fingerprint {}", client.fingerprint());
+    client
+        .close()
+        .await
+        .map_err(|e| Failure::new(OTHER, e.to_string()))
+}
+
+async fn send(
+    options: ClientOptions,
+    to: UserName,
+    body: String,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let (client, _events) = ClientHandle::connect(options).await?;
+    let result = tokio::time::timeout(wait, client.send(to.clone(), body)).await;
+    let closed = client.close().await;
+    let id = match result {
+        Err(_) => {
+            return Err(Failure::new(
+                TIMED_OUT,
+                format!(
+                    "no answer from the server in {wait:?}; the message stays in the outbox and goes out with the next command"
+                ),
+            ));
+        }
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => {
+            let code = match &e {
+                SendError::UnknownUser { .. } => UNKNOWN_USER,
+                SendError::KeyChanged { .. } => KEY_CHANGED,
+                SendError::QueueFull { .. } => QUEUE_FULL,
+                SendError::TooLarge | SendError::OutboxFull { .. } => BAD_INPUT,
+                _ => OTHER,
+            };
+            let hint = match &e {
+                SendError::KeyChanged { to } => format!(
+                    " (check `missive fingerprint {to}` with them, then `missive trust {to}`)"
+                ),
+                _ => String::new(),
+            };
+            return Err(Failure::new(code, format!("{e}{hint}")));
+        }
+    };
+    closed.map_err(|e| Failure::new(OTHER, e.to_string()))?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn listen(
+    mut options: ClientOptions,
+    json: bool,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+) -> Result<(), Failure> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    options.start_online = true;
+    let (client, mut events) = ClientHandle::connect(options).await?;
+    let mut received = 0u64;
+    let lost = loop {
+        if count.is_some_and(|n| received >= n) {
+            break false;
+        }
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            event = events.recv() => event,
+            () = sleep => break false,
+            _ = tokio::signal::ctrl_c() => break false,
+        };
+        match event {
+            Some(event) => received += show(event, json),
+            None => break true,
+        }
+    };
+    client
+        .close()
+        .await
+        .map_err(|e| Failure::new(OTHER, e.to_string()))?;
+    // The client acknowledges every message it receives: print those that
+    // arrived with the last ones too, so that none is lost.
+    while let Ok(Some(event)) = events.try_recv() {
+        received += show(event, json);
+    }
+    if lost {
+        return Err(Failure::new(
+            UNREACHABLE,
+            "the connection to the server was lost",
+        ));
+    }
+    match count {
+        Some(n) if received < n => Err(Failure::new(
+            TIMED_OUT,
+            format!("received {received} of {n} messages before the timeout"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Prints a message on standard output (other events on standard error);
+/// returns 1 for a message, 0 otherwise.
+fn show(event: ClientEvent, json: bool) -> u64 {
+    match event {
+        ClientEvent::MessageReceived {
+            from,
+            id,
+            sent_at,
+            body,
+        } => {
+            let text = String::from_utf8_lossy(&body);
+            let line = if json {
+                serde_json::json!({
+                    "from": from.as_str(),
+                    "id": id.to_string(),
+                    "sent_at": sent_at,
+                    "body": text,
+                })
+                .to_string()
+            } else {
+                format!("{from}: {text}")
+            };
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+            return 1;
+        }
+        ClientEvent::UndecryptableMessage { from, id, error } => {
+            eprintln!("missive: a message from {from} ({id}) could not be opened: {error}");
+        }
+        ClientEvent::KeyChanged {
+            user,
+            pinned,
+            offered,
+        } => {
+            eprintln!("missive: WARNING: {user}'s key changed: pinned {pinned}, offered {offered}");
+        }
+        ClientEvent::Delivered { to, id } => tracing::info!(%to, %id, "delivered"),
+        ClientEvent::Expired { to, id } => {
+            eprintln!("missive: message {id} to {to} expired unread");
+        }
+        ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
+        _ => {}
+    }
+    0
+}
+
+async fn presence(options: ClientOptions, user: UserName, wait: Duration) -> Result<(), Failure> {
+    let (client, _events) = ClientHandle::connect(options).await?;
+    let answer = tokio::time::timeout(wait, client.query_presence(user.clone())).await;
+    let _ = client.close().await;
+    match answer {
+        Err(_) => Err(Failure::new(TIMED_OUT, "no answer from the server in time")),
+        Ok(Err(PresenceError::UnknownUser(user))) => {
+            Err(Failure::new(UNKNOWN_USER, format!("unknown user {user}")))
+        }
+        Ok(Err(e)) => Err(Failure::new(UNREACHABLE, e.to_string())),
+        Ok(Ok(p)) if p.online => {
+            println!("{user} is online");
+            Ok(())
+        }
+        Ok(Ok(p)) => {
+            match p.last_seen_ms {
+                Some(ms) => {
+                    let ago = unix_ms_now().saturating_sub(ms) / 1000;
+                    println!("{user} is offline (last seen {ago} s ago)");
+                }
+                None => println!("{user} is offline (not seen since the server started)"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn trust(home: &UserHome, other: UserName) -> Result<(), Failure> {
+    let identity = load_identity(home)?;
+    let state = home
+        .load_state()
+        .map_err(|e| Failure::new(OTHER, e.to_string()))?;
+    if state.pinned_key(&other).is_none() {
+        println!(
+            "no key pinned for {other}: the next message to them pins the key the server offers"
+        );
+        return Ok(());
+    }
+    let seed = os_seed().map_err(|e| Failure::new(OTHER, e.to_string()))?;
+    let mut client = Client::new(
+        ClientConfig::new(home.user().clone()),
+        identity,
+        state,
+        seed,
+        Instant::now(),
+        unix_ms_now(),
+    );
+    client.trust_key(&other);
+    home.save_state(client.state())
+        .map_err(|e| Failure::new(OTHER, e.to_string()))?;
+    println!(
+        "forgot {other}'s pinned key: the next message to {other} pins the key the server offers now"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn positional_user_is_not_the_global_user() {
+        let args =
+            Args::try_parse_from(["missive", "--user", "alice", "fingerprint", "bob"]).unwrap();
+        assert_eq!(args.user.as_deref(), Some("alice"));
+        assert!(matches!(args.command, Command::Fingerprint { whose: Some(ref w) } if w == "bob"));
+        let args = Args::try_parse_from(["missive", "--user", "alice", "fingerprint"]).unwrap();
+        assert!(matches!(args.command, Command::Fingerprint { whose: None }));
+        let args = Args::try_parse_from(["missive", "send", "bob", "hello", "there"]).unwrap();
+        assert!(
+            matches!(args.command, Command::Send { ref text, .. } if text.join(" ") == "hello there")
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The `missive-server` and `missive` binaries end to end, and a crash test:
+//! SIGKILL of the server in the middle of a load.
+
+mod common;
+
+use common::{options, user};
+use missive_core::client::ClientEvent;
+use missive_tokio::ClientHandle;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_missive-server");
+const CLI: &str = env!("CARGO_BIN_EXE_missive");
+
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the server binary and waits for its `listening on ADDR` line.
+    fn start(data: &Path, listen: &str, extra: &[&str]) -> Self {
+        let log = data.with_extension(format!("log.{}", listen.replace([':', '.'], "_")));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(SERVER)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}, see {}", log.display()))
+            .to_string();
+        Self { child, addr, log }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and the exit status must be 0.
+    fn terminate(mut self) {
+        self.signal("TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "server exit status {status:?}, see {}",
+            self.log.display()
+        );
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the CLI as `user` against `server` with `home`.
+fn cli(home: &Path, server: &str, user: &str, args: &[&str]) -> Output {
+    cli_stdin(home, server, user, args, None)
+}
+
+fn cli_stdin(home: &Path, server: &str, user: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(CLI)
+        .env_remove("MISSIVE_SERVER")
+        .env_remove("MISSIVE_HOME")
+        .env_remove("MISSIVE_USER")
+        .env_remove("RUST_LOG")
+        .arg("--server")
+        .arg(server)
+        .arg("--home")
+        .arg(home)
+        .arg("--user")
+        .arg(user)
+        .arg("--wait")
+        .arg("10")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn cli_end_to_end_with_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let home = tmp.path().join("home");
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &[]);
+    let addr = server.addr.clone();
+
+    // Registration generates the key (mode 0600) and is idempotent.
+    let out = cli(&home, &addr, "alice", &["register"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("registered alice"),
+        "{}",
+        stdout(&out)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join("alice/key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let own = cli(&home, &addr, "alice", &["fingerprint"]);
+    assert_exit(&own, 0);
+    assert!(
+        stdout(&out).contains(stdout(&own).trim()),
+        "register prints the fingerprint"
+    );
+    let out = cli(&home, &addr, "alice", &["register"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("alice is already registered"));
+    let out = cli(&home, &addr, "bob", &["register"]);
+    assert_exit(&out, 0);
+    // Another home, another key: the name is taken.
+    let other_home = tmp.path().join("other-home");
+    let out = cli(&other_home, &addr, "bob", &["register"]);
+    assert_exit(&out, 8);
+
+    // Alice sends while bob is offline: the text argument, then stdin.
+    let out = cli(&home, &addr, "alice", &["send", "bob", "hello bob"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out).trim().len(), 32, "prints the message id");
+    let out = cli_stdin(
+        &home,
+        &addr,
+        "alice",
+        &["send", "bob"],
+        Some("from stdin\n"),
+    );
+    assert_exit(&out, 0);
+    let out = cli(
+        &home,
+        &addr,
+        "alice",
+        &["send", "bob", "three", "words", "here"],
+    );
+    assert_exit(&out, 0);
+
+    // Errors and their exit codes.
+    assert_exit(&cli(&home, &addr, "alice", &["send", "carol", "hi"]), 5);
+    assert_exit(&cli(&home, &addr, "carol", &["send", "bob", "hi"]), 4);
+    assert_exit(&cli(&home, &addr, "Carol", &["send", "bob", "hi"]), 2);
+    assert_exit(&cli(&home, &addr, "alice", &["presence", "carol"]), 5);
+    let out = cli(&home, &addr, "alice", &["presence", "bob"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("bob is offline"), "{}", stdout(&out));
+    // Alice pinned bob's key on the first send.
+    let pinned = cli(&home, &addr, "alice", &["fingerprint", "bob"]);
+    assert_exit(&pinned, 0);
+    let bobs = cli(&home, &addr, "bob", &["fingerprint"]);
+    assert_eq!(stdout(&pinned), stdout(&bobs));
+    assert_exit(&cli(&home, &addr, "bob", &["fingerprint", "dave"]), 5);
+
+    // Graceful stop, and what a client sees meanwhile.
+    server.terminate();
+    assert_exit(
+        &cli(&home, &addr, "alice", &["send", "bob", "nobody home"]),
+        3,
+    );
+
+    // Restart on the same data and address: bob gets the messages.
+    // `--count 1` stops after the first message, but prints every message
+    // that came with it (they are acknowledged): none is lost.
+    let server = ServerProcess::start(&data, &addr, &[]);
+    // Only `listen` takes deliveries: bob's other commands start their
+    // sessions offline, so they receive (and acknowledge) none of the
+    // messages waiting for him.
+    assert_exit(&cli(&home, &addr, "bob", &["register"]), 0);
+    assert_exit(&cli(&home, &addr, "bob", &["presence", "alice"]), 0);
+    assert_exit(&cli(&home, &addr, "bob", &["send", "alice", "hi alice"]), 0);
+    let first = cli(
+        &home,
+        &addr,
+        "bob",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_exit(&first, 0);
+    assert!(!stdout(&first).is_empty());
+    let rest = cli(&home, &addr, "bob", &["listen", "--timeout", "3"]);
+    assert_exit(&rest, 0);
+    assert_eq!(
+        stdout(&first) + &stdout(&rest),
+        "alice: hello bob\nalice: from stdin\nalice: three words here\n"
+    );
+
+    // JSON lines, while listening.
+    let listener = Command::new(CLI)
+        .args([
+            "--server",
+            &addr,
+            "--user",
+            "bob",
+            "listen",
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .arg("--home")
+        .arg(&home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until bob is online so that the message is delivered live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = cli(&home, &addr, "alice", &["presence", "bob"]);
+        if stdout(&out).contains("bob is online") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never came online");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_exit(
+        &cli(&home, &addr, "alice", &["send", "bob", "json please"]),
+        0,
+    );
+    let out = listener.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["from"], "alice");
+    assert_eq!(line["body"], "json please");
+    assert_eq!(line["id"].as_str().unwrap().len(), 32);
+    assert!(line["sent_at"].as_u64().unwrap() > 1_600_000_000_000);
+
+    // Nothing is left: a later listen times out quietly.
+    let out = cli(&home, &addr, "bob", &["listen", "--timeout", "0.5"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "");
+    let out = cli(
+        &home,
+        &addr,
+        "bob",
+        &["listen", "--count", "1", "--timeout", "0.5"],
+    );
+    assert_exit(&out, 9);
+    // Alice gets bob's message, which her own `send`s did not take either.
+    let out = cli(
+        &home,
+        &addr,
+        "alice",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "bob: hi alice\n");
+    server.terminate();
+}
+
+/// Sends of the crash test, `CONCURRENCY` at a time.
+struct Load {
+    alice: Arc<ClientHandle>,
+    accepted: Arc<Mutex<BTreeSet<usize>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    sends: tokio::task::JoinSet<Result<(), String>>,
+}
+
+impl Load {
+    async fn send(&mut self, i: usize) {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.unwrap();
+        let (alice, accepted) = (Arc::clone(&self.alice), Arc::clone(&self.accepted));
+        self.sends.spawn(async move {
+            let result = alice.send(user("bob"), format!("message {i}")).await;
+            drop(permit);
+            match result {
+                Ok(_) => {
+                    accepted.lock().unwrap().insert(i);
+                    Ok(())
+                }
+                Err(e) => Err(format!("message {i}: {e}")),
+            }
+        });
+    }
+}
+
+/// SIGKILL of the server during a load of sends: every message whose
+/// `accepted` reached the sender is delivered after the restart, exactly
+/// once to the application; the sender's outbox brings the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sigkill_mid_load() {
+    const N: usize = 2_000;
+    const CONCURRENCY: usize = 256;
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let home = tmp.path().join("home");
+    let limits = [
+        "--queue-max-messages",
+        "10000",
+        "--sender-share",
+        "100",
+        "--send-rate",
+        "100000",
+        "--send-burst",
+        "100000",
+    ];
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &limits);
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+
+    let (bob, _e) = ClientHandle::connect(options(addr, &home, "bob", 1))
+        .await
+        .unwrap();
+    bob.close().await.unwrap();
+    let mut alice_options = options(addr, &home, "alice", 0);
+    alice_options.state_save_delay = Duration::from_millis(100);
+    let (alice, _alice_events) = ClientHandle::connect(alice_options).await.unwrap();
+    let alice = Arc::new(alice);
+
+    // The load: N sends, CONCURRENCY at a time; record who was accepted.
+    let load = Load {
+        alice: Arc::clone(&alice),
+        accepted: Arc::default(),
+        permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
+        sends: tokio::task::JoinSet::new(),
+    };
+    let mut load = load;
+    let mut next = 0;
+    // Mid-load: once a third is accepted, SIGKILL.
+    while next < N && load.accepted.lock().unwrap().len() < N / 3 {
+        load.send(next).await;
+        next += 1;
+    }
+    server.kill();
+    let killed_after = started.elapsed();
+    let accepted_before_kill = load.accepted.lock().unwrap().clone();
+    let submitted_before_kill = next;
+    // Restart on the same data and port; the client reconnects on its own,
+    // resends its outbox, and the rest of the load follows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = ServerProcess::start(&data, &addr.to_string(), &limits);
+    // Bob receives after the restart, while Alice's outbox drains and the
+    // rest of the load goes out (on the other core).
+    let mut bob_options = options(addr, &home, "bob", 1);
+    bob_options.register_if_needed = false;
+    let receiver = tokio::spawn(async move {
+        let (bob, mut events) = ClientHandle::connect(bob_options).await.unwrap();
+        let mut delivered: HashMap<usize, usize> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut quiet_until = None;
+        loop {
+            let wait_until = quiet_until.unwrap_or(deadline);
+            match tokio::time::timeout_at(wait_until, events.recv()).await {
+                Ok(Some(ClientEvent::MessageReceived { body, from, .. })) => {
+                    assert_eq!(from, user("alice"));
+                    let text = String::from_utf8(body).unwrap();
+                    let i: usize = text.strip_prefix("message ").unwrap().parse().unwrap();
+                    *delivered.entry(i).or_default() += 1;
+                    if delivered.len() == N {
+                        // Linger a little to catch any duplicate.
+                        quiet_until =
+                            Some(tokio::time::Instant::now() + Duration::from_millis(300));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("bob's client stopped"),
+                Err(_) => break,
+            }
+        }
+        bob.close().await.unwrap();
+        delivered
+    });
+    while next < N {
+        load.send(next).await;
+        next += 1;
+    }
+    let mut failures = Vec::new();
+    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(result) = load.sends.join_next().await {
+            if let Err(e) = result.unwrap() {
+                failures.push(e);
+            }
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "sends did not finish");
+    assert!(failures.is_empty(), "{failures:?}");
+    let accepted_total = load.accepted.lock().unwrap().clone();
+    let all_accepted_after = started.elapsed();
+    assert_eq!(accepted_total.len(), N, "every send is accepted in the end");
+    drop(load);
+    let delivered = receiver.await.unwrap();
+    let delivered_after = started.elapsed();
+    let alice = Arc::try_unwrap(alice).unwrap();
+    alice.close().await.unwrap();
+    server.terminate();
+
+    let duplicates: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    let lost_after_accept: Vec<_> = accepted_before_kill
+        .iter()
+        .filter(|i| !delivered.contains_key(i))
+        .collect();
+    println!(
+        "crash test: sent {N} ({submitted_before_kill} before SIGKILL), accepted before SIGKILL {}, \
+         accepted in total {}, delivered after restart {} ({} duplicates, {} accepted-but-lost) in {:.1} s",
+        accepted_before_kill.len(),
+        accepted_total.len(),
+        delivered.len(),
+        duplicates.len(),
+        lost_after_accept.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "crash test timeline: SIGKILL at {:.1} s, all accepted at {:.1} s, all delivered at {:.1} s",
+        killed_after.as_secs_f64(),
+        all_accepted_after.as_secs_f64(),
+        delivered_after.as_secs_f64()
+    );
+    assert!(
+        lost_after_accept.is_empty(),
+        "accepted but lost: {lost_after_accept:?}"
+    );
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    assert_eq!(
+        delivered.len(),
+        accepted_total.len(),
+        "everything accepted is delivered"
+    );
+}

@@ -1,0 +1,4 @@
+//! `server_inputs`: see `missive_fuzz::server` for the input format and invariants.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| missive_fuzz::server::run(data));

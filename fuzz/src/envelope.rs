@@ -1,0 +1,448 @@
+//! `envelope_open`: hostile envelopes into `peek_header` and `open`, with
+//! fixed identities (alice, bob, carol; see [`crate::fixtures`]).
+//!
+//! Input: a mode byte (mod 3), then
+//! * 0: the rest is the envelope;
+//! * 1: a valid sealed envelope (one of [`sealed`], chosen by a byte) with
+//!   one field mutated ([`Mutation`], derived `Arbitrary`), optionally
+//!   re-signed by the true sender so the mutation reaches decryption;
+//! * 2: an envelope built from arbitrary fields ([`Fields`]): a header
+//!   (canonical CBOR of arbitrary values) and arbitrary `k`, `c`, `s`.
+//!
+//! Invariants (envelope signatures are *not* bypassed in fuzzing builds):
+//! * no panic;
+//! * `peek_header` failing means `open` fails with the same error, for any
+//!   opener; `open` succeeding means `peek_header` gives its header;
+//! * `open` succeeds only for the bytes of a genuine sealed envelope (or,
+//!   re-signed, for its unchanged `h`, `k` and `c`), for its recipient and
+//!   sender, and returns the sealed header and body;
+//! * a limit one byte below the envelope's size gives `TooLarge`.
+
+use crate::fixtures::{identities, identity_of};
+use arbitrary::{Arbitrary, Unstructured};
+use missive_core::crypto::{
+    ENVELOPE_VERSION, EnvelopeHeader, Identity, OpenError, open, peek_header, seal,
+};
+use missive_core::{MessageId, UserName, rng};
+use rsa::pkcs8::DecodePrivateKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+
+/// Envelope size limit used by the target.
+pub const MAX_LEN: usize = 64 * 1024;
+
+/// A genuine sealed envelope and what went into it.
+pub struct Sealed {
+    /// The envelope.
+    pub bytes: Vec<u8>,
+    /// Its header.
+    pub header: EnvelopeHeader,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// Genuine envelopes between the fixture identities, sealed once.
+pub fn sealed() -> &'static [Sealed] {
+    static SEALED: OnceLock<Vec<Sealed>> = OnceLock::new();
+    SEALED.get_or_init(|| {
+        let mut rng = rng::from_seed(*b"missive fuzz: fixture envelopes!");
+        let cases: [(usize, usize, &[u8]); 4] = [
+            (0, 1, b"hello bob"),
+            (1, 0, b""),
+            (0, 1, &[0x42; 300]),
+            (2, 0, b"carol here"),
+        ];
+        let ids = identities();
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, &(from, to, body))| {
+                let header = EnvelopeHeader {
+                    version: ENVELOPE_VERSION,
+                    sender: crate::codec::name(crate::codec::NAMES[from]),
+                    recipient: crate::codec::name(crate::codec::NAMES[to]),
+                    id: MessageId([i as u8 + 1; 16]),
+                    sent_at: 1_700_000_000_000 + i as u64,
+                };
+                let bytes = seal(
+                    &mut rng,
+                    &ids[from],
+                    &header,
+                    ids[to].public_key(),
+                    body,
+                    MAX_LEN,
+                )
+                .expect("fixture envelope seals");
+                Sealed {
+                    bytes,
+                    header,
+                    body: body.to_vec(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// The envelope's outer map, as the core encodes it (keys in this order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wire {
+    #[serde(with = "serde_bytes")]
+    h: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    k: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    c: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    s: Vec<u8>,
+}
+
+/// The header map, with wider types than the core's so that out-of-range
+/// versions and invalid names can be expressed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireHeader {
+    v: u64,
+    from: String,
+    to: String,
+    #[serde(with = "serde_bytes")]
+    id: [u8; 16],
+    sent_at: u64,
+}
+
+fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out).expect("CBOR into a Vec");
+    out
+}
+
+impl Wire {
+    fn decode(bytes: &[u8]) -> Wire {
+        ciborium::de::from_reader(bytes).expect("fixture envelopes decode")
+    }
+
+    fn field(&mut self, f: Field) -> &mut Vec<u8> {
+        match f {
+            Field::H => &mut self.h,
+            Field::K => &mut self.k,
+            Field::C => &mut self.c,
+            Field::S => &mut self.s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Field {
+    H,
+    K,
+    C,
+    S,
+}
+
+/// A user name for a header: a fixture name or any string.
+#[derive(Debug, Arbitrary)]
+enum NameChoice {
+    Fixture(u8),
+    Any(String),
+}
+
+impl NameChoice {
+    fn get(self) -> String {
+        match self {
+            NameChoice::Fixture(i) => crate::codec::NAMES[usize::from(i) % 4].to_owned(),
+            NameChoice::Any(s) => s,
+        }
+    }
+}
+
+/// One change to a genuine envelope.
+#[derive(Debug, Arbitrary)]
+enum Mutation {
+    FlipBit {
+        field: Field,
+        index: u16,
+        bit: u8,
+    },
+    Truncate {
+        field: Field,
+        len: u16,
+    },
+    Extend {
+        field: Field,
+        extra: Vec<u8>,
+    },
+    Replace {
+        field: Field,
+        bytes: Vec<u8>,
+    },
+    Swap {
+        a: Field,
+        b: Field,
+    },
+    /// The same field from another genuine envelope.
+    Splice {
+        field: Field,
+        other: u8,
+    },
+    /// The header re-encoded with some values changed.
+    Header {
+        v: Option<u64>,
+        from: Option<NameChoice>,
+        to: Option<NameChoice>,
+        id: Option<[u8; 16]>,
+        sent_at: Option<u64>,
+    },
+    /// The whole envelope's bytes, one flipped.
+    OuterFlip {
+        index: u16,
+        bit: u8,
+    },
+    /// The whole envelope, truncated.
+    OuterTruncate {
+        len: u16,
+    },
+}
+
+/// An envelope from arbitrary fields.
+#[derive(Debug, Arbitrary)]
+struct Fields {
+    v: u64,
+    from: NameChoice,
+    to: NameChoice,
+    id: [u8; 16],
+    sent_at: u64,
+    k: Vec<u8>,
+    c: Vec<u8>,
+    s: Vec<u8>,
+}
+
+/// Runs the `envelope_open` target on one input.
+pub fn run(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let genuine = sealed();
+    match mode % 3 {
+        0 => check(rest, None),
+        1 => {
+            let mut u = Unstructured::new(rest);
+            let Ok(pick) = u8::arbitrary(&mut u) else {
+                return;
+            };
+            let original = &genuine[usize::from(pick) % genuine.len()];
+            let Ok(mutation) = Mutation::arbitrary(&mut u) else {
+                return;
+            };
+            let resign = u8::arbitrary(&mut u).unwrap_or(0) & 1 == 1;
+            let bytes = mutate(original, mutation, resign);
+            check(&bytes, Some(original));
+        }
+        _ => {
+            let mut u = Unstructured::new(rest);
+            let Ok(f) = Fields::arbitrary(&mut u) else {
+                return;
+            };
+            let header = WireHeader {
+                v: f.v,
+                from: f.from.get(),
+                to: f.to.get(),
+                id: f.id,
+                sent_at: f.sent_at,
+            };
+            let wire = Wire {
+                h: cbor(&header),
+                k: f.k,
+                c: f.c,
+                s: f.s,
+            };
+            check(&cbor(&wire), None);
+        }
+    }
+}
+
+fn mutate(original: &Sealed, mutation: Mutation, resign: bool) -> Vec<u8> {
+    let mut wire = Wire::decode(&original.bytes);
+    match mutation {
+        Mutation::FlipBit { field, index, bit } => {
+            let f = wire.field(field);
+            if !f.is_empty() {
+                let i = usize::from(index) % f.len();
+                f[i] ^= 1 << (bit % 8);
+            }
+        }
+        Mutation::Truncate { field, len } => {
+            let f = wire.field(field);
+            let len = usize::from(len) % (f.len() + 1);
+            f.truncate(len);
+        }
+        Mutation::Extend { field, extra } => wire.field(field).extend_from_slice(&extra),
+        Mutation::Replace { field, bytes } => *wire.field(field) = bytes,
+        Mutation::Swap { a, b } => {
+            let x = std::mem::take(wire.field(a));
+            let y = std::mem::replace(wire.field(b), x);
+            *wire.field(a) = y;
+        }
+        Mutation::Splice { field, other } => {
+            let all = sealed();
+            let mut donor = Wire::decode(&all[usize::from(other) % all.len()].bytes);
+            *wire.field(field) = std::mem::take(donor.field(field));
+        }
+        Mutation::Header {
+            v,
+            from,
+            to,
+            id,
+            sent_at,
+        } => {
+            let h = &original.header;
+            let header = WireHeader {
+                v: v.unwrap_or(u64::from(h.version)),
+                from: from.map_or_else(|| h.sender.to_string(), NameChoice::get),
+                to: to.map_or_else(|| h.recipient.to_string(), NameChoice::get),
+                id: id.unwrap_or(h.id.0),
+                sent_at: sent_at.unwrap_or(h.sent_at),
+            };
+            wire.h = cbor(&header);
+        }
+        Mutation::OuterFlip { index, bit } => {
+            let mut bytes = original.bytes.clone();
+            let i = usize::from(index) % bytes.len();
+            bytes[i] ^= 1 << (bit % 8);
+            return bytes;
+        }
+        Mutation::OuterTruncate { len } => {
+            let len = usize::from(len) % original.bytes.len();
+            return original.bytes[..len].to_vec();
+        }
+    }
+    if resign && let Some(sender) = identity_of(original.header.sender.as_str()) {
+        wire.s = sign(sender, &wire);
+    }
+    cbor(&wire)
+}
+
+/// The sender's signature over `h`, `k`, `c` (as in docs/PROTOCOL.md §3.3),
+/// made outside the core so mutated envelopes can reach decryption.
+fn sign(identity: &Identity, wire: &Wire) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    for field in [&b"missive/v1/envelope"[..], &wire.h, &wire.k, &wire.c] {
+        hasher.update((field.len() as u32).to_be_bytes());
+        hasher.update(field);
+    }
+    let digest = hasher.finalize();
+    let mut rng = rng::from_seed([0x51; 32]);
+    private_key(identity)
+        .pss_sign_prehash_with_rng::<Sha256, _>(&mut rng, &digest)
+        .expect("PSS signing")
+}
+
+/// The `rsa` private key of a fixture identity, parsed once.
+fn private_key(identity: &Identity) -> &'static rsa::PrivateKey {
+    static KEYS: OnceLock<Vec<rsa::PrivateKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        identities()
+            .iter()
+            .map(|i| rsa::PrivateKey::from_pkcs8_der(&i.to_pkcs8_der()).expect("fixture key"))
+            .collect()
+    });
+    let i = identities()
+        .iter()
+        .position(|i| i.public_key() == identity.public_key())
+        .expect("a fixture identity");
+    &keys[i]
+}
+
+/// Every invariant for one candidate envelope.
+fn check(bytes: &[u8], mutated_from: Option<&Sealed>) {
+    let ids = identities();
+    let peeked = peek_header(bytes, MAX_LEN);
+
+    // Openers to try: everyone as everyone (cheap: parsing fails first, and
+    // at most one pair passes the recipient and sender checks).
+    for (ri, recipient) in ids.iter().enumerate() {
+        for (si, sender) in ids.iter().enumerate() {
+            let rname = name_of(ri);
+            let sname = name_of(si);
+            let opened = open(
+                recipient,
+                &rname,
+                &sname,
+                sender.public_key(),
+                bytes,
+                MAX_LEN,
+            );
+            match (&peeked, &opened) {
+                (Err(pe), Err(oe))
+                    if matches!(
+                        oe,
+                        OpenError::Malformed(_)
+                            | OpenError::TooLarge { .. }
+                            | OpenError::UnsupportedVersion(_)
+                    ) =>
+                {
+                    assert_eq!(pe, oe, "peek_header and open disagree");
+                }
+                (Err(pe), other) => panic!("peek_header failed ({pe:?}) but open gave {other:?}"),
+                (
+                    Ok(_),
+                    Err(
+                        OpenError::Malformed(_)
+                        | OpenError::TooLarge { .. }
+                        | OpenError::UnsupportedVersion(_),
+                    ),
+                ) => panic!("peek_header succeeded but open failed to parse: {opened:?}"),
+                (Ok(h), Err(OpenError::WrongRecipient(who))) => {
+                    assert_ne!(h.recipient, rname);
+                    assert_eq!(*who, h.recipient);
+                }
+                (Ok(h), Err(OpenError::WrongSender(who))) => {
+                    assert_eq!(h.recipient, rname);
+                    assert_ne!(h.sender, sname);
+                    assert_eq!(*who, h.sender);
+                }
+                (Ok(h), Err(_)) => {
+                    assert_eq!((&h.recipient, &h.sender), (&rname, &sname));
+                }
+                (Ok(h), Ok(o)) => {
+                    assert_eq!(*h, o.header);
+                    assert_eq!((&h.recipient, &h.sender), (&rname, &sname));
+                    genuine(bytes, o, mutated_from);
+                }
+            }
+        }
+    }
+
+    if !bytes.is_empty() {
+        let max = bytes.len() - 1;
+        assert_eq!(
+            peek_header(bytes, max),
+            Err(OpenError::TooLarge {
+                len: bytes.len(),
+                max
+            })
+        );
+    }
+}
+
+/// An opened envelope must be a genuine one: the same bytes, or (after
+/// re-signing a mutation) the same header, wrapped key and ciphertext.
+fn genuine(bytes: &[u8], opened: &missive_core::crypto::Opened, mutated_from: Option<&Sealed>) {
+    let all = sealed();
+    if let Some(s) = all.iter().find(|s| s.bytes == bytes) {
+        assert_eq!(opened.header, s.header);
+        assert_eq!(opened.body, s.body);
+        return;
+    }
+    let original = mutated_from.unwrap_or_else(|| panic!("opened a forged envelope: {opened:?}"));
+    let (a, b) = (Wire::decode(bytes), Wire::decode(&original.bytes));
+    assert_eq!(
+        (&a.h, &a.k, &a.c),
+        (&b.h, &b.k, &b.c),
+        "a tampered envelope opened"
+    );
+    assert_eq!(opened.header, original.header);
+    assert_eq!(opened.body, original.body);
+}
+
+fn name_of(i: usize) -> UserName {
+    crate::codec::name(crate::codec::NAMES[i])
+}

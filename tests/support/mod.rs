@@ -1,0 +1,567 @@
+//! The driver harness of the conformance suite: one synchronous interface
+//! over every server driver ([`ServerDriver`]) and every client driver
+//! ([`ClientDriver`]), so that a test body written once runs against every
+//! pairing. Each call runs on its driver's own runtime: a shared tokio
+//! runtime driven through `block_on`, or async-std's global executor
+//! through `async_std::task::block_on`.
+//!
+//! Also: test identities (generated once per test binary), home-directory
+//! set-up, and a bare blocking client (the core over `std::net`) for peers
+//! that must misbehave — stay silent, send garbage.
+#![allow(dead_code)]
+
+use missive::core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+};
+use missive::core::crypto::{Fingerprint, Identity};
+use missive::core::server::{Server, ServerConfig};
+use missive::core::wire::{ErrorCode, FrameDecoder, ServerPacket};
+use missive::core::{MessageId, UserName, rng};
+use missive::store::Store;
+use missive_runtime::client::{
+    ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
+};
+use missive_runtime::home::ClientHome;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait may take.
+pub const T: Duration = Duration::from_secs(10);
+
+/// Four 2048-bit identities, generated once per test binary (in parallel).
+pub fn identities() -> &'static [Identity; 4] {
+    static KEYS: OnceLock<[Identity; 4]> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4u8)
+                .map(|i| {
+                    s.spawn(move || {
+                        Identity::generate(&mut rng::from_seed([i + 90; 32]), 2048).expect("keygen")
+                    })
+                })
+                .collect();
+            let keys: Vec<Identity> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            keys.try_into().unwrap_or_else(|_| unreachable!())
+        })
+    })
+}
+
+/// A user name.
+pub fn user(name: &str) -> UserName {
+    UserName::new(name).unwrap()
+}
+
+/// Identity `key`'s fingerprint.
+pub fn fingerprint(key: usize) -> Fingerprint {
+    identities()[key].public_key().fingerprint()
+}
+
+/// What a test asks of a client, whatever its driver.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The server.
+    pub server: SocketAddr,
+    /// The client home directory.
+    pub home: PathBuf,
+    /// The user.
+    pub user: String,
+    /// Register when the server does not know the user.
+    pub register_if_needed: bool,
+    /// Presence after login.
+    pub start_online: bool,
+}
+
+/// Options for `name` on `server` with identity `key` installed in `home`
+/// (no key generation in the tests).
+pub fn opts(server: SocketAddr, home: &Path, name: &str, key: usize) -> Opts {
+    let user_home = ClientHome::new(home).user(&user(name));
+    if !user_home.has_identity() {
+        user_home.save_identity(&identities()[key]).unwrap();
+    }
+    Opts {
+        server,
+        home: home.to_path_buf(),
+        user: name.to_string(),
+        register_if_needed: true,
+        start_online: true,
+    }
+}
+
+/// A running server, whatever its driver.
+pub trait RunningServer {
+    /// The address it listens on.
+    fn addr(&self) -> SocketAddr;
+    /// Runs `f` on the core server inside the server's task.
+    fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64;
+    /// Stops it gracefully and waits until it has stopped; the store
+    /// commands it wrote.
+    fn stop(self: Box<Self>) -> u64;
+}
+
+impl dyn RunningServer + '_ {
+    /// Items queued in every mailbox (messages and notices).
+    pub fn queued(&self) -> u64 {
+        self.query(Box::new(|s| s.state().queued_items() as u64))
+    }
+
+    /// Registered users.
+    pub fn users(&self) -> u64 {
+        self.query(Box::new(|s| s.state().user_count() as u64))
+    }
+
+    /// Whether `name` is online.
+    pub fn is_online(&self, name: &str) -> bool {
+        let name = user(name);
+        self.query(Box::new(move |s| u64::from(s.is_online(&name)))) == 1
+    }
+
+    /// Waits until `f` holds, or panics after [`T`].
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Server) -> bool + Send + Clone + 'static) {
+        let deadline = Instant::now() + T;
+        loop {
+            let g = f.clone();
+            if self.query(Box::new(move |s| u64::from(g(s)))) == 1 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Starts servers of one driver.
+pub trait ServerDriver: Sync {
+    /// Binds `addr` and serves `store` with `config`.
+    fn try_start(
+        &self,
+        addr: &str,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+    ) -> std::io::Result<Box<dyn RunningServer>>;
+}
+
+impl dyn ServerDriver + '_ {
+    /// A server on a fresh loopback port.
+    pub fn start(&self, config: ServerConfig, store: Box<dyn Store>) -> Box<dyn RunningServer> {
+        self.try_start("127.0.0.1:0", config, store)
+            .expect("start the server")
+    }
+
+    /// A server on `addr` (a port used before: retried while it is busy).
+    /// `store` is made afresh for each try.
+    pub fn start_on(
+        &self,
+        addr: SocketAddr,
+        config: ServerConfig,
+        store: impl Fn() -> Box<dyn Store>,
+    ) -> Box<dyn RunningServer> {
+        let deadline = Instant::now() + T;
+        loop {
+            match self.try_start(&addr.to_string(), config.clone(), store()) {
+                Ok(server) => return server,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {addr}: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot rebind {addr}: {e}"),
+            }
+        }
+    }
+}
+
+/// A send still in progress.
+pub type PendingSend = Box<dyn FnOnce(Duration) -> Option<Result<MessageId, SendError>>>;
+
+/// A connected client, whatever its driver.
+pub trait TestClient {
+    /// What the login reported.
+    fn login(&self) -> LoginInfo;
+    /// The fingerprint of the user's key.
+    fn fingerprint(&self) -> Fingerprint;
+    /// Sends and waits for the server's acceptance.
+    fn send(&self, to: &str, body: &str) -> Result<MessageId, SendError>;
+    /// Starts a send; the returned function waits for its outcome (`None`
+    /// on timeout).
+    fn send_later(&self, to: &str, body: &str) -> PendingSend;
+    /// The next event, or `None` after `timeout`.
+    fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent>;
+    /// Announces presence.
+    fn set_presence(&self, online: bool);
+    /// Asks for a user's presence.
+    fn query_presence(&self, name: &str) -> Result<Presence, PresenceError>;
+    /// The fingerprint pinned for `name`.
+    fn pinned(&self, name: &str) -> Option<Fingerprint>;
+    /// Stops the client (state saved).
+    fn close(self: Box<Self>);
+}
+
+impl dyn TestClient + '_ {
+    /// The next event matching `f`, or a panic after [`T`].
+    pub fn expect<R>(&mut self, what: &str, mut f: impl FnMut(ClientEvent) -> Option<R>) -> R {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left) {
+                Some(event) => {
+                    if let Some(r) = f(event) {
+                        return r;
+                    }
+                }
+                None => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// The next received message as (sender, id, text).
+    pub fn expect_message(&mut self) -> (String, MessageId, String) {
+        self.expect("a message", |e| match e {
+            ClientEvent::MessageReceived { from, id, body, .. } => {
+                Some((from.to_string(), id, String::from_utf8(body).unwrap()))
+            }
+            _ => None,
+        })
+    }
+
+    /// Asserts that no message arrives within `wait`.
+    pub fn expect_no_message(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if let Some(ClientEvent::MessageReceived { from, .. }) = self.next_event(left) {
+                panic!("unexpected message from {from}");
+            }
+        }
+    }
+}
+
+/// Connects clients of one driver.
+pub trait ClientDriver: Sync {
+    /// Connects (registering if needed and allowed) and logs in.
+    fn connect(&self, opts: &Opts) -> Result<Box<dyn TestClient>, ConnectError>;
+}
+
+impl dyn ClientDriver + '_ {
+    /// Connects, or panics.
+    pub fn client(&self, opts: &Opts) -> Box<dyn TestClient> {
+        match self.connect(opts) {
+            Ok(client) => client,
+            Err(e) => panic!("{} cannot connect: {e}", opts.user),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tokio
+
+/// The tokio driver.
+pub struct Tokio;
+
+/// The runtime every tokio server and client of this test binary runs on.
+fn tokio_rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+struct TokioServer {
+    addr: SocketAddr,
+    handle: missive_tokio::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<missive_tokio::ServeReport>>,
+}
+
+impl RunningServer for TokioServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64 {
+        tokio_rt()
+            .block_on(self.handle.inspect(f))
+            .expect("server running")
+    }
+
+    fn stop(self: Box<Self>) -> u64 {
+        self.handle.shutdown();
+        let report = tokio_rt().block_on(self.task).unwrap().unwrap();
+        report.store.commands
+    }
+}
+
+impl ServerDriver for Tokio {
+    fn try_start(
+        &self,
+        addr: &str,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+    ) -> std::io::Result<Box<dyn RunningServer>> {
+        let rt = tokio_rt();
+        let server = rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?;
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = rt.spawn(server.serve());
+        Ok(Box::new(TokioServer { addr, handle, task }))
+    }
+}
+
+struct TokioClient {
+    handle: Arc<missive_tokio::ClientHandle>,
+    events: Events,
+}
+
+impl ClientDriver for Tokio {
+    fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
+        let mut options =
+            missive_tokio::ClientOptions::new(o.server.to_string(), &o.home, user(&o.user));
+        options.generate_key = false;
+        options.register_if_needed = o.register_if_needed;
+        options.start_online = o.start_online;
+        options.backoff_initial = Duration::from_millis(50);
+        options.backoff_max = Duration::from_millis(300);
+        let (handle, events) =
+            tokio_rt().block_on(missive_tokio::ClientHandle::connect(options))?;
+        Ok(Box::new(TokioClient {
+            handle: Arc::new(handle),
+            events,
+        }))
+    }
+}
+
+impl TestClient for TokioClient {
+    fn login(&self) -> LoginInfo {
+        self.handle.login()
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        self.handle.fingerprint()
+    }
+
+    fn send(&self, to: &str, body: &str) -> Result<MessageId, SendError> {
+        self.send_later(to, body)(T).expect("send timed out")
+    }
+
+    fn send_later(&self, to: &str, body: &str) -> PendingSend {
+        let handle = Arc::clone(&self.handle);
+        let (to, body) = (user(to), body.to_string());
+        let task = tokio_rt().spawn(async move { handle.send(to, body).await });
+        Box::new(move |timeout| {
+            tokio_rt()
+                .block_on(async { tokio::time::timeout(timeout, task).await })
+                .ok()
+                .map(|joined| joined.expect("send task"))
+        })
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        tokio_rt()
+            .block_on(async { tokio::time::timeout(timeout, self.events.recv()).await })
+            .ok()
+            .flatten()
+    }
+
+    fn set_presence(&self, online: bool) {
+        self.handle.set_presence(online);
+    }
+
+    fn query_presence(&self, name: &str) -> Result<Presence, PresenceError> {
+        tokio_rt()
+            .block_on(async {
+                tokio::time::timeout(T, self.handle.query_presence(user(name))).await
+            })
+            .expect("presence query timed out")
+    }
+
+    fn pinned(&self, name: &str) -> Option<Fingerprint> {
+        tokio_rt().block_on(self.handle.pinned_fingerprint(user(name)))
+    }
+
+    fn close(self: Box<Self>) {
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            tokio_rt().block_on(handle.close()).expect("close");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- async-std
+
+/// The async-std driver.
+pub struct AsyncStd;
+
+struct AsyncStdServer {
+    addr: SocketAddr,
+    handle: missive_async_std::ServerHandle,
+    task: async_std::task::JoinHandle<std::io::Result<missive_async_std::ServeReport>>,
+}
+
+impl RunningServer for AsyncStdServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64 {
+        async_std::task::block_on(self.handle.inspect(f)).expect("server running")
+    }
+
+    fn stop(self: Box<Self>) -> u64 {
+        self.handle.shutdown();
+        let report = async_std::task::block_on(self.task).unwrap();
+        report.store.commands
+    }
+}
+
+impl ServerDriver for AsyncStd {
+    fn try_start(
+        &self,
+        addr: &str,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+    ) -> std::io::Result<Box<dyn RunningServer>> {
+        let server =
+            async_std::task::block_on(missive_async_std::BoundServer::bind(addr, config, store))?;
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = async_std::task::spawn(server.serve());
+        Ok(Box::new(AsyncStdServer { addr, handle, task }))
+    }
+}
+
+struct AsyncStdClient {
+    handle: Arc<missive_async_std::ClientHandle>,
+    events: Events,
+}
+
+impl ClientDriver for AsyncStd {
+    fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
+        let mut options =
+            missive_async_std::ClientOptions::new(o.server.to_string(), &o.home, user(&o.user));
+        options.generate_key = false;
+        options.register_if_needed = o.register_if_needed;
+        options.start_online = o.start_online;
+        options.backoff_initial = Duration::from_millis(50);
+        options.backoff_max = Duration::from_millis(300);
+        let (handle, events) =
+            async_std::task::block_on(missive_async_std::ClientHandle::connect(options))?;
+        Ok(Box::new(AsyncStdClient {
+            handle: Arc::new(handle),
+            events,
+        }))
+    }
+}
+
+impl TestClient for AsyncStdClient {
+    fn login(&self) -> LoginInfo {
+        self.handle.login()
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        self.handle.fingerprint()
+    }
+
+    fn send(&self, to: &str, body: &str) -> Result<MessageId, SendError> {
+        self.send_later(to, body)(T).expect("send timed out")
+    }
+
+    fn send_later(&self, to: &str, body: &str) -> PendingSend {
+        let handle = Arc::clone(&self.handle);
+        let (to, body) = (user(to), body.to_string());
+        let task = async_std::task::spawn(async move { handle.send(to, body).await });
+        Box::new(move |timeout| {
+            async_std::task::block_on(async_std::future::timeout(timeout, task)).ok()
+        })
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        async_std::task::block_on(async_std::future::timeout(timeout, self.events.recv()))
+            .ok()
+            .flatten()
+    }
+
+    fn set_presence(&self, online: bool) {
+        self.handle.set_presence(online);
+    }
+
+    fn query_presence(&self, name: &str) -> Result<Presence, PresenceError> {
+        async_std::task::block_on(async_std::future::timeout(
+            T,
+            self.handle.query_presence(user(name)),
+        ))
+        .expect("presence query timed out")
+    }
+
+    fn pinned(&self, name: &str) -> Option<Fingerprint> {
+        async_std::task::block_on(self.handle.pinned_fingerprint(user(name)))
+    }
+
+    fn close(self: Box<Self>) {
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            async_std::task::block_on(handle.close()).expect("close");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- bare peers
+
+/// Logs `name` (identity `key`) in with the bare core client over a
+/// blocking socket and returns the socket; nothing more is sent on it (no
+/// pings). Needs no runtime.
+pub fn silent_login(addr: SocketAddr, name: &str, key: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    let mut client = Client::new(
+        ClientConfig::new(user(name)),
+        identities()[key].clone(),
+        ClientState::default(),
+        [9; 32],
+        Instant::now(),
+        1_760_000_000_000,
+    );
+    client.handle_input(Instant::now(), ClientInput::Connected);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(output) = client.poll_output() {
+            match output {
+                ClientOutput::Transmit(bytes) => stream.write_all(&bytes).unwrap(),
+                ClientOutput::Event(ClientEvent::LoggedIn { .. }) => return stream,
+                ClientOutput::Close => panic!("closed during login"),
+                _ => {}
+            }
+        }
+        let n = stream.read(&mut buf).expect("read during login");
+        assert!(n > 0, "server closed during login");
+        client.handle_input(Instant::now(), ClientInput::Bytes(&buf[..n]));
+    }
+}
+
+/// Reads until the server closes the connection (panics if it does not
+/// within `timeout`); returns the error codes it sent.
+pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<ErrorCode> {
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut codes = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => 0,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        };
+        if n == 0 {
+            return codes;
+        }
+        decoder.push(&buf[..n]);
+        while let Some(packet) = decoder.next_packet::<ServerPacket>().unwrap() {
+            if let ServerPacket::Error { code, .. } = packet {
+                codes.push(code);
+            }
+        }
+    }
+}
