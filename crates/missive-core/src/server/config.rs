@@ -10,6 +10,10 @@ use std::time::Duration;
 pub struct ServerConfig {
     /// Largest frame payload accepted and sent (default 256 KiB).
     pub max_frame: u32,
+    /// Largest frame payload accepted before login (default 16 KiB: every
+    /// handshake packet is far smaller), so that unauthenticated
+    /// connections cannot make the server buffer `max_frame` bytes each.
+    pub handshake_max_frame: u32,
     /// Largest sealed envelope accepted in Send (default `max_frame` − 1 KiB,
     /// leaving room for the Message packet around it).
     pub max_envelope: u32,
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
+            handshake_max_frame: 16 * 1024,
             max_envelope: DEFAULT_MAX_FRAME - 1024,
             window: 256,
             ping_interval: Duration::from_secs(30),

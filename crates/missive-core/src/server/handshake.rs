@@ -261,6 +261,7 @@ impl Server {
             return;
         };
         let online = c.start_online;
+        c.decoder.set_max_frame(self.config.max_frame);
         c.phase = Phase::LoggedIn(LoggedIn {
             user: user.clone(),
             id,

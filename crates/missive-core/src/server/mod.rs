@@ -167,6 +167,7 @@ impl Server {
             .max_envelope
             .min(config.max_frame.saturating_sub(1024));
         config.window = config.window.max(1);
+        config.handshake_max_frame = config.handshake_max_frame.clamp(1024, config.max_frame);
         let mut rng = rng::from_seed(seed);
         let mut server = Self {
             server_id: [0; 16],
@@ -347,8 +348,10 @@ impl Server {
             return;
         }
         let session_id = rng::bytes(&mut self.rng);
-        self.conns
-            .insert(conn, Conn::new(self.config.max_frame, session_id, now));
+        self.conns.insert(
+            conn,
+            Conn::new(self.config.handshake_max_frame, session_id, now),
+        );
         self.arm_timer(conn, now + self.config.handshake_timeout);
     }
 

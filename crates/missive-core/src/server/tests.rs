@@ -310,6 +310,21 @@ fn garbage_and_oversized_frames_are_fatal_and_others_keep_working() {
 }
 
 #[test]
+fn frames_before_login_are_limited_to_the_handshake_limit() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.hello(1);
+    // A 20 KiB frame before login: refused without buffering it.
+    h.bytes(a, &(20 * 1024u32).to_be_bytes());
+    h.expect_error(a, ErrorCode::FrameTooLarge);
+    assert!(h.closed.contains(&a));
+    // After login the full limit applies.
+    h.user(2, "bob", &ids()[1]);
+    let c = h.user(3, "alice", &ids()[0]);
+    h.send_msg(c, 1, "bob", &[7; 100 * 1024]);
+    assert!(matches!(h.expect(c), ServerPacket::Accepted { .. }));
+}
+
+#[test]
 fn registration_is_held_until_durable_and_idempotent() {
     let mut h = Harness::new(ServerConfig::default());
     h.auto_durable = false;

@@ -305,6 +305,13 @@ impl FrameDecoder {
         self.max_frame
     }
 
+    /// Changes the payload limit for every frame not yet returned (a server
+    /// raises it once a connection has logged in). Takes effect at the next
+    /// frame boundary check; bytes already buffered stay buffered.
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
+    }
+
     /// Appends received bytes.
     ///
     /// The buffer grows only by what `chunk` needs, except while the pending

@@ -1,0 +1,973 @@
+//! `missive-bench`: end-to-end load generator for a running `missive-server`.
+//!
+//! Same scenarios, flags and JSON fields as the peer harness
+//! (`/work/shared/peer-bench`: mosquitto and a raw relay), so the numbers sit
+//! side by side. One JSON line per run on standard output.
+//!
+//! By default the clients do no per-message crypto, so the bench measures the
+//! server and not the clients' RSA: every user logs in once with a real RSA-PSS
+//! signature (register, then login), then senders pump `send` frames whose
+//! envelope is opaque bytes of `--payload` length (the server never parses
+//! envelopes), keeping at most `--window` sends unacknowledged (`accepted`),
+//! and every receiver acks every `message` (and senders every `delivered`
+//! notice). The first 20 envelope bytes carry send time, sequence number and
+//! sender, so latency is `send` written → `message` read. `--real-crypto`
+//! seals every message with the core's `seal` and opens it with `open`.
+//!
+//! Scenarios:
+//! * `online`: pairs of sender/receiver, both logged in; closed loop
+//!   (`--rate 0`) or a fixed aggregate rate.
+//! * `offline-drain`: receivers registered but offline; senders enqueue
+//!   everything (all `accepted`), then receivers log in and drain.
+//! * `idle-conns`: `--conns` users registered (phase 1, not counted), then
+//!   that many connections logged in and idle; server RSS per connection.
+
+use clap::{Parser, ValueEnum};
+use missive_core::crypto::{
+    AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader, Identity, open, seal,
+};
+use missive_core::rng::{CoreRng, bytes, derive, from_seed};
+use missive_core::wire::{
+    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, PROTOCOL_VERSION, ServerPacket,
+    encode_frame_into,
+};
+use missive_core::{MessageId, UserName};
+use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::timeout_at;
+
+type Res<T> = Result<T, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Online,
+    OfflineDrain,
+    IdleConns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    All,
+    Enqueue,
+    Drain,
+}
+
+/// End-to-end load generator for missive-server (see the crate docs).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "missive-bench", version)]
+struct Cfg {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Server address (loopback only in this project).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    addr: String,
+    /// Sender/receiver pairs (online, offline-drain).
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 1000)]
+    msgs: u64,
+    /// Payload bytes (>= 20): the envelope length, or the body with --real-crypto.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Most unacknowledged (not yet `accepted`) sends per sender.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Aggregate offered msgs/s over all senders (0: as fast as the window allows).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Idle connections (idle-conns).
+    #[arg(long, default_value_t = 5000)]
+    conns: usize,
+    /// Concurrent connection attempts (idle-conns).
+    #[arg(long, default_value_t = 100)]
+    connect_par: usize,
+    /// idle-conns: seconds to wait after connecting before reading RSS.
+    #[arg(long, default_value_t = 5)]
+    hold: u64,
+    /// Server pid, for CPU time and VmRSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// offline-drain: all, or enqueue / drain (to restart the server in between).
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    phase: Phase,
+    /// User-name prefix (default: derived from the time; must match across phases).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Per-phase deadline, seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Seal and open every message with the core's crypto (RSA per message).
+    #[arg(long)]
+    real_crypto: bool,
+    /// PKCS#8 DER key shared by all bench users (generated and saved if missing).
+    #[arg(long, default_value = "/tmp/missive-bench-key.der")]
+    key_file: String,
+    /// Copied into the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+fn now_ns() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+fn rss_kb(pid: Option<u32>) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime+stime of a process in seconds (100 clock ticks/s, the Linux default).
+fn cpu_s(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let s = std::fs::read_to_string(path).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / 100.0)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn merge_into(v: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (v, extra) {
+        a.extend(b);
+    }
+}
+
+fn cpu_json(server0: Option<f64>, self0: Option<f64>, pid: Option<u32>, msgs: u64) -> Value {
+    let mut v = json!({});
+    if let (Some(a), Some(b)) = (self0, cpu_s(None)) {
+        merge_into(&mut v, json!({"bench_cpu_s": round2(b - a)}));
+    }
+    if let (Some(a), Some(b)) = (server0, cpu_s(pid)) {
+        merge_into(
+            &mut v,
+            json!({"server_cpu_s": round2(b - a),
+                "server_cpu_us_per_msg": round2((b - a) * 1e6 / msgs.max(1) as f64)}),
+        );
+    }
+    v
+}
+
+/// Payload: send time (ns since bench start), seq, sender, then filler.
+fn make_payload(size: usize, seq: u64, sender: u32) -> Vec<u8> {
+    let mut p = vec![0xA5u8; size.max(20)];
+    p[0..8].copy_from_slice(&now_ns().to_le_bytes());
+    p[8..16].copy_from_slice(&seq.to_le_bytes());
+    p[16..20].copy_from_slice(&sender.to_le_bytes());
+    p
+}
+
+fn message_id(seq: u64, sender: u32) -> MessageId {
+    let mut id = [0u8; 16];
+    id[0..8].copy_from_slice(&seq.to_be_bytes());
+    id[8..12].copy_from_slice(&sender.to_be_bytes());
+    MessageId(id)
+}
+
+/// Per-receiver bookkeeping: unique/duplicate counts and end-to-end latencies.
+struct Tracker {
+    expect_sender: u32,
+    seen: Vec<bool>,
+    unique: u64,
+    dups: u64,
+    foreign: u64,
+    lat_ns: Vec<u64>,
+    done_ns: Option<u64>,
+}
+
+impl Tracker {
+    fn new(expect_sender: u32, msgs: u64) -> Self {
+        Tracker {
+            expect_sender,
+            seen: vec![false; msgs as usize],
+            unique: 0,
+            dups: 0,
+            foreign: 0,
+            lat_ns: Vec::with_capacity(msgs as usize),
+            done_ns: None,
+        }
+    }
+
+    fn on_msg(&mut self, p: &[u8]) {
+        let now = now_ns();
+        if p.len() < 20 {
+            self.foreign += 1;
+            return;
+        }
+        let ts = u64::from_le_bytes(p[0..8].try_into().expect("8 bytes"));
+        let seq = u64::from_le_bytes(p[8..16].try_into().expect("8 bytes")) as usize;
+        let sender = u32::from_le_bytes(p[16..20].try_into().expect("4 bytes"));
+        if sender != self.expect_sender || seq >= self.seen.len() {
+            self.foreign += 1;
+            return;
+        }
+        if self.seen[seq] {
+            self.dups += 1;
+            return;
+        }
+        self.seen[seq] = true;
+        self.unique += 1;
+        self.lat_ns.push(now.saturating_sub(ts));
+        if self.complete() {
+            self.done_ns = Some(now);
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.unique == self.seen.len() as u64
+    }
+}
+
+/// Nearest-rank percentile of sorted nanoseconds, in microseconds (1 decimal).
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    (sorted[idx] as f64 / 100.0).round() / 10.0
+}
+
+fn summarize(cfg: &Cfg, trackers: &[Tracker], start_ns: u64) -> Value {
+    let mut lat: Vec<u64> = trackers
+        .iter()
+        .flat_map(|t| t.lat_ns.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let unique: u64 = trackers.iter().map(|t| t.unique).sum();
+    let sent = cfg.pairs as u64 * cfg.msgs;
+    let end = trackers
+        .iter()
+        .filter_map(|t| t.done_ns)
+        .max()
+        .unwrap_or_else(now_ns);
+    let secs = end.saturating_sub(start_ns) as f64 / 1e9;
+    json!({
+        "delivered_unique": unique,
+        "lost": sent.saturating_sub(unique),
+        "duplicates": trackers.iter().map(|t| t.dups).sum::<u64>(),
+        "foreign": trackers.iter().map(|t| t.foreign).sum::<u64>(),
+        "incomplete_receivers": trackers.iter().filter(|t| !t.complete()).count(),
+        "elapsed_s": (secs * 1000.0).round() / 1000.0,
+        "msgs_per_s": (unique as f64 / secs).round(),
+        "lat_p50_us": pct(&lat, 0.50),
+        "lat_p99_us": pct(&lat, 0.99),
+        "lat_p999_us": pct(&lat, 0.999),
+        "lat_max_us": pct(&lat, 1.0),
+    })
+}
+
+struct SendResult {
+    acked: u64,
+    errors: u64,
+    first_ns: u64,
+    last_ack_ns: u64,
+}
+
+fn send_summary(sends: &[SendResult], start_ns: u64) -> Value {
+    let acked: u64 = sends.iter().map(|s| s.acked).sum();
+    let first = sends.iter().map(|s| s.first_ns).min().unwrap_or(start_ns);
+    let last = sends
+        .iter()
+        .map(|s| s.last_ack_ns)
+        .max()
+        .unwrap_or(start_ns);
+    let secs = last.saturating_sub(first) as f64 / 1e9;
+    json!({"accepted": acked, "send_errors": sends.iter().map(|s| s.errors).sum::<u64>(),
+        "accept_elapsed_s": (secs * 1000.0).round() / 1000.0,
+        "accepted_per_s": (acked as f64 / secs).round()})
+}
+
+// ---------------------------------------------------------------- connection
+
+/// Shared, read-only context of one bench process.
+struct Ctx {
+    cfg: Cfg,
+    prefix: String,
+    identity: Identity,
+    deadline: tokio::time::Instant,
+}
+
+impl Ctx {
+    fn user(&self, role: char, i: usize) -> UserName {
+        UserName::new(format!("{}-{role}{i}", self.prefix)).expect("valid bench user name")
+    }
+}
+
+/// One protocol connection: socket, frame decoder, output buffer.
+struct Conn {
+    stream: TcpStream,
+    dec: FrameDecoder,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    server_id: [u8; 16],
+    session_id: [u8; 16],
+}
+
+impl Conn {
+    async fn connect(addr: &str) -> Res<Conn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut c = Conn {
+            stream,
+            dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
+            buf: vec![0; 64 * 1024],
+            out: Vec::with_capacity(64 * 1024),
+            server_id: [0; 16],
+            session_id: [0; 16],
+        };
+        c.push(&ClientPacket::Hello {
+            versions: vec![PROTOCOL_VERSION],
+        });
+        c.flush().await?;
+        match c.recv().await? {
+            ServerPacket::Welcome {
+                server_id,
+                session_id,
+                ..
+            } => {
+                c.server_id = server_id;
+                c.session_id = session_id;
+                Ok(c)
+            }
+            other => Err(format!("expected welcome, got {other:?}")),
+        }
+    }
+
+    fn push(&mut self, p: &ClientPacket) {
+        encode_frame_into(p, DEFAULT_MAX_FRAME, &mut self.out).expect("bench frames fit");
+    }
+
+    async fn flush(&mut self) -> Res<()> {
+        if !self.out.is_empty() {
+            self.stream
+                .write_all(&self.out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads once from the socket into the decoder (cancel safe).
+    async fn fill(&mut self) -> Res<()> {
+        let n = self
+            .stream
+            .read(&mut self.buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("server closed the connection".into());
+        }
+        self.dec.push(&self.buf[..n]);
+        Ok(())
+    }
+
+    fn next(&mut self) -> Res<Option<ServerPacket>> {
+        self.dec
+            .next_packet::<ServerPacket>()
+            .map_err(|e| format!("decode: {e}"))
+    }
+
+    async fn recv(&mut self) -> Res<ServerPacket> {
+        loop {
+            if let Some(p) = self.next()? {
+                return Ok(p);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Register or log in `user` with a real RSA-PSS signature.
+    async fn auth(
+        &mut self,
+        first: ClientPacket,
+        context: AuthContext,
+        user: &UserName,
+        identity: &Identity,
+        rng: &mut CoreRng,
+    ) -> Res<ServerPacket> {
+        self.push(&first);
+        self.flush().await?;
+        let nonce = match self.recv().await? {
+            ServerPacket::Challenge { nonce, .. } => nonce,
+            other => return Err(format!("{user}: expected challenge, got {other:?}")),
+        };
+        let client_nonce = bytes::<32>(rng);
+        let signature = AuthTranscript {
+            context,
+            server_id: self.server_id,
+            session_id: self.session_id,
+            user,
+            server_nonce: nonce,
+            client_nonce,
+        }
+        .sign(identity, rng);
+        self.push(&ClientPacket::Prove {
+            client_nonce,
+            signature,
+        });
+        self.flush().await?;
+        self.recv().await
+    }
+
+    async fn register(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<()> {
+        let first = ClientPacket::Register {
+            user: user.clone(),
+            public_key: id.public_key().to_spki_der().to_vec(),
+        };
+        match self
+            .auth(first, AuthContext::Register, user, id, rng)
+            .await?
+        {
+            ServerPacket::Registered { .. } => Ok(()),
+            other => Err(format!("{user}: register: {other:?}")),
+        }
+    }
+
+    async fn login(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<u64> {
+        let first = ClientPacket::Login { user: user.clone() };
+        match self.auth(first, AuthContext::Login, user, id, rng).await? {
+            ServerPacket::LoggedIn { queued, .. } => Ok(queued),
+            other => Err(format!("{user}: login: {other:?}")),
+        }
+    }
+}
+
+fn rng_for(tag: u64) -> CoreRng {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut seed = [0u8; 32];
+    seed[0..8].copy_from_slice(&t.to_le_bytes());
+    seed[8..16].copy_from_slice(&tag.to_le_bytes());
+    seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    let mut root = from_seed(seed);
+    derive(&mut root)
+}
+
+/// Connect, register `user` (if asked) and log in (if asked).
+async fn session(ctx: &Ctx, user: &UserName, register: bool, login: bool) -> Res<Conn> {
+    let mut rng = rng_for(now_ns());
+    let mut c = Conn::connect(&ctx.cfg.addr).await?;
+    if register {
+        c.register(user, &ctx.identity, &mut rng).await?;
+    }
+    if login {
+        c.login(user, &ctx.identity, &mut rng).await?;
+    }
+    Ok(c)
+}
+
+// ---------------------------------------------------------------- pumps
+
+/// Sender: `msgs` sends to its receiver, at most `window` not yet accepted,
+/// optionally paced; acks every notice. Stops when every send is accepted
+/// and (if `want_notices`) every delivered notice arrived.
+async fn sender(
+    ctx: Arc<Ctx>,
+    mut c: Conn,
+    i: usize,
+    want_notices: bool,
+    mut start: watch::Receiver<bool>,
+) -> Res<SendResult> {
+    let cfg = &ctx.cfg;
+    let me = ctx.user('s', i);
+    let to = ctx.user('r', i);
+    let mut rng = rng_for(i as u64);
+    let _ = start.wait_for(|s| *s).await;
+    let first_ns = now_ns();
+    let mut ticker = (cfg.rate > 0.0).then(|| {
+        let per = Duration::from_secs_f64(cfg.pairs as f64 / cfg.rate);
+        let first = tokio::time::Instant::now() + per.mul_f64(i as f64 / cfg.pairs as f64);
+        let mut t = tokio::time::interval_at(first, per);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let (mut next, mut in_flight, mut tokens) = (0u64, 0usize, 0u64);
+    let (mut acked, mut notices, mut errors, mut last_ack_ns) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        while next < cfg.msgs && in_flight < cfg.window && (ticker.is_none() || tokens > 0) {
+            let payload = make_payload(cfg.payload, next, i as u32);
+            let id = message_id(next, i as u32);
+            let envelope = if cfg.real_crypto {
+                let header = EnvelopeHeader {
+                    version: ENVELOPE_VERSION,
+                    sender: me.clone(),
+                    recipient: to.clone(),
+                    id,
+                    sent_at: 0,
+                };
+                let pk = ctx.identity.public_key();
+                seal(&mut rng, &ctx.identity, &header, pk, &payload, 261_120)
+                    .map_err(|e| e.to_string())?
+            } else {
+                payload
+            };
+            c.push(&ClientPacket::Send {
+                id,
+                to: to.clone(),
+                envelope,
+            });
+            next += 1;
+            in_flight += 1;
+            tokens = tokens.saturating_sub(1);
+        }
+        c.flush().await?;
+        if acked + errors >= cfg.msgs && (!want_notices || notices >= acked) {
+            break;
+        }
+        let tick = async {
+            match ticker.as_mut() {
+                Some(t) if next < cfg.msgs => {
+                    t.tick().await;
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = c.fill() => r?,
+            () = tick => tokens += 1,
+            () = tokio::time::sleep_until(ctx.deadline) => {
+                eprintln!("sender {i}: timeout with {acked} accepted, {notices} notices");
+                break;
+            }
+        }
+        while let Some(p) = c.next()? {
+            match p {
+                ServerPacket::Accepted { .. } => {
+                    acked += 1;
+                    in_flight -= 1;
+                    last_ack_ns = now_ns();
+                }
+                ServerPacket::Notice { seq, notice } => {
+                    if matches!(notice, Notice::Delivered { .. }) {
+                        notices += 1;
+                    }
+                    c.push(&ClientPacket::Ack { seq });
+                }
+                ServerPacket::Error { code, detail, .. } => {
+                    if errors < 3 {
+                        eprintln!("sender {i}: error {code:?}: {detail}");
+                    }
+                    errors += 1;
+                    in_flight = in_flight.saturating_sub(1);
+                    if code.is_fatal() {
+                        return Err(format!("sender {i}: fatal {code:?}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(SendResult {
+        acked,
+        errors,
+        first_ns,
+        last_ack_ns,
+    })
+}
+
+/// Receiver: acks every message and tracks it; stops 300 ms after the last
+/// expected message (to catch duplicates) or at the deadline.
+async fn receiver(ctx: Arc<Ctx>, mut c: Conn, i: usize) -> Res<Tracker> {
+    let cfg = &ctx.cfg;
+    let me = ctx.user('r', i);
+    let mut tr = Tracker::new(i as u32, cfg.msgs);
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let until = grace.unwrap_or(ctx.deadline);
+        match timeout_at(until, c.fill()).await {
+            Err(_) => {
+                if grace.is_none() {
+                    eprintln!("receiver {i}: timeout with {} unique", tr.unique);
+                }
+                break;
+            }
+            Ok(r) => r?,
+        }
+        while let Some(p) = c.next()? {
+            match p {
+                ServerPacket::Message {
+                    seq,
+                    from,
+                    envelope,
+                    ..
+                } => {
+                    c.push(&ClientPacket::Ack { seq });
+                    if cfg.real_crypto {
+                        let pk = ctx.identity.public_key();
+                        match open(&ctx.identity, &me, &from, pk, &envelope, 261_120) {
+                            Ok(o) => tr.on_msg(&o.body),
+                            Err(e) => {
+                                eprintln!("receiver {i}: open: {e}");
+                                tr.foreign += 1;
+                            }
+                        }
+                    } else {
+                        tr.on_msg(&envelope);
+                    }
+                }
+                ServerPacket::Notice { seq, .. } => c.push(&ClientPacket::Ack { seq }),
+                ServerPacket::Error { code, detail, .. } => {
+                    eprintln!("receiver {i}: error {code:?}: {detail}");
+                    if code.is_fatal() {
+                        return Ok(tr);
+                    }
+                }
+                _ => {}
+            }
+        }
+        c.flush().await?;
+        if tr.complete() && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+        }
+    }
+    Ok(tr)
+}
+
+async fn collect<T>(hs: Vec<tokio::task::JoinHandle<Res<T>>>) -> Res<Vec<T>> {
+    let mut out = Vec::with_capacity(hs.len());
+    for h in hs {
+        out.push(h.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
+/// Opens `n` sessions, at most `par` at a time.
+async fn sessions(
+    ctx: &Arc<Ctx>,
+    role: char,
+    n: usize,
+    register: bool,
+    login: bool,
+) -> Res<Vec<Conn>> {
+    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (ctx, par) = (ctx.clone(), par.clone());
+            tokio::spawn(async move {
+                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
+                session(&ctx, &ctx.user(role, i), register, login).await
+            })
+        })
+        .collect();
+    collect(hs).await
+}
+
+async fn online(ctx: Arc<Ctx>) -> Res<Value> {
+    let cfg = &ctx.cfg;
+    let recv_conns = sessions(&ctx, 'r', cfg.pairs, true, true).await?;
+    let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
+    let (start_tx, start_rx) = watch::channel(false);
+    let recvs: Vec<_> = recv_conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(receiver(ctx.clone(), c, i)))
+        .collect();
+    let sends: Vec<_> = send_conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| tokio::spawn(sender(ctx.clone(), c, i, true, start_rx.clone())))
+        .collect();
+    let (c0, s0) = (cpu_s(cfg.server_pid), cpu_s(None));
+    let start_ns = now_ns();
+    start_tx.send(true).map_err(|e| e.to_string())?;
+    let sends = collect(sends).await?;
+    let recvs = collect(recvs).await?;
+    let mut v = summarize(cfg, &recvs, start_ns);
+    merge_into(&mut v, send_summary(&sends, start_ns));
+    merge_into(
+        &mut v,
+        cpu_json(c0, s0, cfg.server_pid, cfg.pairs as u64 * cfg.msgs),
+    );
+    Ok(v)
+}
+
+async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
+    let cfg = &ctx.cfg;
+    let pid = cfg.server_pid;
+    let total = cfg.pairs as u64 * cfg.msgs;
+    let mut out = json!({"prefix": ctx.prefix});
+    if cfg.phase != Phase::Drain {
+        // 1. receivers exist but are offline (registered, never logged in)
+        drop(sessions(&ctx, 'r', cfg.pairs, true, false).await?);
+        let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss0 = rss_kb(pid);
+        // 2. senders enqueue everything
+        let (start_tx, start_rx) = watch::channel(false);
+        let sends: Vec<_> = send_conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| tokio::spawn(sender(ctx.clone(), c, i, false, start_rx.clone())))
+            .collect();
+        let c0 = cpu_s(pid);
+        let start_ns = now_ns();
+        start_tx.send(true).map_err(|e| e.to_string())?;
+        let sends = collect(sends).await?;
+        let s = send_summary(&sends, start_ns);
+        if let (Some(a), Some(b)) = (c0, cpu_s(pid)) {
+            merge_into(
+                &mut out,
+                json!({"enqueue_server_cpu_us_per_msg": round2((b - a) * 1e6 / total as f64)}),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss1 = rss_kb(pid);
+        merge_into(
+            &mut out,
+            json!({"enqueue_accepted": s["accepted"], "enqueue_errors": s["send_errors"],
+                "enqueue_per_s": s["accepted_per_s"], "enqueue_elapsed_s": s["accept_elapsed_s"]}),
+        );
+        if let (Some(a), Some(b)) = (rss0, rss1) {
+            merge_into(
+                &mut out,
+                json!({"server_rss_before_enqueue_kb": a, "server_rss_queued_kb": b,
+                "server_bytes_per_queued_msg": ((b as f64 - a as f64) * 1024.0 / total as f64).round()}),
+            );
+        }
+    }
+    if cfg.phase != Phase::Enqueue {
+        // 3. receivers log in and drain
+        let c0 = cpu_s(pid);
+        let start_ns = now_ns();
+        let hs: Vec<_> = (0..cfg.pairs)
+            .map(|i| {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let c = session(&ctx, &ctx.user('r', i), false, true).await?;
+                    receiver(ctx, c, i).await
+                })
+            })
+            .collect();
+        let trackers = collect(hs).await?;
+        let s = summarize(cfg, &trackers, start_ns);
+        merge_into(
+            &mut out,
+            json!({
+                "drain_msgs_per_s": s["msgs_per_s"], "drain_elapsed_s": s["elapsed_s"],
+                "sent": total, "delivered_unique": s["delivered_unique"], "lost": s["lost"],
+                "duplicates": s["duplicates"], "foreign": s["foreign"],
+                "incomplete_receivers": s["incomplete_receivers"],
+            }),
+        );
+        if let (Some(a), Some(b)) = (c0, cpu_s(pid)) {
+            merge_into(
+                &mut out,
+                json!({"drain_server_cpu_us_per_msg": round2((b - a) * 1e6 / total as f64)}),
+            );
+        }
+        if let Some(r) = rss_kb(pid) {
+            merge_into(&mut out, json!({"server_rss_after_drain_kb": r}));
+        }
+    }
+    Ok(out)
+}
+
+async fn idle_conns(ctx: Arc<Ctx>) -> Res<Value> {
+    let cfg = &ctx.cfg;
+    let pid = cfg.server_pid;
+    let rss_start = rss_kb(pid);
+    // Phase 1 (not counted): register the users, so the RSS delta of phase 2
+    // is only the authenticated connections, not the user directory.
+    let t0 = Instant::now();
+    drop(sessions(&ctx, 'i', cfg.conns, true, false).await?);
+    let register_s = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss0 = rss_kb(pid);
+    // Phase 2: log in every user and hold the connections open.
+    let par = Arc::new(Semaphore::new(cfg.connect_par.max(1)));
+    let (tx, mut rx) = mpsc::channel::<Res<()>>(cfg.conns.max(1));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let t1 = Instant::now();
+    let mut handles = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let (ctx, par, tx, mut stop) = (ctx.clone(), par.clone(), tx.clone(), stop_rx.clone());
+        handles.push(tokio::spawn(async move {
+            let permit = par.acquire_owned().await;
+            let r = session(&ctx, &ctx.user('i', i), false, true).await;
+            drop(permit);
+            match r {
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+                Ok(c) => {
+                    let _ = tx.send(Ok(())).await;
+                    drop(tx);
+                    let _ = stop.wait_for(|s| *s).await;
+                    drop(c);
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let (mut ok, mut failed, mut first_err) = (0usize, 0usize, None);
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+        if ok + failed == cfg.conns {
+            break;
+        }
+    }
+    let connect_s = t1.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(cfg.hold)).await;
+    let rss1 = rss_kb(pid);
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    let mut v = json!({
+        "conns_ok": ok, "conns_failed": failed, "first_error": first_err,
+        "register_s": round2(register_s),
+        "connect_s": (connect_s * 1000.0).round() / 1000.0,
+        "connects_per_s": (ok as f64 / connect_s).round(),
+        "authenticated": true,
+    });
+    if let (Some(s), Some(a), Some(b)) = (rss_start, rss0, rss1) {
+        merge_into(
+            &mut v,
+            json!({"server_rss_start_kb": s, "server_rss_before_kb": a, "server_rss_after_kb": b,
+                "server_rss_bytes_per_conn": ((b as f64 - a as f64) * 1024.0 / ok.max(1) as f64).round(),
+                "server_rss_bytes_per_user_and_conn": ((b as f64 - s as f64) * 1024.0 / ok.max(1) as f64).round()}),
+        );
+    }
+    Ok(v)
+}
+
+/// The bench users' shared key: loaded from `path`, else generated and saved.
+fn load_identity(path: &str) -> Res<Identity> {
+    if let Ok(der) = std::fs::read(path) {
+        return Identity::from_pkcs8_der(&der).map_err(|e| format!("{path}: {e}"));
+    }
+    let id = Identity::generate(&mut rng_for(7), 2048).map_err(|e| e.to_string())?;
+    let _ = std::fs::write(path, id.to_pkcs8_der().as_slice());
+    Ok(id)
+}
+
+fn head(cfg: &Cfg) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    let scenario = match cfg.scenario {
+        Scenario::Online => "online",
+        Scenario::OfflineDrain => "offline-drain",
+        Scenario::IdleConns => "idle-conns",
+    };
+    m.insert("scenario".into(), json!(scenario));
+    m.insert("target".into(), json!("missive"));
+    if !cfg.label.is_empty() {
+        m.insert("label".into(), json!(cfg.label));
+    }
+    if cfg.scenario == Scenario::IdleConns {
+        m.insert("conns".into(), json!(cfg.conns));
+    } else {
+        m.insert("pairs".into(), json!(cfg.pairs));
+        m.insert("msgs_per_sender".into(), json!(cfg.msgs));
+        m.insert("payload".into(), json!(cfg.payload));
+        m.insert("window".into(), json!(cfg.window));
+        m.insert("rate".into(), json!(cfg.rate));
+        m.insert("real_crypto".into(), json!(cfg.real_crypto));
+    }
+    m
+}
+
+#[tokio::main]
+async fn main() {
+    now_ns();
+    let cfg = Cfg::parse();
+    let mut m = head(&cfg);
+    let identity = match load_identity(&cfg.key_file) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("missive-bench: key: {e}");
+            std::process::exit(1);
+        }
+    };
+    let prefix = cfg.prefix.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("mb{}", t % 100_000_000)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.timeout);
+    let ctx = Arc::new(Ctx {
+        cfg,
+        prefix,
+        identity,
+        deadline,
+    });
+    let r = match ctx.cfg.scenario {
+        Scenario::Online => online(ctx.clone()).await,
+        Scenario::OfflineDrain => offline_drain(ctx.clone()).await,
+        Scenario::IdleConns => idle_conns(ctx.clone()).await,
+    };
+    let failed = r.is_err();
+    let v = r.unwrap_or_else(|e| json!({ "error": e }));
+    if let Value::Object(o) = v {
+        m.extend(o);
+    }
+    println!("{}", Value::Object(m));
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=1000).map(|x| x * 1000).collect();
+        assert_eq!(pct(&v, 0.5), 500.0);
+        assert_eq!(pct(&v, 0.99), 990.0);
+        assert_eq!(pct(&v, 1.0), 1000.0);
+        assert!(pct(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn tracker_counts_duplicates_and_foreign() {
+        let mut t = Tracker::new(3, 2);
+        t.on_msg(&make_payload(64, 0, 3));
+        t.on_msg(&make_payload(64, 0, 3));
+        t.on_msg(&make_payload(64, 1, 4));
+        t.on_msg(&make_payload(64, 1, 3));
+        assert_eq!((t.unique, t.dups, t.foreign), (2, 1, 1));
+        assert!(t.complete() && t.done_ns.is_some());
+    }
+
+    #[test]
+    fn ids_are_unique_per_sender_and_seq() {
+        assert_ne!(message_id(1, 2), message_id(2, 1));
+        assert_eq!(message_id(5, 9), message_id(5, 9));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cfg::command().debug_assert();
+    }
+}
