@@ -256,6 +256,7 @@ mod tests {
     /// build (this test's) must reject a bad login signature.
     #[test]
     fn normal_builds_verify_signatures() {
+        const { assert!(!cfg!(fuzzing), "unit tests must not run with --cfg fuzzing") };
         let user = name("bob");
         let t = transcript(&user);
         let mut sig = t.sign(alice(), &mut seeded(5));

@@ -495,6 +495,7 @@ fn login_as_another_user_without_their_key_fails() {
 /// a real challenge is fatal and logs nobody in.
 #[test]
 fn login_with_a_bad_signature_fails_in_normal_builds() {
+    const { assert!(!cfg!(fuzzing), "unit tests must not run with --cfg fuzzing") };
     let mut h = Harness::new(ServerConfig::default());
     let alice_conn = h.user(1, "alice", &ids()[0]);
     let conn = h.hello(2);
