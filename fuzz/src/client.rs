@@ -211,33 +211,31 @@ impl Op {
     }
 }
 
+impl codec::InputOp for Op {
+    fn read_op(u: &mut Unstructured<'_>) -> Result<Self> {
+        Op::read(u)
+    }
+    fn write_op(&self, w: &mut Writer) {
+        self.write(w);
+    }
+}
+
 /// Parses a whole input: setup and ops.
 pub fn parse(data: &[u8]) -> (Setup, Vec<Op>) {
-    let mut u = Unstructured::new(data);
-    let setup = Setup(codec::fixed(&mut u));
-    let mut ops = Vec::new();
-    while let Ok(op) = Op::read(&mut u) {
-        ops.push(op);
-    }
-    (setup, ops)
+    let (setup, ops) = codec::parse_ops(data);
+    (Setup(setup), ops)
 }
 
 /// Writes a whole input (see [`parse`]).
 pub fn to_bytes(setup: &Setup, ops: &[Op]) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.bytes(&setup.0);
-    for op in ops {
-        op.write(&mut w);
-    }
-    w.0
+    codec::ops_to_bytes(&setup.0, ops)
 }
 
 /// Runs the `client_inputs` target on one input.
 pub fn run(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let setup = Setup(codec::fixed(&mut u));
+    let (setup, ops) = parse(data);
     let mut h = Harness::new(setup.config());
-    while let Ok(op) = Op::read(&mut u) {
+    for op in ops {
         h.op(op);
     }
 }

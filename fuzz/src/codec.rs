@@ -57,6 +57,37 @@ pub fn blob(u: &mut Unstructured<'_>) -> Vec<u8> {
     u.bytes(len).map(<[u8]>::to_vec).unwrap_or_default()
 }
 
+/// One operation of a state-machine input (`server_inputs`,
+/// `client_inputs`): such an input is `N` setup bytes, then operations
+/// until the data runs out.
+pub trait InputOp: Sized {
+    /// Reads one operation; `Err` at the end of the input.
+    fn read_op(u: &mut Unstructured<'_>) -> Result<Self>;
+    /// Writes the operation back in the format `read_op` reads.
+    fn write_op(&self, w: &mut Writer);
+}
+
+/// Splits a state-machine input into its setup bytes and operations.
+pub fn parse_ops<const N: usize, O: InputOp>(data: &[u8]) -> ([u8; N], Vec<O>) {
+    let mut u = Unstructured::new(data);
+    let setup = fixed(&mut u);
+    let mut ops = Vec::new();
+    while let Ok(op) = O::read_op(&mut u) {
+        ops.push(op);
+    }
+    (setup, ops)
+}
+
+/// Writes a state-machine input (see [`parse_ops`]).
+pub fn ops_to_bytes<O: InputOp>(setup: &[u8], ops: &[O]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.bytes(setup);
+    for op in ops {
+        op.write_op(&mut w);
+    }
+    w.0
+}
+
 /// Writes the format read above.
 #[derive(Debug, Default, Clone)]
 pub struct Writer(pub Vec<u8>);
