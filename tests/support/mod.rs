@@ -22,6 +22,7 @@ use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
 };
 use missive_runtime::home::ClientHome;
+use missive_runtime::session::ClientOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -318,15 +319,23 @@ struct TokioClient {
     events: Events,
 }
 
-impl ClientDriver for Tokio {
-    fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
-        let mut options =
-            missive_tokio::ClientOptions::new(o.server.to_string(), &o.home, user(&o.user));
+impl Opts {
+    /// The client options every driver's client is connected with (both
+    /// drivers share `missive_runtime::session::ClientOptions`).
+    fn client_options(&self) -> ClientOptions {
+        let mut options = ClientOptions::new(self.server.to_string(), &self.home, user(&self.user));
         options.generate_key = false;
-        options.register_if_needed = o.register_if_needed;
-        options.start_online = o.start_online;
+        options.register_if_needed = self.register_if_needed;
+        options.start_online = self.start_online;
         options.backoff_initial = Duration::from_millis(50);
         options.backoff_max = Duration::from_millis(300);
+        options
+    }
+}
+
+impl ClientDriver for Tokio {
+    fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
+        let options = o.client_options();
         let (handle, events) =
             tokio_rt().block_on(missive_tokio::ClientHandle::connect(options))?;
         Ok(Box::new(TokioClient {
@@ -441,13 +450,7 @@ struct AsyncStdClient {
 
 impl ClientDriver for AsyncStd {
     fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
-        let mut options =
-            missive_async_std::ClientOptions::new(o.server.to_string(), &o.home, user(&o.user));
-        options.generate_key = false;
-        options.register_if_needed = o.register_if_needed;
-        options.start_online = o.start_online;
-        options.backoff_initial = Duration::from_millis(50);
-        options.backoff_max = Duration::from_millis(300);
+        let options = o.client_options();
         let (handle, events) =
             async_std::task::block_on(missive_async_std::ClientHandle::connect(options))?;
         Ok(Box::new(AsyncStdClient {
