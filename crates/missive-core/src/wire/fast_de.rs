@@ -20,8 +20,8 @@ use serde::de::value::{BorrowedBytesDeserializer, BorrowedStrDeserializer};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use std::fmt;
 
-/// The fast path does not apply (or the payload is invalid): decode with
-/// ciborium instead.
+/// The fast path does not apply (or the payload is invalid): decode or
+/// encode with ciborium instead. Shared by both fast paths (`fast_ser`).
 #[derive(Debug)]
 pub(crate) struct GiveUp;
 
@@ -34,6 +34,13 @@ impl fmt::Display for GiveUp {
 impl std::error::Error for GiveUp {}
 
 impl de::Error for GiveUp {
+    #[cold]
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        GiveUp
+    }
+}
+
+impl serde::ser::Error for GiveUp {
     #[cold]
     fn custom<T: fmt::Display>(_: T) -> Self {
         GiveUp

@@ -10,27 +10,8 @@
 //! Like the general path it counts what would be written beyond the frame
 //! limit without copying it.
 
+use super::fast_de::GiveUp;
 use serde::ser::{self, Serialize};
-use std::fmt;
-
-/// The fast path does not apply: encode with ciborium instead.
-#[derive(Debug)]
-pub(crate) struct GiveUp;
-
-impl fmt::Display for GiveUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not on the fast path")
-    }
-}
-
-impl std::error::Error for GiveUp {}
-
-impl ser::Error for GiveUp {
-    #[cold]
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        GiveUp
-    }
-}
 
 type Result<T = ()> = std::result::Result<T, GiveUp>;
 
