@@ -343,7 +343,7 @@ mod tests {
         UserName::new(s).unwrap()
     }
 
-    fn same_as_ciborium<T: Serialize + fmt::Debug>(value: &T) {
+    fn same_as_ciborium<T: Serialize + std::fmt::Debug>(value: &T) {
         let mut want = Vec::new();
         ciborium::ser::into_writer(value, &mut want).unwrap();
         let mut got = vec![0xee];
