@@ -666,9 +666,13 @@ fn record_clients() -> Net {
     net
 }
 
+/// Writes one seed. A fuzzing build (`RUSTFLAGS="--cfg fuzzing"`) signs and
+/// seals with the core's RSA stand-ins, so its seeds get their own
+/// `fuzzbuild-` names beside the real-RSA ones.
 fn write(dir: &Path, file: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(file), bytes).unwrap();
+    let prefix = if cfg!(fuzzing) { "fuzzbuild-" } else { "" };
+    std::fs::write(dir.join(format!("{prefix}{file}")), bytes).unwrap();
 }
 
 fn main() {

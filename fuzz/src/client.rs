@@ -388,7 +388,8 @@ impl Harness {
                 let bytes = self.saved.to_cbor().expect("saved state encodes");
                 let state = ClientState::from_cbor(&bytes).expect("saved state decodes");
                 self.restarts = self.restarts.wrapping_add(1);
-                let unix = T0_UNIX + self.now.duration_since(self.t0).as_millis() as u64;
+                let elapsed = self.now.duration_since(self.t0).as_millis();
+                let unix = T0_UNIX.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
                 self.client = Client::new(
                     self.config.clone(),
                     fixtures::identities()[0].clone(),

@@ -9,7 +9,9 @@
 //! * 2: an envelope built from arbitrary fields ([`Fields`]): a header
 //!   (canonical CBOR of arbitrary values) and arbitrary `k`, `c`, `s`.
 //!
-//! Invariants (envelope signatures are *not* bypassed in fuzzing builds):
+//! Invariants (envelope signatures are *not* bypassed in fuzzing builds:
+//! the core replaces RSA by keyed stand-ins that still reject a signature
+//! made over other bytes or with another key):
 //! * no panic;
 //! * `peek_header` failing means `open` fails with the same error, for any
 //!   opener; `open` succeeding means `peek_header` gives its header;
@@ -24,6 +26,7 @@ use missive_core::crypto::{
     ENVELOPE_VERSION, EnvelopeHeader, Identity, OpenError, open, peek_header, seal,
 };
 use missive_core::{MessageId, UserName, rng};
+#[cfg(not(fuzzing))]
 use rsa::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -321,21 +324,27 @@ fn mutate(original: &Sealed, mutation: Mutation, resign: bool) -> Vec<u8> {
 }
 
 /// The sender's signature over `h`, `k`, `c` (as in docs/PROTOCOL.md §3.3),
-/// made outside the core so mutated envelopes can reach decryption.
+/// made outside the core so mutated envelopes can reach decryption: real
+/// RSA-PSS in normal builds, the core's keyed stand-in in fuzzing builds
+/// (where the core's RSA operations are stand-ins too).
 fn sign(identity: &Identity, wire: &Wire) -> Vec<u8> {
     let mut hasher = Sha256::new();
     for field in [&b"missive/v1/envelope"[..], &wire.h, &wire.k, &wire.c] {
         hasher.update((field.len() as u32).to_be_bytes());
         hasher.update(field);
     }
-    let digest = hasher.finalize();
+    let digest: [u8; 32] = hasher.finalize().into();
     let mut rng = rng::from_seed([0x51; 32]);
+    #[cfg(fuzzing)]
+    return missive_core::crypto::fuzz_stand_in::pss_sign(identity, &mut rng, &digest);
+    #[cfg(not(fuzzing))]
     private_key(identity)
         .pss_sign_prehash_with_rng::<Sha256, _>(&mut rng, &digest)
         .expect("PSS signing")
 }
 
 /// The `rsa` private key of a fixture identity, parsed once.
+#[cfg(not(fuzzing))]
 fn private_key(identity: &Identity) -> &'static rsa::PrivateKey {
     static KEYS: OnceLock<Vec<rsa::PrivateKey>> = OnceLock::new();
     let keys = KEYS.get_or_init(|| {

@@ -648,7 +648,8 @@ impl Harness {
         );
         let state = ServerState::replay(&self.base_log);
         self.restarts = self.restarts.wrapping_add(1);
-        let unix = T0_UNIX + self.now.duration_since(self.t0).as_millis() as u64;
+        let elapsed = self.now.duration_since(self.t0).as_millis();
+        let unix = T0_UNIX.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
         self.server = Server::new(
             self.config.clone(),
             state,

@@ -169,6 +169,18 @@ pub type Seq = u64;
 /// Milliseconds since the Unix epoch (wall clock, supplied by the driver).
 pub type UnixMillis = u64;
 
+/// Wall-clock time at `now`, given the wall-clock time `start_unix` at the
+/// monotonic instant `start`; saturates instead of overflowing however far
+/// a driver's clock jumps.
+pub(crate) fn unix_at(
+    start_unix: UnixMillis,
+    start: std::time::Instant,
+    now: std::time::Instant,
+) -> UnixMillis {
+    let elapsed = now.saturating_duration_since(start).as_millis();
+    start_unix.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

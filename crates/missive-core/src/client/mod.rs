@@ -234,9 +234,7 @@ impl Client {
 
     /// Wall-clock time at `now`.
     fn unix_ms(&self, now: Instant) -> UnixMillis {
-        let elapsed = now.saturating_duration_since(self.start).as_millis();
-        self.unix_ms_at_start
-            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+        crate::types::unix_at(self.unix_ms_at_start, self.start, now)
     }
 
     /// Queues one packet on the current connection. Returns whether it was.

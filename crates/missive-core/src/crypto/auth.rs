@@ -2,7 +2,8 @@
 //! the private key of a user name, at login and at registration.
 
 use super::keys::{Identity, PublicKey};
-use super::{LEN_PREFIX, pss_sign, pss_verify, put_field};
+use super::rsa_ops::{pss_sign, pss_verify};
+use super::{LEN_PREFIX, put_field};
 use crate::rng::CoreRng;
 use crate::types::UserName;
 use sha2::{Digest, Sha256};

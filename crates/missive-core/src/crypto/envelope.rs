@@ -2,13 +2,14 @@
 //! recipient, signed by the sender.
 
 use super::keys::{Identity, PublicKey};
-use super::{len_prefix, pss_sign, pss_verify};
-use crate::rng::{self, CoreRng};
+use super::len_prefix;
+use super::rsa_ops::{KEY_LEN, oaep_unwrap, oaep_wrap, pss_sign, pss_verify};
+use crate::rng::CoreRng;
 use crate::types::{MessageId, UnixMillis, UserName};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand_core::Rng as _;
-use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use rsa::traits::PublicKeyParts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -164,10 +165,7 @@ pub fn seal(
             },
         )
         .expect("ChaCha20-Poly1305 accepts any body below 256 GiB");
-    let wrapped_key = recipient_key
-        .key
-        .oaep_encrypt_with_rng::<Sha256, _>(rng, content_key.as_slice())
-        .expect("a 32-byte key fits RSA-OAEP-SHA256 under a validated key of at least 2048 bits");
+    let wrapped_key = oaep_wrap(recipient_key, rng, &content_key);
     drop(content_key);
 
     let digest = signed_digest(&header_bytes, &wrapped_key, &ciphertext);
@@ -216,7 +214,7 @@ pub fn open(
     let digest = signed_digest(&wire.h, &wire.k, &wire.c);
     pss_verify(sender_key, &digest, &wire.s).map_err(|_| OpenError::BadSignature)?;
 
-    let content_key = unwrap_key(identity, &wire.k).ok_or(OpenError::CannotDecrypt)?;
+    let content_key = oaep_unwrap(identity, &wire.k).map_err(|_| OpenError::CannotDecrypt)?;
     let body = ChaCha20Poly1305::new((&*content_key).into())
         .decrypt(
             &Nonce::default(),
@@ -229,8 +227,6 @@ pub fn open(
     Ok(Opened { header, body })
 }
 
-/// Length of the ChaCha20-Poly1305 content key.
-const KEY_LEN: usize = 32;
 /// Length of the Poly1305 tag appended to the ciphertext.
 const TAG_LEN: usize = 16;
 /// Nesting limit for CBOR decoding (envelopes nest one level).
@@ -239,8 +235,6 @@ const RECURSION_LIMIT: usize = 16;
 const MAX_ENVELOPE_LEN: usize = u32::MAX as usize;
 /// Domain separation label that opens the signed envelope bytes.
 const SIGNATURE_LABEL: &[u8] = b"missive/v1/envelope";
-/// Domain separation label for the derived OAEP blinding generator.
-const BLINDING_LABEL: &[u8] = b"missive/v1/oaep-blinding";
 
 /// The header as encoded on the wire: a CBOR map whose keys appear in
 /// declaration order.
@@ -387,37 +381,6 @@ fn signed_digest(header: &[u8], wrapped_key: &[u8], ciphertext: &[u8]) -> [u8; 3
         hasher.update(field);
     }
     hasher.finalize().into()
-}
-
-/// RSA-OAEP-SHA256 unwrap of a content key; `None` on any failure,
-/// including a plaintext that is not exactly `KEY_LEN` bytes.
-fn unwrap_key(identity: &Identity, wrapped: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
-    let mut blinding = blinding_rng(identity, wrapped);
-    let key = Zeroizing::new(
-        identity
-            .private
-            .oaep_decrypt_with_rng::<Sha256, _>(&mut blinding, wrapped)
-            .ok()?,
-    );
-    let key: &[u8; KEY_LEN] = key.as_slice().try_into().ok()?;
-    Some(Zeroizing::new(*key))
-}
-
-/// Generator for the blinding of the RSA private-key operation in
-/// [`unwrap_key`]. `open` takes no generator and the core may not use OS
-/// randomness, so the blinding factor is derived, as RFC 6979 derives
-/// nonces, from the secret exponent and the ciphertext: unpredictable to
-/// anyone without the key, and it never changes the result.
-fn blinding_rng(identity: &Identity, wrapped: &[u8]) -> CoreRng {
-    let secret = Zeroizing::new(identity.private.d().to_be_bytes());
-    let mut hasher = Sha256::new();
-    for field in [BLINDING_LABEL, &secret, wrapped] {
-        hasher.update(len_prefix(field.len()));
-        hasher.update(field);
-    }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    seed.copy_from_slice(&hasher.finalize());
-    rng::from_seed(*seed)
 }
 
 #[cfg(test)]

@@ -125,6 +125,13 @@ impl PublicKey {
     /// algorithm `rsaEncryption`) is accepted, so that one key has exactly one
     /// encoding and therefore one fingerprint.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        #[cfg(fuzzing)]
+        return fuzzing_cache::parse(der, Self::parse_spki_der);
+        #[cfg(not(fuzzing))]
+        Self::parse_spki_der(der)
+    }
+
+    fn parse_spki_der(der: &[u8]) -> Result<Self, KeyError> {
         check_size(spki_modulus_bits(der)?)?;
         let key = rsa::PublicKey::from_public_key_der(der).map_err(encoding_error)?;
         let public = Self::from_rsa(key)?;
@@ -192,6 +199,41 @@ impl fmt::Debug for Fingerprint {
 }
 
 /// Accepts `bits` if it lies in `MIN_KEY_BITS..=MAX_KEY_BITS`.
+/// Fuzzing builds only: the last few parse results, by DER. Fuzz inputs
+/// register and log in with a handful of keys over and over, and under
+/// coverage instrumentation the big-integer set-up of every parse costs
+/// more than the rest of an execution. A DER not seen recently is parsed
+/// for real; the result for the same bytes is the same either way.
+#[cfg(fuzzing)]
+mod fuzzing_cache {
+    use super::{KeyError, PublicKey};
+    use std::cell::RefCell;
+
+    const ENTRIES: usize = 16;
+
+    type Parsed = Result<PublicKey, KeyError>;
+
+    thread_local! {
+        static CACHE: RefCell<Vec<(Vec<u8>, Parsed)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn parse(der: &[u8], parse: fn(&[u8]) -> Parsed) -> Parsed {
+        if let Some(hit) =
+            CACHE.with_borrow(|c| c.iter().find(|(d, _)| d == der).map(|e| e.1.clone()))
+        {
+            return hit;
+        }
+        let parsed = parse(der);
+        CACHE.with_borrow_mut(|c| {
+            if c.len() == ENTRIES {
+                let _evicted = c.remove(0);
+            }
+            c.push((der.to_vec(), parsed.clone()));
+        });
+        parsed
+    }
+}
+
 fn check_size(bits: usize) -> Result<(), KeyError> {
     if (MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
         Ok(())

@@ -7,6 +7,7 @@
 mod auth;
 mod envelope;
 mod keys;
+mod rsa_ops;
 
 pub use auth::{AuthContext, AuthError, AuthTranscript};
 pub use envelope::{
@@ -15,9 +16,11 @@ pub use envelope::{
 pub use keys::{
     DEFAULT_KEY_BITS, Fingerprint, Identity, KeyError, MAX_KEY_BITS, MIN_KEY_BITS, PublicKey,
 };
-
-use crate::rng::CoreRng;
-use sha2::Sha256;
+/// Fuzzing builds only: the keyed SHA-256 stand-ins that replace the RSA
+/// operations under `--cfg fuzzing` (see the crate's SECURITY notes), for
+/// harnesses that re-sign mutated envelopes the way the core signs.
+#[cfg(fuzzing)]
+pub use rsa_ops::stand_in as fuzz_stand_in;
 
 /// Size of the big-endian `u32` length prefix before each signed field.
 const LEN_PREFIX: usize = 4;
@@ -36,18 +39,4 @@ fn len_prefix(len: usize) -> [u8; LEN_PREFIX] {
 fn put_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(&len_prefix(field.len()));
     out.extend_from_slice(field);
-}
-
-/// RSA-PSS-SHA256 signature (32-byte salt) over a SHA-256 `digest`; `rng`
-/// supplies the salt and the blinding of the private-key operation.
-fn pss_sign(identity: &Identity, rng: &mut CoreRng, digest: &[u8; 32]) -> Vec<u8> {
-    identity
-        .private
-        .pss_sign_prehash_with_rng::<Sha256, _>(rng, digest)
-        .expect("PSS signing with a validated key of at least 2048 bits cannot fail")
-}
-
-/// Verifies an RSA-PSS-SHA256 signature (32-byte salt) over a SHA-256 `digest`.
-fn pss_verify(key: &PublicKey, digest: &[u8; 32], signature: &[u8]) -> rsa::Result<()> {
-    key.key.pss_verify_prehash::<Sha256>(digest, signature)
 }

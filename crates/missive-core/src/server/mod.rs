@@ -314,7 +314,7 @@ impl Server {
     // ---- internals shared by the handler files ----
 
     fn wall(&self, now: Instant) -> UnixMillis {
-        self.start_unix + now.saturating_duration_since(self.start).as_millis() as u64
+        crate::types::unix_at(self.start_unix, self.start, now)
     }
 
     fn session_of(&self, user: UserId) -> Option<(ConnId, bool)> {
