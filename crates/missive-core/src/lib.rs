@@ -21,4 +21,6 @@ pub mod wire;
 #[cfg(test)]
 mod test_support;
 
-pub use types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName, UserNameError};
+pub use types::{
+    ConnId, Lsn, MessageId, PeerKeyHasher, PeerKeyMap, Seq, UnixMillis, UserName, UserNameError,
+};

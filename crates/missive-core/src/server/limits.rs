@@ -1,8 +1,8 @@
 //! Small bounded structures: the per-user send rate limiter and the
 //! per-sender memory of recent message ids.
 
-use crate::types::{Lsn, MessageId};
-use std::collections::{HashMap, VecDeque};
+use crate::types::{Lsn, MessageId, PeerKeyMap};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
@@ -39,7 +39,7 @@ impl TokenBucket {
 /// duplicate.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentIds {
-    lsn_of: HashMap<MessageId, Lsn>,
+    lsn_of: PeerKeyMap<MessageId, Lsn>,
     order: VecDeque<MessageId>,
 }
 

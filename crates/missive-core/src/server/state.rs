@@ -5,10 +5,10 @@
 //! start-up by applying what its store holds. Replaying the emitted commands
 //! in order rebuilds an equal state (a test checks it).
 
-use crate::types::{MessageId, Seq, UnixMillis, UserName};
+use crate::types::{MessageId, PeerKeyMap, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// One durable change. Stores persist these (or their effect) and report the
 /// highest durable [`crate::Lsn`] back with `Input::Durable`.
@@ -125,7 +125,7 @@ pub struct Mailbox {
     /// Envelope bytes queued.
     pub message_bytes: u64,
     /// Per sender: messages and bytes queued here.
-    pub per_sender: HashMap<UserName, SenderUsage>,
+    pub per_sender: PeerKeyMap<UserName, SenderUsage>,
 }
 
 /// What one sender holds of one mailbox.
@@ -146,7 +146,7 @@ pub struct SenderUsage {
 pub struct ServerState {
     server_id: Option<[u8; 16]>,
     /// Name → position in `users`.
-    index: HashMap<UserName, UserId>,
+    index: PeerKeyMap<UserName, UserId>,
     /// Registered users in registration order (users are never removed, so
     /// a [`UserId`] stays valid for the life of the state).
     users: Vec<Slot>,
