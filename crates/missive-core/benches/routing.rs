@@ -24,6 +24,13 @@
 //! message on each of the 500 pairs (step 1 for all, then 3, then 4), so a
 //! criterion "element" is one message and the reported rate is messages/s.
 //!
+//! Two variants:
+//! * `send_deliver_ack_256B`: one frame per input (a client that waits for
+//!   each answer), so every message pays a whole input and drain;
+//! * `pipelined_64x256B`: 64 frames per input (the load generator's window
+//!   of 64: a socket read carries many frames), so a round is 64 messages
+//!   per pair and the per-input cost is shared.
+//!
 //! Run: `cargo bench -p missive-core --bench routing`.
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -60,6 +67,8 @@ struct Pair {
 }
 
 struct Routing {
+    /// Messages per pair per round (frames per input).
+    batch: u64,
     server: Server,
     now: Instant,
     pairs: Vec<Pair>,
@@ -110,28 +119,31 @@ impl Routing {
         self.drain();
     }
 
-    /// Encodes the client frames of the next round (not measured).
+    /// Encodes the client frames of the next round (not measured): per
+    /// pair, `batch` sends, `batch` acks and `batch` notice acks, each
+    /// kind concatenated into one input.
     fn prepare_round(&mut self) {
         for (i, pair) in self.pairs.iter().enumerate() {
-            let k = pair.sent;
             self.sends[i].clear();
-            encode_frame_into(
-                &ClientPacket::Send {
-                    id: MessageId((u128::from(k) << 32 | i as u128).to_be_bytes()),
-                    to: pair.to.clone(),
-                    envelope: self.envelope.clone(),
-                },
-                DEFAULT_MAX_FRAME,
-                &mut self.sends[i],
-            )
-            .expect("encodes");
             self.acks[i].clear();
-            encode_frame_into(
-                &ClientPacket::Ack { seq: k },
-                DEFAULT_MAX_FRAME,
-                &mut self.acks[i],
-            )
-            .expect("encodes");
+            for k in pair.sent..pair.sent + self.batch {
+                encode_frame_into(
+                    &ClientPacket::Send {
+                        id: MessageId((u128::from(k) << 32 | i as u128).to_be_bytes()),
+                        to: pair.to.clone(),
+                        envelope: self.envelope.clone(),
+                    },
+                    DEFAULT_MAX_FRAME,
+                    &mut self.sends[i],
+                )
+                .expect("encodes");
+                encode_frame_into(
+                    &ClientPacket::Ack { seq: k },
+                    DEFAULT_MAX_FRAME,
+                    &mut self.acks[i],
+                )
+                .expect("encodes");
+            }
             // The sender's mailbox holds only the notices of its messages.
             self.notice_acks[i].clone_from(&self.acks[i]);
         }
@@ -154,7 +166,7 @@ impl Routing {
             self.input(sender, &notice_acks[i]);
         }
         for pair in &mut self.pairs {
-            pair.sent += 1;
+            pair.sent += self.batch;
         }
         self.sends = sends;
         self.acks = acks;
@@ -191,7 +203,7 @@ fn expect_packet(server: &mut Server, now: Instant, conn: ConnId) -> ServerPacke
     packets.pop().expect("one packet")
 }
 
-fn setup() -> Routing {
+fn setup(batch: u64) -> Routing {
     let identity = Identity::generate(&mut rng::from_seed([5; 32]), 2048).expect("key");
     let public_key = identity.public_key().to_spki_der().to_vec();
     let mut state = ServerState::new();
@@ -271,6 +283,7 @@ fn setup() -> Routing {
         })
         .collect();
     Routing {
+        batch,
         server,
         now,
         conns: pairs.iter().map(|p| (p.sender, p.recipient)).collect(),
@@ -288,18 +301,20 @@ fn check_round(r: &mut Routing) {
     r.prepare_round();
     let before = r.seen;
     r.run_round();
-    let n = PAIRS as u64;
+    let n = PAIRS as u64 * r.batch;
     let seen = Seen {
         transmits: r.seen.transmits - before.transmits,
         bytes: 0,
         persists: r.seen.persists - before.persists,
         other: r.seen.other - before.other,
     };
-    // Accepted + Message + Notice; Enqueue, Ack, Enqueue (notice), Ack.
+    // Per pair, one transmit each of the Accepteds, the Messages and the
+    // Notices (a drain coalesces a connection's frames); per message,
+    // Enqueue, Ack, Enqueue (notice), Ack.
     assert_eq!(
         seen,
         Seen {
-            transmits: 3 * n,
+            transmits: 3 * PAIRS as u64,
             bytes: 0,
             persists: 4 * n,
             other: 0
@@ -312,45 +327,58 @@ fn check_round(r: &mut Routing) {
     );
 }
 
-fn bench_routing(c: &mut Criterion) {
-    let started = Instant::now();
-    let mut r = setup();
-    eprintln!(
-        "routing: {USERS} users logged in (setup {:.1?})",
-        started.elapsed()
-    );
-    check_round(&mut r);
+/// Frames per input of the pipelined variant.
+const PIPELINE: u64 = 64;
 
+fn bench_routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("routing");
-    group.throughput(Throughput::Elements(PAIRS as u64));
     group.measurement_time(Duration::from_secs(10));
-    group.bench_function("send_deliver_ack_256B", |b| {
-        b.iter_custom(|rounds| {
-            let mut measured = Duration::ZERO;
-            for _ in 0..rounds {
-                r.prepare_round();
-                let t = Instant::now();
-                r.run_round();
-                measured += t.elapsed();
-            }
-            measured
-        })
-    });
+    for (name, batch) in [
+        ("send_deliver_ack_256B", 1),
+        ("pipelined_64x256B", PIPELINE),
+    ] {
+        let started = Instant::now();
+        let mut r = setup(batch);
+        eprintln!(
+            "routing: {USERS} users logged in (setup {:.1?})",
+            started.elapsed()
+        );
+        check_round(&mut r);
+        group.throughput(Throughput::Elements(PAIRS as u64 * batch));
+        group.bench_function(name, |b| {
+            b.iter_custom(|rounds| {
+                let mut measured = Duration::ZERO;
+                for _ in 0..rounds {
+                    r.prepare_round();
+                    let t = Instant::now();
+                    r.run_round();
+                    measured += t.elapsed();
+                }
+                measured
+            })
+        });
+        check_round(&mut r);
+    }
     group.finish();
-    check_round(&mut r);
 }
 
 criterion_group!(benches, bench_routing);
 
 /// `ROUTING_ROUNDS=n` runs `n` rounds without criterion and prints the rate:
 /// for profilers (`perf record`, `valgrind --tool=callgrind`), where only
-/// `run_round` matters.
+/// `run_round` matters. `ROUTING_BATCH=64` selects the pipelined variant
+/// (default 1).
 fn main() {
     if let Some(rounds) = std::env::var("ROUTING_ROUNDS")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
     {
-        let mut r = setup();
+        let batch = std::env::var("ROUTING_BATCH")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut r = setup(batch);
         check_round(&mut r);
         let mut measured = Duration::ZERO;
         for _ in 0..rounds {
@@ -360,9 +388,9 @@ fn main() {
             measured += t.elapsed();
         }
         check_round(&mut r);
-        let messages = f64::from(rounds) * PAIRS as f64;
+        let messages = f64::from(rounds) * PAIRS as f64 * batch as f64;
         println!(
-            "{messages} messages in {measured:.2?}: {:.0} messages/s",
+            "{messages} messages in {measured:.2?} (batch {batch}): {:.0} messages/s",
             messages / measured.as_secs_f64()
         );
         return;

@@ -45,6 +45,7 @@ mod delivery;
 mod handshake;
 mod io;
 mod limits;
+mod mail_items;
 mod presence;
 pub mod state;
 #[cfg(test)]
@@ -53,7 +54,7 @@ mod tests;
 pub use config::ServerConfig;
 pub use io::{CloseReason, Input, Output, ServerEvent};
 use state::UserId;
-pub use state::{MailItem, Mailbox, PersistCmd, ServerState, UserRecord};
+pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
 use crate::rng::{self, CoreRng};
 use crate::types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName};

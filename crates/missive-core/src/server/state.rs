@@ -5,10 +5,10 @@
 //! start-up by applying what its store holds. Replaying the emitted commands
 //! in order rebuilds an equal state (a test checks it).
 
+pub use super::mail_items::{Iter as MailItemsIter, MailItems};
 use crate::types::{MessageId, PeerKeyMap, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// One durable change. Stores persist these (or their effect) and report the
 /// highest durable [`crate::Lsn`] back with `Input::Durable`.
@@ -117,7 +117,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mailbox {
     /// Items by sequence number (delivery order).
-    pub items: BTreeMap<Seq, MailItem>,
+    pub items: MailItems,
     /// Next sequence number to assign.
     pub next_seq: Seq,
     /// Messages (not notices) queued.
