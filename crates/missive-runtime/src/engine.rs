@@ -1,6 +1,7 @@
 //! The server side of a driver, minus sockets and timers: the
-//! [`ServerEngine`] owns the core [`Server`], the store thread and one
-//! outbound queue per connection, and routes every output of the core.
+//! [`ServerEngine`] owns the core [`Server`], the store (on its own thread,
+//! or inline for an in-memory store) and one outbound queue per connection,
+//! and routes every output of the core.
 //!
 //! A driver (one task owning the engine) loops:
 //!
@@ -24,6 +25,12 @@
 //! consumer and reports it `Disconnected` to the core, which keeps its
 //! undelivered items queued), `Close` to the queue, `Persist` to the store
 //! thread, `Event` to `tracing`. The engine never looks inside a packet.
+//!
+//! A store whose [`Store::commits_inline`] is true (the in-memory store) gets
+//! no thread: the engine commits what an input produced right after it and
+//! feeds the durability report back at once, which saves two thread wake-ups
+//! per command round trip (latency at low load). Its failures still arrive
+//! on [`StoreEvents`].
 
 use crate::os::{os_seed, unix_ms_now};
 use crate::queue::{
@@ -31,6 +38,7 @@ use crate::queue::{
 };
 use futures_channel::mpsc;
 use futures_util::Stream;
+use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::{ConnId, Lsn};
 use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
@@ -106,11 +114,49 @@ pub struct EngineStats {
     pub durable: Lsn,
 }
 
+/// Where persistence commands go.
+enum Persistence {
+    /// Group commit on the store's own thread; reports arrive on
+    /// [`StoreEvents`].
+    Thread(StoreThread),
+    /// Committed on the engine's thread after each input.
+    Inline(InlineStore),
+}
+
+/// A store committed inline (see the [module docs](self)).
+struct InlineStore {
+    store: Box<dyn Store>,
+    /// Commands of the current input, in LSN order, and the last LSN.
+    batch: Vec<PersistCmd>,
+    last: Option<Lsn>,
+    stats: StoreStats,
+    /// Where a commit failure is reported (the [`StoreEvents`] stream).
+    events: mpsc::UnboundedSender<StoreEvent>,
+}
+
+impl InlineStore {
+    /// Commits the batch; `Some(lsn)` when it became durable up to `lsn`.
+    fn commit(&mut self) -> Result<Option<Lsn>, StoreError> {
+        let Some(lsn) = self.last else {
+            return Ok(None);
+        };
+        self.store.commit(&self.batch)?;
+        let n = self.batch.len() as u64;
+        self.stats.commits += 1;
+        self.stats.commands += n;
+        self.stats.largest_batch = self.stats.largest_batch.max(n);
+        self.stats.durable_lsn = Some(lsn);
+        self.batch.clear();
+        self.last = None;
+        Ok(Some(lsn))
+    }
+}
+
 /// The runtime-independent half of a server driver. See the
 /// [module docs](self).
 pub struct ServerEngine {
     server: Server,
-    store: Option<StoreThread>,
+    store: Option<Persistence>,
     conns: HashMap<ConnId, OutboundSender>,
     next_conn: u64,
     limits: QueueLimits,
@@ -128,10 +174,11 @@ impl fmt::Debug for ServerEngine {
 }
 
 impl ServerEngine {
-    /// Loads `store`, starts its thread and a core server over the stored
-    /// state (seeded from the OS, on the current clocks). Durability reports
-    /// arrive on the returned [`StoreEvents`]; feed each to
-    /// [`store_event`](ServerEngine::store_event).
+    /// Loads `store`, starts its thread (unless it
+    /// [commits inline](Store::commits_inline)) and a core server over the
+    /// stored state (seeded from the OS, on the current clocks). Durability
+    /// reports and store failures arrive on the returned [`StoreEvents`];
+    /// feed each to [`store_event`](ServerEngine::store_event).
     pub fn start(
         config: ServerConfig,
         mut store: Box<dyn Store>,
@@ -142,15 +189,25 @@ impl ServerEngine {
         let users = state.user_count();
         let queued = state.queued_items();
         let (tx, rx) = mpsc::unbounded();
-        let thread = StoreThread::spawn(store, move |event| {
-            let _ = tx.unbounded_send(event);
-        });
+        let persistence = if store.commits_inline() {
+            Persistence::Inline(InlineStore {
+                store,
+                batch: Vec::new(),
+                last: None,
+                stats: StoreStats::default(),
+                events: tx,
+            })
+        } else {
+            Persistence::Thread(StoreThread::spawn(store, move |event| {
+                let _ = tx.unbounded_send(event);
+            }))
+        };
         let now = Instant::now();
         let server = Server::new(config, state, seed, now, unix_ms_now());
         tracing::info!(users, queued, "server state loaded");
         let mut engine = Self {
             server,
-            store: Some(thread),
+            store: Some(persistence),
             conns: HashMap::new(),
             next_conn: 1,
             limits,
@@ -309,13 +366,46 @@ impl ServerEngine {
             tx.close();
         }
         match self.store.take() {
-            Some(store) => store.shutdown(),
-            None => Err(StoreError::Stopped),
+            Some(Persistence::Thread(store)) => store.shutdown(),
+            Some(Persistence::Inline(inline)) if !self.store_stopped => Ok(inline.stats),
+            _ => Err(StoreError::Stopped),
         }
     }
 
-    /// Routes every output of the core.
+    /// Routes every output of the core; with an inline store, commits what
+    /// came out, reports it durable and routes what that releases, until
+    /// nothing is left.
     fn drain(&mut self, now: Instant) {
+        loop {
+            self.route_outputs(now);
+            match self.commit_inline() {
+                Some(lsn) => {
+                    self.stats.durable = self.stats.durable.max(lsn);
+                    self.server.handle_input(now, Input::Durable(lsn));
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Commits an inline store's batch; the LSN made durable, if any.
+    fn commit_inline(&mut self) -> Option<Lsn> {
+        let Some(Persistence::Inline(inline)) = &mut self.store else {
+            return None;
+        };
+        match inline.commit() {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                tracing::error!("store commit failed, changes are no longer durable: {e}");
+                let _ = inline.events.unbounded_send(StoreEvent::Failed(e));
+                self.store = None;
+                self.store_stopped = true;
+                None
+            }
+        }
+    }
+
+    fn route_outputs(&mut self, now: Instant) {
         while let Some(output) = self.server.poll_output() {
             match output {
                 Output::Transmit { conn, bytes } => self.transmit(now, conn, bytes),
@@ -326,8 +416,13 @@ impl ServerEngine {
                 }
                 Output::Persist { lsn, cmd } => {
                     self.stats.persisted += 1;
-                    let submitted = match &self.store {
-                        Some(store) => store.submit(lsn, cmd),
+                    let submitted = match &mut self.store {
+                        Some(Persistence::Thread(store)) => store.submit(lsn, cmd),
+                        Some(Persistence::Inline(inline)) => {
+                            inline.batch.push(cmd);
+                            inline.last = Some(lsn);
+                            Ok(())
+                        }
                         None => Err(StoreError::Stopped),
                     };
                     if let Err(e) = submitted
@@ -405,7 +500,7 @@ mod tests {
 
     /// Feeds durability reports until none is pending.
     fn settle(engine: &mut ServerEngine, events: &mut StoreEvents) {
-        if let Some(store) = &engine.store {
+        if let Some(Persistence::Thread(store)) = &engine.store {
             store.flush().unwrap();
         }
         while let Poll::Ready(Some(event)) = poll_once(events.recv()) {
@@ -505,5 +600,55 @@ mod tests {
         assert_eq!(engine.server().connection_count(), 0);
         assert!(stop.is_stopped());
         assert_eq!(poll_once(rx.aborted()), Poll::Ready(()));
+    }
+
+    /// An in-memory store is committed on the engine's thread: the state is
+    /// stored and reported durable within the call that produced it, with
+    /// no store thread and no report to wait for.
+    #[test]
+    fn inline_store_is_durable_within_the_call() {
+        let store = MemoryStore::new();
+        let (engine, _events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(store.clone()),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        assert!(matches!(engine.store, Some(Persistence::Inline(_))));
+        assert!(store.state().server_id().is_some(), "server id committed");
+        assert_eq!(engine.stats().durable, Lsn(1));
+        assert_eq!(engine.server().durable_lsn(), Lsn(1));
+        let stats = engine.shutdown(Instant::now()).unwrap();
+        assert_eq!((stats.commits, stats.commands), (1, 1));
+    }
+
+    /// A failing inline commit arrives on the events stream like a store
+    /// thread's failure, so the driver stops the same way.
+    #[test]
+    fn inline_store_failure_is_reported_on_the_events_stream() {
+        struct Broken;
+        impl Store for Broken {
+            fn load(&mut self) -> Result<missive_core::server::ServerState, StoreError> {
+                Ok(missive_core::server::ServerState::new())
+            }
+            fn commit(&mut self, _: &[PersistCmd]) -> Result<(), StoreError> {
+                Err(StoreError::Corrupt("broken on purpose".into()))
+            }
+            fn commits_inline(&self) -> bool {
+                true
+            }
+        }
+        let (mut engine, mut events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(Broken),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let Poll::Ready(event) = poll_once(events.recv()) else {
+            panic!("the failure is reported at once");
+        };
+        assert!(matches!(event, Some(StoreEvent::Failed(_))));
+        assert!(engine.store_report(Instant::now(), event).is_err());
+        assert!(engine.shutdown(Instant::now()).is_err());
     }
 }

@@ -71,6 +71,15 @@ pub trait Store: Send + 'static {
     /// including its idempotence (registering a user twice keeps the first
     /// key, removing an absent item does nothing).
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError>;
+
+    /// Whether [`commit`](Store::commit) is cheap enough (no I/O, a few
+    /// microseconds) to run on the driver's own thread right after each
+    /// input, instead of on a [`StoreThread`]: then a driver reports
+    /// durability without two thread hops per command. `false` unless a
+    /// store says otherwise; [`MemoryStore`] says `true`.
+    fn commits_inline(&self) -> bool {
+        false
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -80,6 +89,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
         (**self).commit(batch)
+    }
+
+    fn commits_inline(&self) -> bool {
+        (**self).commits_inline()
     }
 }
 

@@ -53,6 +53,10 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn commits_inline(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
