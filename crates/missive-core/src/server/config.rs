@@ -47,7 +47,9 @@ pub struct ServerConfig {
     /// Burst of sends per user (token bucket size, default 1,000).
     pub send_burst: u32,
     /// Recent message ids remembered per sender to answer retried sends
-    /// without duplicating (default 4,096).
+    /// without duplicating (default 1,024: sixteen times the reference
+    /// client's 64 sends in flight, which are the only ones a client can
+    /// retry without knowing their fate; ~34 KiB per active sender).
     pub dedupe_per_sender: usize,
 }
 
@@ -70,7 +72,7 @@ impl Default for ServerConfig {
             expiry_check_interval: Duration::from_secs(60),
             send_rate_per_sec: 100,
             send_burst: 1_000,
-            dedupe_per_sender: 4_096,
+            dedupe_per_sender: 1_024,
         }
     }
 }

@@ -43,8 +43,8 @@ impl TokenBucket {
 /// The ids live in a ring (oldest first, touched only at its ends); a hash
 /// table of ring positions (4 bytes a slot, not a copy of each id) finds
 /// them. That keeps the randomly accessed part small: every Send probes it,
-/// and at the default capacity of 4,096 it is ~40 KiB per sender instead of
-/// ~200 KiB for a map holding the ids themselves.
+/// and at a capacity of 4,096 it is ~40 KiB per sender instead of ~200 KiB
+/// for a map holding the ids themselves (~10 KiB at the default 1,024).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentIds {
     /// `(id, lsn)`, oldest first.
