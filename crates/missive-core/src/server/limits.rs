@@ -42,76 +42,91 @@ impl TokenBucket {
 ///
 /// The ids live in a ring (oldest first, touched only at its ends); a hash
 /// table of ring positions (4 bytes a slot, not a copy of each id) finds
-/// them. That keeps the randomly accessed part small: every Send probes it,
-/// and at a capacity of 4,096 it is ~40 KiB per sender instead of ~200 KiB
-/// for a map holding the ids themselves (~10 KiB at the default 1,024).
+/// them. Every Send probes the table at a random place, so it is kept small,
+/// and an id leaving the ring is *not* looked up to be removed (that was a
+/// second random access per Send): its position goes stale, lookups skip
+/// stale positions, and once stale entries are as many as the ring holds the
+/// table is rebuilt from the ring (amortised: one insert per Send, into a
+/// table that is then hot in cache).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentIds {
     /// `(id, lsn)`, oldest first.
     ring: VecDeque<(MessageId, Lsn)>,
     /// Absolute position (wrapping) of `ring[0]`.
     base: u32,
-    /// Absolute positions of the ids in `ring`, by id hash.
+    /// Absolute positions by id hash: those of the ring, plus stale ones.
     index: HashTable<u32>,
     hasher: PeerKeyHasher,
 }
 
 impl RecentIds {
-    fn hash(&self, id: &MessageId) -> u64 {
-        self.hasher.hash_one(id)
+    /// The ring slot of an absolute position, if it is still in the ring.
+    fn slot(ring: &VecDeque<(MessageId, Lsn)>, base: u32, at: u32) -> Option<usize> {
+        let i = at.wrapping_sub(base) as usize;
+        (i < ring.len()).then_some(i)
     }
 
-    /// Ring index of an absolute position.
-    fn slot(base: u32, at: u32) -> usize {
-        at.wrapping_sub(base) as usize
+    /// The ring slot holding `id`.
+    fn find(&self, hash: u64, id: &MessageId) -> Option<usize> {
+        let (ring, base) = (&self.ring, self.base);
+        let at = self.index.find(hash, |&at| {
+            Self::slot(ring, base, at).is_some_and(|i| ring[i].0 == *id)
+        })?;
+        Self::slot(ring, base, *at)
     }
 
     pub fn get(&self, id: &MessageId) -> Option<Lsn> {
         if self.ring.is_empty() {
             return None;
         }
-        let hash = self.hash(id);
-        let (ring, base) = (&self.ring, self.base);
-        let at = self
-            .index
-            .find(hash, |&at| ring[Self::slot(base, at)].0 == *id)?;
-        Some(ring[Self::slot(base, *at)].1)
+        let i = self.find(self.hasher.hash_one(id), id)?;
+        Some(self.ring[i].1)
     }
 
     pub fn insert(&mut self, id: MessageId, lsn: Lsn, capacity: usize) {
         if capacity == 0 {
             return;
         }
-        let hash = self.hash(&id);
-        let (ring, base, hasher) = (&mut self.ring, self.base, &self.hasher);
-        if let Some(&at) = self
-            .index
-            .find(hash, |&at| ring[Self::slot(base, at)].0 == id)
-        {
-            ring[Self::slot(base, at)].1 = lsn;
+        let hash = self.hasher.hash_one(id);
+        if let Some(i) = self.find(hash, &id) {
+            self.ring[i].1 = lsn;
             return;
         }
-        let at = base.wrapping_add(ring.len() as u32);
-        ring.push_back((id, lsn));
+        let at = self.base.wrapping_add(self.ring.len() as u32);
+        self.ring.push_back((id, lsn));
+        let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
+        // Growing rehashes every entry; a stale one has no id left to hash
+        // and may land anywhere (it is never found again, only rebuilt away).
         self.index.insert_unique(hash, at, |&at| {
-            hasher.hash_one(ring[Self::slot(base, at)].0)
+            Self::slot(ring, base, at).map_or(0, |i| hasher.hash_one(ring[i].0))
         });
         while self.ring.len() > capacity {
-            let Some((old, _)) = self.ring.pop_front() else {
-                break;
-            };
-            let hash = self.hasher.hash_one(old);
-            let base = self.base;
-            if let Ok(entry) = self.index.find_entry(hash, |&at| at == base) {
-                entry.remove();
-            }
+            self.ring.pop_front();
             self.base = self.base.wrapping_add(1);
+        }
+        if self.index.len() >= 2 * self.ring.len() + 16 {
+            self.rebuild();
+        }
+    }
+
+    /// Drops the stale positions: the table again holds exactly the ring.
+    fn rebuild(&mut self) {
+        self.index.clear();
+        let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
+        for (i, (id, _)) in ring.iter().enumerate() {
+            let at = base.wrapping_add(i as u32);
+            self.index.insert_unique(hasher.hash_one(id), at, |&at| {
+                Self::slot(ring, base, at).map_or(0, |i| hasher.hash_one(ring[i].0))
+            });
         }
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        debug_assert_eq!(self.ring.len(), self.index.len());
+        assert!(
+            self.index.len() < 2 * self.ring.len() + 16,
+            "stale entries bounded"
+        );
         self.ring.len()
     }
 }
