@@ -149,6 +149,19 @@ impl Routing {
         }
     }
 
+    /// Runs `rounds` rounds; the time spent in [`Self::run_round`] only
+    /// (frames are encoded outside it).
+    fn measure(&mut self, rounds: u64) -> Duration {
+        let mut measured = Duration::ZERO;
+        for _ in 0..rounds {
+            self.prepare_round();
+            let t = Instant::now();
+            self.run_round();
+            measured += t.elapsed();
+        }
+        measured
+    }
+
     /// One message on every pair (measured).
     #[inline(never)]
     fn run_round(&mut self) {
@@ -345,18 +358,7 @@ fn bench_routing(c: &mut Criterion) {
         );
         check_round(&mut r);
         group.throughput(Throughput::Elements(PAIRS as u64 * batch));
-        group.bench_function(name, |b| {
-            b.iter_custom(|rounds| {
-                let mut measured = Duration::ZERO;
-                for _ in 0..rounds {
-                    r.prepare_round();
-                    let t = Instant::now();
-                    r.run_round();
-                    measured += t.elapsed();
-                }
-                measured
-            })
-        });
+        group.bench_function(name, |b| b.iter_custom(|rounds| r.measure(rounds)));
         check_round(&mut r);
     }
     group.finish();
@@ -380,13 +382,7 @@ fn main() {
             .max(1);
         let mut r = setup(batch);
         check_round(&mut r);
-        let mut measured = Duration::ZERO;
-        for _ in 0..rounds {
-            r.prepare_round();
-            let t = Instant::now();
-            r.run_round();
-            measured += t.elapsed();
-        }
+        let measured = r.measure(u64::from(rounds));
         check_round(&mut r);
         let messages = f64::from(rounds) * PAIRS as f64 * batch as f64;
         println!(
