@@ -22,7 +22,9 @@
 //!   `Notice` go out only once the command backing them is durable;
 //! * deliveries only on logged-in connections, in increasing `seq` order,
 //!   and at most `window` delivered-but-unacknowledged per connection (acks
-//!   are read from the client's own bytes with a mirror decoder);
+//!   are read from the client's own bytes with a mirror decoder; a delivery
+//!   in the step whose acks made room for it is counted without them, and
+//!   every connection is checked again once the step's acks are applied);
 //! * no mailbox exceeds `queue_max_messages` / `queue_max_bytes`, its
 //!   counters match its items, no user's `outstanding` exceeds
 //!   `max_outstanding_per_sender`;
@@ -462,8 +464,12 @@ impl Harness {
                         packets.push(p);
                     }
                     assert_eq!(m.rx.buffered_len(), 0, "Transmit ends inside a frame");
+                    let acked = acks
+                        .iter()
+                        .find(|(c, _)| *c == conn)
+                        .map_or(&[][..], |(_, seqs)| seqs.as_slice());
                     for p in packets {
-                        self.observe(conn, p, &mut fatal);
+                        self.observe(conn, p, acked, &mut fatal);
                     }
                 }
                 Output::Close { conn } => {
@@ -513,11 +519,31 @@ impl Harness {
                 }
             }
         }
+        let window = self.config.window as usize;
+        for (conn, m) in &self.conns {
+            assert!(
+                m.in_flight.len() <= window,
+                "{} deliveries in flight on {conn:?} after the step, window {window}",
+                m.in_flight.len()
+            );
+        }
         self.check();
     }
 
     /// Checks one packet the server sent on `conn`.
-    fn observe(&mut self, conn: ConnId, packet: ServerPacket, fatal: &mut HashSet<ConnId>) {
+    ///
+    /// `acked`: the seqs the client acknowledged in this step's input. The
+    /// server handles them before the deliveries they make room for, but
+    /// the harness sees only the outputs of the whole step, so a delivery is
+    /// checked against the window without them (and every connection again
+    /// once the step's acks are applied).
+    fn observe(
+        &mut self,
+        conn: ConnId,
+        packet: ServerPacket,
+        acked: &[u64],
+        fatal: &mut HashSet<ConnId>,
+    ) {
         let durable = self.durable;
         let window = self.config.window as usize;
         let m = self.conns.get_mut(&conn).expect("open connection");
@@ -564,10 +590,10 @@ impl Harness {
                 );
                 m.last_delivered = Some(seq);
                 m.in_flight.insert(seq);
+                let unacked = m.in_flight.iter().filter(|s| !acked.contains(s)).count();
                 assert!(
-                    m.in_flight.len() <= window,
-                    "{} deliveries in flight on {conn:?}, window {window}",
-                    m.in_flight.len()
+                    unacked <= window,
+                    "{unacked} deliveries in flight on {conn:?}, window {window}"
                 );
             }
             _ => {}

@@ -831,6 +831,45 @@ fn window_limits_deliveries_in_flight() {
     assert_eq!(h.recv_all(b).len(), 1);
 }
 
+/// An ack out of order (the middle one of three in flight) frees exactly
+/// one slot of the window, and the next item goes out at once (the
+/// `server_inputs` fuzz target's harness once counted this as window + 1:
+/// fuzz/regressions/server_inputs/ack-frees-window-slot).
+#[test]
+fn out_of_order_ack_frees_one_window_slot() {
+    let config = ServerConfig {
+        window: 3,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.send(b, &ClientPacket::SetPresence { online: false });
+    let a = h.user(1, "alice", &ids()[0]);
+    for i in 0..5 {
+        h.send_msg(a, i, "bob", &[i]);
+    }
+    h.recv_all(a);
+    h.send(b, &ClientPacket::SetPresence { online: true });
+    let seqs = |packets: Vec<ServerPacket>| -> Vec<u64> {
+        packets
+            .into_iter()
+            .map(|p| match p {
+                ServerPacket::Message { seq, .. } => seq,
+                other => panic!("expected a message, got {other:?}"),
+            })
+            .collect()
+    };
+    let first = seqs(h.recv_all(b));
+    assert_eq!(first.len(), 3);
+    h.send(b, &ClientPacket::Ack { seq: first[1] });
+    let next = seqs(h.recv_all(b));
+    assert_eq!(next.len(), 1, "one slot freed");
+    assert!(next[0] > first[2], "the next item in order");
+    h.send(b, &ClientPacket::Ack { seq: first[0] });
+    assert_eq!(seqs(h.recv_all(b)).len(), 1, "and one more");
+    assert!(h.recv_all(b).is_empty(), "window full again");
+}
+
 #[test]
 fn sender_share_and_queue_quota_give_queue_full() {
     let config = ServerConfig {
