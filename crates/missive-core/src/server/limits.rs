@@ -60,6 +60,14 @@ pub(crate) struct RecentIds {
 }
 
 impl RecentIds {
+    /// An empty memory whose table hashes with `hasher`.
+    pub fn new(hasher: PeerKeyHasher) -> Self {
+        Self {
+            hasher,
+            ..Self::default()
+        }
+    }
+
     /// The ring slot of an absolute position, if it is still in the ring.
     fn slot(ring: &VecDeque<(MessageId, Lsn)>, base: u32, at: u32) -> Option<usize> {
         let i = at.wrapping_sub(base) as usize;

@@ -57,7 +57,7 @@ use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
 use crate::rng::{self, CoreRng};
-use crate::types::{ConnId, Lsn, MessageId, Seq, UnixMillis, UserName};
+use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{ClientPacket, DecodeError, ErrorCode, ServerPacket, encode_frame_into};
 use conn::{Conn, Phase};
 use limits::{RecentIds, TokenBucket};
@@ -134,6 +134,8 @@ pub struct Server {
     config: ServerConfig,
     state: ServerState,
     rng: CoreRng,
+    /// Hasher of the maps keyed by what peers choose (keyed from the seed).
+    hasher: PeerKeyHasher,
     server_id: [u8; 16],
     start: Instant,
     start_unix: UnixMillis,
@@ -184,9 +186,15 @@ impl Server {
             timers: BinaryHeap::new(),
             next_expiry_check: None,
             rng: rng::derive(&mut rng),
+            hasher: PeerKeyHasher::default(),
             config,
             state,
         };
+        // Maps keyed by what peers choose hash with a key from the driver's
+        // seed (drawn after the server's own generator, whose stream stays
+        // as it was).
+        server.hasher = PeerKeyHasher::with_key(u64::from_le_bytes(rng::bytes(&mut rng)));
+        server.state.rekey(server.hasher.clone());
         server.server_id = match server.state.server_id() {
             Some(id) => id,
             None => {
@@ -330,7 +338,7 @@ impl Server {
             deliverable_end: 0,
             last_seen: None,
             bucket: TokenBucket::new(self.config.send_burst, now),
-            recent: RecentIds::default(),
+            recent: RecentIds::new(self.hasher.clone()),
         }
     }
 

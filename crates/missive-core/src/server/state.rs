@@ -6,7 +6,7 @@
 //! in order rebuilds an equal state (a test checks it).
 
 pub use super::mail_items::{Iter as MailItemsIter, MailItems};
-use crate::types::{MessageId, PeerKeyMap, Seq, UnixMillis, UserName};
+use crate::types::{MessageId, PeerKeyHasher, PeerKeyMap, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +152,8 @@ pub struct ServerState {
     users: Vec<Slot>,
     /// Items queued in all mailboxes.
     queued: usize,
+    /// The hasher of `index` and of every mailbox's `per_sender` map.
+    hasher: PeerKeyHasher,
 }
 
 /// Dense number of a registered user inside one [`ServerState`] (its
@@ -252,6 +254,10 @@ impl ServerState {
             name: user.clone(),
             record: UserRecord {
                 public_key: public_key.to_vec(),
+                mailbox: Mailbox {
+                    per_sender: PeerKeyMap::with_hasher(self.hasher.clone()),
+                    ..Mailbox::default()
+                },
                 ..UserRecord::default()
             },
             ordered: true,
@@ -452,6 +458,23 @@ impl ServerState {
     }
 
     // ---- by id, for the server ----
+
+    /// Keys the maps whose keys peers choose (the name index and every
+    /// mailbox's per-sender usage) with `hasher`, now and for users
+    /// registered later. The server calls it once, with a key drawn from
+    /// its driver's seed.
+    pub(crate) fn rekey(&mut self, hasher: PeerKeyHasher) {
+        let mut index = PeerKeyMap::with_capacity_and_hasher(self.index.len(), hasher.clone());
+        index.extend(self.index.drain());
+        self.index = index;
+        for slot in &mut self.users {
+            let usage = &mut slot.record.mailbox.per_sender;
+            let mut rekeyed = PeerKeyMap::with_capacity_and_hasher(usage.len(), hasher.clone());
+            rekeyed.extend(usage.drain());
+            *usage = rekeyed;
+        }
+        self.hasher = hasher;
+    }
 
     /// The id of a registered user.
     #[inline]

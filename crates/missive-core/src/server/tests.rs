@@ -1303,3 +1303,25 @@ mod model {
         }
     }
 }
+
+/// The keys of peer-keyed maps come from the driver's seed: the same seed
+/// gives the same hashes, another seed other hashes, and the key never
+/// shows in debug output.
+#[test]
+fn peer_key_hashing_is_keyed_from_the_seed() {
+    use std::hash::BuildHasher;
+    let server = |seed: u8| {
+        Server::new(
+            ServerConfig::default(),
+            ServerState::new(),
+            [seed; 32],
+            Instant::now(),
+            0,
+        )
+    };
+    let (a, b, c) = (server(1), server(1), server(2));
+    let name = UserName::new("alice").unwrap();
+    assert_eq!(a.hasher.hash_one(&name), b.hasher.hash_one(&name));
+    assert_ne!(a.hasher.hash_one(&name), c.hasher.hash_one(&name));
+    assert_eq!(format!("{:?}", a.hasher), "PeerKeyHasher(..)");
+}
