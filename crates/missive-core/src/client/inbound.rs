@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 impl Client {
     pub(super) fn on_connected(&mut self, _now: Instant) {
         self.out.drop_connection_outputs();
-        self.conn = Some(Session::new(self.config.max_frame));
+        self.conn = Some(Session::new(self.config.max_frame, &self.hasher));
         self.transmit(&ClientPacket::Hello {
             versions: vec![PROTOCOL_VERSION],
         });

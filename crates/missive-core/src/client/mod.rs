@@ -37,7 +37,7 @@ pub use state::{ClientState, OutboxEntry, ParkedEnvelope, StateDecodeError, Stat
 
 use crate::crypto::Identity;
 use crate::rng::{self, CoreRng};
-use crate::types::{MessageId, UnixMillis, UserName};
+use crate::types::{MessageId, PeerKeyHasher, UnixMillis, UserName};
 use crate::wire::{ClientPacket, ErrorCode};
 use session::{Outputs, Phase, Request, Session};
 use std::time::Instant;
@@ -110,6 +110,8 @@ pub struct Client {
     max_envelope: Option<u32>,
     conn: Option<Session>,
     out: Outputs,
+    /// Key of the hash tables (from the seed).
+    hasher: PeerKeyHasher,
 }
 
 impl Client {
@@ -126,6 +128,10 @@ impl Client {
         unix_ms: UnixMillis,
     ) -> Self {
         let mut out = Outputs::default();
+        // Hash tables keyed by ids other users choose: keyed from the seed.
+        let hasher = PeerKeyHasher::with_key(rng::hash_key(&seed));
+        state.seen.rekey(&hasher);
+        state.seen_notices.rekey(&hasher);
         let trimmed_seen = state.seen.trim(config.seen_capacity);
         let trimmed_notices = state.seen_notices.trim(config.seen_capacity);
         if trimmed_seen || trimmed_notices {
@@ -137,6 +143,7 @@ impl Client {
             identity,
             state,
             rng: rng::from_seed(seed),
+            hasher,
             start: now,
             unix_ms_at_start: unix_ms,
             queued_queries: Vec::new(),

@@ -2,7 +2,7 @@
 
 use super::events::{ClientEvent, ClientOutput};
 use crate::crypto::AuthContext;
-use crate::types::{MessageId, UserName};
+use crate::types::{MessageId, PeerKeyHasher, UserName};
 use crate::wire::{
     ClientPacket, EncodeError, FrameDecoder, WireLimits, encode_frame, encode_frame_into,
 };
@@ -67,19 +67,19 @@ pub(super) struct Session {
     pub(super) next_ping: Option<Instant>,
     pub(super) tried_register: bool,
     /// Sends on the wire, not yet answered.
-    pub(super) in_flight: HashSet<MessageId>,
+    pub(super) in_flight: HashSet<MessageId, PeerKeyHasher>,
     /// Sends refused for now, to retry at the given time.
-    pub(super) retry_at: HashMap<MessageId, Instant>,
+    pub(super) retry_at: HashMap<MessageId, Instant, PeerKeyHasher>,
     /// Users whose key is being fetched.
-    pub(super) fetching: HashSet<UserName>,
+    pub(super) fetching: HashSet<UserName, PeerKeyHasher>,
     /// Key fetches refused for now, to retry at the given time.
-    pub(super) fetch_retry: HashMap<UserName, Instant>,
+    pub(super) fetch_retry: HashMap<UserName, Instant, PeerKeyHasher>,
     /// User-naming requests waiting for answers, oldest first.
     pub(super) requests: VecDeque<Request>,
 }
 
 impl Session {
-    pub(super) fn new(max_frame: u32) -> Self {
+    pub(super) fn new(max_frame: u32, hasher: &PeerKeyHasher) -> Self {
         Self {
             phase: Phase::AwaitWelcome,
             decoder: FrameDecoder::new(max_frame),
@@ -89,10 +89,10 @@ impl Session {
             ping_interval: Duration::ZERO,
             next_ping: None,
             tried_register: false,
-            in_flight: HashSet::new(),
-            retry_at: HashMap::new(),
-            fetching: HashSet::new(),
-            fetch_retry: HashMap::new(),
+            in_flight: HashSet::with_hasher(hasher.clone()),
+            retry_at: HashMap::with_hasher(hasher.clone()),
+            fetching: HashSet::with_hasher(hasher.clone()),
+            fetch_retry: HashMap::with_hasher(hasher.clone()),
             requests: VecDeque::new(),
         }
     }

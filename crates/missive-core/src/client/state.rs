@@ -1,6 +1,6 @@
 //! The client's durable state: everything that must survive a restart.
 
-use crate::types::{MessageId, UnixMillis, UserName};
+use crate::types::{MessageId, PeerKeyHasher, UnixMillis, UserName};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -147,19 +147,26 @@ impl ClientState {
 #[derive(Clone)]
 pub(super) struct SeenSet<T: Eq + Hash + Clone> {
     order: VecDeque<T>,
-    index: HashSet<T>,
+    index: HashSet<T, PeerKeyHasher>,
 }
 
 impl<T: Eq + Hash + Clone> Default for SeenSet<T> {
     fn default() -> Self {
         Self {
             order: VecDeque::new(),
-            index: HashSet::new(),
+            index: HashSet::default(),
         }
     }
 }
 
 impl<T: Eq + Hash + Clone> SeenSet<T> {
+    /// Re-keys the index (ids in it come from other users).
+    pub(super) fn rekey(&mut self, hasher: &PeerKeyHasher) {
+        let mut index = HashSet::with_capacity_and_hasher(self.order.len(), hasher.clone());
+        index.extend(self.index.drain());
+        self.index = index;
+    }
+
     pub(super) fn contains(&self, item: &T) -> bool {
         self.index.contains(item)
     }

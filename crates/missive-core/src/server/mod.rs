@@ -190,10 +190,8 @@ impl Server {
             config,
             state,
         };
-        // Maps keyed by what peers choose hash with a key from the driver's
-        // seed (drawn after the server's own generator, whose stream stays
-        // as it was).
-        server.hasher = PeerKeyHasher::with_key(u64::from_le_bytes(rng::bytes(&mut rng)));
+        // Maps keyed by what peers choose hash with a key from the seed.
+        server.hasher = PeerKeyHasher::with_key(rng::hash_key(&seed));
         server.state.rekey(server.hasher.clone());
         server.server_id = match server.state.server_id() {
             Some(id) => id,
