@@ -21,10 +21,11 @@
 //! * durability: `Registered`, `Accepted` and every delivered `Message` /
 //!   `Notice` go out only once the command backing them is durable;
 //! * deliveries only on logged-in connections, in increasing `seq` order,
+//!   never of an item expired in the same step,
 //!   and at most `window` delivered-but-unacknowledged per connection (acks
 //!   are read from the client's own bytes with a mirror decoder; a delivery
-//!   in the step whose acks made room for it is counted without them, and
-//!   every connection is checked again once the step's acks are applied);
+//!   in the step whose acks or expiries made room for it is counted without
+//!   them, and every connection is checked again once they are applied);
 //! * no mailbox exceeds `queue_max_messages` / `queue_max_bytes`, its
 //!   counters match its items, no user's `outstanding` exceeds
 //!   `max_outstanding_per_sender`;
@@ -469,7 +470,7 @@ impl Harness {
                         .find(|(c, _)| *c == conn)
                         .map_or(&[][..], |(_, seqs)| seqs.as_slice());
                     for p in packets {
-                        self.observe(conn, p, acked, &mut fatal);
+                        self.observe(conn, p, acked, &expired, &mut fatal);
                     }
                 }
                 Output::Close { conn } => {
@@ -532,16 +533,19 @@ impl Harness {
 
     /// Checks one packet the server sent on `conn`.
     ///
-    /// `acked`: the seqs the client acknowledged in this step's input. The
-    /// server handles them before the deliveries they make room for, but
-    /// the harness sees only the outputs of the whole step, so a delivery is
-    /// checked against the window without them (and every connection again
-    /// once the step's acks are applied).
+    /// `acked`: the seqs the client acknowledged in this step's input;
+    /// `expired`: the items the server expired in this step (their `Expire`
+    /// commands come out before any transmit). Both make room in the window
+    /// before the deliveries that use it, but the harness sees only the
+    /// outputs of the whole step, so a delivery is checked against the
+    /// window without them (and every connection again once they are
+    /// applied).
     fn observe(
         &mut self,
         conn: ConnId,
         packet: ServerPacket,
         acked: &[u64],
+        expired: &[(UserName, u64)],
         fatal: &mut HashSet<ConnId>,
     ) {
         let durable = self.durable;
@@ -588,9 +592,17 @@ impl Harness {
                     "delivery of {seq} after {:?} on {conn:?}",
                     m.last_delivered
                 );
+                assert!(
+                    !expired.contains(&(user.clone(), seq)),
+                    "delivery of {user}'s item {seq}, expired in the same step"
+                );
                 m.last_delivered = Some(seq);
                 m.in_flight.insert(seq);
-                let unacked = m.in_flight.iter().filter(|s| !acked.contains(s)).count();
+                let unacked = m
+                    .in_flight
+                    .iter()
+                    .filter(|s| !acked.contains(s) && !expired.contains(&(user.clone(), **s)))
+                    .count();
                 assert!(
                     unacked <= window,
                     "{unacked} deliveries in flight on {conn:?}, window {window}"

@@ -275,11 +275,14 @@ impl Server {
     }
 
     /// Removes items older than the TTL; senders of expired messages get an
-    /// Expired notice.
+    /// Expired notice. Deliveries resume only once every due item is gone,
+    /// so that an item about to expire in this same pass is never sent.
     pub(super) fn expire(&mut self, now: Instant) {
         let ttl_ms = self.config.message_ttl.as_millis() as u64;
         let cutoff = self.wall(now).saturating_sub(ttl_ms);
-        for (user, seq) in self.state.expired(cutoff) {
+        let due = self.state.expired(cutoff);
+        let mut owners: Vec<UserId> = due.iter().map(|(user, _)| *user).collect();
+        for (user, seq) in due {
             let expired = match self.state.record(user).mailbox.items.get(&seq) {
                 Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
                 _ => None,
@@ -302,6 +305,10 @@ impl Server {
             {
                 session.in_flight.remove(seq);
             }
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        for user in owners {
             self.pump(user);
         }
         self.next_expiry_check = self

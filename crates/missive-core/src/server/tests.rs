@@ -1092,6 +1092,48 @@ fn expired_messages_are_removed_and_the_sender_told() {
     }
 }
 
+/// Items that expire in the same check are all removed before deliveries
+/// resume: an expiry that frees a window slot never sends an item that the
+/// same pass is about to expire (found by the `server_inputs` fuzz target:
+/// fuzz/regressions/server_inputs/expiry-frees-window-slot).
+#[test]
+fn expiry_never_delivers_an_item_it_is_about_to_expire() {
+    let config = ServerConfig {
+        window: 1,
+        message_ttl: Duration::from_secs(3600),
+        // Bob stays connected across the TTL without pinging.
+        ping_interval: Duration::from_secs(7200),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let b = h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"first");
+    h.send_msg(a, 2, "bob", b"second");
+    h.recv_all(a);
+    // Window 1: the first is in flight (never acked), the second waits.
+    let first = h.recv_all(b);
+    assert_eq!(first.len(), 1);
+    assert!(matches!(first[0], ServerPacket::Message { seq: 0, .. }));
+    // Both outlive the TTL and expire in one check.
+    h.advance(Duration::from_secs(3601));
+    h.advance(Duration::from_secs(60));
+    let expired = h
+        .log
+        .iter()
+        .filter(|(_, c)| matches!(c, PersistCmd::Expire { .. }))
+        .count();
+    assert_eq!(expired, 2);
+    let after = h.recv_all(b);
+    assert!(
+        after
+            .iter()
+            .all(|p| !matches!(p, ServerPacket::Message { .. })),
+        "an expired item was delivered: {after:?}"
+    );
+    assert_eq!(h.queued("bob"), 0);
+}
+
 #[test]
 fn replaying_the_emitted_commands_rebuilds_the_same_state() {
     let mut h = Harness::new(ServerConfig::default());
