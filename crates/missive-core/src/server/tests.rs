@@ -807,10 +807,11 @@ fn retried_send_is_accepted_again_but_queued_once() {
     assert_eq!(h.queued("bob"), 1);
 }
 
-#[test]
-fn window_limits_deliveries_in_flight() {
+/// Five messages from alice queued while bob was offline, then bob online
+/// with a delivery window of `window`: the harness and bob's connection.
+fn backlog_for_bob(window: u32) -> (Harness, ConnId) {
     let config = ServerConfig {
-        window: 2,
+        window,
         ..ServerConfig::default()
     };
     let mut h = Harness::new(config);
@@ -822,6 +823,12 @@ fn window_limits_deliveries_in_flight() {
     }
     h.recv_all(a);
     h.send(b, &ClientPacket::SetPresence { online: true });
+    (h, b)
+}
+
+#[test]
+fn window_limits_deliveries_in_flight() {
+    let (mut h, b) = backlog_for_bob(2);
     let first = h.recv_all(b);
     assert_eq!(first.len(), 2);
     let ServerPacket::Message { seq, .. } = first[0] else {
@@ -837,19 +844,7 @@ fn window_limits_deliveries_in_flight() {
 /// fuzz/regressions/server_inputs/ack-frees-window-slot).
 #[test]
 fn out_of_order_ack_frees_one_window_slot() {
-    let config = ServerConfig {
-        window: 3,
-        ..ServerConfig::default()
-    };
-    let mut h = Harness::new(config);
-    let b = h.user(2, "bob", &ids()[1]);
-    h.send(b, &ClientPacket::SetPresence { online: false });
-    let a = h.user(1, "alice", &ids()[0]);
-    for i in 0..5 {
-        h.send_msg(a, i, "bob", &[i]);
-    }
-    h.recv_all(a);
-    h.send(b, &ClientPacket::SetPresence { online: true });
+    let (mut h, b) = backlog_for_bob(3);
     let seqs = |packets: Vec<ServerPacket>| -> Vec<u64> {
         packets
             .into_iter()
