@@ -240,16 +240,6 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn duration(unit: u8, amount: u16) -> Duration {
-    let amount = u64::from(amount);
-    match unit % 4 {
-        0 => Duration::from_millis(amount),
-        1 => Duration::from_secs(amount),
-        2 => Duration::from_secs(amount * 60),
-        _ => Duration::from_secs(amount * 3600),
-    }
-}
-
 /// A client, a model of its connection, its saved state, virtual time.
 pub struct Harness {
     config: ClientConfig,
@@ -342,7 +332,7 @@ impl Harness {
                 }
             }
             Op::Timeout { unit, amount } => {
-                self.now += duration(unit, amount);
+                self.now += codec::duration(unit, amount);
                 self.timeout();
             }
             Op::TimeoutAtDeadline => {
@@ -351,7 +341,7 @@ impl Harness {
                 }
                 self.timeout();
             }
-            Op::Advance { unit, amount } => self.now += duration(unit, amount),
+            Op::Advance { unit, amount } => self.now += codec::duration(unit, amount),
             Op::Send { to, body } => {
                 let before = self.client.state().outbox().len();
                 let full = before >= self.config.max_outbox;
@@ -388,8 +378,7 @@ impl Harness {
                 let bytes = self.saved.to_cbor().expect("saved state encodes");
                 let state = ClientState::from_cbor(&bytes).expect("saved state decodes");
                 self.restarts = self.restarts.wrapping_add(1);
-                let elapsed = self.now.duration_since(self.t0).as_millis();
-                let unix = T0_UNIX.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
+                let unix = codec::wall_clock(T0_UNIX, self.t0, self.now);
                 self.client = Client::new(
                     self.config.clone(),
                     fixtures::identities()[0].clone(),

@@ -13,7 +13,8 @@
 use crate::fixtures;
 use arbitrary::{Result, Unstructured};
 use missive_core::wire::{ClientPacket, ErrorCode, MAX_VERSIONS, Notice, ServerPacket, WireLimits};
-use missive_core::{MessageId, UserName};
+use missive_core::{MessageId, UnixMillis, UserName};
+use std::time::{Duration, Instant};
 
 /// User names the selectors below pick from (the fixtures' identities have
 /// the same index).
@@ -611,4 +612,23 @@ mod tests {
             detail: "full".into(),
         });
     }
+}
+
+/// A time step of the state-machine targets: `amount` units, `unit` mod 4
+/// selecting milliseconds, seconds, minutes or hours.
+pub fn duration(unit: u8, amount: u16) -> Duration {
+    let amount = u64::from(amount);
+    match unit % 4 {
+        0 => Duration::from_millis(amount),
+        1 => Duration::from_secs(amount),
+        2 => Duration::from_secs(amount * 60),
+        _ => Duration::from_secs(amount * 3600),
+    }
+}
+
+/// The wall clock at `now` for a harness that started at `t0_unix` at
+/// `t0`; saturates however far the fuzzer moves time.
+pub fn wall_clock(t0_unix: UnixMillis, t0: Instant, now: Instant) -> UnixMillis {
+    let elapsed = now.duration_since(t0).as_millis();
+    t0_unix.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
 }

@@ -237,16 +237,6 @@ pub fn run(data: &[u8]) {
     h.finish();
 }
 
-fn duration(unit: u8, amount: u16) -> Duration {
-    let amount = u64::from(amount);
-    match unit % 4 {
-        0 => Duration::from_millis(amount),
-        1 => Duration::from_secs(amount),
-        2 => Duration::from_secs(amount * 60),
-        _ => Duration::from_secs(amount * 3600),
-    }
-}
-
 /// What the harness knows about one open connection.
 struct ConnModel {
     /// Server → client frames.
@@ -387,7 +377,7 @@ impl Harness {
                 self.step(Some(Input::Durable(Lsn(lsn))), &[]);
             }
             Op::Timeout { unit, amount } => {
-                self.now += duration(unit, amount);
+                self.now += codec::duration(unit, amount);
                 self.timeout();
             }
             Op::TimeoutAtDeadline => {
@@ -396,7 +386,7 @@ impl Harness {
                 }
                 self.timeout();
             }
-            Op::Advance { unit, amount } => self.now += duration(unit, amount),
+            Op::Advance { unit, amount } => self.now += codec::duration(unit, amount),
             Op::Restart => self.restart(),
             Op::Shutdown => {
                 self.server.shutdown(self.now);
@@ -686,8 +676,7 @@ impl Harness {
         );
         let state = ServerState::replay(&self.base_log);
         self.restarts = self.restarts.wrapping_add(1);
-        let elapsed = self.now.duration_since(self.t0).as_millis();
-        let unix = T0_UNIX.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
+        let unix = codec::wall_clock(T0_UNIX, self.t0, self.now);
         self.server = Server::new(
             self.config.clone(),
             state,
