@@ -187,11 +187,7 @@ async fn offline_queue_then_delivery_and_acks_empty_the_server() {
 async fn restart_with_redb_keeps_keys_and_queued_messages() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        ServerConfig::default(),
-        Box::new(RedbStore::open(data.path()).unwrap()),
-    )
-    .await;
+    let server = TestServer::start_redb(data.path()).await;
     let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
         .await
         .unwrap();
@@ -210,11 +206,7 @@ async fn restart_with_redb_keeps_keys_and_queued_messages() {
         "server id, two users, one message"
     );
 
-    let server = TestServer::start(
-        ServerConfig::default(),
-        Box::new(RedbStore::open(data.path()).unwrap()),
-    )
-    .await;
+    let server = TestServer::start_redb(data.path()).await;
     assert_eq!(server.queued().await, 1);
     let mut opts = options(server.addr, home.path(), "bob", 1);
     opts.register_if_needed = false; // the key survived
@@ -364,11 +356,7 @@ async fn unauthenticated_connection_is_closed_at_the_handshake_deadline() {
 async fn reconnects_and_resends_the_outbox() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        ServerConfig::default(),
-        Box::new(RedbStore::open(data.path()).unwrap()),
-    )
-    .await;
+    let server = TestServer::start_redb(data.path()).await;
     let addr = server.addr;
     let (bob, _e) = ClientHandle::connect(options(addr, home.path(), "bob", 1))
         .await

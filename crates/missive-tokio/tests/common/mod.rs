@@ -51,6 +51,12 @@ impl TestServer {
         Self::start_on("127.0.0.1:0", config, store).await
     }
 
+    /// On a free port, with default limits and a redb store in `dir`.
+    pub async fn start_redb(dir: &std::path::Path) -> Self {
+        let store = missive_store::RedbStore::open(dir).unwrap();
+        Self::start(ServerConfig::default(), Box::new(store)).await
+    }
+
     pub async fn start_on(addr: &str, config: ServerConfig, store: Box<dyn Store>) -> Self {
         Self::start_with(addr, config, store, ServerOptions::default()).await
     }
