@@ -641,7 +641,7 @@ fn malformed_headers() {
         ]),
         with_unknown(&[0xf8, 0x00]), // two-byte simple value below 32
         with_unknown(&[0x1c]),       // reserved additional information
-        with_unknown(&too_deep),     // nesting 18 deep
+        with_unknown(&too_deep),     // nesting 17 deep
         h(vec![v(), ("from", text("Alice")), to(), id(), sent_at()]),
         h(vec![v(), from(), ("to", text("")), id(), sent_at()]),
         h(vec![
