@@ -5,9 +5,11 @@
 //! * 0: the rest is the envelope;
 //! * 1: a valid sealed envelope (one of [`sealed`], chosen by a byte) with
 //!   one field mutated ([`Mutation`], derived `Arbitrary`), optionally
-//!   re-signed by the true sender so the mutation reaches decryption;
+//!   re-signed by the true sender so the mutation reaches decryption, or
+//!   with its map re-encoded in another well-formed form;
 //! * 2: an envelope built from arbitrary fields ([`Fields`]): a header
-//!   (canonical CBOR of arbitrary values) and arbitrary `k`, `c`, `s`.
+//!   (arbitrary values, fields in an arbitrary order, maybe an unknown
+//!   field) and arbitrary `k`, `c`, `s`.
 //!
 //! Invariants (envelope signatures are *not* bypassed in fuzzing builds:
 //! the core replaces RSA by keyed stand-ins that still reject a signature
@@ -15,16 +17,21 @@
 //! * no panic;
 //! * `peek_header` failing means `open` fails with the same error, for any
 //!   opener; `open` succeeding means `peek_header` gives its header;
-//! * `open` succeeds only for the bytes of a genuine sealed envelope (or,
-//!   re-signed, for its unchanged `h`, `k` and `c`), for its recipient and
-//!   sender, and returns the sealed header and body;
+//! * `open` succeeds only for an envelope whose signed fields `h`, `k` and
+//!   `c` are those of a genuine sealed envelope (the map around them may be
+//!   encoded in any well-formed way, docs/PROTOCOL.md §3.3), for its
+//!   recipient and sender, and returns the sealed header and body;
+//! * a genuine envelope whose map is re-encoded ([`Mutation::Reencode`])
+//!   still opens for its recipient;
 //! * a limit one byte below the envelope's size gives `TooLarge`.
 
 use crate::fixtures::{identities, identity_of};
 use arbitrary::{Arbitrary, Unstructured};
+use ciborium::Value;
 use missive_core::crypto::{
-    ENVELOPE_VERSION, EnvelopeHeader, Identity, OpenError, open, peek_header, seal,
+    ENVELOPE_VERSION, EnvelopeHeader, Identity, OpenError, Opened, open, peek_header, seal,
 };
+use missive_core::wire::decode_packet;
 use missive_core::{MessageId, UserName, rng};
 #[cfg(not(fuzzing))]
 use rsa::pkcs8::DecodePrivateKey;
@@ -88,6 +95,7 @@ pub fn sealed() -> &'static [Sealed] {
 }
 
 /// The envelope's outer map, as the core encodes it (keys in this order).
+/// Decoded with the core's decoder, it accepts what the core accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wire {
     #[serde(with = "serde_bytes")]
@@ -102,14 +110,69 @@ pub struct Wire {
 
 /// The header map, with wider types than the core's so that out-of-range
 /// versions and invalid names can be expressed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct WireHeader {
     v: u64,
     from: String,
     to: String,
-    #[serde(with = "serde_bytes")]
     id: [u8; 16],
     sent_at: u64,
+}
+
+impl WireHeader {
+    /// The header's CBOR, with its fields in the order picked by `order`
+    /// and `unknown` (a field no header has) inserted; order 0 without an
+    /// unknown field is the form the core writes.
+    fn encode(&self, order: u8, unknown: Option<Unknown>) -> Vec<u8> {
+        let fields = vec![
+            ("v", Value::Integer(self.v.into())),
+            ("from", Value::Text(self.from.clone())),
+            ("to", Value::Text(self.to.clone())),
+            ("id", Value::Bytes(self.id.to_vec())),
+            ("sent_at", Value::Integer(self.sent_at.into())),
+        ];
+        cbor(&map(permute(fields, order), unknown))
+    }
+}
+
+/// A field that no header and no envelope has: its name is `x` followed
+/// by `name`.
+#[derive(Debug, Arbitrary)]
+struct Unknown {
+    name: String,
+    value: u64,
+    /// Where it goes among the other fields.
+    at: u8,
+}
+
+/// A CBOR map of `fields` in their order, with `unknown` inserted.
+fn map(fields: Vec<(&str, Value)>, unknown: Option<Unknown>) -> Value {
+    let mut entries: Vec<(Value, Value)> = fields
+        .into_iter()
+        .map(|(name, value)| (Value::Text(name.into()), value))
+        .collect();
+    if let Some(u) = unknown {
+        let at = usize::from(u.at) % (entries.len() + 1);
+        let entry = (
+            Value::Text(format!("x{}", u.name)),
+            Value::Integer(u.value.into()),
+        );
+        entries.insert(at, entry);
+    }
+    Value::Map(entries)
+}
+
+/// `items` in the order numbered `order` (every order of up to 5 items has
+/// a number below 256).
+fn permute<T>(mut items: Vec<T>, order: u8) -> Vec<T> {
+    let mut order = usize::from(order);
+    let mut out = Vec::with_capacity(items.len());
+    while !items.is_empty() {
+        let n = items.len();
+        out.push(items.remove(order % n));
+        order /= n;
+    }
+    out
 }
 
 fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
@@ -120,7 +183,19 @@ fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl Wire {
     fn decode(bytes: &[u8]) -> Wire {
-        ciborium::de::from_reader(bytes).expect("fixture envelopes decode")
+        decode_packet(bytes).expect("envelopes that decoded once decode")
+    }
+
+    /// The envelope map with its fields in the order picked by `order` and
+    /// `unknown` inserted.
+    fn reencode(self, order: u8, unknown: Option<Unknown>) -> Vec<u8> {
+        let fields = vec![
+            ("h", Value::Bytes(self.h)),
+            ("k", Value::Bytes(self.k)),
+            ("c", Value::Bytes(self.c)),
+            ("s", Value::Bytes(self.s)),
+        ];
+        cbor(&map(permute(fields, order), unknown))
     }
 
     fn field(&mut self, f: Field) -> &mut Vec<u8> {
@@ -186,13 +261,22 @@ enum Mutation {
         field: Field,
         other: u8,
     },
-    /// The header re-encoded with some values changed.
+    /// The header re-encoded with some values changed, its fields in
+    /// another order, maybe with an unknown field.
     Header {
         v: Option<u64>,
         from: Option<NameChoice>,
         to: Option<NameChoice>,
         id: Option<[u8; 16]>,
         sent_at: Option<u64>,
+        order: u8,
+        unknown: Option<Unknown>,
+    },
+    /// The envelope map re-encoded in another well-formed form: its fields
+    /// in another order, maybe with an unknown field. Still opens.
+    Reencode {
+        order: u8,
+        unknown: Option<Unknown>,
     },
     /// The whole envelope's bytes, one flipped.
     OuterFlip {
@@ -213,6 +297,8 @@ struct Fields {
     to: NameChoice,
     id: [u8; 16],
     sent_at: u64,
+    order: u8,
+    unknown: Option<Unknown>,
     k: Vec<u8>,
     c: Vec<u8>,
     s: Vec<u8>,
@@ -225,7 +311,7 @@ pub fn run(data: &[u8]) {
     };
     let genuine = sealed();
     match mode % 3 {
-        0 => check(rest, None),
+        0 => check(rest),
         1 => {
             let mut u = Unstructured::new(rest);
             let Ok(pick) = u8::arbitrary(&mut u) else {
@@ -236,8 +322,12 @@ pub fn run(data: &[u8]) {
                 return;
             };
             let resign = u8::arbitrary(&mut u).unwrap_or(0) & 1 == 1;
+            let must_open = matches!(mutation, Mutation::Reencode { .. });
             let bytes = mutate(original, mutation, resign);
-            check(&bytes, Some(original));
+            check(&bytes);
+            if must_open {
+                assert_opens_like(original, &bytes);
+            }
         }
         _ => {
             let mut u = Unstructured::new(rest);
@@ -252,12 +342,12 @@ pub fn run(data: &[u8]) {
                 sent_at: f.sent_at,
             };
             let wire = Wire {
-                h: cbor(&header),
+                h: header.encode(f.order, f.unknown),
                 k: f.k,
                 c: f.c,
                 s: f.s,
             };
-            check(&cbor(&wire), None);
+            check(&cbor(&wire));
         }
     }
 }
@@ -295,6 +385,8 @@ fn mutate(original: &Sealed, mutation: Mutation, resign: bool) -> Vec<u8> {
             to,
             id,
             sent_at,
+            order,
+            unknown,
         } => {
             let h = &original.header;
             let header = WireHeader {
@@ -304,8 +396,9 @@ fn mutate(original: &Sealed, mutation: Mutation, resign: bool) -> Vec<u8> {
                 id: id.unwrap_or(h.id.0),
                 sent_at: sent_at.unwrap_or(h.sent_at),
             };
-            wire.h = cbor(&header);
+            wire.h = header.encode(order, unknown);
         }
+        Mutation::Reencode { order, unknown } => return wire.reencode(order, unknown),
         Mutation::OuterFlip { index, bit } => {
             let mut bytes = original.bytes.clone();
             let i = usize::from(index) % bytes.len();
@@ -361,7 +454,7 @@ fn private_key(identity: &Identity) -> &'static rsa::PrivateKey {
 }
 
 /// Every invariant for one candidate envelope.
-fn check(bytes: &[u8], mutated_from: Option<&Sealed>) {
+fn check(bytes: &[u8]) {
     let ids = identities();
     let peeked = peek_header(bytes, MAX_LEN);
 
@@ -414,7 +507,7 @@ fn check(bytes: &[u8], mutated_from: Option<&Sealed>) {
                 (Ok(h), Ok(o)) => {
                     assert_eq!(*h, o.header);
                     assert_eq!((&h.recipient, &h.sender), (&rname, &sname));
-                    genuine(bytes, o, mutated_from);
+                    genuine(bytes, o);
                 }
             }
         }
@@ -432,26 +525,79 @@ fn check(bytes: &[u8], mutated_from: Option<&Sealed>) {
     }
 }
 
-/// An opened envelope must be a genuine one: the same bytes, or (after
-/// re-signing a mutation) the same header, wrapped key and ciphertext.
-fn genuine(bytes: &[u8], opened: &missive_core::crypto::Opened, mutated_from: Option<&Sealed>) {
-    let all = sealed();
-    if let Some(s) = all.iter().find(|s| s.bytes == bytes) {
-        assert_eq!(opened.header, s.header);
-        assert_eq!(opened.body, s.body);
-        return;
-    }
-    let original = mutated_from.unwrap_or_else(|| panic!("opened a forged envelope: {opened:?}"));
-    let (a, b) = (Wire::decode(bytes), Wire::decode(&original.bytes));
-    assert_eq!(
-        (&a.h, &a.k, &a.c),
-        (&b.h, &b.k, &b.c),
-        "a tampered envelope opened"
+/// `bytes` (a re-encoding of `original`) opens for `original`'s recipient
+/// to its body.
+fn assert_opens_like(original: &Sealed, bytes: &[u8]) {
+    let h = &original.header;
+    let opened = open(
+        identity_of(h.recipient.as_str()).expect("a fixture recipient"),
+        &h.recipient,
+        &h.sender,
+        identity_of(h.sender.as_str())
+            .expect("a fixture sender")
+            .public_key(),
+        bytes,
+        MAX_LEN,
     );
+    assert_eq!(
+        opened.map(|o| o.body),
+        Ok(original.body.clone()),
+        "a re-encoded genuine envelope does not open"
+    );
+}
+
+/// An opened envelope must be a genuine one: its signed fields `h`, `k`
+/// and `c` are those of a sealed envelope (whatever the map around them
+/// looks like), and it opened to that envelope's header and body.
+fn genuine(bytes: &[u8], opened: &Opened) {
+    let wire = Wire::decode(bytes);
+    let original = sealed()
+        .iter()
+        .find(|s| {
+            let sealed = Wire::decode(&s.bytes);
+            (&sealed.h, &sealed.k, &sealed.c) == (&wire.h, &wire.k, &wire.c)
+        })
+        .unwrap_or_else(|| panic!("opened a forged envelope: {opened:?}"));
     assert_eq!(opened.header, original.header);
     assert_eq!(opened.body, original.body);
 }
 
 fn name_of(i: usize) -> UserName {
     crate::codec::name(crate::codec::NAMES[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness's own re-encodings of every genuine envelope pass every
+    /// check and open (docs/PROTOCOL.md §3.3).
+    #[test]
+    fn reencoded_envelopes_open() {
+        for original in sealed() {
+            for order in [0, 1, 5, 23, 255] {
+                for unknown in [
+                    None,
+                    Some(Unknown {
+                        name: "tra".into(),
+                        value: 7,
+                        at: 2,
+                    }),
+                ] {
+                    let bytes = mutate(original, Mutation::Reencode { order, unknown }, false);
+                    check(&bytes);
+                    assert_opens_like(original, &bytes);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn permutations() {
+        let all: std::collections::BTreeSet<Vec<u8>> = (0..=255)
+            .map(|order| permute(vec![0, 1, 2, 3, 4], order))
+            .collect();
+        assert_eq!(all.len(), 120, "every order of five fields");
+        assert_eq!(permute(vec![0, 1, 2, 3], 0), [0, 1, 2, 3]);
+    }
 }

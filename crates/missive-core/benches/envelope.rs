@@ -10,7 +10,7 @@
 //!   SHA-256 (the signed digest covers the ciphertext).
 //!
 //! seal ≈ PSS sign + OAEP wrap + bulk; open ≈ PSS verify + OAEP unwrap +
-//! bulk (+ CBOR parsing and a canonical re-encoding check).
+//! bulk (+ CBOR parsing).
 //!
 //! Run: `cargo bench -p missive-core --bench envelope`.
 

@@ -6,6 +6,9 @@
 //! `MISSIVE_PRINT_VECTORS=1 cargo test -p missive-core --test protocol_vectors -- --nocapture`
 //! and paste the output into the spec.
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use ciborium::Value;
 use missive_core::crypto::{self, AuthContext, AuthTranscript, EnvelopeHeader, Identity};
 use missive_core::rng;
 use missive_core::wire::{
@@ -13,6 +16,8 @@ use missive_core::wire::{
     encode_frame,
 };
 use missive_core::{MessageId, UserName};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 fn user(s: &str) -> UserName {
@@ -291,8 +296,181 @@ fn spec_vectors_match_the_code() {
         resealed, envelope,
         "sealing is deterministic for a given seed"
     );
+    assert_eq!(
+        seal_by_hand(&alice, &bob, 0x55, &unhex(&header_hex(&EXACT_HEADER))),
+        envelope,
+        "sealing by hand follows §3.3 as `seal` does"
+    );
     checked += 2;
-    assert!(checked >= 22);
+
+    // Envelopes with headers in other encodings than `seal` writes, each
+    // with its verdict (§3.3: any well-formed encoding opens).
+    for vector in header_vectors() {
+        let envelope = unhex(&vectors[vector.name]);
+        assert_eq!(
+            seal_by_hand(
+                &alice,
+                &bob,
+                vector.seed,
+                &unhex(&header_hex(vector.header))
+            ),
+            envelope,
+            "vector {}",
+            vector.name
+        );
+        let opened = crypto::open(
+            &bob,
+            &user("bob"),
+            &user("alice"),
+            alice.public_key(),
+            &envelope,
+            usize::MAX,
+        );
+        if let Ok(opened) = &opened {
+            assert_eq!(opened.body, BODY, "vector {}", vector.name);
+            assert_eq!(
+                opened.header,
+                EnvelopeHeader {
+                    sent_at: vector.sent_at,
+                    ..envelope_header()
+                },
+                "vector {}",
+                vector.name
+            );
+        }
+        assert_eq!(verdict(&opened), vector.verdict, "vector {}", vector.name);
+        assert_eq!(
+            vectors[&format!("{}.verdict", vector.name)],
+            vector.verdict,
+            "the spec's verdict for {}",
+            vector.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 26);
+}
+
+/// The verdict of opening an envelope as the spec writes it: `opens`, or
+/// the name of the error.
+fn verdict(opened: &Result<crypto::Opened, crypto::OpenError>) -> &'static str {
+    use crypto::OpenError::*;
+    match opened {
+        Ok(_) => "opens",
+        Err(Malformed(_)) => "Malformed",
+        Err(TooLarge { .. }) => "TooLarge",
+        Err(UnsupportedVersion(_)) => "UnsupportedVersion",
+        Err(WrongRecipient(_)) => "WrongRecipient",
+        Err(WrongSender(_)) => "WrongSender",
+        Err(BadSignature) => "BadSignature",
+        Err(CannotDecrypt) => "CannotDecrypt",
+        Err(other) => panic!("no verdict name for {other:?}"),
+    }
+}
+
+/// The fields of `envelope_header()` as `seal` encodes them (hex).
+const V: &str = "6176 01"; // "v": 1
+const FROM: &str = "6466726f6d 65616c696365"; // "from": "alice"
+const TO: &str = "62746f 63626f62"; // "to": "bob"
+const ID: &str = "626964 50 42424242424242424242424242424242"; // "id": h'42…42'
+const SENT_AT: &str = "6773656e745f6174 1b 0000018bcfe56800"; // "sent_at": 1700000000000
+
+/// The header `seal` writes for `envelope_header()`: a map of 5 entries.
+const EXACT_HEADER: [&str; 6] = ["a5", V, FROM, TO, ID, SENT_AT];
+
+/// A header's hex from its pieces (spaces are for reading).
+fn header_hex(pieces: &[&str]) -> String {
+    pieces.concat().replace(' ', "")
+}
+
+/// An envelope of §6.3 sealed by hand around a header that `seal` never
+/// writes, and what opening it gives.
+struct HeaderVector {
+    name: &'static str,
+    /// The seed of the generator (32 × this byte).
+    seed: u8,
+    /// `H`, in pieces of hex.
+    header: &'static [&'static str],
+    /// The header's `sent_at`, when it opens.
+    sent_at: u64,
+    /// `opens`, or the error's name.
+    verdict: &'static str,
+}
+
+fn header_vectors() -> [HeaderVector; 4] {
+    const SENT_AT_LONG_1: &str = "6773656e745f6174 1b 0000000000000001"; // "sent_at": 1, 8-byte argument
+    [
+        HeaderVector {
+            name: "envelope.header_sorted_keys",
+            seed: 0x56,
+            // Keys in RFC 8949 §4.2.1 order: "v", "id", "to", "from", "sent_at".
+            header: &["a5", V, ID, TO, FROM, SENT_AT],
+            sent_at: 1_700_000_000_000,
+            verdict: "opens",
+        },
+        HeaderVector {
+            name: "envelope.header_extra_field",
+            seed: 0x57,
+            // One more entry, "x": "y", after the others.
+            header: &["a6", V, FROM, TO, ID, SENT_AT, "6178 6179"],
+            sent_at: 1_700_000_000_000,
+            verdict: "opens",
+        },
+        HeaderVector {
+            name: "envelope.header_long_integer",
+            seed: 0x58,
+            header: &["a5", V, FROM, TO, ID, SENT_AT_LONG_1],
+            sent_at: 1,
+            verdict: "opens",
+        },
+        HeaderVector {
+            name: "envelope.header_duplicate_to",
+            seed: 0x59,
+            // "to": "bob" twice (a map of 6 entries).
+            header: &["a6", V, FROM, TO, ID, SENT_AT, TO],
+            sent_at: 1_700_000_000_000,
+            verdict: "Malformed",
+        },
+    ]
+}
+
+/// Seals `BODY` from alice for bob with the header bytes `h`, following
+/// §3.3 step by step with the primitives (`crypto::seal` only writes the
+/// exact header form) and drawing randomness in `seal`'s order from the
+/// generator seeded with 32 × `seed`.
+fn seal_by_hand(alice: &Identity, bob: &Identity, seed: u8, h: &[u8]) -> Vec<u8> {
+    let mut rng = rng::from_seed([seed; 32]);
+    // 1. A fresh content key K.
+    let content_key: [u8; 32] = rng::bytes(&mut rng);
+    // 2. C = ChaCha20-Poly1305(K, zero nonce, aad H, body).
+    let c = ChaCha20Poly1305::new(&content_key.into())
+        .encrypt(&Nonce::default(), Payload { msg: BODY, aad: h })
+        .unwrap();
+    // 3. W = RSAES-OAEP-SHA256(bob, K).
+    let bob_key = rsa::PublicKey::from_public_key_der(bob.public_key().to_spki_der()).unwrap();
+    let w = bob_key
+        .oaep_encrypt_with_rng::<Sha256, _>(&mut rng, &content_key)
+        .unwrap();
+    // 4. S = RSA-PSS-SHA256(alice, lp(label) || lp(H) || lp(W) || lp(C)).
+    let mut signed = Sha256::new();
+    for field in [&b"missive/v1/envelope"[..], h, &w, &c] {
+        signed.update((field.len() as u32).to_be_bytes());
+        signed.update(field);
+    }
+    let digest: [u8; 32] = signed.finalize().into();
+    let alice_key = rsa::PrivateKey::from_pkcs8_der(&alice.to_pkcs8_der()).unwrap();
+    let s = alice_key
+        .pss_sign_prehash_with_rng::<Sha256, _>(&mut rng, &digest)
+        .unwrap();
+    // 5. {"h": H, "k": W, "c": C, "s": S}.
+    let envelope = Value::Map(
+        [("h", h.to_vec()), ("k", w), ("c", c), ("s", s)]
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), Value::Bytes(v)))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&envelope, &mut out).unwrap();
+    out
 }
 
 /// The spec's envelope: sealed by alice for bob from the seed 32 × 0x55.
@@ -336,6 +514,11 @@ fn print_vectors() {
     );
     print_long("key.bob.pkcs8", &bob.to_pkcs8_der());
     print_long("envelope.alice_to_bob", &envelope);
+    for vector in header_vectors() {
+        let h = unhex(&header_hex(vector.header));
+        println!("{}.verdict: {}", vector.name, vector.verdict);
+        print_long(vector.name, &seal_by_hand(&alice, &bob, vector.seed, &h));
+    }
     println!("```");
 }
 

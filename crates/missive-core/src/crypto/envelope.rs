@@ -6,6 +6,7 @@ use super::len_prefix;
 use super::rsa_ops::{KEY_LEN, oaep_unwrap, oaep_wrap, pss_sign, pss_verify};
 use crate::rng::CoreRng;
 use crate::types::{MessageId, UnixMillis, UserName};
+use crate::wire::{DecodeError, decode_packet};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand_core::Rng as _;
@@ -143,6 +144,20 @@ pub fn seal(
     max_len: usize,
 ) -> Result<Vec<u8>, SealError> {
     let header_bytes = encode(&WireHeader::from(header));
+    seal_header_bytes(rng, sender, &header_bytes, recipient_key, body, max_len)
+}
+
+/// [`seal`] with the header already encoded: `header_bytes` is `H` of
+/// docs/PROTOCOL.md §3.3, sealed exactly as given. (The tests seal headers in
+/// other well-formed encodings than the one `seal` writes through this.)
+fn seal_header_bytes(
+    rng: &mut CoreRng,
+    sender: &Identity,
+    header_bytes: &[u8],
+    recipient_key: &PublicKey,
+    body: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>, SealError> {
     let len = envelope_len(&[
         header_bytes.len(),
         recipient_key.key.size(),
@@ -161,17 +176,17 @@ pub fn seal(
             &Nonce::default(),
             Payload {
                 msg: body,
-                aad: &header_bytes,
+                aad: header_bytes,
             },
         )
         .expect("ChaCha20-Poly1305 accepts any body below 256 GiB");
     let wrapped_key = oaep_wrap(recipient_key, rng, &content_key);
     drop(content_key);
 
-    let digest = signed_digest(&header_bytes, &wrapped_key, &ciphertext);
+    let digest = signed_digest(header_bytes, &wrapped_key, &ciphertext);
     let signature = pss_sign(sender, rng, &digest);
     let sealed = encode(&WireEnvelope {
-        h: &header_bytes,
+        h: header_bytes,
         k: &wrapped_key,
         c: &ciphertext,
         s: &signature,
@@ -195,6 +210,9 @@ pub fn peek_header(envelope: &[u8], max_len: usize) -> Result<EnvelopeHeader, Op
 /// Checks, in this order: size, structure, version, recipient, sender, the
 /// sender's signature, and only then unwraps the content key and decrypts,
 /// so unauthenticated bytes never reach the RSA private-key operation.
+/// The envelope and its header may come in any well-formed CBOR encoding,
+/// not only the one [`seal`] writes (docs/PROTOCOL.md §3.3): the signature
+/// and the AEAD cover the header's bytes as sent.
 /// See [`seal`] for an example.
 pub fn open(
     identity: &Identity,
@@ -229,15 +247,13 @@ pub fn open(
 
 /// Length of the Poly1305 tag appended to the ciphertext.
 const TAG_LEN: usize = 16;
-/// Nesting limit for CBOR decoding (envelopes nest one level).
-const RECURSION_LIMIT: usize = 16;
 /// Hard cap on envelope size: every signed field has a `u32` length prefix.
 const MAX_ENVELOPE_LEN: usize = u32::MAX as usize;
 /// Domain separation label that opens the signed envelope bytes.
 const SIGNATURE_LABEL: &[u8] = b"missive/v1/envelope";
 
-/// The header as encoded on the wire: a CBOR map whose keys appear in
-/// declaration order.
+/// The header as encoded on the wire: a CBOR map whose keys `seal` writes in
+/// declaration order (openers accept any order, see [`decode`]).
 #[derive(Serialize, Deserialize)]
 struct WireHeader {
     v: u16,
@@ -274,13 +290,10 @@ impl From<WireHeader> for EnvelopeHeader {
 /// The envelope as encoded on the wire: a CBOR map of four byte strings,
 /// borrowed (`B = &[u8]`) when sealing and owned (`B = Vec<u8>`) when opening.
 #[derive(Serialize, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    bound(
-        serialize = "B: serde_bytes::Serialize",
-        deserialize = "B: serde_bytes::Deserialize<'de>"
-    )
-)]
+#[serde(bound(
+    serialize = "B: serde_bytes::Serialize",
+    deserialize = "B: serde_bytes::Deserialize<'de>"
+))]
 struct WireEnvelope<B> {
     /// Header CBOR, exactly the AEAD's associated data.
     #[serde(with = "serde_bytes")]
@@ -304,29 +317,25 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes one CBOR item that must span all of `bytes`.
-fn decode_exact<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, OpenError> {
-    let mut rest = bytes;
-    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, RECURSION_LIMIT)
-        .map_err(|e| OpenError::Malformed(format!("{what}: {e}")))?;
-    if !rest.is_empty() {
-        return Err(OpenError::Malformed(format!(
-            "{what}: {} trailing bytes",
-            rest.len()
-        )));
-    }
-    Ok(value)
-}
-
-/// Rejects any encoding of `value` other than the one `seal` produces.
-fn check_canonical<T: Serialize>(value: &T, bytes: &[u8], what: &str) -> Result<(), OpenError> {
-    if encode(value) == bytes {
-        Ok(())
-    } else {
-        Err(OpenError::Malformed(format!(
-            "{what}: non-canonical encoding"
-        )))
-    }
+/// Decodes `bytes`, the envelope or its header `H`, as one `T` that spans
+/// all of it.
+///
+/// This is the packet decoder, so both get exactly the checks and the
+/// leniency of packets (docs/PROTOCOL.md §2.2 and Appendix A.4), as §3.3
+/// requires: one well-formed CBOR data item nesting at most 16 deep, no
+/// trailing bytes, every field present once with its type; fields in any
+/// order, unknown fields ignored, integers and lengths in any form. Nothing
+/// is compared with a re-encoding: the signature and the AEAD cover `H` as
+/// sent.
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, OpenError> {
+    decode_packet(bytes).map_err(|e| {
+        let why = match e {
+            DecodeError::TrailingBytes { extra } => format!("{extra} trailing bytes"),
+            DecodeError::UnknownPacket(why) => why,
+            other => other.to_string(),
+        };
+        OpenError::Malformed(format!("{what}: {why}"))
+    })
 }
 
 /// Size check, structure and version: everything but the cryptography.
@@ -341,13 +350,11 @@ fn parse(
             max,
         });
     }
-    let wire: WireEnvelope<Vec<u8>> = decode_exact(envelope, "envelope")?;
-    check_canonical(&wire, envelope, "envelope")?;
-    let header: WireHeader = decode_exact(&wire.h, "header")?;
+    let wire: WireEnvelope<Vec<u8>> = decode(envelope, "envelope")?;
+    let header: WireHeader = decode(&wire.h, "header")?;
     if header.v != ENVELOPE_VERSION {
         return Err(OpenError::UnsupportedVersion(header.v));
     }
-    check_canonical(&header, &wire.h, "header")?;
     Ok((wire, header.into()))
 }
 

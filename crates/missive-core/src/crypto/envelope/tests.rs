@@ -52,7 +52,7 @@ fn sample() -> &'static [u8] {
 }
 
 fn decode_wire(envelope: &[u8]) -> WireEnvelope<Vec<u8>> {
-    decode_exact(envelope, "test").unwrap()
+    decode(envelope, "test").unwrap()
 }
 
 /// Alice signs `wire` again after it was modified, so that only the
@@ -94,6 +94,78 @@ fn assert_malformed(envelope: &[u8]) {
         matches!(opened, Err(OpenError::Malformed(_))),
         "open: {opened:?}"
     );
+}
+
+/// Alice seals `body` for Bob under the header bytes `h`, written as given.
+fn seal_header_for_bob(h: &[u8], body: &[u8]) -> Vec<u8> {
+    seal_header_bytes(&mut seeded(2), alice(), h, bob().public_key(), body, MAX).unwrap()
+}
+
+/// Asserts that Bob opens `envelope` to [`header`] with `sent_at` and
+/// `body`, and that `peek_header` reads the same header.
+fn assert_opens(envelope: &[u8], sent_at: UnixMillis, body: &[u8]) {
+    let expected = EnvelopeHeader {
+        sent_at,
+        ..header()
+    };
+    assert_eq!(peek_header(envelope, MAX), Ok(expected.clone()));
+    let opened = open_as_bob(envelope).unwrap();
+    assert_eq!(opened.header, expected);
+    assert_eq!(opened.body, body);
+}
+
+/// CBOR written by hand, for the well-formed encodings that `seal` never
+/// writes: any head width, indefinite lengths.
+mod cbor {
+    /// The head of major type `major` with argument `arg`, in the shortest
+    /// form that has at least `width` argument bytes (0, 1, 2, 4 or 8; 0 is
+    /// the shortest form).
+    pub fn head(major: u8, arg: u64, width: u8) -> Vec<u8> {
+        let (info, len) = match arg {
+            0..=23 if width == 0 => (arg as u8, 0),
+            _ if arg <= 0xff && width <= 1 => (24, 1),
+            _ if arg <= 0xffff && width <= 2 => (25, 2),
+            _ if arg <= 0xffff_ffff && width <= 4 => (26, 4),
+            _ => (27, 8),
+        };
+        let mut out = vec![major << 5 | info];
+        out.extend_from_slice(&arg.to_be_bytes()[8 - len..]);
+        out
+    }
+
+    pub fn uint(n: u64, width: u8) -> Vec<u8> {
+        head(0, n, width)
+    }
+
+    pub fn bytes(b: &[u8], width: u8) -> Vec<u8> {
+        [head(2, b.len() as u64, width), b.to_vec()].concat()
+    }
+
+    pub fn text(s: &str, width: u8) -> Vec<u8> {
+        [head(3, s.len() as u64, width), s.as_bytes().to_vec()].concat()
+    }
+
+    /// A definite-length map of already encoded keys and values.
+    pub fn map(entries: &[(Vec<u8>, Vec<u8>)], width: u8) -> Vec<u8> {
+        let mut out = head(5, entries.len() as u64, width);
+        for (k, v) in entries {
+            out.extend_from_slice(k);
+            out.extend_from_slice(v);
+        }
+        out
+    }
+}
+
+/// The fields of [`header`] with `sent_at`, encoded as `seal` encodes them,
+/// in `seal`'s order.
+fn header_fields(sent_at: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![
+        (cbor::text("v", 0), cbor::uint(1, 0)),
+        (cbor::text("from", 0), cbor::text("alice", 0)),
+        (cbor::text("to", 0), cbor::text("bob", 0)),
+        (cbor::text("id", 0), cbor::bytes(&[7; 16], 0)),
+        (cbor::text("sent_at", 0), cbor::uint(sent_at, 0)),
+    ]
 }
 
 #[test]
@@ -450,21 +522,21 @@ fn malformed_outer_maps() {
 
     let mut missing = good.clone();
     missing.pop();
-    let mut extra = good.clone();
-    extra.push(("x".into(), Value::Bytes(vec![])));
     let mut duplicate = good.clone();
     duplicate.push(good[0].clone());
-    let mut reordered = good.clone();
-    reordered.swap(0, 1);
+    let mut duplicate_extra = good.clone();
+    duplicate_extra.push(("h".into(), Value::Bytes(vec![])));
+    let mut short_h = good.clone();
+    short_h[0].1 = Value::Bytes(vec![]);
     let mut text_field = good.clone();
     text_field[2].1 = text("not bytes");
     let array = encode_value(&Value::Array(good.iter().map(|(_, v)| v.clone()).collect()));
     let tagged = encode_value(&Value::Tag(24, Box::new(Value::Bytes(sample().to_vec()))));
     for envelope in [
         build(missing),
-        build(extra),
         build(duplicate),
-        build(reordered),
+        build(duplicate_extra),
+        build(short_h),
         build(text_field),
         array,
         tagged,
@@ -473,23 +545,71 @@ fn malformed_outer_maps() {
     }
 }
 
+/// docs/PROTOCOL.md §3.3: any well-formed encoding of the envelope map
+/// opens, not only the one `seal` writes.
 #[test]
-fn indefinite_length_byte_strings_are_malformed() {
-    // "c" as an indefinite-length byte string of two chunks.
+fn outer_maps_in_other_well_formed_encodings_open() {
     let wire = decode_wire(sample());
-    let mut envelope = encode_value(&map(vec![
-        ("h", Value::Bytes(wire.h.clone())),
-        ("k", Value::Bytes(wire.k.clone())),
-    ]));
-    envelope[0] = 0xa4;
-    envelope.extend_from_slice(&[0x61, b'c', 0x5f]);
+    let field = |k: &str, v: &[u8], width: u8| (cbor::text(k, width), cbor::bytes(v, width));
+    let fields = |width: u8| {
+        vec![
+            field("h", &wire.h, width),
+            field("k", &wire.k, width),
+            field("c", &wire.c, width),
+            field("s", &wire.s, width),
+        ]
+    };
+    assert_eq!(cbor::map(&fields(0), 0), sample(), "baseline");
+
+    // Keys in RFC 8949 §4.2.1 order (bytewise on their encodings): "c",
+    // "h", "k", "s".
+    let mut sorted = fields(0);
+    sorted.sort();
+    assert_eq!(sorted[0].0, cbor::text("c", 0));
+    // Unknown fields, before, between and after the known ones.
+    let mut unknown = fields(0);
+    unknown.insert(0, (cbor::text("x", 0), cbor::text("y", 0)));
+    unknown.insert(
+        3,
+        (
+            cbor::text("note", 0),
+            encode_value(&Value::Array(vec![
+                Value::Null,
+                map(vec![("a", Value::Bytes(vec![1; 300]))]),
+            ])),
+        ),
+    );
+    unknown.push((cbor::text("hh", 0), cbor::bytes(&wire.h, 0)));
+    let mut indefinite_map = vec![0xbf];
+    for (k, v) in fields(0) {
+        indefinite_map.extend(k);
+        indefinite_map.extend(v);
+    }
+    indefinite_map.push(0xff);
+    // "c" as an indefinite-length byte string of two chunks.
     let (first, second) = wire.c.split_at(4);
-    envelope.extend(encode_value(&Value::Bytes(first.to_vec())));
-    envelope.extend(encode_value(&Value::Bytes(second.to_vec())));
-    envelope.push(0xff);
-    envelope.extend(encode_value(&text("s")));
-    envelope.extend(encode_value(&Value::Bytes(wire.s.clone())));
-    assert_malformed(&envelope);
+    let mut chunked = fields(0);
+    chunked[2].1 = [
+        &[0x5f][..],
+        &cbor::bytes(first, 0),
+        &cbor::bytes(second, 0),
+        &[0xff],
+    ]
+    .concat();
+
+    for (what, envelope) in [
+        ("sorted keys", cbor::map(&sorted, 0)),
+        ("unknown fields", cbor::map(&unknown, 0)),
+        ("one-byte map head", cbor::map(&fields(0), 1)),
+        ("8-byte heads everywhere", cbor::map(&fields(8), 8)),
+        ("indefinite-length map", indefinite_map),
+        ("indefinite-length byte string", cbor::map(&chunked, 0)),
+    ] {
+        assert_ne!(envelope, sample(), "{what}");
+        assert_eq!(peek_header(&envelope, MAX), Ok(header()), "{what}");
+        let opened = open_as_bob(&envelope);
+        assert_eq!(opened.map(|o| o.body), Ok(b"hello, bob".to_vec()), "{what}");
+    }
 }
 
 #[test]
@@ -500,17 +620,28 @@ fn malformed_headers() {
     let to = || ("to", text("bob"));
     let id = || ("id", Value::Bytes(vec![7; 16]));
     let sent_at = || ("sent_at", Value::Integer(5.into()));
+    let fields = header_fields(5);
+    let with_unknown = |value: &[u8]| {
+        let mut entries = fields.clone();
+        entries.push((cbor::text("x", 0), value.to_vec()));
+        with_header_bytes(cbor::map(&entries, 0))
+    };
+    let too_deep = [[0x81u8; 16].as_slice(), &[0x00]].concat();
     let cases = [
-        h(vec![from(), v(), to(), id(), sent_at()]),
         h(vec![v(), from(), to(), id()]),
+        h(vec![v(), from(), to(), id(), sent_at(), to()]),
+        h(vec![v(), v(), from(), to(), id(), sent_at()]),
         h(vec![
             v(),
             from(),
             to(),
             id(),
             sent_at(),
-            ("extra", Value::Null),
+            ("to", text("carol")),
         ]),
+        with_unknown(&[0xf8, 0x00]), // two-byte simple value below 32
+        with_unknown(&[0x1c]),       // reserved additional information
+        with_unknown(&too_deep),     // nesting 17 deep
         h(vec![v(), ("from", text("Alice")), to(), id(), sent_at()]),
         h(vec![v(), from(), ("to", text("")), id(), sent_at()]),
         h(vec![
@@ -552,12 +683,84 @@ fn malformed_headers() {
 }
 
 #[test]
-fn non_canonical_header_integers_are_malformed() {
-    // "v": 1 written as a two-byte integer (0x18 0x01) instead of 0x01.
+fn hand_written_header_is_what_seal_writes() {
     let h = decode_wire(sample()).h;
-    assert_eq!(h[1..4], [0x61, b'v', 0x01]);
-    let long_v = [&h[..3], &[0x18, 0x01], &h[4..]].concat();
-    assert_malformed(&with_header_bytes(long_v));
+    assert_eq!(cbor::map(&header_fields(1_700_000_000_000), 0), h);
+}
+
+/// docs/PROTOCOL.md §3.3: any well-formed encoding of `H` opens, because
+/// the signature and the AEAD cover `H` exactly as sent.
+#[test]
+fn headers_in_other_well_formed_encodings_open() {
+    let fields = header_fields(1_700_000_000_000);
+    // Keys in RFC 8949 §4.2.1 order (bytewise on their encodings, so
+    // shorter first): "v", "id", "to", "from", "sent_at".
+    let mut sorted = fields.clone();
+    sorted.sort();
+    assert_eq!(sorted[1].0, cbor::text("id", 0));
+    let mut unknown = fields.clone();
+    unknown.push((cbor::text("x", 0), cbor::text("y", 0)));
+    unknown.insert(
+        1,
+        (
+            cbor::text("reply_to", 0),
+            encode_value(&map(vec![("id", Value::Bytes(vec![9; 16]))])),
+        ),
+    );
+    let mut long_v = fields.clone();
+    long_v[0].1 = cbor::uint(1, 1); // 18 01
+    let mut indefinite_from = fields.clone();
+    indefinite_from[1].1 = [
+        &[0x7f][..],
+        &cbor::text("ali", 0),
+        &cbor::text("ce", 0),
+        &[0xff],
+    ]
+    .concat();
+    let wide = |width: u8| {
+        vec![
+            (cbor::text("v", width), cbor::uint(1, width)),
+            (cbor::text("from", width), cbor::text("alice", width)),
+            (cbor::text("to", width), cbor::text("bob", width)),
+            (cbor::text("id", width), cbor::bytes(&[7; 16], width)),
+            (
+                cbor::text("sent_at", width),
+                cbor::uint(1_700_000_000_000, 8),
+            ),
+        ]
+    };
+    for (what, h) in [
+        ("sorted keys", cbor::map(&sorted, 0)),
+        ("unknown fields", cbor::map(&unknown, 0)),
+        ("v as 18 01", cbor::map(&long_v, 0)),
+        ("1-byte heads", cbor::map(&wide(1), 1)),
+        ("8-byte heads", cbor::map(&wide(8), 8)),
+        ("indefinite-length from", cbor::map(&indefinite_from, 0)),
+    ] {
+        assert_ne!(h, decode_wire(sample()).h, "{what}");
+        assert_opens(&seal_header_for_bob(&h, b"hi"), 1_700_000_000_000, b"hi");
+    }
+    // A small `sent_at` with a full 8-byte argument: 1b 00..01.
+    let mut long_sent_at = header_fields(1);
+    long_sent_at[4].1 = cbor::uint(1, 8);
+    assert_eq!(long_sent_at[4].1, [0x1b, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_opens(
+        &seal_header_for_bob(&cbor::map(&long_sent_at, 0), b"hi"),
+        1,
+        b"hi",
+    );
+}
+
+/// The opener verifies `H` as sent and never re-encodes it: the sample's
+/// header with its fields reordered by someone else no longer matches
+/// Alice's signature.
+#[test]
+fn reencoding_the_header_breaks_the_signature() {
+    let mut reordered = header_fields(1_700_000_000_000);
+    reordered.swap(1, 2);
+    let envelope = with_header_bytes(cbor::map(&reordered, 0));
+    assert_eq!(peek_header(&envelope, MAX), Ok(header()));
+    assert_eq!(open_as_bob(&envelope), Err(OpenError::BadSignature));
 }
 
 #[test]
@@ -609,8 +812,81 @@ fn size_formula_matches_cbor() {
     }
 }
 
+/// Widths for hand-written heads: the shortest form, or 1, 2, 4 or 8
+/// argument bytes.
+fn head_widths(n: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(prop::sample::select(vec![0u8, 1, 2, 4, 8]), n)
+}
+
+/// Unknown fields (names that no known field has) with where to insert them.
+fn unknown_fields() -> impl Strategy<Value = Vec<(String, u64, prop::sample::Index)>> {
+    proptest::collection::vec(
+        ("x[a-z_]{0,11}", any::<u64>(), any::<prop::sample::Index>()),
+        0..3,
+    )
+}
+
+/// `entries` with the unknown fields inserted.
+fn with_unknown_fields(
+    mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+    unknown: Vec<(String, u64, prop::sample::Index)>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    for (name, value, at) in unknown {
+        let at = at.index(entries.len() + 1);
+        entries.insert(at, (cbor::text(&name, 0), cbor::uint(value, 0)));
+    }
+    entries
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any well-formed encoding of the header opens (docs/PROTOCOL.md
+    /// §3.3): fields in any order, every head in any width, unknown fields
+    /// anywhere.
+    #[test]
+    fn any_header_encoding_opens(
+        order in Just((0..5).collect::<Vec<usize>>()).prop_shuffle(),
+        widths in head_widths(11),
+        unknown in unknown_fields(),
+        sent_at in any::<u64>(),
+    ) {
+        let names = ["v", "from", "to", "id", "sent_at"];
+        let values = [
+            cbor::uint(1, widths[0]),
+            cbor::text("alice", widths[1]),
+            cbor::text("bob", widths[2]),
+            cbor::bytes(&[7; 16], widths[3]),
+            cbor::uint(sent_at, widths[4]),
+        ];
+        let entries = order
+            .iter()
+            .map(|&i| (cbor::text(names[i], widths[5 + i]), values[i].clone()))
+            .collect();
+        let h = cbor::map(&with_unknown_fields(entries, unknown), widths[10]);
+        assert_opens(&seal_header_for_bob(&h, b"p"), sent_at, b"p");
+    }
+
+    /// Any well-formed encoding of the envelope map around a sealed
+    /// envelope's fields opens to it.
+    #[test]
+    fn any_envelope_map_encoding_opens(
+        order in Just((0..4).collect::<Vec<usize>>()).prop_shuffle(),
+        widths in head_widths(9),
+        unknown in unknown_fields(),
+    ) {
+        let wire = decode_wire(sample());
+        let fields = [("h", &wire.h), ("k", &wire.k), ("c", &wire.c), ("s", &wire.s)];
+        let entries = order
+            .iter()
+            .map(|&i| {
+                let (name, value) = fields[i];
+                (cbor::text(name, widths[i]), cbor::bytes(value, widths[4 + i]))
+            })
+            .collect();
+        let envelope = cbor::map(&with_unknown_fields(entries, unknown), widths[8]);
+        assert_opens(&envelope, header().sent_at, b"hello, bob");
+    }
 
     #[test]
     fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
