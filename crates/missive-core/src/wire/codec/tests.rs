@@ -68,6 +68,7 @@ fn sample_server_packets() -> Vec<ServerPacket> {
                 max_frame: MAX,
                 max_envelope: 65_536,
                 window: 32,
+                handshake_max_frame: Some(16_384),
             },
         },
         ServerPacket::Challenge {
@@ -661,9 +662,13 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 prop_compose! {
-    fn wire_limits()(max_frame in any::<u32>(), max_envelope in any::<u32>(), window in any::<u32>())
-        -> WireLimits {
-        WireLimits { max_frame, max_envelope, window }
+    fn wire_limits()(
+        max_frame in any::<u32>(),
+        max_envelope in any::<u32>(),
+        window in any::<u32>(),
+        handshake_max_frame in any::<Option<u32>>(),
+    ) -> WireLimits {
+        WireLimits { max_frame, max_envelope, window, handshake_max_frame }
     }
 }
 
