@@ -170,7 +170,9 @@ pub enum ServerPacket {
         user: UserName,
         /// Whether the user is online now.
         online: bool,
-        /// When the user was last online (absent: never seen since start).
+        /// When the user was last seen online: the server's current time
+        /// if online now, else when they went offline (absent: not online
+        /// since the server started).
         last_seen_ms: Option<UnixMillis>,
     },
     /// Something went wrong. Fatal codes are followed by close.
