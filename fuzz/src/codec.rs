@@ -373,6 +373,9 @@ pub fn server_packet(u: &mut Unstructured<'_>) -> Result<ServerPacket> {
                 max_frame: u32be(u),
                 max_envelope: u32be(u),
                 window: u32be(u),
+                // Not in the byte format, so that seeds recorded before the
+                // field existed keep their meaning; the client ignores it.
+                handshake_max_frame: None,
             },
         },
         1 => ServerPacket::Challenge {
@@ -587,6 +590,7 @@ mod tests {
                 max_frame: 4096,
                 max_envelope: 3072,
                 window: 3,
+                handshake_max_frame: None,
             },
         });
         server_round_trip(ServerPacket::Key {

@@ -168,6 +168,7 @@ enum ArbServerPacket {
         max_frame: u32,
         max_envelope: u32,
         window: u32,
+        handshake_max_frame: Option<u32>,
     },
     Challenge {
         nonce: [u8; 32],
@@ -223,6 +224,7 @@ impl From<ArbServerPacket> for ServerPacket {
                 max_frame,
                 max_envelope,
                 window,
+                handshake_max_frame,
             } => ServerPacket::Welcome {
                 version,
                 server_id,
@@ -232,6 +234,7 @@ impl From<ArbServerPacket> for ServerPacket {
                     max_frame,
                     max_envelope,
                     window,
+                    handshake_max_frame,
                 },
             },
             A::Challenge {

@@ -85,6 +85,7 @@ fn server_packets() -> Vec<(&'static str, ServerPacket)> {
                     max_frame: 262_144,
                     max_envelope: 261_120,
                     window: 256,
+                    handshake_max_frame: Some(16_384),
                 },
             },
         ),

@@ -42,6 +42,7 @@ const LIMITS: WireLimits = WireLimits {
     max_frame: DEFAULT_MAX_FRAME,
     max_envelope: 64 * 1024,
     window: 32,
+    handshake_max_frame: Some(16 * 1024),
 };
 const START_UNIX_MS: u64 = 1_700_000_000_000;
 

@@ -52,6 +52,9 @@ mod real {
     }
 
     /// Verifies an RSA-PSS-SHA256 signature (32-byte salt) over `digest`.
+    /// The salt must be exactly 32 bytes: `pss_verify_prehash` checks the
+    /// digest's output size rather than detecting the length, so a
+    /// signature with any other salt is refused.
     pub fn pss_verify(
         key: &PublicKey,
         digest: &[u8; 32],
@@ -204,6 +207,43 @@ mod tests {
         assert!(oaep_unwrap(bob(), &fake).is_err());
         let wrapped = oaep_wrap(bob().public_key(), &mut seeded(2), &content_key);
         assert_eq!(*oaep_unwrap(bob(), &wrapped).expect("unwraps"), content_key);
+    }
+
+    /// The salt is exactly 32 bytes (docs/PROTOCOL.md §3.1): a PSS-SHA256
+    /// signature with another salt length is refused, although a verifier
+    /// that detects the salt length accepts it as genuine.
+    #[test]
+    fn only_a_32_byte_salt_verifies() {
+        use rsa::pss::Pss;
+        use sha2::Sha256;
+        let digest = [7u8; 32];
+        let key = alice().public_key();
+        let sign = |salt_len: usize| {
+            alice()
+                .private
+                .sign_with_rng(
+                    &mut seeded(3),
+                    Pss::<Sha256>::new_with_salt(salt_len),
+                    &digest,
+                )
+                .expect("signs")
+        };
+        for salt_len in [0, 20, 31, 33, 64] {
+            let signature = sign(salt_len);
+            let detect_salt_len = Pss::<Sha256> {
+                salt_len: None,
+                ..Pss::new()
+            };
+            key.key
+                .verify(detect_salt_len, &digest, &signature)
+                .expect("a genuine signature");
+            assert_eq!(
+                pss_verify(key, &digest, &signature),
+                Err(Rejected),
+                "salt of {salt_len} bytes"
+            );
+        }
+        assert_eq!(pss_verify(key, &digest, &sign(32)), Ok(()));
     }
 
     /// The stand-ins keep the real operations' contract: right key and

@@ -1,7 +1,7 @@
 //! Server configuration: limits, timers and quotas, with documented defaults.
 
 use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Everything a server operator can tune. `ServerConfig::default()` gives the
 /// defaults documented in docs/PROTOCOL.md ("Limits and defaults").
@@ -26,7 +26,9 @@ pub struct ServerConfig {
     pub missed_pings: u32,
     /// Time a new connection has to log in (default 10 s).
     pub handshake_timeout: Duration,
-    /// Lifetime of a login/registration challenge (default 30 s).
+    /// Lifetime of a login/registration challenge (default 10 s). A
+    /// challenge never outlives the handshake deadline: it expires at the
+    /// earlier of the two, and Challenge's `expires_in_ms` says when.
     pub challenge_ttl: Duration,
     /// Messages queued per recipient (default 1,000).
     pub queue_max_messages: u32,
@@ -63,7 +65,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             missed_pings: 3,
             handshake_timeout: Duration::from_secs(10),
-            challenge_ttl: Duration::from_secs(30),
+            challenge_ttl: Duration::from_secs(10),
             queue_max_messages: 1_000,
             queue_max_bytes: 16 * 1024 * 1024,
             sender_share_percent: 50,
@@ -84,6 +86,7 @@ impl ServerConfig {
             max_frame: self.max_frame,
             max_envelope: self.max_envelope,
             window: self.window,
+            handshake_max_frame: Some(self.handshake_max_frame),
         }
     }
 
@@ -98,6 +101,11 @@ impl ServerConfig {
         (self.queue_max_bytes / 100)
             .saturating_mul(u64::from(self.sender_share_percent))
             .max(1)
+    }
+
+    /// When a connection accepted at `connected_at` must be logged in.
+    pub(super) fn handshake_deadline(&self, connected_at: Instant) -> Instant {
+        connected_at + self.handshake_timeout
     }
 
     /// How long a logged-in connection may stay silent.

@@ -97,20 +97,24 @@ impl Server {
 
     fn challenge(&mut self, now: Instant, conn: ConnId, purpose: ChallengePurpose) {
         let nonce: Nonce = rng::bytes(&mut self.rng);
-        let ttl = self.config.challenge_ttl;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // Challenges exist before login only, when the connection closes at
+        // the handshake deadline: no challenge outlives it, and
+        // `expires_in_ms` tells the time the client really has.
+        let expires =
+            (now + self.config.challenge_ttl).min(self.config.handshake_deadline(c.connected_at));
         c.challenge = Some(Challenge {
             nonce,
-            expires: now + ttl,
+            expires,
             purpose,
         });
         self.send(
             conn,
             &ServerPacket::Challenge {
                 nonce,
-                expires_in_ms: ttl.as_millis() as u64,
+                expires_in_ms: expires.saturating_duration_since(now).as_millis() as u64,
             },
         );
     }
@@ -122,6 +126,9 @@ impl Server {
         client_nonce: Nonce,
         signature: &[u8],
     ) {
+        if self.refuse_if_logged_in(conn) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

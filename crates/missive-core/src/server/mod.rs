@@ -359,7 +359,7 @@ impl Server {
             conn,
             Conn::new(self.config.handshake_max_frame, session_id, now),
         );
-        self.arm_timer(conn, now + self.config.handshake_timeout);
+        self.arm_timer(conn, self.config.handshake_deadline(now));
     }
 
     /// Makes `at` the connection's timer if it is earlier than the one set.

@@ -99,7 +99,7 @@ impl Server {
     fn deadline_of(&self, conn: ConnId) -> Option<Instant> {
         let c = self.conns.get(&conn)?;
         Some(match c.user() {
-            None => c.connected_at + self.config.handshake_timeout,
+            None => self.config.handshake_deadline(c.connected_at),
             Some(_) => c.last_heard + self.config.liveness_timeout(),
         })
     }

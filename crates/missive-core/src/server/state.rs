@@ -445,12 +445,21 @@ impl ServerState {
                 public_key: slot.record.public_key.clone(),
             });
         }
-        for slot in slots {
+        for slot in &slots {
             for (seq, item) in &slot.record.mailbox.items {
                 out.push(PersistCmd::Enqueue {
                     user: slot.name.clone(),
                     seq: *seq,
                     item: item.clone(),
+                });
+            }
+        }
+        for slot in slots {
+            let next_seq = slot.record.mailbox.next_seq;
+            if next_seq > 0 {
+                out.push(PersistCmd::SetNextSeq {
+                    user: slot.name.clone(),
+                    next_seq,
                 });
             }
         }

@@ -250,6 +250,7 @@ fn welcome_announces_version_ids_and_limits() {
             assert_eq!(server_id, h.server.server_id());
             assert_eq!(ping_interval_ms, 30_000);
             assert_eq!(limits, ServerConfig::default().wire_limits());
+            assert_eq!(limits.handshake_max_frame, Some(16 * 1024));
         }
         other => panic!("{other:?}"),
     }
@@ -322,6 +323,27 @@ fn frames_before_login_are_limited_to_the_handshake_limit() {
     let c = h.user(3, "alice", &ids()[0]);
     h.send_msg(c, 1, "bob", &[7; 100 * 1024]);
     assert!(matches!(h.expect(c), ServerPacket::Accepted { .. }));
+}
+
+/// Welcome announces the pre-login limit in force (the configured one,
+/// clamped to at least 1 KiB), and that is the limit enforced.
+#[test]
+fn announced_handshake_limit_is_the_one_enforced() {
+    let config = ServerConfig {
+        handshake_max_frame: 100,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let conn = h.connect(1);
+    h.send(conn, &ClientPacket::Hello { versions: vec![1] });
+    let limit = match h.expect(conn) {
+        ServerPacket::Welcome { limits, .. } => limits.handshake_max_frame,
+        other => panic!("expected welcome, got {other:?}"),
+    };
+    assert_eq!(limit, Some(1024));
+    h.bytes(conn, &1025u32.to_be_bytes());
+    h.expect_error(conn, ErrorCode::FrameTooLarge);
+    assert!(h.closed.contains(&conn));
 }
 
 #[test]
@@ -617,19 +639,29 @@ fn replayed_challenge_response_fails_on_a_new_connection() {
     assert!(matches!(h.expect(c2), ServerPacket::LoggedIn { .. }));
 }
 
+/// A challenge shorter than the handshake deadline expires on its own: the
+/// late `prove` gets `NoChallenge`, and the connection may ask again.
 #[test]
 fn challenge_expires() {
-    let mut h = Harness::new(ServerConfig::default());
+    let config = ServerConfig {
+        challenge_ttl: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
     h.user(1, "alice", &ids()[0]);
     let conn = h.hello(2);
-    h.send(
-        conn,
-        &ClientPacket::Login {
-            user: name("alice"),
-        },
-    );
-    h.expect(conn);
-    h.now += Duration::from_secs(31);
+    let login = ClientPacket::Login {
+        user: name("alice"),
+    };
+    h.send(conn, &login);
+    assert!(matches!(
+        h.expect(conn),
+        ServerPacket::Challenge {
+            expires_in_ms: 2_000,
+            ..
+        }
+    ));
+    h.advance(Duration::from_secs(2));
     h.send(
         conn,
         &ClientPacket::Prove {
@@ -638,6 +670,39 @@ fn challenge_expires() {
         },
     );
     h.expect_error(conn, ErrorCode::NoChallenge);
+    assert!(!h.closed.contains(&conn));
+    h.login(conn, "alice", &ids()[0]);
+    assert!(matches!(h.expect(conn), ServerPacket::LoggedIn { .. }));
+}
+
+/// No challenge outlives the handshake deadline (the connection closes
+/// then): it expires at the earlier of `challenge_ttl` and that deadline,
+/// and `expires_in_ms` says so.
+#[test]
+fn challenge_expires_at_the_handshake_deadline_at_the_latest() {
+    let config = ServerConfig {
+        challenge_ttl: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.connect(2);
+    h.advance(Duration::from_secs(4));
+    h.send(conn, &ClientPacket::Hello { versions: vec![1] });
+    assert!(matches!(h.expect(conn), ServerPacket::Welcome { .. }));
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("alice"),
+        },
+    );
+    assert!(matches!(
+        h.expect(conn),
+        ServerPacket::Challenge {
+            expires_in_ms: 6_000,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -1208,6 +1273,183 @@ fn shutdown_closes_everyone() {
     h.expect_error(a, ErrorCode::ShuttingDown);
     h.expect_error(b, ErrorCode::ShuttingDown);
     assert_eq!(h.server.connection_count(), 0);
+}
+
+/// `prove` after login is answered like `register` and `login` after
+/// login; the connection stays open.
+#[test]
+fn prove_after_login_is_already_authenticated() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send(
+        a,
+        &ClientPacket::Prove {
+            client_nonce: [0; 32],
+            signature: vec![0; 256],
+        },
+    );
+    h.expect_error(a, ErrorCode::AlreadyAuthenticated);
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+}
+
+/// A `hello` listing no version has no version in common with the server.
+#[test]
+fn hello_without_versions_is_unsupported() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.connect(1);
+    h.send(conn, &ClientPacket::Hello { versions: vec![] });
+    h.expect_error(conn, ErrorCode::UnsupportedVersion);
+    assert!(h.closed.contains(&conn));
+}
+
+/// For a user online now, `last_seen_ms` is the server's current time.
+#[test]
+fn presence_of_an_online_user_is_seen_now() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    h.user(2, "bob", &ids()[1]);
+    h.advance(Duration::from_secs(7));
+    h.send(a, &ClientPacket::QueryPresence { user: name("bob") });
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Presence {
+            user: name("bob"),
+            online: true,
+            last_seen_ms: Some(T0_UNIX + 7_000),
+        }
+    );
+}
+
+/// A well-formed packet naming an invalid user is fatal `Malformed`, in
+/// every packet kind with a user field.
+#[test]
+fn invalid_user_names_are_malformed_in_every_packet() {
+    /// The client packets with a user field, with plain text for it.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum AnyName {
+        Register {
+            user: String,
+            #[serde(with = "serde_bytes")]
+            public_key: Vec<u8>,
+        },
+        Login {
+            user: String,
+        },
+        FetchKey {
+            user: String,
+        },
+        Send {
+            id: MessageId,
+            to: String,
+            #[serde(with = "serde_bytes")]
+            envelope: Vec<u8>,
+        },
+        QueryPresence {
+            user: String,
+        },
+    }
+    let packets = |bad: &str| {
+        let user = bad.to_owned();
+        [
+            AnyName::Register {
+                user: user.clone(),
+                public_key: ids()[0].public_key().to_spki_der().to_vec(),
+            },
+            AnyName::Login { user: user.clone() },
+            AnyName::FetchKey { user: user.clone() },
+            AnyName::Send {
+                id: MessageId([1; 16]),
+                to: user.clone(),
+                envelope: vec![1],
+            },
+            AnyName::QueryPresence { user },
+        ]
+    };
+    let mut h = Harness::new(ServerConfig::default());
+    let mut conn = 0;
+    for bad in ["", "Bob", "a b", "ali\u{e7}e", &"a".repeat(33)] {
+        for packet in packets(bad) {
+            conn += 1;
+            let c = h.user(conn, "alice", &ids()[0]);
+            h.bytes(c, &encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap());
+            h.expect_error(c, ErrorCode::Malformed);
+            assert!(h.closed.contains(&c), "{bad:?}");
+        }
+    }
+}
+
+/// Sending to yourself is allowed: the message lands in your own mailbox,
+/// and acknowledging it queues the `delivered` notice there too.
+#[test]
+fn sending_to_yourself() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "alice", b"note to self");
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([1; 16])
+        }
+    );
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Message {
+            seq: 0,
+            from: name("alice"),
+            id: MessageId([1; 16]),
+            envelope: b"note to self".to_vec(),
+        }
+    );
+    h.send(a, &ClientPacket::Ack { seq: 0 });
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Notice {
+            seq: 1,
+            notice: Notice::Delivered {
+                to: name("alice"),
+                id: MessageId([1; 16])
+            }
+        }
+    );
+    h.send(a, &ClientPacket::Ack { seq: 1 });
+    assert_eq!(h.recv(a), None);
+    let alice = h.server.state().user(&name("alice")).unwrap();
+    assert_eq!((alice.mailbox.items.len(), alice.outstanding), (0, 0));
+}
+
+/// A mailbox's first item is `seq` 0, every new item takes the next number,
+/// and no number comes back: not after acks, not after a restart from a
+/// snapshot of the emptied mailbox.
+#[test]
+fn mailbox_seq_starts_at_zero_and_is_never_reused() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    for id in 0..2 {
+        h.send_msg(a, id, "bob", b"m");
+        h.expect(a);
+    }
+    let seqs: Vec<Seq> = h
+        .recv_all(b)
+        .into_iter()
+        .map(|p| match p {
+            ServerPacket::Message { seq, .. } => seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, [0, 1]);
+    for seq in seqs {
+        h.send(b, &ClientPacket::Ack { seq });
+    }
+    let state = ServerState::replay(&h.server.state().snapshot());
+    let mut h = Harness::with_state(ServerConfig::default(), state, h.now);
+    let b = h.user(3, "bob", &ids()[1]);
+    let a = h.user(4, "alice", &ids()[0]);
+    h.send_msg(a, 2, "bob", b"m");
+    h.expect(a);
+    assert!(matches!(h.expect(b), ServerPacket::Message { seq: 2, .. }));
 }
 
 impl Harness {

@@ -453,6 +453,7 @@ mod tests {
                     max_frame: 1 << 18,
                     max_envelope: 1 << 17,
                     window: 256,
+                    handshake_max_frame: Some(1 << 14),
                 },
             },
             ServerPacket::Challenge {

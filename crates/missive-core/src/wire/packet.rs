@@ -170,7 +170,9 @@ pub enum ServerPacket {
         user: UserName,
         /// Whether the user is online now.
         online: bool,
-        /// When the user was last online (absent: never seen since start).
+        /// When the user was last seen online: the server's current time
+        /// if online now, else when they went offline (absent: not online
+        /// since the server started).
         last_seen_ms: Option<UnixMillis>,
     },
     /// Something went wrong. Fatal codes are followed by close.
@@ -216,6 +218,10 @@ pub struct WireLimits {
     pub max_envelope: u32,
     /// Unacknowledged deliveries in flight per connection.
     pub window: u32,
+    /// Largest frame accepted before login; a larger one is fatal
+    /// `FrameTooLarge`. `None`: not announced (a server older than this
+    /// field).
+    pub handshake_max_frame: Option<u32>,
 }
 
 /// Error codes of the Error packet. The numeric value is on the wire.
@@ -241,7 +247,7 @@ pub enum ErrorCode {
     UnknownSeq,
     /// A request that needs login came before it.
     NotLoggedIn,
-    /// A login or registration is already in progress or done.
+    /// Register, Login or Prove after login.
     AlreadyAuthenticated,
     /// Prove without a challenge, or after it expired.
     NoChallenge,
@@ -263,7 +269,8 @@ pub enum ErrorCode {
     Timeout,
     /// A newer login of the same user replaced this session.
     SessionReplaced,
-    /// The frame is larger than the announced limit.
+    /// The frame is larger than the announced limit (before login: the
+    /// handshake limit).
     FrameTooLarge,
     /// The client does not read fast enough; its deliveries stay queued.
     SlowConsumer,

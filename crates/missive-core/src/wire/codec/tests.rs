@@ -68,6 +68,7 @@ fn sample_server_packets() -> Vec<ServerPacket> {
                 max_frame: MAX,
                 max_envelope: 65_536,
                 window: 32,
+                handshake_max_frame: Some(16_384),
             },
         },
         ServerPacket::Challenge {
@@ -465,6 +466,98 @@ fn unknown_packets() {
     ));
 }
 
+/// An invalid user name makes any packet that carries one undecodable
+/// (`UnknownPacket`, on the wire `Malformed`), in both directions.
+#[test]
+fn invalid_user_names_are_unknown_packets_in_every_packet() {
+    let bob = user("bob");
+    let id = MessageId([1; 16]);
+    let to_bob = |notice: fn(UserName, MessageId) -> Notice| ServerPacket::Notice {
+        seq: 1,
+        notice: notice(bob.clone(), id),
+    };
+    let client = [
+        ClientPacket::Register {
+            user: bob.clone(),
+            public_key: vec![1],
+        },
+        ClientPacket::Login { user: bob.clone() },
+        ClientPacket::FetchKey { user: bob.clone() },
+        ClientPacket::Send {
+            id,
+            to: bob.clone(),
+            envelope: vec![1],
+        },
+        ClientPacket::QueryPresence { user: bob.clone() },
+    ];
+    let server = [
+        ServerPacket::Registered { user: bob.clone() },
+        ServerPacket::LoggedIn {
+            user: bob.clone(),
+            queued: 0,
+        },
+        ServerPacket::Key {
+            user: bob.clone(),
+            public_key: vec![1],
+        },
+        ServerPacket::Message {
+            seq: 1,
+            from: bob.clone(),
+            id,
+            envelope: vec![1],
+        },
+        to_bob(|to, id| Notice::Delivered { to, id }),
+        to_bob(|to, id| Notice::Expired { to, id }),
+        ServerPacket::Presence {
+            user: bob.clone(),
+            online: true,
+            last_seen_ms: None,
+        },
+        ServerPacket::Error {
+            code: ErrorCode::UnknownUser,
+            id: None,
+            user: Some(bob.clone()),
+            detail: String::new(),
+        },
+    ];
+    // "bob" (a 3-byte text string) swapped for invalid names of the same
+    // length, so that only the name changes.
+    let with_name = |payload: Vec<u8>, name: &[u8; 3]| {
+        let text = [0x63, b'b', b'o', b'b'];
+        let at: Vec<usize> = (0..payload.len())
+            .filter(|&i| payload[i..].starts_with(&text))
+            .collect();
+        assert_eq!(at.len(), 1, "one name in {payload:02x?}");
+        let mut out = payload;
+        out[at[0] + 1..at[0] + 4].copy_from_slice(name);
+        out
+    };
+    for name in [b"Bob", b"b b", b"b/b", b"b\0b"] {
+        for p in &client {
+            let payload = with_name(
+                encode_frame(p, MAX).unwrap()[LENGTH_PREFIX_LEN..].to_vec(),
+                name,
+            );
+            let r = decode_client(&payload);
+            assert!(
+                matches!(r, Err(DecodeError::UnknownPacket(_))),
+                "{p:?}: {r:?}"
+            );
+        }
+        for p in &server {
+            let payload = with_name(
+                encode_frame(p, MAX).unwrap()[LENGTH_PREFIX_LEN..].to_vec(),
+                name,
+            );
+            let r = decode_packet::<ServerPacket>(&payload);
+            assert!(
+                matches!(r, Err(DecodeError::UnknownPacket(_))),
+                "{p:?}: {r:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn recursion_bomb_is_malformed_without_stack_overflow() {
     // Run on a small stack: rejection must not depend on recursion.
@@ -661,9 +754,13 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 prop_compose! {
-    fn wire_limits()(max_frame in any::<u32>(), max_envelope in any::<u32>(), window in any::<u32>())
-        -> WireLimits {
-        WireLimits { max_frame, max_envelope, window }
+    fn wire_limits()(
+        max_frame in any::<u32>(),
+        max_envelope in any::<u32>(),
+        window in any::<u32>(),
+        handshake_max_frame in any::<Option<u32>>(),
+    ) -> WireLimits {
+        WireLimits { max_frame, max_envelope, window, handshake_max_frame }
     }
 }
 
