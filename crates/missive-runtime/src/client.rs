@@ -186,7 +186,9 @@ impl ConnectError {
 /// What a successful login reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginInfo {
-    /// The user was registered during this connection.
+    /// The server answered a registration on this connection (a new one,
+    /// or, with [`Registration::Always`](missive_core::client::Registration::Always),
+    /// the same name and key again).
     pub registered: bool,
     /// Items waiting in the mailbox at login.
     pub queued: u64,

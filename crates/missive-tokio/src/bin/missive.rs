@@ -459,6 +459,7 @@ fn show(event: ClientEvent, json: bool) -> u64 {
         ClientEvent::Expired { to, id } => {
             eprintln!("missive: message {id} to {to} expired unread");
         }
+        ClientEvent::ConnectionLost { reason } => tracing::warn!("connection lost: {reason}"),
         ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
         _ => {}
     }
