@@ -84,7 +84,8 @@ pub enum ClientEvent {
         /// The message id.
         id: MessageId,
     },
-    /// A message left the outbox without being sent.
+    /// A message left the outbox without being accepted: the server refused
+    /// it for good, or it could not be sealed or sent.
     SendFailed {
         /// The recipient.
         to: UserName,
@@ -250,7 +251,8 @@ impl ConnectionError {
     }
 }
 
-/// Why a message left the outbox unsent (see [`ClientEvent::SendFailed`]).
+/// Why a message left the outbox without being accepted (see
+/// [`ClientEvent::SendFailed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendFailure {

@@ -1467,4 +1467,39 @@ proptest! {
             fuzz_drain(&mut h.client);
         }
     }
+
+    /// Whatever the code, an error from the server comes out typed: a fatal
+    /// one as exactly one `ConnectionLost` (the server's reason, never a
+    /// violation of ours) and a close; an unattributed non-fatal one as a
+    /// `RequestRefused`, the connection staying open.
+    #[test]
+    fn every_server_error_code_comes_out_typed(code in any::<u16>()) {
+        let code = ErrorCode::from(code);
+        let mut h = Harness::new();
+        h.login();
+        h.recv(error(code, None, None));
+        let events = h.events();
+        if code.is_fatal() {
+            prop_assert_eq!(h.closes, 1);
+            prop_assert!(
+                matches!(
+                    &events[..],
+                    [ClientEvent::ConnectionLost { reason }]
+                        if !matches!(reason, ConnectionError::ProtocolViolation { .. })
+                ),
+                "{:?}",
+                events
+            );
+        } else {
+            prop_assert_eq!(h.closes, 0);
+            prop_assert_eq!(
+                events,
+                vec![ClientEvent::RequestRefused {
+                    code,
+                    user: None,
+                    detail: format!("{code:?}"),
+                }]
+            );
+        }
+    }
 }
