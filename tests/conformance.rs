@@ -13,7 +13,7 @@
 
 mod support;
 
-use missive::core::client::ClientEvent;
+use missive::core::client::{ClientEvent, LoginError, Registration};
 use missive::core::server::ServerConfig;
 use missive::core::wire::ErrorCode;
 use missive::store::{MemoryStore, RedbStore, Store};
@@ -62,16 +62,18 @@ fn registration_skipped_when_registered(sd: &dyn ServerDriver, cd: &dyn ClientDr
     alice.close();
     // Not allowed to register: logs in all the same.
     let mut o = opts(server.addr(), home.path(), "alice", 0);
-    o.register_if_needed = false;
+    o.registration = Registration::Never;
     let alice = cd.client(&o);
     assert!(!alice.login().registered);
     alice.close();
     assert_eq!(server.users(), 1);
 
     let mut o = opts(server.addr(), home.path(), "nobody", 1);
-    o.register_if_needed = false;
+    o.registration = Registration::Never;
     match cd.connect(&o) {
-        Err(ConnectError::NotRegistered { user: u }) => assert_eq!(u, user("nobody")),
+        Err(ConnectError::Login(LoginError::NotRegistered { user: u })) => {
+            assert_eq!(u, user("nobody"))
+        }
         Err(e) => panic!("expected NotRegistered, got {e}"),
         Ok(_) => panic!("expected NotRegistered, got a login"),
     }
@@ -80,7 +82,8 @@ fn registration_skipped_when_registered(sd: &dyn ServerDriver, cd: &dyn ClientDr
 }
 
 /// Login proves the key: the registered key logs in (from another home
-/// too) and learns what is waiting; another key under the same name fails.
+/// too) and learns what is waiting; another key under the same name fails,
+/// and registering it reports the name as taken.
 fn login(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     let server = sd.start(ServerConfig::default(), memory());
     let home = tempfile::tempdir().unwrap();
@@ -93,7 +96,7 @@ fn login(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     // Bob's key, copied to a new home: logs in, one item waiting.
     let other = tempfile::tempdir().unwrap();
     let mut o = opts(server.addr(), other.path(), "bob", 1);
-    o.register_if_needed = false;
+    o.registration = Registration::Never;
     let bob = cd.client(&o);
     assert!(!bob.login().registered);
     assert_eq!(bob.login().queued, 1);
@@ -103,10 +106,27 @@ fn login(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     // Mallory's key under Alice's name: the signature does not verify.
     let mallory = tempfile::tempdir().unwrap();
     match cd.connect(&opts(server.addr(), mallory.path(), "alice", 3)) {
-        Err(ConnectError::AuthFailed { .. }) => {}
-        Err(e) => panic!("expected AuthFailed, got {e}"),
+        Err(ConnectError::Login(LoginError::SignatureRejected { user: u })) => {
+            assert_eq!(u, user("alice"))
+        }
+        Err(e) => panic!("expected SignatureRejected, got {e}"),
         Ok(_) => panic!("a foreign key logged in"),
     }
+    let mut o = opts(server.addr(), mallory.path(), "alice", 3);
+    o.registration = Registration::Always;
+    match cd.connect(&o) {
+        Err(ConnectError::Login(LoginError::NameTaken { user: u })) => {
+            assert_eq!(u, user("alice"))
+        }
+        Err(e) => panic!("expected NameTaken, got {e}"),
+        Ok(_) => panic!("a foreign key registered a taken name"),
+    }
+    // Registering again with the registered key succeeds.
+    let mut o = opts(server.addr(), other.path(), "bob", 1);
+    o.registration = Registration::Always;
+    let bob = cd.client(&o);
+    assert!(bob.login().registered);
+    bob.close();
     assert_eq!(server.users(), 2);
     server.stop();
 }
@@ -316,7 +336,7 @@ fn restart_durability(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     assert_eq!(server.users(), 2);
     assert_eq!(server.queued(), 2);
     let mut o = opts(server.addr(), home.path(), "bob", 1);
-    o.register_if_needed = false; // the key survived
+    o.registration = Registration::Never; // the key survived
     let mut bob = cd.client(&o);
     assert!(!bob.login().registered);
     assert_eq!(bob.login().queued, 2);
@@ -360,7 +380,7 @@ fn reconnect_keeps_outbox(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
         .unwrap();
     assert_eq!(server.queued(), 2);
     let mut o = opts(addr, home.path(), "bob", 1);
-    o.register_if_needed = false;
+    o.registration = Registration::Never;
     let mut bob = cd.client(&o);
     bob.expect_message();
     let (_, got, text) = bob.expect_message();

@@ -33,7 +33,7 @@ use crate::codec::{self, Writer, byte, u16be};
 use crate::fixtures;
 use arbitrary::{Result, Unstructured};
 use missive_core::client::{
-    Client, ClientConfig, ClientInput, ClientOutput, ClientState, SendError,
+    Client, ClientConfig, ClientInput, ClientOutput, ClientState, Registration, SendError,
 };
 use missive_core::wire::{
     ClientPacket, ErrorCode, FrameDecoder, PROTOCOL_VERSION, ServerPacket, encode_frame,
@@ -67,7 +67,11 @@ impl Setup {
         c.max_sends_in_flight = 1 + usize::from(b[1] % 4);
         c.seen_capacity = usize::from(b[2] % 8);
         c.max_parked = usize::from(b[3] % 4);
-        c.register_if_needed = b[4] & 1 == 1;
+        c.registration = match (b[4] & 1, b[4] & 4) {
+            (0, _) => Registration::Never,
+            (_, 0) => Registration::IfUnknown,
+            _ => Registration::Always,
+        };
         c.start_online = b[4] & 2 == 2;
         c.retry_after = Duration::from_millis(100 * (1 + u64::from(b[5] % 20)));
         c.max_frame = MAX_FRAME;

@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use missive::core::client::{
-    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, Registration,
 };
 use missive::core::crypto::{Fingerprint, Identity};
 use missive::core::server::{Server, ServerConfig};
@@ -69,8 +69,8 @@ pub struct Opts {
     pub home: PathBuf,
     /// The user.
     pub user: String,
-    /// Register when the server does not know the user.
-    pub register_if_needed: bool,
+    /// Whether and when to register the user.
+    pub registration: Registration,
     /// Presence after login.
     pub start_online: bool,
 }
@@ -86,7 +86,7 @@ pub fn opts(server: SocketAddr, home: &Path, name: &str, key: usize) -> Opts {
         server,
         home: home.to_path_buf(),
         user: name.to_string(),
-        register_if_needed: true,
+        registration: Registration::IfUnknown,
         start_online: true,
     }
 }
@@ -325,7 +325,7 @@ impl Opts {
     fn client_options(&self) -> ClientOptions {
         let mut options = ClientOptions::new(self.server.to_string(), &self.home, user(&self.user));
         options.generate_key = false;
-        options.register_if_needed = self.register_if_needed;
+        options.registration = self.registration;
         options.start_online = self.start_online;
         options.backoff_initial = Duration::from_millis(50);
         options.backoff_max = Duration::from_millis(300);

@@ -1,12 +1,11 @@
 //! The client library on async-std.
 //!
 //! [`ClientHandle::connect`] loads (or makes) the user's key from the home
-//! directory, connects, and returns once logged in — registering first when
-//! the server does not know the user and [`ClientOptions::register_if_needed`]
-//! is set. A background task owns the socket and the core client: it answers
-//! pings, saves the state, and reconnects with backoff when the connection
-//! drops, keeping the outbox (unsent messages go out again, with the same
-//! ids, after the next login). The connection policy is
+//! directory, connects, and returns once logged in — registering the user
+//! as [`ClientOptions::registration`] says. A background task owns the
+//! socket and the core client: it answers pings, saves the state, and
+//! reconnects with backoff when the connection drops, keeping the outbox
+//! (unsent messages go out again, with the same ids, after the next login). The connection policy is
 //! [`ClientSupervisor`]'s (in `missive-runtime`); the task only performs its
 //! [`LinkAction`]s and feeds back what the socket and the timer say.
 

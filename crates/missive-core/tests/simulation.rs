@@ -297,7 +297,7 @@ impl Sim {
                 );
                 self.ledger.accepted.insert(id);
             }
-            ClientEvent::QueueFull { id, .. } | ClientEvent::SendFailed { id, .. } => {
+            ClientEvent::SendFailed { id, .. } => {
                 assert!(
                     !self.ledger.accepted.contains(&id),
                     "refused after accepted"
@@ -315,6 +315,9 @@ impl Sim {
                 panic!("{me} could not open {id} from {from}: {error}");
             }
             ClientEvent::KeyChanged { user, .. } => panic!("{me} saw a key change for {user}"),
+            // Every client registers its own name with its own key, even
+            // after a crash lost the registration.
+            ClientEvent::LoginFailed(error) => panic!("{me} could not log in: {error}"),
             _ => {}
         }
     }

@@ -1,7 +1,8 @@
 //! The client side of a driver, minus sockets and timers: the
 //! [`ClientEngine`] wraps the core's [`Client`], saves its state in the home
-//! directory, resolves the futures of `send` and presence queries, sorts out
-//! login results and refusals, and forwards events to the application.
+//! directory, resolves the futures of `send` and presence queries from the
+//! core's typed events, keeps the login's outcome for the supervisor, and
+//! forwards every event to the application.
 //!
 //! A driver owns a socket and a timer and calls, in a loop:
 //!
@@ -17,7 +18,9 @@
 use crate::home::{HomeError, UserHome};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
-use missive_core::client::{Client, ClientEvent, ClientInput, ClientOutput, SendFailure};
+use missive_core::client::{
+    Client, ClientEvent, ClientInput, ClientOutput, ConnectionError, LoginError, SendFailure,
+};
 use missive_core::crypto::Fingerprint;
 use missive_core::wire::ErrorCode;
 use missive_core::{MessageId, UnixMillis, UserName};
@@ -91,6 +94,7 @@ impl SendError {
     fn from_failure(to: UserName, reason: SendFailure) -> Self {
         match reason {
             SendFailure::UnknownUser => SendError::UnknownUser { to },
+            SendFailure::QueueFull => SendError::QueueFull { to },
             SendFailure::KeyChanged => SendError::KeyChanged { to },
             SendFailure::TooLarge => SendError::TooLarge,
             SendFailure::BadKey => SendError::BadKey { to },
@@ -140,32 +144,19 @@ pub enum ConnectError {
         #[source]
         source: io::Error,
     },
-    /// The server does not know the user (and registration was not asked for).
-    #[error("{user} is not registered on this server")]
-    NotRegistered {
+    /// The home directory holds no key for the user (and generating one was
+    /// not asked for).
+    #[error("no key for {user} in the home directory")]
+    NoKey {
         /// The user.
         user: UserName,
     },
-    /// The name is registered with another key.
-    #[error("the name {user} is taken (registered with another key)")]
-    NameTaken {
-        /// The user.
-        user: UserName,
-    },
-    /// The server did not accept the signature of the login.
-    #[error("authentication failed: {detail}")]
-    AuthFailed {
-        /// The server's explanation.
-        detail: String,
-    },
-    /// The server refused the connection or login.
-    #[error("the server refused: {code:?}: {detail}")]
-    Refused {
-        /// The error code.
-        code: ErrorCode,
-        /// The explanation.
-        detail: String,
-    },
+    /// The server refused the registration or the login.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// The connection failed before the login completed.
+    #[error("the connection failed before the login: {0}")]
+    ConnectionLost(ConnectionError),
     /// The connection ended before the login completed.
     #[error("the connection ended before the login completed")]
     Disconnected,
@@ -178,26 +169,26 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether retrying cannot help (the account or the key is the problem).
+    /// Whether retrying cannot help (the account, the key or the protocol
+    /// version is the problem).
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::NotRegistered { .. }
-                | ConnectError::NameTaken { .. }
-                | ConnectError::AuthFailed { .. }
-                | ConnectError::Home(_)
-        ) || matches!(
-            self,
-            ConnectError::Refused { code, .. }
-                if matches!(code, ErrorCode::BadKey | ErrorCode::UnsupportedVersion)
-        )
+        match self {
+            ConnectError::Login(LoginError::Refused { .. }) => false,
+            ConnectError::Login(_) | ConnectError::NoKey { .. } | ConnectError::Home(_) => true,
+            ConnectError::ConnectionLost(reason) => {
+                matches!(reason, ConnectionError::UnsupportedVersion)
+            }
+            _ => false,
+        }
     }
 }
 
 /// What a successful login reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginInfo {
-    /// The user was registered during this connection.
+    /// The server answered a registration on this connection (a new one,
+    /// or, with [`Registration::Always`](missive_core::client::Registration::Always),
+    /// the same name and key again).
     pub registered: bool,
     /// Items waiting in the mailbox at login.
     pub queued: u64,
@@ -449,7 +440,10 @@ impl ClientEngine {
 
     /// The fingerprint of the key pinned for `user`, if any.
     pub fn pinned_fingerprint(&self, user: &UserName) -> Option<Fingerprint> {
-        self.client.state().pinned_key(user).map(fingerprint_of_der)
+        self.client
+            .state()
+            .pinned_key(user)
+            .map(Fingerprint::of_spki_der)
     }
 
     /// Bytes to write to the connection, if any.
@@ -473,7 +467,7 @@ impl ClientEngine {
         self.login.take()
     }
 
-    /// Why the server refused the login on the current connection, once.
+    /// Why the current connection failed before its login, once.
     pub fn take_refusal(&mut self) -> Option<ConnectError> {
         self.refusal.take()
     }
@@ -558,14 +552,13 @@ impl ClientEngine {
                     waiter.epoch.get_or_insert(self.epoch);
                 }
             }
+            ClientEvent::LoginFailed(error) => self.refuse(ConnectError::Login(error.clone())),
+            ClientEvent::ConnectionLost { reason } if !self.logged_in => {
+                self.refuse(ConnectError::ConnectionLost(reason.clone()))
+            }
             ClientEvent::Accepted { id, .. } => {
                 if let Some(reply) = self.sends.remove(id) {
                     let _ = reply.send(Ok(*id));
-                }
-            }
-            ClientEvent::QueueFull { to, id } => {
-                if let Some(reply) = self.sends.remove(id) {
-                    let _ = reply.send(Err(SendError::QueueFull { to: to.clone() }));
                 }
             }
             ClientEvent::SendFailed { to, id, reason } => {
@@ -577,66 +570,34 @@ impl ClientEngine {
                 user,
                 online,
                 last_seen_ms,
-            } => {
-                if let Some(pos) = self.presence.iter().position(|w| w.user == *user) {
-                    let waiter = self.presence.remove(pos);
-                    let _ = waiter.reply.send(Ok(Presence {
-                        online: *online,
-                        last_seen_ms: *last_seen_ms,
-                    }));
-                }
-            }
-            ClientEvent::Error { code, user, detail } => {
-                self.on_error(*code, user.as_ref(), detail)
+            } => self.answer_presence(
+                user,
+                Ok(Presence {
+                    online: *online,
+                    last_seen_ms: *last_seen_ms,
+                }),
+            ),
+            ClientEvent::PresenceUnknown { user } => {
+                self.answer_presence(user, Err(PresenceError::UnknownUser(user.clone())))
             }
             _ => {}
         }
         let _ = self.events.unbounded_send(event);
     }
 
-    fn on_error(&mut self, code: ErrorCode, user: Option<&UserName>, detail: &str) {
-        if self.logged_in {
-            if code == ErrorCode::UnknownUser {
-                // An unknown user named by a presence query of this session.
-                let found = self
-                    .presence
-                    .iter()
-                    .position(|w| w.epoch == Some(self.epoch) && Some(&w.user) == user);
-                if let Some(i) = found {
-                    let waiter = self.presence.remove(i);
-                    let user = waiter.user.clone();
-                    let _ = waiter.reply.send(Err(PresenceError::UnknownUser(user)));
-                }
-            }
-            return;
+    /// Resolves the oldest waiting query about `user` (the core answers
+    /// queries about one user in order).
+    fn answer_presence(&mut self, user: &UserName, answer: Result<Presence, PresenceError>) {
+        if let Some(pos) = self.presence.iter().position(|w| w.user == *user) {
+            let waiter = self.presence.remove(pos);
+            let _ = waiter.reply.send(answer);
         }
-        // Before login the core reports an error only when it gives up on
-        // the connection (it registers on its own when it may).
+    }
+
+    /// Keeps why the connection failed before its login, for the supervisor.
+    fn refuse(&mut self, error: ConnectError) {
         if self.connected && self.refusal.is_none() {
-            self.refusal = Some(refusal(self.client.user(), code, detail));
+            self.refusal = Some(error);
         }
     }
-}
-
-fn refusal(user: &UserName, code: ErrorCode, detail: &str) -> ConnectError {
-    match code {
-        ErrorCode::UnknownUser => ConnectError::NotRegistered { user: user.clone() },
-        ErrorCode::NameTaken => ConnectError::NameTaken { user: user.clone() },
-        ErrorCode::AuthFailed => ConnectError::AuthFailed {
-            detail: detail.to_string(),
-        },
-        code => ConnectError::Refused {
-            code,
-            detail: detail.to_string(),
-        },
-    }
-}
-
-/// The fingerprint of an SPKI DER public key.
-pub fn fingerprint_of_der(der: &[u8]) -> Fingerprint {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&digest);
-    Fingerprint(out)
 }

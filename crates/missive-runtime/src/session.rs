@@ -39,7 +39,7 @@ use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
-use missive_core::client::{Client, ClientConfig};
+use missive_core::client::{Client, ClientConfig, Registration};
 use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::{MessageId, UserName};
 use std::collections::VecDeque;
@@ -62,12 +62,13 @@ pub struct ClientOptions {
     pub home: PathBuf,
     /// The user to log in as.
     pub user: UserName,
-    /// Register the user when the server does not know it (default `true`).
-    /// When `false`, connecting as an unknown user fails with
-    /// [`ConnectError::NotRegistered`].
-    pub register_if_needed: bool,
+    /// Whether and when to register the user (default
+    /// [`Registration::IfUnknown`]). With [`Registration::Never`],
+    /// connecting as an unknown user fails with
+    /// [`LoginError::NotRegistered`](missive_core::client::LoginError::NotRegistered).
+    pub registration: Registration,
     /// Generate and store a key when the home has none (default `true`).
-    /// When `false`, a missing key fails with [`ConnectError::NotRegistered`].
+    /// When `false`, a missing key fails with [`ConnectError::NoKey`].
     pub generate_key: bool,
     /// Size of generated keys (default 2048 bits).
     pub key_bits: usize,
@@ -100,7 +101,7 @@ impl ClientOptions {
             server: server.into(),
             home: home.into(),
             user,
-            register_if_needed: true,
+            registration: defaults.registration,
             generate_key: true,
             key_bits: DEFAULT_KEY_BITS,
             start_online: true,
@@ -138,14 +139,14 @@ pub fn prepare_client(options: &ClientOptions) -> Result<PreparedClient, Connect
         home.load_identity()?
     };
     let Some(identity) = identity else {
-        return Err(ConnectError::NotRegistered {
+        return Err(ConnectError::NoKey {
             user: options.user.clone(),
         });
     };
     let fingerprint = identity.public_key().fingerprint();
     let state = home.load_state()?;
     let mut config = ClientConfig::new(options.user.clone());
-    config.register_if_needed = options.register_if_needed;
+    config.registration = options.registration;
     config.start_online = options.start_online;
     config.max_outbox = options.max_outbox;
     config.max_sends_in_flight = options.max_sends_in_flight;
@@ -610,10 +611,17 @@ impl ClientSupervisor {
 mod tests {
     use super::*;
     use crate::home::ClientHome;
+    use missive_core::client::LoginError;
     use missive_core::crypto::Identity;
     use missive_core::rng;
+    use missive_core::wire::{
+        DEFAULT_MAX_FRAME, ErrorCode, PROTOCOL_VERSION, ServerPacket, WireLimits, encode_frame,
+    };
 
-    fn prepared(home: &std::path::Path) -> (ClientOptions, PreparedClient) {
+    fn prepared(
+        home: &std::path::Path,
+        registration: Registration,
+    ) -> (ClientOptions, PreparedClient) {
         let user = UserName::new("alice").unwrap();
         let identity = Identity::generate(&mut rng::from_seed([7; 32]), 2048).unwrap();
         ClientHome::new(home)
@@ -622,6 +630,7 @@ mod tests {
             .unwrap();
         let mut options = ClientOptions::new("127.0.0.1:1", home, user);
         options.generate_key = false;
+        options.registration = registration;
         options.backoff_initial = Duration::from_millis(100);
         options.backoff_max = Duration::from_millis(100);
         let prepared = prepare_client(&options).unwrap();
@@ -635,21 +644,21 @@ mod tests {
     }
 
     #[test]
-    fn missing_key_without_generation_is_not_registered() {
+    fn missing_key_without_generation_fails() {
         let home = tempfile::tempdir().unwrap();
         let mut options =
             ClientOptions::new("127.0.0.1:1", home.path(), UserName::new("bob").unwrap());
         options.generate_key = false;
         assert!(matches!(
             prepare_client(&options),
-            Err(ConnectError::NotRegistered { .. })
+            Err(ConnectError::NoKey { .. })
         ));
     }
 
     #[test]
     fn first_connect_failure_is_reported_then_later_ones_back_off() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path());
+        let (options, prepared) = prepared(home.path(), Registration::IfUnknown);
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
@@ -667,7 +676,7 @@ mod tests {
     #[test]
     fn connection_lost_before_login_fails_the_connect_and_close_replies() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path());
+        let (options, prepared) = prepared(home.path(), Registration::IfUnknown);
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
@@ -690,5 +699,96 @@ mod tests {
         sup.finished(now);
         assert!(matches!(poll_once(&mut rx), Poll::Ready(Ok(Ok(())))));
         drop(commands);
+    }
+
+    /// Plays the server: feeds `packet` to the supervisor.
+    fn server_says(sup: &mut ClientSupervisor, now: Instant, packet: ServerPacket) {
+        sup.received(now, &encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap());
+    }
+
+    fn welcome() -> ServerPacket {
+        ServerPacket::Welcome {
+            version: PROTOCOL_VERSION,
+            server_id: [1; 16],
+            session_id: [2; 16],
+            ping_interval_ms: 5_000,
+            limits: WireLimits {
+                max_frame: DEFAULT_MAX_FRAME,
+                max_envelope: 64 * 1024,
+                window: 32,
+            },
+        }
+    }
+
+    fn unknown_user(name: &str) -> ServerPacket {
+        ServerPacket::Error {
+            code: ErrorCode::UnknownUser,
+            id: None,
+            user: Some(UserName::new(name).unwrap()),
+            detail: "no such user".into(),
+        }
+    }
+
+    #[test]
+    fn login_refusal_reaches_the_login_waiter_typed() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, prepared) = prepared(home.path(), Registration::Never);
+        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        sup.connected(now);
+        server_says(&mut sup, now, welcome());
+        server_says(&mut sup, now, unknown_user("alice"));
+        assert!(sup.is_stopped(), "a refused first login stops the client");
+        match poll_once(&mut login) {
+            Poll::Ready(Err(ConnectError::Login(LoginError::NotRegistered { user }))) => {
+                assert_eq!(user.as_str(), "alice")
+            }
+            other => panic!("expected NotRegistered, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn presence_of_an_unknown_user_resolves_the_query() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, prepared) = prepared(home.path(), Registration::Never);
+        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        sup.connected(now);
+        server_says(&mut sup, now, welcome());
+        server_says(
+            &mut sup,
+            now,
+            ServerPacket::Challenge {
+                nonce: [3; 32],
+                expires_in_ms: 30_000,
+            },
+        );
+        let alice = UserName::new("alice").unwrap();
+        server_says(
+            &mut sup,
+            now,
+            ServerPacket::LoggedIn {
+                user: alice,
+                queued: 0,
+            },
+        );
+        assert!(matches!(poll_once(&mut login), Poll::Ready(Ok(_))));
+        let (reply, mut answer) = oneshot::channel();
+        let nobody = UserName::new("nobody").unwrap();
+        sup.command(
+            now,
+            Command::QueryPresence {
+                user: nobody.clone(),
+                reply: Some(reply),
+            },
+        );
+        assert!(poll_once(&mut answer).is_pending());
+        server_says(&mut sup, now, unknown_user("nobody"));
+        assert!(matches!(
+            poll_once(&mut answer),
+            Poll::Ready(Ok(Err(PresenceError::UnknownUser(user)))) if user == nobody
+        ));
     }
 }

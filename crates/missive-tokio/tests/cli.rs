@@ -4,7 +4,7 @@
 mod common;
 
 use common::{options, user};
-use missive_core::client::ClientEvent;
+use missive_core::client::{ClientEvent, Registration};
 use missive_tokio::ClientHandle;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -187,13 +187,19 @@ fn cli_end_to_end_with_restart() {
     );
     let out = cli(&home, &addr, "alice", &["register"]);
     assert_exit(&out, 0);
-    assert!(stdout(&out).contains("alice is already registered"));
+    assert!(stdout(&out).contains("registered alice"));
     let out = cli(&home, &addr, "bob", &["register"]);
     assert_exit(&out, 0);
-    // Another home, another key: the name is taken.
+    // Another home, another key: the server answers the registration with
+    // NameTaken.
     let other_home = tmp.path().join("other-home");
     let out = cli(&other_home, &addr, "bob", &["register"]);
     assert_exit(&out, 8);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the name bob is taken (registered with another key)"),
+        "{stderr}"
+    );
 
     // Alice sends while bob is offline: the text argument, then stdin.
     let out = cli(&home, &addr, "alice", &["send", "bob", "hello bob"]);
@@ -411,7 +417,7 @@ async fn crash_test_sigkill_mid_load() {
     // Bob receives after the restart, while Alice's outbox drains and the
     // rest of the load goes out (on the other core).
     let mut bob_options = options(addr, &home, "bob", 1);
-    bob_options.register_if_needed = false;
+    bob_options.registration = Registration::Never;
     let receiver = tokio::spawn(async move {
         let (bob, mut events) = ClientHandle::connect(bob_options).await.unwrap();
         let mut delivered: HashMap<usize, usize> = HashMap::new();

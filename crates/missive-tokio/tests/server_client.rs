@@ -4,7 +4,8 @@ mod common;
 
 use common::{TestServer, identities, next_event, next_message, options, user};
 use missive_core::client::{
-    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, LoginError,
+    Registration,
 };
 use missive_core::server::ServerConfig;
 use missive_core::wire::{ErrorCode, FrameDecoder, ServerPacket};
@@ -38,7 +39,7 @@ async fn register_once_then_login() {
     alice.close().await.unwrap();
 
     let mut opts = options(server.addr, home.path(), "alice", 0);
-    opts.register_if_needed = false;
+    opts.registration = Registration::Never;
     let (alice, _events) = ClientHandle::connect(opts).await.unwrap();
     assert!(
         !alice.login().registered,
@@ -61,9 +62,11 @@ async fn unknown_user_without_registration_is_refused() {
     let server = TestServer::start(ServerConfig::default(), memory()).await;
     let home = tempfile::tempdir().unwrap();
     let mut opts = options(server.addr, home.path(), "nobody", 1);
-    opts.register_if_needed = false;
+    opts.registration = Registration::Never;
     match ClientHandle::connect(opts).await {
-        Err(ConnectError::NotRegistered { user }) => assert_eq!(user.as_str(), "nobody"),
+        Err(ConnectError::Login(LoginError::NotRegistered { user })) => {
+            assert_eq!(user.as_str(), "nobody")
+        }
         other => panic!("expected NotRegistered, got {other:?}"),
     }
     // Another key cannot use a registered name: the client logs in first,
@@ -74,8 +77,10 @@ async fn unknown_user_without_registration_is_refused() {
     alice.close().await.unwrap();
     let other_home = tempfile::tempdir().unwrap();
     match ClientHandle::connect(options(server.addr, other_home.path(), "alice", 1)).await {
-        Err(ConnectError::AuthFailed { .. }) => {}
-        other => panic!("expected AuthFailed, got {other:?}"),
+        Err(ConnectError::Login(LoginError::SignatureRejected { user })) => {
+            assert_eq!(user.as_str(), "alice")
+        }
+        other => panic!("expected SignatureRejected, got {other:?}"),
     }
     server.stop().await;
 }
@@ -209,7 +214,7 @@ async fn restart_with_redb_keeps_keys_and_queued_messages() {
     let server = TestServer::start_redb(data.path()).await;
     assert_eq!(server.queued().await, 1);
     let mut opts = options(server.addr, home.path(), "bob", 1);
-    opts.register_if_needed = false; // the key survived
+    opts.registration = Registration::Never; // the key survived
     let (bob, mut bob_events) = ClientHandle::connect(opts).await.unwrap();
     assert_eq!(bob.login().queued, 1);
     let (from, text) = next_message(&mut bob_events, T).await;

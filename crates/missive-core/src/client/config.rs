@@ -8,20 +8,20 @@ use std::time::Duration;
 /// and adjust the public fields.
 ///
 /// ```
-/// use missive_core::client::ClientConfig;
+/// use missive_core::client::{ClientConfig, Registration};
 /// use missive_core::UserName;
 ///
 /// let mut config = ClientConfig::new(UserName::new("alice").unwrap());
 /// config.start_online = false;
-/// assert!(config.register_if_needed);
+/// assert_eq!(config.registration, Registration::IfUnknown);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// The user this client logs in as.
     pub user: UserName,
-    /// Register the user (with the client's identity) when the server does
-    /// not know it. Default `true`.
-    pub register_if_needed: bool,
+    /// Whether and when the client registers the user with its identity.
+    /// Default [`Registration::IfUnknown`].
+    pub registration: Registration,
     /// Presence announced after login: `true` (online, deliveries flow) or
     /// `false` (connected but offline). Changed later by
     /// [`Client::set_presence`](super::Client::set_presence). Default `true`.
@@ -50,7 +50,7 @@ impl ClientConfig {
     pub fn new(user: UserName) -> Self {
         Self {
             user,
-            register_if_needed: true,
+            registration: Registration::IfUnknown,
             start_online: true,
             max_frame: DEFAULT_MAX_FRAME,
             max_outbox: 1000,
@@ -60,4 +60,22 @@ impl ClientConfig {
             retry_after: Duration::from_secs(1),
         }
     }
+}
+
+/// Whether and when a [`Client`](super::Client) registers its user (with its
+/// identity's key) before logging in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Registration {
+    /// Only log in: a user the server does not know fails with
+    /// [`LoginError::NotRegistered`](super::LoginError::NotRegistered).
+    Never,
+    /// Log in, and register first when the server does not know the user.
+    IfUnknown,
+    /// Register on every connection, then log in. Registering again with
+    /// the same key succeeds; a name registered with another key fails with
+    /// [`LoginError::NameTaken`](super::LoginError::NameTaken). For an
+    /// explicit "register" command: `IfUnknown` would only see the login's
+    /// signature fail.
+    Always,
 }

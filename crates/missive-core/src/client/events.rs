@@ -39,13 +39,18 @@ pub enum ClientOutput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// The user was registered on the server with the client's key.
+    /// The user was registered on the server with the client's key (see
+    /// [`Registration`](super::Registration)).
     Registered,
     /// Login succeeded.
     LoggedIn {
         /// Items waiting in the mailbox at login.
         queued: u64,
     },
+    /// The server refused the registration or the login; the client asks
+    /// the driver to close the connection ([`ClientEvent::Disconnected`]
+    /// follows).
+    LoginFailed(LoginError),
     /// A message was received and verified.
     MessageReceived {
         /// The sender (authenticated by the server and by the envelope's
@@ -79,14 +84,8 @@ pub enum ClientEvent {
         /// The message id.
         id: MessageId,
     },
-    /// The recipient's queue is full; the message was dropped from the outbox.
-    QueueFull {
-        /// The recipient.
-        to: UserName,
-        /// The message id.
-        id: MessageId,
-    },
-    /// A message left the outbox without being sent.
+    /// A message left the outbox without being accepted: the server refused
+    /// it for good, or it could not be sealed or sent.
     SendFailed {
         /// The recipient.
         to: UserName,
@@ -95,7 +94,8 @@ pub enum ClientEvent {
         /// Why.
         reason: SendFailure,
     },
-    /// Answer to [`Client::query_presence`](super::Client::query_presence).
+    /// Answer to [`Client::query_presence`](super::Client::query_presence):
+    /// the user's presence.
     PresenceChanged {
         /// Whose presence.
         user: UserName,
@@ -103,6 +103,12 @@ pub enum ClientEvent {
         online: bool,
         /// When the user was last online, if known.
         last_seen_ms: Option<UnixMillis>,
+    },
+    /// Answer to [`Client::query_presence`](super::Client::query_presence):
+    /// the server does not know `user`.
+    PresenceUnknown {
+        /// The user asked about.
+        user: UserName,
     },
     /// The server offered a key for `user` that differs from the pinned one.
     /// The pinned key stays in use until
@@ -125,28 +131,138 @@ pub enum ClientEvent {
         /// Why it could not be opened.
         error: OpenError,
     },
+    /// The connection failed: the server closed it with a fatal error, or
+    /// sent something the client cannot accept. The client asks the driver
+    /// to close it ([`ClientEvent::Disconnected`] follows).
+    ConnectionLost {
+        /// Why.
+        reason: ConnectionError,
+    },
     /// The connection is gone; the driver may reconnect.
     Disconnected,
-    /// The server reported an error, or sent something the client cannot
-    /// accept (then the client also asks to close the connection).
-    Error {
-        /// The code (from the server, or chosen locally for bad server data).
+    /// The server refused a request with a code the client has no use for
+    /// (for example an `ack` the server does not know). The connection
+    /// stays open; reported for diagnostics only.
+    RequestRefused {
+        /// The server's code.
         code: ErrorCode,
-        /// The user the error is about (e.g. the unknown user of a presence
-        /// query), when the server named one.
+        /// The user the server named, if any.
         user: Option<UserName>,
         /// Human-readable detail; never parse it.
         detail: String,
     },
 }
 
-/// Why a message left the outbox unsent (see [`ClientEvent::SendFailed`]).
+/// Why the server refused the registration or the login (see
+/// [`ClientEvent::LoginFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The server does not know the user, and the client was not allowed to
+    /// register it ([`Registration::Never`](super::Registration::Never)).
+    #[error("{user} is not registered on this server")]
+    NotRegistered {
+        /// The user.
+        user: UserName,
+    },
+    /// Registering failed: the name is registered with another key.
+    #[error("the name {user} is taken (registered with another key)")]
+    NameTaken {
+        /// The user.
+        user: UserName,
+    },
+    /// The server did not accept the client's signature: the client's key
+    /// is not the one registered for the user.
+    #[error(
+        "the server did not accept the signature: the key is not the one registered for {user}"
+    )]
+    SignatureRejected {
+        /// The user.
+        user: UserName,
+    },
+    /// Registering failed: the server does not accept the client's key.
+    #[error("the server does not accept the key: {detail}")]
+    KeyRejected {
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The server refused the handshake with another code (for example
+    /// `Busy`: retrying later may help).
+    #[error("the server refused the login: {code:?}: {detail}")]
+    Refused {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's explanation.
+        detail: String,
+    },
+}
+
+/// Why a connection failed (see [`ClientEvent::ConnectionLost`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// A newer login of the same user replaced this session.
+    #[error("a newer login of the same user replaced this session")]
+    SessionReplaced,
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The server closed the connection because a deadline passed (the
+    /// handshake's or the pings').
+    #[error("the server timed the connection out")]
+    TimedOut,
+    /// The client and the server have no protocol version in common.
+    #[error("no common protocol version with the server")]
+    UnsupportedVersion,
+    /// The server closed the connection because the client does not read
+    /// fast enough.
+    #[error("the server closed the connection: the client reads too slowly")]
+    SlowConsumer,
+    /// The server closed the connection with another fatal code (it found
+    /// the client's data malformed or out of place, or a code this client
+    /// does not know).
+    #[error("the server closed the connection: {code:?}: {detail}")]
+    Closed {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The server sent something the client cannot accept (undecodable
+    /// data, a packet out of place, a limit too small to send a packet).
+    #[error("the server violated the protocol: {detail}")]
+    ProtocolViolation {
+        /// What the client saw.
+        detail: String,
+    },
+}
+
+impl ConnectionError {
+    /// The reason for a fatal `code` sent by the server.
+    pub(super) fn from_server(code: ErrorCode, detail: String) -> Self {
+        match code {
+            ErrorCode::SessionReplaced => ConnectionError::SessionReplaced,
+            ErrorCode::ShuttingDown => ConnectionError::ShuttingDown,
+            ErrorCode::Timeout => ConnectionError::TimedOut,
+            ErrorCode::UnsupportedVersion => ConnectionError::UnsupportedVersion,
+            ErrorCode::SlowConsumer => ConnectionError::SlowConsumer,
+            code => ConnectionError::Closed { code, detail },
+        }
+    }
+}
+
+/// Why a message left the outbox without being accepted (see
+/// [`ClientEvent::SendFailed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendFailure {
     /// The recipient does not exist.
     #[error("unknown recipient")]
     UnknownUser,
+    /// The recipient's queue on the server is full (or the sender used up
+    /// its share of it).
+    #[error("the recipient's queue is full")]
+    QueueFull,
     /// The recipient's key changed; see [`ClientEvent::KeyChanged`].
     #[error("the recipient's key changed")]
     KeyChanged,
@@ -156,7 +272,8 @@ pub enum SendFailure {
     /// The server's key for the recipient is not a usable RSA key.
     #[error("the recipient's key is unusable")]
     BadKey,
-    /// The server refused the message with another code.
+    /// The server refused the message with another code (any code the
+    /// client does not act on, including ones newer than this client).
     #[error("refused by the server: {0:?}")]
     Rejected(ErrorCode),
 }

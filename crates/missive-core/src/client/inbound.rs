@@ -1,15 +1,15 @@
 //! Transport events and packets from the server: handshake, deliveries,
 //! errors, timers.
 
-use super::Client;
-use super::events::ClientEvent;
+use super::events::{ClientEvent, ConnectionError, LoginError};
 use super::session::{MIN_PING_INTERVAL, Phase, Request, ServerInfo, Session};
 use super::state::{NoticeKind, ParkedEnvelope};
+use super::{Client, Registration};
 use crate::crypto::{AuthContext, AuthTranscript, OpenError};
 use crate::rng;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::{
-    ClientPacket, DecodeError, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, ServerPacket, WireLimits,
+    ClientPacket, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, ServerPacket, WireLimits,
 };
 use std::time::{Duration, Instant};
 
@@ -77,11 +77,7 @@ impl Client {
                 Ok(Some(packet)) => self.on_packet(now, packet),
                 Ok(None) => return,
                 Err(e) => {
-                    let code = match e {
-                        DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-                        _ => ErrorCode::Malformed,
-                    };
-                    self.close_with(code, format!("undecodable data from the server: {e}"));
+                    self.close_on_violation(format!("undecodable data from the server: {e}"));
                     return;
                 }
             }
@@ -151,13 +147,10 @@ impl Client {
                     last_seen_ms,
                 },
             ) => self.on_presence(user, online, last_seen_ms),
-            (phase, packet) => self.close_with(
-                ErrorCode::UnexpectedPacket,
-                format!(
-                    "unexpected packet from the server in state {phase:?}: {}",
-                    packet_name(&packet)
-                ),
-            ),
+            (phase, packet) => self.close_on_violation(format!(
+                "unexpected packet from the server in state {phase:?}: {}",
+                packet_name(&packet)
+            )),
         }
     }
 
@@ -171,12 +164,10 @@ impl Client {
         limits: WireLimits,
     ) {
         if version != PROTOCOL_VERSION {
-            self.close_with(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "server chose protocol version {version}, only {PROTOCOL_VERSION} is spoken"
-                ),
-            );
+            // The server chose a version this client never offered.
+            self.close_with(ClientEvent::ConnectionLost {
+                reason: ConnectionError::UnsupportedVersion,
+            });
             return;
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -192,9 +183,27 @@ impl Client {
         conn.maybe_switch_decoder();
         conn.ping_interval = Duration::from_millis(ping_interval_ms).max(MIN_PING_INTERVAL);
         conn.next_ping = now.checked_add(conn.ping_interval);
-        conn.phase = Phase::AwaitChallenge(AuthContext::Login);
         self.max_envelope = Some(limits.max_envelope);
-        self.send_login();
+        if self.config.registration == Registration::Always {
+            self.send_register();
+        } else {
+            conn.phase = Phase::AwaitChallenge(AuthContext::Login);
+            self.send_login();
+        }
+    }
+
+    /// Sends Register (once per connection).
+    fn send_register(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.tried_register = true;
+        conn.phase = Phase::AwaitChallenge(AuthContext::Register);
+        let public_key = self.identity.public_key().to_spki_der().to_vec();
+        self.transmit(&ClientPacket::Register {
+            user: self.config.user.clone(),
+            public_key,
+        });
     }
 
     /// Sends Login, preceded by the wanted presence when it is offline, so
@@ -236,10 +245,10 @@ impl Client {
 
     fn on_registered(&mut self, user: UserName) {
         if user != self.config.user {
-            self.close_with(
-                ErrorCode::UnexpectedPacket,
-                format!("server registered {user}, not {}", self.config.user),
-            );
+            self.close_on_violation(format!(
+                "server registered {user}, not {}",
+                self.config.user
+            ));
             return;
         }
         self.out.event(ClientEvent::Registered);
@@ -251,10 +260,7 @@ impl Client {
 
     fn on_logged_in(&mut self, user: UserName, queued: u64) {
         if user != self.config.user {
-            self.close_with(
-                ErrorCode::UnexpectedPacket,
-                format!("server logged in {user}, not {}", self.config.user),
-            );
+            self.close_on_violation(format!("server logged in {user}, not {}", self.config.user));
             return;
         }
         if let Some(conn) = self.conn.as_mut() {
@@ -277,37 +283,41 @@ impl Client {
         user: Option<UserName>,
         detail: String,
     ) {
-        if code.is_fatal() {
+        let me = self.config.user.clone();
+        let event = match (phase, code) {
+            (Phase::LoggedIn, code) if !code.is_fatal() => {
+                self.on_request_error(now, code, id, user, detail);
+                return;
+            }
+            (Phase::AwaitLoggedIn | Phase::AwaitRegistered, ErrorCode::AuthFailed) => {
+                ClientEvent::LoginFailed(LoginError::SignatureRejected { user: me })
+            }
             // The server closes the connection after a fatal error.
-            self.close_with(code, detail);
-            return;
-        }
-        match phase {
-            Phase::LoggedIn => self.on_request_error(now, code, id, user, detail),
-            Phase::AwaitChallenge(AuthContext::Login)
-                if code == ErrorCode::UnknownUser
-                    && user.as_ref().is_none_or(|u| *u == self.config.user) =>
+            (_, code) if code.is_fatal() => ClientEvent::ConnectionLost {
+                reason: ConnectionError::from_server(code, detail),
+            },
+            (Phase::AwaitChallenge(AuthContext::Login), ErrorCode::UnknownUser)
+                if user.as_ref().is_none_or(|u| *u == me) =>
             {
-                let register = self.config.register_if_needed
+                let register = self.config.registration != Registration::Never
                     && self.conn.as_ref().is_some_and(|c| !c.tried_register);
-                if !register {
-                    self.close_with(code, detail);
+                if register {
+                    self.send_register();
                     return;
                 }
-                if let Some(conn) = self.conn.as_mut() {
-                    conn.tried_register = true;
-                    conn.phase = Phase::AwaitChallenge(AuthContext::Register);
-                }
-                let public_key = self.identity.public_key().to_spki_der().to_vec();
-                self.transmit(&ClientPacket::Register {
-                    user: self.config.user.clone(),
-                    public_key,
-                });
+                ClientEvent::LoginFailed(LoginError::NotRegistered { user: me })
             }
-            // Any other refusal during the handshake (NameTaken, BadKey,
-            // Busy, ...) leaves nothing to do on this connection.
-            _ => self.close_with(code, detail),
-        }
+            (Phase::AwaitChallenge(AuthContext::Register), ErrorCode::NameTaken) => {
+                ClientEvent::LoginFailed(LoginError::NameTaken { user: me })
+            }
+            (Phase::AwaitChallenge(AuthContext::Register), ErrorCode::BadKey) => {
+                ClientEvent::LoginFailed(LoginError::KeyRejected { detail })
+            }
+            // Any other refusal during the handshake (Busy, ...) leaves
+            // nothing to do on this connection.
+            (_, code) => ClientEvent::LoginFailed(LoginError::Refused { code, detail }),
+        };
+        self.close_with(event);
     }
 
     fn on_message(&mut self, seq: Seq, from: UserName, id: MessageId, envelope: Vec<u8>) {

@@ -7,17 +7,7 @@ use super::session::Request;
 use crate::crypto::{self, Fingerprint, OpenError, PublicKey};
 use crate::types::{MessageId, UserName};
 use serde_bytes::ByteBuf;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-
-/// SHA-256 of an SPKI DER key (the definition of [`Fingerprint`]), computed
-/// without parsing the key.
-pub(super) fn fingerprint(der: &[u8]) -> Fingerprint {
-    let digest = Sha256::digest(der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_slice());
-    Fingerprint(out)
-}
 
 impl Client {
     /// A `Key` answer. Pins it if nothing is pinned (and it was asked for);
@@ -34,11 +24,11 @@ impl Client {
         match self.state.pinned.get(&user) {
             Some(pinned) if pinned.as_slice() == der.as_slice() => self.open_parked_from(&user),
             Some(pinned) => {
-                let pinned = fingerprint(pinned);
+                let pinned = Fingerprint::of_spki_der(pinned);
                 self.out.event(ClientEvent::KeyChanged {
                     user: user.clone(),
                     pinned,
-                    offered: fingerprint(&der),
+                    offered: Fingerprint::of_spki_der(&der),
                 });
                 self.fail_entries_for(&user, SendFailure::KeyChanged);
                 // Parked envelopes are opened with the key we trust.

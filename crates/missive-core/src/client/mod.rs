@@ -9,9 +9,8 @@
 //!
 //! What the client does on its own:
 //!
-//! * the handshake: `Hello`, then `Login` answered by a signed `Prove`, or —
-//!   when the server does not know the user and
-//!   [`ClientConfig::register_if_needed`] is set — `Register` first;
+//! * the handshake: `Hello`, then `Login` answered by a signed `Prove`, with
+//!   a `Register` first as [`ClientConfig::registration`] says;
 //! * keep-alive pings at the interval the server announces;
 //! * the durable outbox ([`ClientState`]): messages are sealed once, and
 //!   resent with the same id and the same bytes after a reconnect until the
@@ -20,6 +19,35 @@
 //! * receiving: every delivered item is acknowledged first; redeliveries are
 //!   dropped; envelopes from senders whose key is not yet known are kept
 //!   until it is fetched. Undecryptable messages are reported locally only.
+//!
+//! What it reports, as [`ClientEvent`]s — typed outcomes, so that no layer
+//! above reads a wire [`ErrorCode`](crate::wire::ErrorCode):
+//!
+//! * the handshake: [`Registered`](ClientEvent::Registered),
+//!   [`LoggedIn`](ClientEvent::LoggedIn), or
+//!   [`LoginFailed`](ClientEvent::LoginFailed) with a [`LoginError`]
+//!   (`NotRegistered`, `NameTaken` — the server's answer to `Register`, see
+//!   [`Registration::Always`] —, `SignatureRejected`, `KeyRejected`, or
+//!   `Refused` with another code);
+//! * the end of a connection: [`ConnectionLost`](ClientEvent::ConnectionLost)
+//!   with a [`ConnectionError`] when the server closed it with a fatal code
+//!   (turned into a reason: `SessionReplaced`, `TimedOut`, ...) or sent
+//!   something unacceptable, then [`Disconnected`](ClientEvent::Disconnected)
+//!   once the driver reports the transport gone;
+//! * each message of the outbox: [`Accepted`](ClientEvent::Accepted), or
+//!   [`SendFailed`](ClientEvent::SendFailed) with a [`SendFailure`]
+//!   (`UnknownUser`, `QueueFull`, `TooLarge`, `KeyChanged`, `BadKey`, or
+//!   `Rejected` with any other code); `RateLimited` and `Busy` are retried,
+//!   not reported; then [`Delivered`](ClientEvent::Delivered) or
+//!   [`Expired`](ClientEvent::Expired);
+//! * each presence query: [`PresenceChanged`](ClientEvent::PresenceChanged)
+//!   or [`PresenceUnknown`](ClientEvent::PresenceUnknown), paired with the
+//!   outstanding query by the client;
+//! * receiving: [`MessageReceived`](ClientEvent::MessageReceived),
+//!   [`UndecryptableMessage`](ClientEvent::UndecryptableMessage),
+//!   [`KeyChanged`](ClientEvent::KeyChanged);
+//! * [`RequestRefused`](ClientEvent::RequestRefused): a refusal the client
+//!   cannot attribute to anything it asked (diagnostics only).
 
 mod config;
 mod events;
@@ -31,14 +59,16 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::ClientConfig;
-pub use events::{ClientEvent, ClientInput, ClientOutput, SendError, SendFailure};
+pub use config::{ClientConfig, Registration};
+pub use events::{
+    ClientEvent, ClientInput, ClientOutput, ConnectionError, LoginError, SendError, SendFailure,
+};
 pub use state::{ClientState, OutboxEntry, ParkedEnvelope, StateDecodeError, StateEncodeError};
 
 use crate::crypto::Identity;
 use crate::rng::{self, CoreRng};
 use crate::types::{MessageId, PeerKeyHasher, UnixMillis, UserName};
-use crate::wire::{ClientPacket, ErrorCode};
+use crate::wire::ClientPacket;
 use session::{Outputs, Phase, Request, Session};
 use std::time::Instant;
 
@@ -197,8 +227,9 @@ impl Client {
     }
 
     /// Asks whether `user` is online; answered by
-    /// [`ClientEvent::PresenceChanged`] (or an [`ClientEvent::Error`] with
-    /// [`ErrorCode::UnknownUser`]). Sent after login when not logged in.
+    /// [`ClientEvent::PresenceChanged`], or [`ClientEvent::PresenceUnknown`]
+    /// when the server does not know `user`. Sent after login when not
+    /// logged in.
     pub fn query_presence(&mut self, _now: Instant, user: UserName) {
         if self.is_logged_in() {
             self.send_presence_query(user);
@@ -257,10 +288,9 @@ impl Client {
         match self.out.frame(conn.max_frame, packet) {
             Ok(()) => true,
             Err(e) => {
-                self.close_with(
-                    ErrorCode::FrameTooLarge,
-                    format!("cannot send a packet: {e}"),
-                );
+                self.close_on_violation(format!(
+                    "the server's frame limit is too small to send a packet: {e}"
+                ));
                 false
             }
         }
@@ -274,13 +304,10 @@ impl Client {
         }
     }
 
-    /// Reports `code` and asks the driver to close the connection.
-    fn close_with(&mut self, code: ErrorCode, detail: String) {
-        self.out.event(ClientEvent::Error {
-            code,
-            user: None,
-            detail,
-        });
+    /// Reports why the connection ends (`event`) and asks the driver to
+    /// close it.
+    fn close_with(&mut self, event: ClientEvent) {
+        self.out.event(event);
         if let Some(conn) = self.conn.as_mut()
             && conn.phase != Phase::Closed
         {
@@ -288,5 +315,12 @@ impl Client {
             conn.next_ping = None;
             self.out.close();
         }
+    }
+
+    /// Closes the connection because of something the server sent.
+    fn close_on_violation(&mut self, detail: String) {
+        self.close_with(ClientEvent::ConnectionLost {
+            reason: ConnectionError::ProtocolViolation { detail },
+        });
     }
 }

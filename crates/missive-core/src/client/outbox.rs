@@ -196,91 +196,71 @@ impl Client {
         detail: String,
     ) {
         let retry_at = now.checked_add(self.config.retry_after).unwrap_or(now);
+        let retry = matches!(code, ErrorCode::RateLimited | ErrorCode::Busy);
         if let Some(pos) = id.and_then(|id| self.state.outbox_position(&id)) {
             let id = self.state.outbox[pos].id;
             if let Some(conn) = self.conn.as_mut() {
                 conn.in_flight.remove(&id);
-                if matches!(code, ErrorCode::RateLimited | ErrorCode::Busy) {
+                if retry {
                     conn.retry_at.insert(id, retry_at);
                     return;
                 }
             }
+            let reason = send_failure(code);
             if let Some(entry) = self.state.outbox.remove(pos) {
                 self.out.changed();
-                let to = entry.to;
-                match code {
-                    ErrorCode::QueueFull => self.out.event(ClientEvent::QueueFull { to, id }),
-                    ErrorCode::UnknownUser => {
-                        self.out.event(ClientEvent::SendFailed {
-                            to: to.clone(),
-                            id,
-                            reason: SendFailure::UnknownUser,
-                        });
-                        self.fail_entries_for(&to, SendFailure::UnknownUser);
-                    }
-                    ErrorCode::EnvelopeTooLarge => self.out.event(ClientEvent::SendFailed {
-                        to,
-                        id,
-                        reason: SendFailure::TooLarge,
-                    }),
-                    other => self.out.event(ClientEvent::SendFailed {
-                        to,
-                        id,
-                        reason: SendFailure::Rejected(other),
-                    }),
+                self.out.event(ClientEvent::SendFailed {
+                    to: entry.to.clone(),
+                    id,
+                    reason,
+                });
+                if reason == SendFailure::UnknownUser {
+                    self.fail_entries_for(&entry.to, reason);
                 }
             }
             self.pump();
             return;
         }
 
-        if let Some(user) = user {
-            let request = self.conn.as_mut().and_then(|c| c.take_request(&user));
-            if let Some(Request::FetchKey(_)) = request {
+        let Some(user) = user else {
+            self.out.event(ClientEvent::RequestRefused {
+                code,
+                user: None,
+                detail,
+            });
+            return;
+        };
+        match self.conn.as_mut().and_then(|c| c.take_request(&user)) {
+            Some(Request::FetchKey(_)) => {
                 if let Some(conn) = self.conn.as_mut() {
                     conn.fetching.remove(&user);
-                    if matches!(code, ErrorCode::RateLimited | ErrorCode::Busy) {
+                    if retry {
                         conn.fetch_retry.insert(user, retry_at);
                         return;
                     }
                 }
-                let (reason, why) = match code {
-                    ErrorCode::UnknownUser => (
-                        SendFailure::UnknownUser,
-                        "the server does not know the sender".to_string(),
-                    ),
-                    other => {
-                        self.out.event(ClientEvent::Error {
-                            code,
-                            user: Some(user.clone()),
-                            detail,
-                        });
-                        (
-                            SendFailure::Rejected(other),
-                            format!("cannot fetch the sender's key: {other:?}"),
-                        )
-                    }
+                let why = match code {
+                    ErrorCode::UnknownUser => "the server does not know the sender".to_string(),
+                    other => format!("cannot fetch the sender's key: {other:?}"),
                 };
-                self.fail_entries_for(&user, reason);
+                self.fail_entries_for(&user, send_failure(code));
                 self.drop_parked_from(&user, &why);
                 self.pump();
-                return;
             }
-            if code == ErrorCode::UnknownUser {
-                self.fail_entries_for(&user, SendFailure::UnknownUser);
+            Some(Request::QueryPresence(_)) if code == ErrorCode::UnknownUser => {
+                self.out.event(ClientEvent::PresenceUnknown { user });
             }
-            self.out.event(ClientEvent::Error {
-                code,
-                user: Some(user),
-                detail,
-            });
-            return;
+            request => {
+                if request.is_none() && code == ErrorCode::UnknownUser {
+                    self.fail_entries_for(&user, SendFailure::UnknownUser);
+                }
+                self.out.event(ClientEvent::RequestRefused {
+                    code,
+                    user: Some(user),
+                    detail,
+                });
+            }
         }
-        self.out.event(ClientEvent::Error {
-            code,
-            user: None,
-            detail,
-        });
     }
 
     /// Removes every outbox entry for `to`, reporting `reason` for each.
@@ -304,5 +284,15 @@ impl Client {
                 });
             }
         }
+    }
+}
+
+/// Why the server's `code` ends a send (or the key fetch it waits for).
+fn send_failure(code: ErrorCode) -> SendFailure {
+    match code {
+        ErrorCode::UnknownUser => SendFailure::UnknownUser,
+        ErrorCode::QueueFull => SendFailure::QueueFull,
+        ErrorCode::EnvelopeTooLarge => SendFailure::TooLarge,
+        other => SendFailure::Rejected(other),
     }
 }

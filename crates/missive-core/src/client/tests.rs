@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::crypto::{self, AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader};
-use crate::wire::{self, DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket, WireLimits};
+use crate::wire::{
+    self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Notice, ServerPacket, WireLimits,
+};
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 use std::sync::OnceLock;
@@ -328,7 +330,7 @@ fn register_then_login() {
 #[test]
 fn unknown_user_without_registration_closes() {
     let mut config = ClientConfig::new(name("alice"));
-    config.register_if_needed = false;
+    config.registration = Registration::Never;
     let mut h = Harness::with(config, ClientState::default());
     h.connect();
     h.recv(welcome());
@@ -336,13 +338,12 @@ fn unknown_user_without_registration_closes() {
         h.recv(error(ErrorCode::UnknownUser, None, Some("alice")))
             .is_empty()
     );
-    assert!(matches!(
-        h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::UnknownUser,
-            ..
-        }]
-    ));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::LoginFailed(LoginError::NotRegistered {
+            user: name("alice")
+        })]
+    );
     assert_eq!(h.closes, 1);
     assert_eq!(h.client.poll_timeout(), None, "timers stop once closed");
 }
@@ -353,18 +354,16 @@ fn name_taken_reports_and_closes() {
     h.connect();
     h.recv(welcome());
     h.recv(error(ErrorCode::UnknownUser, None, Some("alice")));
-    h.challenge(AuthContext::Register);
     assert!(
         h.recv(error(ErrorCode::NameTaken, None, Some("alice")))
             .is_empty()
     );
-    assert!(matches!(
-        h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::NameTaken,
-            ..
-        }]
-    ));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::LoginFailed(LoginError::NameTaken {
+            user: name("alice")
+        })]
+    );
     assert_eq!(h.closes, 1);
     // Whatever follows on this connection is ignored.
     assert!(
@@ -378,21 +377,128 @@ fn name_taken_reports_and_closes() {
 }
 
 #[test]
-fn fatal_error_reports_and_closes() {
+fn rejected_signature_reports_and_closes() {
     let mut h = Harness::new();
     h.connect();
     h.recv(welcome());
     h.challenge(AuthContext::Login);
     assert!(h.recv(error(ErrorCode::AuthFailed, None, None)).is_empty());
-    assert!(matches!(
-        h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::AuthFailed,
-            ..
-        }]
-    ));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::LoginFailed(LoginError::SignatureRejected {
+            user: name("alice")
+        })]
+    );
     assert_eq!(h.closes, 1);
     assert!(!h.client.is_logged_in());
+}
+
+#[test]
+fn registration_always_registers_first_and_reports_a_taken_name() {
+    let mut config = ClientConfig::new(name("alice"));
+    config.registration = Registration::Always;
+    let mut h = Harness::with(config.clone(), ClientState::default());
+    h.connect();
+    let register = ClientPacket::Register {
+        user: name("alice"),
+        public_key: der(&keys().alice),
+    };
+    assert_eq!(h.recv(welcome()), vec![register.clone()]);
+    assert!(h.challenge(AuthContext::Register).is_empty());
+    assert_eq!(
+        h.recv(ServerPacket::Registered {
+            user: name("alice")
+        }),
+        vec![ClientPacket::Login {
+            user: name("alice")
+        }]
+    );
+    assert!(h.challenge(AuthContext::Login).is_empty());
+    h.recv(ServerPacket::LoggedIn {
+        user: name("alice"),
+        queued: 0,
+    });
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::Registered, ClientEvent::LoggedIn { queued: 0 }]
+    );
+
+    // The name belongs to another key: the server's NameTaken, not a failed
+    // login signature, is what the client reports.
+    let mut h = Harness::with(config, ClientState::default());
+    h.connect();
+    assert_eq!(h.recv(welcome()), vec![register]);
+    assert!(
+        h.recv(error(ErrorCode::NameTaken, None, Some("alice")))
+            .is_empty()
+    );
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::LoginFailed(LoginError::NameTaken {
+            user: name("alice")
+        })]
+    );
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn handshake_refusals_are_typed() {
+    for (code, expected) in [
+        (
+            ErrorCode::BadKey,
+            LoginError::KeyRejected {
+                detail: "BadKey".into(),
+            },
+        ),
+        (
+            ErrorCode::Busy,
+            LoginError::Refused {
+                code: ErrorCode::Busy,
+                detail: "Busy".into(),
+            },
+        ),
+    ] {
+        let mut h = Harness::new();
+        h.connect();
+        h.recv(welcome());
+        h.recv(error(ErrorCode::UnknownUser, None, Some("alice")));
+        assert!(h.recv(error(code, None, Some("alice"))).is_empty());
+        assert_eq!(h.events(), vec![ClientEvent::LoginFailed(expected)]);
+        assert_eq!(h.closes, 1);
+    }
+}
+
+#[test]
+fn fatal_server_errors_are_typed_reasons() {
+    for (code, expected) in [
+        (ErrorCode::SessionReplaced, ConnectionError::SessionReplaced),
+        (ErrorCode::ShuttingDown, ConnectionError::ShuttingDown),
+        (ErrorCode::Timeout, ConnectionError::TimedOut),
+        (ErrorCode::SlowConsumer, ConnectionError::SlowConsumer),
+        (
+            ErrorCode::Malformed,
+            ConnectionError::Closed {
+                code: ErrorCode::Malformed,
+                detail: "Malformed".into(),
+            },
+        ),
+        (
+            ErrorCode::Unknown(150),
+            ConnectionError::Closed {
+                code: ErrorCode::Unknown(150),
+                detail: "Unknown(150)".into(),
+            },
+        ),
+    ] {
+        let mut h = Harness::new();
+        h.login();
+        assert!(h.recv(error(code, None, None)).is_empty());
+        assert_eq!(
+            h.events(),
+            vec![ClientEvent::ConnectionLost { reason: expected }]
+        );
+        assert_eq!(h.closes, 1);
+    }
 }
 
 #[test]
@@ -417,13 +523,12 @@ fn wrong_version_closes() {
         limits,
     });
     assert!(out.is_empty());
-    assert!(matches!(
-        h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::UnsupportedVersion,
-            ..
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::ConnectionLost {
+            reason: ConnectionError::UnsupportedVersion
         }]
-    ));
+    );
     assert_eq!(h.closes, 1);
 }
 
@@ -445,9 +550,8 @@ fn frame_limit_too_small_for_login_closes() {
     assert!(out.is_empty());
     assert!(matches!(
         h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::FrameTooLarge,
-            ..
+        [ClientEvent::ConnectionLost {
+            reason: ConnectionError::ProtocolViolation { .. }
         }]
     ));
     assert_eq!(h.closes, 1);
@@ -481,7 +585,7 @@ fn ping_schedule_follows_interval() {
     assert!(
         h.events()
             .iter()
-            .all(|e| !matches!(e, ClientEvent::Error { .. }))
+            .all(|e| !matches!(e, ClientEvent::ConnectionLost { .. }))
     );
     h.disconnect();
     assert_eq!(
@@ -623,9 +727,10 @@ fn queue_full_removes_the_message() {
     );
     assert_eq!(
         h.events(),
-        vec![ClientEvent::QueueFull {
+        vec![ClientEvent::SendFailed {
             to: name("bob"),
-            id
+            id,
+            reason: SendFailure::QueueFull
         }]
     );
     assert_eq!(h.client.state().outbox().len(), 0);
@@ -1095,9 +1200,18 @@ fn presence() {
         }]
     );
     h.recv(error(ErrorCode::UnknownUser, None, Some("nobody")));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::PresenceUnknown {
+            user: name("nobody")
+        }]
+    );
+    // An UnknownUser naming a user no query is outstanding for is no
+    // presence answer.
+    h.recv(error(ErrorCode::UnknownUser, None, Some("nobody")));
     assert!(matches!(
         h.events()[..],
-        [ClientEvent::Error {
+        [ClientEvent::RequestRefused {
             code: ErrorCode::UnknownUser,
             ..
         }]
@@ -1119,7 +1233,12 @@ fn garbage_from_the_server_reports_and_closes() {
         assert!(h.input(ClientInput::Bytes(&garbage)).is_empty());
         let events = h.events();
         assert!(
-            matches!(events[..], [ClientEvent::Error { .. }]),
+            matches!(
+                events[..],
+                [ClientEvent::ConnectionLost {
+                    reason: ConnectionError::ProtocolViolation { .. }
+                }]
+            ),
             "{events:?}"
         );
         assert_eq!(h.closes, 1);
@@ -1143,9 +1262,8 @@ fn unexpected_packet_closes() {
     });
     assert!(matches!(
         h.events()[..],
-        [ClientEvent::Error {
-            code: ErrorCode::UnexpectedPacket,
-            ..
+        [ClientEvent::ConnectionLost {
+            reason: ConnectionError::ProtocolViolation { .. }
         }]
     ));
     assert_eq!(h.closes, 1);
@@ -1348,6 +1466,41 @@ proptest! {
                 }
             }
             fuzz_drain(&mut h.client);
+        }
+    }
+
+    /// Whatever the code, an error from the server comes out typed: a fatal
+    /// one as exactly one `ConnectionLost` (the server's reason, never a
+    /// violation of ours) and a close; an unattributed non-fatal one as a
+    /// `RequestRefused`, the connection staying open.
+    #[test]
+    fn every_server_error_code_comes_out_typed(code in any::<u16>()) {
+        let code = ErrorCode::from(code);
+        let mut h = Harness::new();
+        h.login();
+        h.recv(error(code, None, None));
+        let events = h.events();
+        if code.is_fatal() {
+            prop_assert_eq!(h.closes, 1);
+            prop_assert!(
+                matches!(
+                    &events[..],
+                    [ClientEvent::ConnectionLost { reason }]
+                        if !matches!(reason, ConnectionError::ProtocolViolation { .. })
+                ),
+                "{:?}",
+                events
+            );
+        } else {
+            prop_assert_eq!(h.closes, 0);
+            prop_assert_eq!(
+                events,
+                vec![ClientEvent::RequestRefused {
+                    code,
+                    user: None,
+                    detail: format!("{code:?}"),
+                }]
+            );
         }
     }
 }

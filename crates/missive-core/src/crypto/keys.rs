@@ -153,7 +153,7 @@ impl PublicKey {
 
     /// SHA-256 of the SPKI DER.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(Sha256::digest(&self.der).into())
+        Fingerprint::of_spki_der(&self.der)
     }
 
     /// Wraps an RSA public key, checking its size and caching its SPKI DER.
@@ -181,6 +181,14 @@ impl fmt::Debug for PublicKey {
 /// lower-case hex in groups of four, separated by `:`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of an SPKI DER key, computed without parsing it (for
+    /// keys stored or received as bytes, such as pinned keys).
+    pub fn of_spki_der(der: &[u8]) -> Self {
+        Fingerprint(Sha256::digest(der).into())
+    }
+}
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -429,6 +437,7 @@ mod tests {
         let key = alice().public_key();
         let fp = key.fingerprint();
         assert_eq!(fp.0, <[u8; 32]>::from(Sha256::digest(key.to_spki_der())));
+        assert_eq!(Fingerprint::of_spki_der(key.to_spki_der()), fp);
         let text = fp.to_string();
         let groups: Vec<&str> = text.strip_prefix("SHA256:").unwrap().split(':').collect();
         assert_eq!(groups.len(), 16);

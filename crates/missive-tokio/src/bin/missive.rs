@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use missive_core::UserName;
-use missive_core::client::{Client, ClientConfig, ClientEvent};
-use missive_runtime::client::fingerprint_of_der;
+use missive_core::client::{Client, ClientConfig, ClientEvent, LoginError, Registration};
+use missive_core::crypto::Fingerprint;
 use missive_runtime::{ClientHome, UserHome, os_seed, unix_ms_now};
 use missive_tokio::{ClientHandle, ClientOptions, ConnectError, PresenceError, SendError};
 use std::io::{IsTerminal, Read, Write};
@@ -129,16 +129,16 @@ impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Self {
         let code = match &e {
             ConnectError::Unreachable { .. } | ConnectError::Disconnected => UNREACHABLE,
-            ConnectError::NotRegistered { .. } => NOT_REGISTERED,
-            ConnectError::NameTaken { .. } => NAME_TAKEN,
+            ConnectError::NoKey { .. } | ConnectError::Login(LoginError::NotRegistered { .. }) => {
+                NOT_REGISTERED
+            }
+            ConnectError::Login(LoginError::NameTaken { .. }) => NAME_TAKEN,
             _ => OTHER,
         };
         let hint = match &e {
-            ConnectError::NotRegistered { user } => {
+            ConnectError::NoKey { user }
+            | ConnectError::Login(LoginError::NotRegistered { user }) => {
                 format!(" (run `missive --user {user} register` first)")
-            }
-            ConnectError::AuthFailed { .. } => {
-                " (the key in the home directory is not the one registered)".into()
             }
             _ => String::new(),
         };
@@ -197,7 +197,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
     let wait = Duration::from_secs(args.wait.max(1));
     let mut options = ClientOptions::new(args.server.clone(), home.clone(), user.clone());
-    options.register_if_needed = false;
+    options.registration = Registration::Never;
     options.generate_key = false;
     options.connect_timeout = wait;
     // Only `listen` takes deliveries: every other command's session starts
@@ -240,7 +240,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::new(OTHER, e.to_string()))?;
             match state.pinned_key(&other) {
                 Some(der) => {
-                    println!("{}", fingerprint_of_der(der));
+                    println!("{}", Fingerprint::of_spki_der(der));
                     Ok(())
                 }
                 None => Err(Failure::new(
@@ -310,25 +310,12 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
             eprintln!();
         }
     }
-    options.register_if_needed = true;
+    // Registering again with the same key succeeds; a name registered
+    // with another key fails with NameTaken.
+    options.registration = Registration::Always;
     let user = options.user.clone();
-    let (client, _events) = match ClientHandle::connect(options).await {
-        Ok(connected) => connected,
-        // The client logs in first: with another key than the registered
-        // one, the login signature does not verify.
-        Err(ConnectError::AuthFailed { .. }) => {
-            return Err(Failure::new(
-                NAME_TAKEN,
-                format!("the name {user} is registered with another key"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if client.login().registered {
-        println!("registered {user}");
-    } else {
-        println!("{user} is already registered");
-    }
+    let (client, _events) = ClientHandle::connect(options).await?;
+    println!("registered {user}");
     println!("fingerprint {}", client.fingerprint());
     client
         .close()
@@ -472,6 +459,7 @@ fn show(event: ClientEvent, json: bool) -> u64 {
         ClientEvent::Expired { to, id } => {
             eprintln!("missive: message {id} to {to} expired unread");
         }
+        ClientEvent::ConnectionLost { reason } => tracing::warn!("connection lost: {reason}"),
         ClientEvent::Disconnected => tracing::info!("disconnected; reconnecting"),
         _ => {}
     }
