@@ -716,6 +716,7 @@ mod tests {
                 max_frame: DEFAULT_MAX_FRAME,
                 max_envelope: 64 * 1024,
                 window: 32,
+                handshake_max_frame: Some(16 * 1024),
             },
         }
     }
