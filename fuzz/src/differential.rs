@@ -15,12 +15,19 @@
 //!   unknown fields, …) or rejects is by design.
 //! * **Encoding.** The same bytes read as a structured packet of each
 //!   direction (the derived `Arbitrary` mirrors of `packets`, a Hello with
-//!   any number of versions), then a frame limit. The fast encoder and
-//!   ciborium give identical bytes, or both refuse (a Hello listing more than
-//!   `MAX_VERSIONS` versions); the fast decoder takes those bytes back to the
-//!   same packet (an encoder's output never leaves the fast path);
-//!   `encode_frame` under the limit gives exactly that payload behind its
-//!   length prefix, or `TooLarge` with ciborium's length.
+//!   any number of versions), each followed by a frame limit, a number of
+//!   edits (0 to 4) and the edits. The fast encoder and ciborium give identical bytes, or both
+//!   refuse (a Hello listing more than `MAX_VERSIONS` versions); the fast
+//!   decoder takes those bytes back to the same packet (an encoder's output
+//!   never leaves the fast path); `encode_frame` under the limit gives
+//!   exactly that payload behind its length prefix, or `TooLarge` with
+//!   ciborium's length.
+//! * **Decoding near-valid payloads.** That encoding with the edits applied
+//!   (a byte set — any byte, or one of the CBOR initial bytes that change
+//!   an item's kind or head length —, inserted or removed at a position
+//!   taken modulo the length) is decoded both ways as above. Random bytes rarely come close
+//!   to a packet; one changed byte of a real one (a `null` where a `bool`
+//!   belongs, a longer head, a cut) is where a fast path would go wrong.
 
 use crate::packets::{ArbClientPacket, ArbServerPacket};
 use arbitrary::{Arbitrary, Unstructured};
@@ -37,13 +44,78 @@ pub fn run(data: &[u8]) {
     decode_both_ways::<ServerPacket>(data);
     let mut u = Unstructured::new(data);
     if let Ok(p) = ArbClientPacket::arbitrary(&mut u) {
-        let limit = u.arbitrary::<u32>().unwrap_or(u32::MAX);
-        encode_both_ways(&p.into_packet(usize::MAX), limit);
+        structured(&p.into_packet(usize::MAX), &mut u);
     }
     if let Ok(p) = ArbServerPacket::arbitrary(&mut u) {
-        let limit = u.arbitrary::<u32>().unwrap_or(u32::MAX);
-        encode_both_ways(&ServerPacket::from(p), limit);
+        structured(&ServerPacket::from(p), &mut u);
     }
+}
+
+/// Most edits applied to one encoding.
+const MAX_EDITS: usize = 4;
+
+/// Initial bytes that change what a CBOR data item is: simple values
+/// (`false`, `true`, `null`, `undefined`, a two-byte simple value, floats),
+/// longer heads (1, 2, 4, 8-byte arguments of each major type), negative
+/// integers, empty and indefinite-length strings, arrays and maps, a break,
+/// tags, reserved values.
+const CBOR_INITIAL_BYTES: [u8; 32] = [
+    0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb, 0x18, 0x19, 0x1a, 0x1b, 0x38, 0x58, 0x78, 0x98,
+    0xb8, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xa1, 0x5f, 0x7f, 0x9f, 0xbf, 0xff, 0xc0, 0xd8, 0x1c, 0x17,
+];
+
+/// One change to an encoded packet; positions are taken modulo the length.
+#[derive(Debug, Arbitrary)]
+enum Edit {
+    Set {
+        at: u16,
+        byte: u8,
+    },
+    /// Sets one of [`CBOR_INITIAL_BYTES`] (index modulo its length).
+    SetInitial {
+        at: u16,
+        which: u8,
+    },
+    Insert {
+        at: u16,
+        byte: u8,
+    },
+    Remove {
+        at: u16,
+    },
+}
+
+/// Encodes `packet` both ways, then decodes an edited copy both ways.
+fn structured<P: Serialize + DeserializeOwned + PartialEq + Debug>(
+    packet: &P,
+    u: &mut Unstructured<'_>,
+) {
+    let limit = u.arbitrary::<u32>().unwrap_or(u32::MAX);
+    let Some(mut payload) = encode_both_ways(packet, limit) else {
+        return;
+    };
+    let edits = u.int_in_range(0..=MAX_EDITS).unwrap_or(0);
+    for _ in 0..edits {
+        let Ok(edit) = Edit::arbitrary(u) else { break };
+        let at = |at: u16, len: usize| usize::from(at) % len.max(1);
+        match edit {
+            Edit::Set { at: i, byte } if !payload.is_empty() => {
+                let i = at(i, payload.len());
+                payload[i] = byte;
+            }
+            Edit::SetInitial { at: i, which } if !payload.is_empty() => {
+                let i = at(i, payload.len());
+                payload[i] = CBOR_INITIAL_BYTES[usize::from(which) % CBOR_INITIAL_BYTES.len()];
+            }
+            Edit::Insert { at: i, byte } => payload.insert(at(i, payload.len() + 1), byte),
+            Edit::Remove { at: i } if !payload.is_empty() => {
+                payload.remove(at(i, payload.len()));
+            }
+            _ => {}
+        }
+    }
+    decode_both_ways::<ClientPacket>(&payload);
+    decode_both_ways::<ServerPacket>(&payload);
 }
 
 /// Whenever the fast decoder accepts `payload`, the general one decodes the
@@ -58,8 +130,12 @@ fn decode_both_ways<P: DeserializeOwned + PartialEq + Debug>(payload: &[u8]) {
 }
 
 /// Both encoders give the same bytes (or both refuse), which the fast
-/// decoder takes back to `packet`; `encode_frame` honours `limit`.
-fn encode_both_ways<P: Serialize + DeserializeOwned + PartialEq + Debug>(packet: &P, limit: u32) {
+/// decoder takes back to `packet`; `encode_frame` honours `limit`. Returns
+/// the encoding.
+fn encode_both_ways<P: Serialize + DeserializeOwned + PartialEq + Debug>(
+    packet: &P,
+    limit: u32,
+) -> Option<Vec<u8>> {
     let reference = ciborium_encode(packet);
     assert_eq!(
         fast_encode(packet),
@@ -74,7 +150,7 @@ fn encode_both_ways<P: Serialize + DeserializeOwned + PartialEq + Debug>(packet:
             ),
             "{packet:?} does not encode, but encode_frame framed it"
         );
-        return;
+        return None;
     };
     assert_eq!(
         fast_decode::<P>(&payload).as_ref(),
@@ -101,4 +177,5 @@ fn encode_both_ways<P: Serialize + DeserializeOwned + PartialEq + Debug>(packet:
             "{packet:?} under a limit of {limit}"
         ),
     }
+    Some(payload)
 }
