@@ -9,8 +9,8 @@
 //! signatures are even valid there) driven by scripted clients that sign
 //! with the fixture identities and seal real envelopes. The recorded
 //! client→server bytes become `server_inputs` seeds (as raw bytes and as
-//! structured packets), the frames of both directions `packet_decode` and
-//! `frame_decoder` seeds; genuine envelopes seed `envelope_open`.
+//! structured packets), the frames of both directions `packet_decode`,
+//! `codec_differential` and `frame_decoder` seeds; genuine envelopes seed `envelope_open`.
 //! Deterministic: running it twice writes the same files.
 
 use missive_core::client::{
@@ -784,6 +784,12 @@ fn main() {
             }
         }
     }
+    for (i, p) in payloads.keys().enumerate() {
+        write(&dir, &format!("payload-{i:03}"), p);
+    }
+    // codec_differential reads its input the same way (a payload, then the
+    // same bytes as structured packets): the same seeds.
+    let dir = out.join("codec_differential");
     for (i, p) in payloads.keys().enumerate() {
         write(&dir, &format!("payload-{i:03}"), p);
     }

@@ -11,6 +11,8 @@
 
 pub mod client;
 pub mod codec;
+#[cfg(fuzzing)]
+pub mod differential;
 pub mod envelope;
 pub mod fixtures;
 pub mod frames;

@@ -68,7 +68,7 @@ fn round_trip<P: Serialize + DeserializeOwned + PartialEq + Debug>(packet: &P) {
 
 /// A valid user name from arbitrary bytes (1–32 characters of the alphabet).
 #[derive(Debug)]
-struct ArbName(UserName);
+pub(crate) struct ArbName(UserName);
 
 impl<'a> Arbitrary<'a> for ArbName {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
@@ -83,7 +83,7 @@ impl<'a> Arbitrary<'a> for ArbName {
 }
 
 #[derive(Debug, Arbitrary)]
-enum ArbClientPacket {
+pub(crate) enum ArbClientPacket {
     Hello {
         versions: Vec<u16>,
     },
@@ -120,10 +120,18 @@ enum ArbClientPacket {
 
 impl From<ArbClientPacket> for ClientPacket {
     fn from(p: ArbClientPacket) -> Self {
+        p.into_packet(MAX_VERSIONS)
+    }
+}
+
+impl ArbClientPacket {
+    /// The packet, a Hello keeping at most `max_versions` of its versions
+    /// (more than [`MAX_VERSIONS`] makes a Hello that does not encode).
+    pub(crate) fn into_packet(self, max_versions: usize) -> ClientPacket {
         use ArbClientPacket as A;
-        match p {
+        match self {
             A::Hello { mut versions } => {
-                versions.truncate(MAX_VERSIONS);
+                versions.truncate(max_versions);
                 ClientPacket::Hello { versions }
             }
             A::Register { user, public_key } => ClientPacket::Register {
@@ -153,13 +161,13 @@ impl From<ArbClientPacket> for ClientPacket {
 }
 
 #[derive(Debug, Arbitrary)]
-enum ArbNotice {
+pub(crate) enum ArbNotice {
     Delivered { to: ArbName, id: [u8; 16] },
     Expired { to: ArbName, id: [u8; 16] },
 }
 
 #[derive(Debug, Arbitrary)]
-enum ArbServerPacket {
+pub(crate) enum ArbServerPacket {
     Welcome {
         version: u16,
         server_id: [u8; 16],

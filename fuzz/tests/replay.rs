@@ -38,6 +38,14 @@ fn packet_decode() {
     assert!(replay("packet_decode", missive_fuzz::packets::run) > 0);
 }
 
+/// Fuzzing builds only (`RUSTFLAGS="--cfg fuzzing" cargo test --release`):
+/// the target compares the core's `fuzzing` internals.
+#[cfg(fuzzing)]
+#[test]
+fn codec_differential() {
+    assert!(replay("codec_differential", missive_fuzz::differential::run) > 0);
+}
+
 #[test]
 fn server_inputs() {
     assert!(replay("server_inputs", missive_fuzz::server::run) > 0);

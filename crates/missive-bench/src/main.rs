@@ -8,9 +8,11 @@
 //! server and not the clients' RSA: every user logs in once with a real RSA-PSS
 //! signature (register, then login), then senders pump `send` frames whose
 //! envelope is opaque bytes of `--payload` length (the server never parses
-//! envelopes), keeping at most `--window` sends unacknowledged (`accepted`),
-//! and every receiver acks every `message` (and senders every `delivered`
-//! notice). The first 20 envelope bytes carry send time, sequence number and
+//! envelopes), keeping at most `--window` sends unanswered (`accepted` or
+//! refused with an `error`), and every receiver acks every `message` (and
+//! senders every `delivered` notice). Refusals are counted by reason
+//! (`refused`); receivers wait only for the messages their sender got
+//! `accepted` for, and `lost` counts those that never arrived. The first 20 envelope bytes carry send time, sequence number and
 //! sender, so latency is `send` written → `message` read. `--real-crypto`
 //! seals every message with the core's `seal` and opens it with `open`.
 //!
@@ -18,7 +20,8 @@
 //! * `online`: pairs of sender/receiver, both logged in; closed loop
 //!   (`--rate 0`) or a fixed aggregate rate.
 //! * `offline-drain`: receivers registered but offline; senders enqueue
-//!   everything (all `accepted`), then receivers log in and drain.
+//!   everything (what the queue limits let in is `accepted`, the rest
+//!   refused), then receivers log in and drain.
 //! * `idle-conns`: `--conns` users registered (phase 1, not counted), then
 //!   that many connections logged in and idle; server RSS per connection.
 
@@ -27,12 +30,14 @@ use missive_core::crypto::{
     AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader, Identity, open, seal,
 };
 use missive_core::rng::{CoreRng, bytes, derive, from_seed};
+use missive_core::wire::ErrorCode;
 use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, PROTOCOL_VERSION, ServerPacket,
     encode_frame_into,
 };
 use missive_core::{MessageId, UserName};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -184,11 +189,15 @@ fn message_id(seq: u64, sender: u32) -> MessageId {
 struct Tracker {
     expect_sender: u32,
     seen: Vec<bool>,
+    /// Messages owed to this receiver: those its sender got `accepted` for
+    /// (unknown while the sender still runs).
+    owed: Option<u64>,
     unique: u64,
     dups: u64,
     foreign: u64,
     lat_ns: Vec<u64>,
-    done_ns: Option<u64>,
+    /// When the last new message arrived.
+    last_unique_ns: Option<u64>,
 }
 
 impl Tracker {
@@ -196,11 +205,12 @@ impl Tracker {
         Tracker {
             expect_sender,
             seen: vec![false; msgs as usize],
+            owed: None,
             unique: 0,
             dups: 0,
             foreign: 0,
             lat_ns: Vec::with_capacity(msgs as usize),
-            done_ns: None,
+            last_unique_ns: None,
         }
     }
 
@@ -224,13 +234,19 @@ impl Tracker {
         self.seen[seq] = true;
         self.unique += 1;
         self.lat_ns.push(now.saturating_sub(ts));
-        if self.complete() {
-            self.done_ns = Some(now);
-        }
+        self.last_unique_ns = Some(now);
     }
 
+    /// Every owed message arrived.
     fn complete(&self) -> bool {
-        self.unique == self.seen.len() as u64
+        self.owed.is_some_and(|owed| self.unique >= owed)
+    }
+
+    /// Owed messages that never arrived; while the count owed is unknown,
+    /// every message the sender was to send.
+    fn lost(&self) -> u64 {
+        let owed = self.owed.unwrap_or(self.seen.len() as u64);
+        owed.saturating_sub(self.unique)
     }
 }
 
@@ -243,23 +259,24 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     (sorted[idx] as f64 / 100.0).round() / 10.0
 }
 
-fn summarize(cfg: &Cfg, trackers: &[Tracker], start_ns: u64) -> Value {
+fn summarize(trackers: &[Tracker], start_ns: u64) -> Value {
     let mut lat: Vec<u64> = trackers
         .iter()
         .flat_map(|t| t.lat_ns.iter().copied())
         .collect();
     lat.sort_unstable();
     let unique: u64 = trackers.iter().map(|t| t.unique).sum();
-    let sent = cfg.pairs as u64 * cfg.msgs;
     let end = trackers
         .iter()
-        .filter_map(|t| t.done_ns)
+        .filter(|t| t.complete())
+        .filter_map(|t| t.last_unique_ns)
         .max()
         .unwrap_or_else(now_ns);
     let secs = end.saturating_sub(start_ns) as f64 / 1e9;
     json!({
+        "owed": trackers.iter().filter_map(|t| t.owed).sum::<u64>(),
         "delivered_unique": unique,
-        "lost": sent.saturating_sub(unique),
+        "lost": trackers.iter().map(Tracker::lost).sum::<u64>(),
         "duplicates": trackers.iter().map(|t| t.dups).sum::<u64>(),
         "foreign": trackers.iter().map(|t| t.foreign).sum::<u64>(),
         "incomplete_receivers": trackers.iter().filter(|t| !t.complete()).count(),
@@ -272,15 +289,85 @@ fn summarize(cfg: &Cfg, trackers: &[Tracker], start_ns: u64) -> Value {
     })
 }
 
+/// How the server answered one sender.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct SendOutcomes {
+    /// Sends answered `accepted`: durably queued, so owed to the receiver.
+    accepted: u64,
+    /// Sends answered with an `error` naming the message, by reason.
+    refused: BTreeMap<String, u64>,
+    /// `error`s that answer no send (e.g. to an ack).
+    other_errors: u64,
+}
+
+impl SendOutcomes {
+    /// Records a packet from the server; returns whether it answered a send
+    /// (which frees a slot of the window).
+    fn record(&mut self, packet: &ServerPacket) -> bool {
+        match packet {
+            ServerPacket::Accepted { .. } => {
+                self.accepted += 1;
+                true
+            }
+            ServerPacket::Error {
+                code, id: Some(_), ..
+            } => {
+                *self.refused.entry(reason(*code)).or_default() += 1;
+                true
+            }
+            ServerPacket::Error { id: None, .. } => {
+                self.other_errors += 1;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends answered so far, either way.
+    fn answered(&self) -> u64 {
+        self.accepted + self.refused.values().sum::<u64>()
+    }
+
+    fn add(&mut self, other: &SendOutcomes) {
+        self.accepted += other.accepted;
+        for (why, n) in &other.refused {
+            *self.refused.entry(why.clone()).or_default() += n;
+        }
+        self.other_errors += other.other_errors;
+    }
+}
+
+/// An error code as a JSON key: `QueueFull` → `queue_full`, an unknown
+/// code `n` → `code_n`.
+fn reason(code: ErrorCode) -> String {
+    if let ErrorCode::Unknown(n) = code {
+        return format!("code_{n}");
+    }
+    let mut key = String::new();
+    for c in format!("{code:?}").chars() {
+        if c.is_ascii_uppercase() {
+            if !key.is_empty() {
+                key.push('_');
+            }
+            key.push(c.to_ascii_lowercase());
+        } else {
+            key.push(c);
+        }
+    }
+    key
+}
+
 struct SendResult {
-    acked: u64,
-    errors: u64,
+    outcomes: SendOutcomes,
     first_ns: u64,
     last_ack_ns: u64,
 }
 
 fn send_summary(sends: &[SendResult], start_ns: u64) -> Value {
-    let acked: u64 = sends.iter().map(|s| s.acked).sum();
+    let mut total = SendOutcomes::default();
+    for s in sends {
+        total.add(&s.outcomes);
+    }
     let first = sends.iter().map(|s| s.first_ns).min().unwrap_or(start_ns);
     let last = sends
         .iter()
@@ -288,9 +375,10 @@ fn send_summary(sends: &[SendResult], start_ns: u64) -> Value {
         .max()
         .unwrap_or(start_ns);
     let secs = last.saturating_sub(first) as f64 / 1e9;
-    json!({"accepted": acked, "send_errors": sends.iter().map(|s| s.errors).sum::<u64>(),
+    json!({"accepted": total.accepted, "refused": total.refused,
+        "other_errors": total.other_errors,
         "accept_elapsed_s": (secs * 1000.0).round() / 1000.0,
-        "accepted_per_s": (acked as f64 / secs).round()})
+        "accepted_per_s": (total.accepted as f64 / secs).round()})
 }
 
 // ---------------------------------------------------------------- connection
@@ -317,6 +405,8 @@ struct Conn {
     out: Vec<u8>,
     server_id: [u8; 16],
     session_id: [u8; 16],
+    /// Mailbox items waiting at login (`logged_in`'s `queued`).
+    queued_at_login: u64,
 }
 
 impl Conn {
@@ -332,6 +422,7 @@ impl Conn {
             out: Vec::with_capacity(64 * 1024),
             server_id: [0; 16],
             session_id: [0; 16],
+            queued_at_login: 0,
         };
         c.push(&ClientPacket::Hello {
             versions: vec![PROTOCOL_VERSION],
@@ -442,10 +533,13 @@ impl Conn {
         }
     }
 
-    async fn login(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<u64> {
+    async fn login(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<()> {
         let first = ClientPacket::Login { user: user.clone() };
         match self.auth(first, AuthContext::Login, user, id, rng).await? {
-            ServerPacket::LoggedIn { queued, .. } => Ok(queued),
+            ServerPacket::LoggedIn { queued, .. } => {
+                self.queued_at_login = queued;
+                Ok(())
+            }
             other => Err(format!("{user}: login: {other:?}")),
         }
     }
@@ -479,15 +573,17 @@ async fn session(ctx: &Ctx, user: &UserName, register: bool, login: bool) -> Res
 
 // ---------------------------------------------------------------- pumps
 
-/// Sender: `msgs` sends to its receiver, at most `window` not yet accepted,
-/// optionally paced; acks every notice. Stops when every send is accepted
-/// and (if `want_notices`) every delivered notice arrived.
+/// Sender: `msgs` sends to its receiver, at most `window` not yet answered,
+/// optionally paced; acks every notice. Stops when every send is answered
+/// (accepted or refused) and (if `want_notices`) every delivered notice
+/// arrived; then tells its receiver (`owed`) how many were accepted.
 async fn sender(
     ctx: Arc<Ctx>,
     mut c: Conn,
     i: usize,
     want_notices: bool,
     mut start: watch::Receiver<bool>,
+    owed: watch::Sender<Option<u64>>,
 ) -> Res<SendResult> {
     let cfg = &ctx.cfg;
     let me = ctx.user('s', i);
@@ -503,7 +599,8 @@ async fn sender(
         t
     });
     let (mut next, mut in_flight, mut tokens) = (0u64, 0usize, 0u64);
-    let (mut acked, mut notices, mut errors, mut last_ack_ns) = (0u64, 0u64, 0u64, 0u64);
+    let (mut outcomes, mut notices, mut last_ack_ns) = (SendOutcomes::default(), 0u64, 0u64);
+    let mut errors_logged = 0u32;
     loop {
         while next < cfg.msgs && in_flight < cfg.window && (ticker.is_none() || tokens > 0) {
             let payload = make_payload(cfg.payload, next, i as u32);
@@ -532,7 +629,7 @@ async fn sender(
             tokens = tokens.saturating_sub(1);
         }
         c.flush().await?;
-        if acked + errors >= cfg.msgs && (!want_notices || notices >= acked) {
+        if outcomes.answered() >= cfg.msgs && (!want_notices || notices >= outcomes.accepted) {
             break;
         }
         let tick = async {
@@ -547,63 +644,60 @@ async fn sender(
             r = c.fill() => r?,
             () = tick => tokens += 1,
             () = tokio::time::sleep_until(ctx.deadline) => {
-                eprintln!("sender {i}: timeout with {acked} accepted, {notices} notices");
+                eprintln!(
+                    "sender {i}: timeout with {} accepted, {notices} notices",
+                    outcomes.accepted
+                );
                 break;
             }
         }
         while let Some(p) = c.next()? {
-            match p {
-                ServerPacket::Accepted { .. } => {
-                    acked += 1;
-                    in_flight -= 1;
-                    last_ack_ns = now_ns();
+            if let ServerPacket::Error { code, detail, .. } = &p {
+                if code.is_fatal() {
+                    return Err(format!("sender {i}: fatal {code:?}: {detail}"));
                 }
-                ServerPacket::Notice { seq, notice } => {
-                    if matches!(notice, Notice::Delivered { .. }) {
-                        notices += 1;
-                    }
-                    c.push(&ClientPacket::Ack { seq });
+                if errors_logged < 3 {
+                    errors_logged += 1;
+                    eprintln!("sender {i}: error {code:?}: {detail}");
                 }
-                ServerPacket::Error { code, detail, .. } => {
-                    if errors < 3 {
-                        eprintln!("sender {i}: error {code:?}: {detail}");
-                    }
-                    errors += 1;
-                    in_flight = in_flight.saturating_sub(1);
-                    if code.is_fatal() {
-                        return Err(format!("sender {i}: fatal {code:?}"));
-                    }
+            }
+            if outcomes.record(&p) {
+                in_flight -= 1;
+                last_ack_ns = now_ns();
+            }
+            if let ServerPacket::Notice { seq, notice } = p {
+                if matches!(notice, Notice::Delivered { .. }) {
+                    notices += 1;
                 }
-                _ => {}
+                c.push(&ClientPacket::Ack { seq });
             }
         }
     }
+    owed.send_replace(Some(outcomes.accepted));
     Ok(SendResult {
-        acked,
-        errors,
+        outcomes,
         first_ns,
         last_ack_ns,
     })
 }
 
 /// Receiver: acks every message and tracks it; stops 300 ms after the last
-/// expected message (to catch duplicates) or at the deadline.
-async fn receiver(ctx: Arc<Ctx>, mut c: Conn, i: usize) -> Res<Tracker> {
+/// owed message (to catch duplicates) or at the deadline. `owed` is how
+/// many messages its sender got accepted (`None` while the sender runs).
+async fn receiver(
+    ctx: Arc<Ctx>,
+    mut c: Conn,
+    i: usize,
+    mut owed: watch::Receiver<Option<u64>>,
+) -> Res<Tracker> {
     let cfg = &ctx.cfg;
     let me = ctx.user('r', i);
     let mut tr = Tracker::new(i as u32, cfg.msgs);
+    tr.owed = *owed.borrow_and_update();
     let mut grace: Option<tokio::time::Instant> = None;
     loop {
-        let until = grace.unwrap_or(ctx.deadline);
-        match timeout_at(until, c.fill()).await {
-            Err(_) => {
-                if grace.is_none() {
-                    eprintln!("receiver {i}: timeout with {} unique", tr.unique);
-                }
-                break;
-            }
-            Ok(r) => r?,
-        }
+        // Packets may already be buffered (e.g. behind `logged_in`): handle
+        // them before waiting for more.
         while let Some(p) = c.next()? {
             match p {
                 ServerPacket::Message {
@@ -639,6 +733,32 @@ async fn receiver(ctx: Arc<Ctx>, mut c: Conn, i: usize) -> Res<Tracker> {
         c.flush().await?;
         if tr.complete() && grace.is_none() {
             grace = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+        }
+        let until = grace.unwrap_or(ctx.deadline);
+        let told = async {
+            match tr.owed {
+                // Until the sender is done (if it fails, until the deadline).
+                None => {
+                    if owed.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                Some(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = timeout_at(until, c.fill()) => match r {
+                Err(_) => {
+                    if grace.is_none() {
+                        eprintln!("receiver {i}: timeout with {} unique", tr.unique);
+                    }
+                    break;
+                }
+                Ok(r) => r?,
+            },
+            () = told => {
+                tr.owed = *owed.borrow_and_update();
+            }
         }
     }
     Ok(tr)
@@ -678,22 +798,26 @@ async fn online(ctx: Arc<Ctx>) -> Res<Value> {
     let recv_conns = sessions(&ctx, 'r', cfg.pairs, true, true).await?;
     let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
     let (start_tx, start_rx) = watch::channel(false);
+    let (owed_txs, owed_rxs): (Vec<_>, Vec<_>) =
+        (0..cfg.pairs).map(|_| watch::channel(None)).unzip();
     let recvs: Vec<_> = recv_conns
         .into_iter()
+        .zip(owed_rxs)
         .enumerate()
-        .map(|(i, c)| tokio::spawn(receiver(ctx.clone(), c, i)))
+        .map(|(i, (c, owed))| tokio::spawn(receiver(ctx.clone(), c, i, owed)))
         .collect();
     let sends: Vec<_> = send_conns
         .into_iter()
+        .zip(owed_txs)
         .enumerate()
-        .map(|(i, c)| tokio::spawn(sender(ctx.clone(), c, i, true, start_rx.clone())))
+        .map(|(i, (c, owed))| tokio::spawn(sender(ctx.clone(), c, i, true, start_rx.clone(), owed)))
         .collect();
     let (c0, s0) = (cpu_s(cfg.server_pid), cpu_s(None));
     let start_ns = now_ns();
     start_tx.send(true).map_err(|e| e.to_string())?;
     let sends = collect(sends).await?;
     let recvs = collect(recvs).await?;
-    let mut v = summarize(cfg, &recvs, start_ns);
+    let mut v = summarize(&recvs, start_ns);
     merge_into(&mut v, send_summary(&sends, start_ns));
     merge_into(
         &mut v,
@@ -707,6 +831,9 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
     let pid = cfg.server_pid;
     let total = cfg.pairs as u64 * cfg.msgs;
     let mut out = json!({"prefix": ctx.prefix});
+    // Per pair, the messages accepted for the receiver (unknown in a
+    // drain-only run: then what login reports queued).
+    let mut owed: Vec<Option<u64>> = vec![None; cfg.pairs];
     if cfg.phase != Phase::Drain {
         // 1. receivers exist but are offline (registered, never logged in)
         drop(sessions(&ctx, 'r', cfg.pairs, true, false).await?);
@@ -718,12 +845,18 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
         let sends: Vec<_> = send_conns
             .into_iter()
             .enumerate()
-            .map(|(i, c)| tokio::spawn(sender(ctx.clone(), c, i, false, start_rx.clone())))
+            .map(|(i, c)| {
+                let (told, _) = watch::channel(None);
+                tokio::spawn(sender(ctx.clone(), c, i, false, start_rx.clone(), told))
+            })
             .collect();
         let c0 = cpu_s(pid);
         let start_ns = now_ns();
         start_tx.send(true).map_err(|e| e.to_string())?;
         let sends = collect(sends).await?;
+        for (o, s) in owed.iter_mut().zip(&sends) {
+            *o = Some(s.outcomes.accepted);
+        }
         let s = send_summary(&sends, start_ns);
         if let (Some(a), Some(b)) = (c0, cpu_s(pid)) {
             merge_into(
@@ -735,7 +868,8 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
         let rss1 = rss_kb(pid);
         merge_into(
             &mut out,
-            json!({"enqueue_accepted": s["accepted"], "enqueue_errors": s["send_errors"],
+            json!({"enqueue_accepted": s["accepted"], "enqueue_refused": s["refused"],
+                "enqueue_other_errors": s["other_errors"],
                 "enqueue_per_s": s["accepted_per_s"], "enqueue_elapsed_s": s["accept_elapsed_s"]}),
         );
         if let (Some(a), Some(b)) = (rss0, rss1) {
@@ -750,22 +884,26 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
         // 3. receivers log in and drain
         let c0 = cpu_s(pid);
         let start_ns = now_ns();
-        let hs: Vec<_> = (0..cfg.pairs)
-            .map(|i| {
+        let hs: Vec<_> = owed
+            .into_iter()
+            .enumerate()
+            .map(|(i, owed)| {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let c = session(&ctx, &ctx.user('r', i), false, true).await?;
-                    receiver(ctx, c, i).await
+                    let (_, owed) = watch::channel(Some(owed.unwrap_or(c.queued_at_login)));
+                    receiver(ctx, c, i, owed).await
                 })
             })
             .collect();
         let trackers = collect(hs).await?;
-        let s = summarize(cfg, &trackers, start_ns);
+        let s = summarize(&trackers, start_ns);
         merge_into(
             &mut out,
             json!({
                 "drain_msgs_per_s": s["msgs_per_s"], "drain_elapsed_s": s["elapsed_s"],
-                "sent": total, "delivered_unique": s["delivered_unique"], "lost": s["lost"],
+                "sent": total, "owed": s["owed"],
+                "delivered_unique": s["delivered_unique"], "lost": s["lost"],
                 "duplicates": s["duplicates"], "foreign": s["foreign"],
                 "incomplete_receivers": s["incomplete_receivers"],
             }),
@@ -956,7 +1094,107 @@ mod tests {
         t.on_msg(&make_payload(64, 1, 4));
         t.on_msg(&make_payload(64, 1, 3));
         assert_eq!((t.unique, t.dups, t.foreign), (2, 1, 1));
-        assert!(t.complete() && t.done_ns.is_some());
+        assert!(!t.complete(), "complete before the count owed is known");
+        t.owed = Some(2);
+        assert!(t.complete() && t.last_unique_ns.is_some());
+    }
+
+    fn refusal(code: ErrorCode, seq: u64) -> ServerPacket {
+        ServerPacket::Error {
+            code,
+            id: Some(message_id(seq, 0)),
+            user: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn send_outcomes_count_refusals_by_reason() {
+        let script = [
+            (
+                ServerPacket::Accepted {
+                    id: message_id(0, 0),
+                },
+                true,
+            ),
+            (refusal(ErrorCode::QueueFull, 1), true),
+            (refusal(ErrorCode::RateLimited, 2), true),
+            (refusal(ErrorCode::QueueFull, 3), true),
+            (
+                ServerPacket::Error {
+                    code: ErrorCode::UnknownSeq,
+                    id: None,
+                    user: None,
+                    detail: String::new(),
+                },
+                false,
+            ),
+            (ServerPacket::Pong, false),
+            (
+                ServerPacket::Accepted {
+                    id: message_id(4, 0),
+                },
+                true,
+            ),
+        ];
+        let mut outcomes = SendOutcomes::default();
+        for (packet, answers_a_send) in &script {
+            assert_eq!(outcomes.record(packet), *answers_a_send, "{packet:?}");
+        }
+        assert_eq!(outcomes.accepted, 2);
+        assert_eq!(outcomes.other_errors, 1);
+        assert_eq!(outcomes.answered(), 5);
+        let refused: Vec<_> = outcomes
+            .refused
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(refused, [("queue_full", 2), ("rate_limited", 1)]);
+
+        let mut total = outcomes.clone();
+        total.add(&outcomes);
+        assert_eq!((total.accepted, total.refused["queue_full"]), (4, 4));
+        let sends = [SendResult {
+            outcomes,
+            first_ns: 0,
+            last_ack_ns: 1_000_000,
+        }];
+        let v = send_summary(&sends, 0);
+        assert_eq!(v["accepted"], 2);
+        assert_eq!(v["refused"], json!({"queue_full": 2, "rate_limited": 1}));
+        assert_eq!(v["other_errors"], 1);
+    }
+
+    #[test]
+    fn error_codes_become_snake_case_reasons() {
+        assert_eq!(reason(ErrorCode::QueueFull), "queue_full");
+        assert_eq!(
+            reason(ErrorCode::AlreadyAuthenticated),
+            "already_authenticated"
+        );
+        assert_eq!(reason(ErrorCode::Busy), "busy");
+        assert_eq!(reason(ErrorCode::Unknown(4000)), "code_4000");
+    }
+
+    /// `lost` counts what was accepted and never delivered, not what was
+    /// refused.
+    #[test]
+    fn lost_is_owed_minus_delivered() {
+        let mut all_in = Tracker::new(0, 10);
+        all_in.owed = Some(3);
+        let mut short = Tracker::new(1, 10);
+        short.owed = Some(4);
+        for seq in 0..3 {
+            all_in.on_msg(&make_payload(32, seq, 0));
+            short.on_msg(&make_payload(32, seq, 1));
+        }
+        assert!(all_in.complete() && !short.complete());
+        assert_eq!((all_in.lost(), short.lost()), (0, 1));
+        let v = summarize(&[all_in, short], 0);
+        assert_eq!(v["owed"], 7);
+        assert_eq!(v["delivered_unique"], 6);
+        assert_eq!(v["lost"], 1);
+        assert_eq!(v["incomplete_receivers"], 1);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 
 pub mod client;
 pub mod crypto;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod rng;
 pub mod server;
 pub mod types;

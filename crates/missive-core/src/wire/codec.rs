@@ -8,16 +8,25 @@
 //!
 //! * the length prefix is checked against the limit before any memory is
 //!   reserved for the payload;
-//! * the payload is first scanned (without allocating or recursing) to check
-//!   that it is one well-formed CBOR data item nesting at most
-//!   [`CBOR_RECURSION_LIMIT`] deep, then deserialized by ciborium with the
-//!   same recursion limit;
-//! * nothing decoded allocates much more than the frame itself: ciborium
-//!   grows byte and text strings as their bytes arrive (it never reserves
-//!   from a length header), and the only list in a packet
-//!   ([`ClientPacket::Hello`](super::ClientPacket::Hello)'s versions) is
-//!   capped at [`MAX_VERSIONS`](super::packet::MAX_VERSIONS) entries without
-//!   trusting the CBOR length.
+//! * a payload in the plain CBOR that encoders write (definite lengths, no
+//!   tags, known fields) is decoded by a fast path straight from the slice
+//!   (`fast_de`), which only ever returns what the general path would; on
+//!   anything else, every invalid payload included, it gives up and the
+//!   general path decides;
+//! * the general path first scans the payload (without allocating or
+//!   recursing) to check that it is one well-formed CBOR data item nesting
+//!   at most [`CBOR_RECURSION_LIMIT`] deep, then deserializes it with
+//!   ciborium (whose own, higher, recursion limit therefore never applies);
+//! * nothing decoded allocates much more than the frame itself: byte and
+//!   text strings are copied from the payload (ciborium grows them as their
+//!   bytes arrive; it never reserves from a length header), and the only
+//!   list in a packet ([`ClientPacket::Hello`](super::ClientPacket::Hello)'s
+//!   versions) is capped at [`MAX_VERSIONS`](super::packet::MAX_VERSIONS)
+//!   entries without trusting the CBOR length.
+//!
+//! Encoding likewise takes a fast path (`fast_ser`), byte for byte what
+//! ciborium writes, and falls back to ciborium where it gives up. The fuzz
+//! target `codec_differential` checks both fast paths against ciborium.
 
 use super::cbor;
 use serde::{Serialize, de::DeserializeOwned};
@@ -97,9 +106,10 @@ pub fn encode_frame<P: Serialize>(packet: &P, max_frame: u32) -> Result<Vec<u8>,
 /// (its length and contents; its capacity may have grown).
 ///
 /// The packet is serialized straight into `out` behind a reserved prefix,
-/// which is patched afterwards. A packet larger than `max_frame` is counted
-/// but not copied beyond the limit, so an oversized packet costs no more
-/// memory than a maximal one.
+/// which is patched afterwards: by the fast path (`fast_ser`), or, for a
+/// shape it gives up on, by ciborium. Either way a packet larger than
+/// `max_frame` is counted but not copied beyond the limit, so an oversized
+/// packet costs no more memory than a maximal one.
 pub fn encode_frame_into<P: Serialize>(
     packet: &P,
     max_frame: u32,
@@ -187,9 +197,11 @@ pub fn decode_packet<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeErr
     }
 }
 
-/// [`decode_packet`] without the fast path: scan, then ciborium.
+/// [`decode_packet`] without the fast path: scan, then ciborium. The
+/// reference the fast path must agree with (`crate::fuzzing` exposes both
+/// to the fuzz target `codec_differential`).
 #[cold]
-pub(super) fn decode_packet_checked<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
+pub(crate) fn decode_packet_checked<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {
     let end = cbor::item_len(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if end < payload.len() {
         return Err(DecodeError::TrailingBytes {

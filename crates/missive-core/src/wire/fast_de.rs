@@ -1,16 +1,21 @@
 //! A fast path for decoding packets: a serde deserializer reading straight
 //! from the payload slice, for the plain CBOR that encoders produce
-//! (definite lengths, no tags, text keys).
+//! (definite lengths, no tags, text keys). It also takes what ciborium
+//! reads the same way: integer and length arguments in a longer head than
+//! needed, and `undefined` for an absent option.
 //!
 //! It is an optimisation only. Anything outside that subset — indefinite
 //! lengths, tags, floats, unknown fields (which would have to be skipped),
-//! a unit variant written as a map, any semantic error — makes it give up,
-//! and [`super::decode_packet`] decodes the payload again with ciborium,
-//! whose answer (packet or error) is authoritative. So this module has to be
-//! right only when it succeeds: it then returns exactly what ciborium would,
-//! having consumed exactly the payload (a payload it accepts whole is
-//! necessarily one well-formed data item, nesting no deeper than the packet
-//! types, so the scanner would have accepted it too).
+//! a unit variant written as a map, byte strings given as arrays, any
+//! semantic error — makes it give up, and [`super::decode_packet`] decodes
+//! the payload again on the general path (the well-formedness scan, then
+//! ciborium), whose answer (packet or error) is authoritative. So this
+//! module has to be right only when it succeeds: it then returns exactly
+//! what the general path would, having consumed exactly the payload (a
+//! payload it accepts whole is necessarily one well-formed data item,
+//! nesting no deeper than the packet types, so the scanner would have
+//! accepted it too). The fuzz target `codec_differential` checks exactly
+//! that, on arbitrary bytes.
 //!
 //! Compared with ciborium over a `&[u8]` reader, it needs no scratch buffer,
 //! copies a byte string once (into its `Vec`), and passes field names and

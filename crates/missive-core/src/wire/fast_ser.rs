@@ -5,20 +5,22 @@
 //! known length).
 //!
 //! Anything else (floats, negative or 128-bit integers, unknown-length
-//! sequences, newtype forms, tuples, …) makes it give up, and
-//! [`super::encode_frame_into`] encodes the packet with ciborium instead.
-//! Like the general path it counts what would be written beyond the frame
-//! limit without copying it.
+//! sequences, skipped fields, units, newtype forms, tuples, …) makes it give
+//! up, and [`super::encode_frame_into`] encodes the packet with ciborium
+//! instead. Like the general path it counts what would be written beyond the
+//! frame limit without copying it. The fuzz target `codec_differential`
+//! checks that it writes ciborium's bytes for arbitrary packets of both
+//! directions, and never gives up on one.
 
 use super::fast_de::GiveUp;
 use serde::ser::{self, Serialize};
 
 type Result<T = ()> = std::result::Result<T, GiveUp>;
 
-/// Appends the CBOR encoding of `value` to `out`, copying at most up to
-/// `out.len() == limit_end`; returns the encoded length (which may exceed
-/// what was copied). On `Err`, `out` may hold a partial encoding: the
-/// caller truncates it.
+/// Appends the CBOR encoding of `value` to `out`, copying its bytes only
+/// while the encoding is at most `limit` bytes long (later ones are only
+/// counted); returns the encoded length, which may exceed what was copied.
+/// On `Err`, `out` may hold a partial encoding: the caller truncates it.
 #[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
@@ -45,7 +47,7 @@ const NULL: u8 = 0xf6;
 
 pub(crate) struct Ser<'a> {
     out: &'a mut Vec<u8>,
-    /// Bytes that may be copied.
+    /// Bytes of the encoding that may be copied (beyond, only counted).
     limit: usize,
     /// Bytes encoded (copied or only counted).
     written: usize,

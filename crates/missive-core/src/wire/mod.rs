@@ -5,8 +5,8 @@
 
 mod cbor;
 pub mod codec;
-mod fast_de;
-mod fast_ser;
+pub(crate) mod fast_de;
+pub(crate) mod fast_ser;
 pub mod packet;
 #[cfg(test)]
 mod testutil;
