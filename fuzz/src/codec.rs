@@ -527,6 +527,25 @@ pub fn write_server_packet(w: &mut Writer, p: &ServerPacket) {
     }
 }
 
+/// A time step of the state-machine targets: `amount` units, `unit` mod 4
+/// selecting milliseconds, seconds, minutes or hours.
+pub fn duration(unit: u8, amount: u16) -> Duration {
+    let amount = u64::from(amount);
+    match unit % 4 {
+        0 => Duration::from_millis(amount),
+        1 => Duration::from_secs(amount),
+        2 => Duration::from_secs(amount * 60),
+        _ => Duration::from_secs(amount * 3600),
+    }
+}
+
+/// The wall clock at `now` for a harness that started at `t0_unix` at
+/// `t0`; saturates however far the fuzzer moves time.
+pub fn wall_clock(t0_unix: UnixMillis, t0: Instant, now: Instant) -> UnixMillis {
+    let elapsed = now.duration_since(t0).as_millis();
+    t0_unix.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,23 +635,4 @@ mod tests {
             detail: "full".into(),
         });
     }
-}
-
-/// A time step of the state-machine targets: `amount` units, `unit` mod 4
-/// selecting milliseconds, seconds, minutes or hours.
-pub fn duration(unit: u8, amount: u16) -> Duration {
-    let amount = u64::from(amount);
-    match unit % 4 {
-        0 => Duration::from_millis(amount),
-        1 => Duration::from_secs(amount),
-        2 => Duration::from_secs(amount * 60),
-        _ => Duration::from_secs(amount * 3600),
-    }
-}
-
-/// The wall clock at `now` for a harness that started at `t0_unix` at
-/// `t0`; saturates however far the fuzzer moves time.
-pub fn wall_clock(t0_unix: UnixMillis, t0: Instant, now: Instant) -> UnixMillis {
-    let elapsed = now.duration_since(t0).as_millis();
-    t0_unix.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
 }
