@@ -1339,6 +1339,27 @@ fn an_item_too_large_for_the_current_frame_limit_is_expired_not_stuck() {
     );
 }
 
+/// A reply that does not fit in `max_frame` is not sent, and the operator
+/// hears of it (replies are far smaller than any accepted `max_frame`, so
+/// only a server bug gets here; before, the failure was ignored).
+#[test]
+fn a_reply_too_large_to_encode_is_reported_not_ignored() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.hello(1);
+    let detail = "x".repeat(DEFAULT_MAX_FRAME as usize);
+    h.server.send_error(a, ErrorCode::Busy, None, None, &detail);
+    h.drain();
+    assert_eq!(h.recv(a), None);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        ServerEvent::ReplyNotSent { conn, error: crate::wire::EncodeError::TooLarge { .. } }
+            if *conn == a
+    )));
+    // The connection still works.
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+}
+
 #[test]
 fn replaying_the_emitted_commands_rebuilds_the_same_state() {
     let mut h = Harness::new(ServerConfig::default());
