@@ -15,7 +15,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Stale entries tolerated before a rebuild, beyond one per queued item.
+/// Stale entries tolerated before a rebuild, beyond one per queued item
+/// and one per user.
 const SLACK: usize = 64;
 
 /// Deadlines of queued items: a min-heap of `(deadline, owner, seq)`, one
@@ -23,10 +24,12 @@ const SLACK: usize = 64;
 /// in (a wall clock that went back before a restart included).
 ///
 /// Acknowledging an item leaves its entry behind (lazy deletion): an entry
-/// whose item is gone is stale. [`Self::tidy`] pops stale entries off the
-/// top, so that the earliest deadline is a live item's, and rebuilds the
-/// heap once stale entries outnumber queued items, so memory stays
-/// proportional to what is queued (amortized O(1) per removal).
+/// whose item is gone is stale. Stale entries are dropped when they come
+/// due, or when they reach the top in an expiry pass
+/// ([`Self::drop_stale_top`]); [`Self::compact`] rebuilds the heap once
+/// stale entries outnumber queued items and users, so memory stays
+/// proportional to what is held (amortized O(1) per removal). The message
+/// path pays one push per item and nothing per acknowledgement.
 #[derive(Debug, Default)]
 pub(super) struct ExpiryQueue {
     heap: BinaryHeap<Reverse<(UnixMillis, UserId, Seq)>>,
@@ -57,7 +60,8 @@ impl ExpiryQueue {
         self.heap.push(Reverse((self.deadline(item), owner, seq)));
     }
 
-    /// The earliest deadline (a queued item's, after [`Self::tidy`]).
+    /// The earliest deadline: a queued item's, or earlier if the top entry
+    /// went stale since the last expiry pass.
     pub fn next_deadline(&self) -> Option<UnixMillis> {
         self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
     }
@@ -77,20 +81,25 @@ impl ExpiryQueue {
         None
     }
 
-    /// Drops stale entries from the top and rebuilds a mostly stale heap.
-    pub fn tidy(&mut self, state: &ServerState) {
+    /// Drops stale entries from the top, so that [`Self::next_deadline`]
+    /// is a queued item's.
+    pub fn drop_stale_top(&mut self, state: &ServerState) {
         while let Some(Reverse((_, owner, seq))) = self.heap.peek().copied() {
             if is_queued(state, owner, seq) {
                 break;
             }
             self.heap.pop();
         }
-        if self.heap.len() > 2 * state.queued_items() + SLACK {
+    }
+
+    /// Rebuilds the heap if stale entries outnumber queued items and users.
+    pub fn compact(&mut self, state: &ServerState) {
+        if self.heap.len() > 2 * state.queued_items() + state.user_count() + SLACK {
             self.rebuild(state);
         }
     }
 
-    /// One entry per item queued in `state` (O(n): a heapify).
+    /// One entry per item queued in `state` (O(users + n): a heapify).
     fn rebuild(&mut self, state: &ServerState) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.clear();
@@ -129,17 +138,21 @@ impl Server {
     /// Expires every item whose deadline has passed at `now`, then resumes
     /// deliveries: every due item is gone before any delivery, so an
     /// expiry that frees a window slot never sends an item due in the same
-    /// step.
+    /// step. Afterwards the earliest deadline is a queued item's, later
+    /// than `now`.
     pub(super) fn expire_due(&mut self, now: Instant) {
-        let wall = self.wall(now);
-        if self.expiry.next_deadline().is_none_or(|at| at > wall) {
+        // An `Instant` comparison, cheaper than reading the wall clock:
+        // the earliest deadline is due exactly when `next_expiry_at() <= now`.
+        if self.next_expiry_at().is_none_or(|at| at > now) {
             return;
         }
+        let wall = self.wall(now);
         let mut owners: Vec<UserId> = Vec::new();
         while let Some((owner, seq)) = self.expiry.pop_due(wall, &self.state) {
             self.expire_item(now, owner, seq);
             owners.push(owner);
         }
+        self.expiry.drop_stale_top(&self.state);
         owners.sort_unstable();
         owners.dedup();
         for owner in owners {
@@ -275,10 +288,14 @@ mod tests {
                         prop_assert_eq!(got, expected);
                     }
                 }
-                queue.tidy(&state);
                 let earliest = state.items_by_owner().map(|(_, _, item)| item.enqueued_at() + TTL_MS).min();
+                // Never later than the earliest queued item's deadline; equal
+                // once stale entries are off the top.
+                prop_assert!(earliest.is_none_or(|e| queue.next_deadline().is_some_and(|n| n <= e)));
+                queue.drop_stale_top(&state);
                 prop_assert_eq!(queue.next_deadline(), earliest);
-                prop_assert!(queue.len() <= 2 * state.queued_items() + SLACK);
+                queue.compact(&state);
+                prop_assert!(queue.len() <= 2 * state.queued_items() + state.user_count() + SLACK);
             }
         }
     }

@@ -244,7 +244,7 @@ impl Server {
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
         }
-        self.expiry.tidy(&self.state);
+        self.expiry.compact(&self.state);
     }
 
     /// The next output, if any. Drain until `None` after every input.
@@ -266,7 +266,9 @@ impl Server {
     }
 
     /// When to feed `Input::Timeout` next, if anything waits on time: the
-    /// earliest connection deadline or queued item's expiry deadline.
+    /// earliest connection deadline or queued item's expiry deadline (or
+    /// the deadline of an item acknowledged since the last timeout: an
+    /// early timeout is harmless and corrects it).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
         match (conn_deadline, self.next_expiry_at()) {
