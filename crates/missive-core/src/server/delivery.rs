@@ -272,6 +272,20 @@ impl Server {
         if was_empty && !c.tx.is_empty() {
             self.dirty.push(conn);
         }
+        if !undeliverable.is_empty() {
+            self.expire_undeliverable(now, user, undeliverable);
+        }
+    }
+
+    /// Expires `user`'s items that [`Self::pump`] could not encode, with an
+    /// event each for the operator.
+    #[cold]
+    fn expire_undeliverable(
+        &mut self,
+        now: Instant,
+        user: UserId,
+        undeliverable: Vec<(Seq, EncodeError)>,
+    ) {
         for (seq, error) in undeliverable {
             self.event(ServerEvent::Undeliverable {
                 user: self.state.name(user).clone(),

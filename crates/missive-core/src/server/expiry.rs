@@ -21,7 +21,9 @@ const SLACK: usize = 64;
 
 /// Deadlines of queued items: a min-heap of `(deadline, owner, seq)`, one
 /// entry pushed per enqueued item (O(log n)), whatever order items arrive
-/// in (a wall clock that went back before a restart included).
+/// in (a wall clock that went back before a restart included). Deadlines
+/// are held as monotonic instants, so that checking for due items and
+/// answering `poll_timeout` cost a comparison, not a clock conversion.
 ///
 /// Acknowledging an item leaves its entry behind (lazy deletion): an entry
 /// whose item is gone is stale. Stale entries are dropped when they come
@@ -30,20 +32,30 @@ const SLACK: usize = 64;
 /// stale entries outnumber queued items and users, so memory stays
 /// proportional to what is held (amortized O(1) per removal). The message
 /// path pays one push per item and nothing per acknowledgement.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ExpiryQueue {
-    heap: BinaryHeap<Reverse<(UnixMillis, UserId, Seq)>>,
+    heap: BinaryHeap<Reverse<(Instant, UserId, Seq)>>,
     ttl_ms: UnixMillis,
+    /// The server's start on the monotonic clock and on the wall clock.
+    start: Instant,
+    start_unix: UnixMillis,
 }
 
 impl ExpiryQueue {
-    /// The deadlines of everything queued in `state` (O(n log n) once, at
-    /// start).
-    pub fn new(message_ttl: Duration, state: &ServerState) -> Self {
+    /// The deadlines of everything queued in `state` (O(n) once, at start),
+    /// for a server whose wall clock read `start_unix` at `start`.
+    pub fn new(
+        message_ttl: Duration,
+        start: Instant,
+        start_unix: UnixMillis,
+        state: &ServerState,
+    ) -> Self {
         let mut queue = Self {
             heap: BinaryHeap::new(),
             // Saturates: a TTL beyond 2^64 ms never runs out.
             ttl_ms: UnixMillis::try_from(message_ttl.as_millis()).unwrap_or(UnixMillis::MAX),
+            start,
+            start_unix,
         };
         queue.rebuild(state);
         queue
@@ -55,22 +67,32 @@ impl ExpiryQueue {
         item.enqueued_at().saturating_add(self.ttl_ms)
     }
 
+    /// The monotonic instant of `item`'s deadline: the first at which the
+    /// server's wall clock reads it (`start` for a deadline before the
+    /// start), or none if `Instant` cannot represent it (it never comes).
+    fn deadline_at(&self, item: &MailItem) -> Option<Instant> {
+        let after_start = self.deadline(item).saturating_sub(self.start_unix);
+        self.start.checked_add(Duration::from_millis(after_start))
+    }
+
     /// Schedules the expiry of `item`, just queued at `owner`'s `seq`.
     pub fn push(&mut self, owner: UserId, seq: Seq, item: &MailItem) {
-        self.heap.push(Reverse((self.deadline(item), owner, seq)));
+        if let Some(at) = self.deadline_at(item) {
+            self.heap.push(Reverse((at, owner, seq)));
+        }
     }
 
     /// The earliest deadline: a queued item's, or earlier if the top entry
     /// went stale since the last expiry pass.
-    pub fn next_deadline(&self) -> Option<UnixMillis> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
     }
 
-    /// The next queued item whose deadline is at or before `wall`, taken
+    /// The next queued item whose deadline is at or before `now`, taken
     /// off the queue (stale entries on the way are dropped).
-    pub fn pop_due(&mut self, wall: UnixMillis, state: &ServerState) -> Option<(UserId, Seq)> {
+    pub fn pop_due(&mut self, now: Instant, state: &ServerState) -> Option<(UserId, Seq)> {
         while let Some(Reverse((deadline, owner, seq))) = self.heap.peek().copied() {
-            if deadline > wall {
+            if deadline > now {
                 return None;
             }
             self.heap.pop();
@@ -104,9 +126,9 @@ impl ExpiryQueue {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.clear();
         entries.extend(
-            state
-                .items_by_owner()
-                .map(|(owner, seq, item)| Reverse((self.deadline(item), owner, seq))),
+            state.items_by_owner().filter_map(|(owner, seq, item)| {
+                Some(Reverse((self.deadline_at(item)?, owner, seq)))
+            }),
         );
         self.heap = BinaryHeap::from(entries);
     }
@@ -125,30 +147,17 @@ fn is_queued(state: &ServerState, owner: UserId, seq: Seq) -> bool {
 }
 
 impl Server {
-    /// The monotonic instant at which the earliest deadline falls, if any
-    /// (none if it lies beyond what `Instant` represents).
-    pub(super) fn next_expiry_at(&self) -> Option<Instant> {
-        let deadline = self.expiry.next_deadline()?;
-        // At `start + (deadline - start_unix) ms`, `wall()` reads `deadline`:
-        // the item is due then, not a millisecond later.
-        let after_start = deadline.saturating_sub(self.start_unix);
-        self.start.checked_add(Duration::from_millis(after_start))
-    }
-
     /// Expires every item whose deadline has passed at `now`, then resumes
     /// deliveries: every due item is gone before any delivery, so an
     /// expiry that frees a window slot never sends an item due in the same
     /// step. Afterwards the earliest deadline is a queued item's, later
     /// than `now`.
     pub(super) fn expire_due(&mut self, now: Instant) {
-        // An `Instant` comparison, cheaper than reading the wall clock:
-        // the earliest deadline is due exactly when `next_expiry_at() <= now`.
-        if self.next_expiry_at().is_none_or(|at| at > now) {
+        if self.expiry.next_deadline().is_none_or(|at| at > now) {
             return;
         }
-        let wall = self.wall(now);
         let mut owners: Vec<UserId> = Vec::new();
-        while let Some((owner, seq)) = self.expiry.pop_due(wall, &self.state) {
+        while let Some((owner, seq)) = self.expiry.pop_due(now, &self.state) {
             self.expire_item(now, owner, seq);
             owners.push(owner);
         }
@@ -248,7 +257,10 @@ mod tests {
         #[test]
         fn expires_exactly_what_is_due(ops in proptest::collection::vec(op(), 0..300)) {
             let mut state = state_with_users(3);
-            let mut queue = ExpiryQueue::new(Duration::from_millis(TTL_MS), &state);
+            // The wall clock reads 0 at `start`: `start + n ms` is wall time n.
+            let start = Instant::now();
+            let at_wall = |ms: u64| start + Duration::from_millis(ms);
+            let mut queue = ExpiryQueue::new(Duration::from_millis(TTL_MS), start, 0, &state);
             let mut next_seq = [0u64; 3];
             for op in ops {
                 match op {
@@ -278,7 +290,7 @@ mod tests {
                             .map(|(o, s, _)| (o, s))
                             .collect();
                         let mut got = Vec::new();
-                        while let Some((owner, seq)) = queue.pop_due(wall, &state) {
+                        while let Some((owner, seq)) = queue.pop_due(at_wall(wall), &state) {
                             let user = state.name(owner).clone();
                             state.apply(&PersistCmd::Expire { user, seq });
                             got.push((owner, seq));
@@ -288,7 +300,10 @@ mod tests {
                         prop_assert_eq!(got, expected);
                     }
                 }
-                let earliest = state.items_by_owner().map(|(_, _, item)| item.enqueued_at() + TTL_MS).min();
+                let earliest = state
+                    .items_by_owner()
+                    .map(|(_, _, item)| at_wall(item.enqueued_at() + TTL_MS))
+                    .min();
                 // Never later than the earliest queued item's deadline; equal
                 // once stale entries are off the top.
                 prop_assert!(earliest.is_none_or(|e| queue.next_deadline().is_some_and(|n| n <= e)));
@@ -303,7 +318,43 @@ mod tests {
     #[test]
     fn a_huge_ttl_saturates_instead_of_overflowing() {
         let state = state_with_users(1);
-        let queue = ExpiryQueue::new(Duration::MAX, &state);
-        assert_eq!(queue.deadline(&message(5)), UnixMillis::MAX);
+        let start = Instant::now();
+        let mut queue = ExpiryQueue::new(Duration::MAX, start, 5, &state);
+        let item = message(5);
+        assert_eq!(queue.deadline(&item), UnixMillis::MAX);
+        queue.push(state.id_of(&name(0)).unwrap(), 0, &item);
+        assert!(queue.next_deadline().is_some_and(|at| at > start));
+    }
+
+    /// A deadline falls on the first instant at which the server's wall
+    /// clock (whole milliseconds since its start) reads it; one that passed
+    /// before the start is due at the start.
+    #[test]
+    fn deadlines_map_to_the_first_instant_the_wall_clock_reads_them() {
+        let mut state = state_with_users(1);
+        let start = Instant::now();
+        let start_unix = 1_000_000;
+        let mut queue = ExpiryQueue::new(Duration::from_millis(TTL_MS), start, start_unix, &state);
+        let owner = state.id_of(&name(0)).unwrap();
+        for (seq, enqueued_at) in [(0, start_unix + 250), (1, start_unix - 5 * TTL_MS)] {
+            let item = message(enqueued_at);
+            state.apply(&PersistCmd::Enqueue {
+                user: name(0),
+                seq,
+                item: item.clone(),
+            });
+            queue.push(owner, seq, &item);
+        }
+        assert_eq!(queue.next_deadline(), Some(start));
+        assert_eq!(queue.pop_due(start, &state), Some((owner, 1)));
+        let due = start + Duration::from_millis(250 + TTL_MS);
+        assert_eq!(queue.next_deadline(), Some(due));
+        let just_before = due - Duration::from_nanos(1);
+        assert_eq!(
+            crate::types::unix_at(start_unix, start, just_before),
+            start_unix + 250 + TTL_MS - 1
+        );
+        assert_eq!(queue.pop_due(just_before, &state), None);
+        assert_eq!(queue.pop_due(due, &state), Some((owner, 0)));
     }
 }

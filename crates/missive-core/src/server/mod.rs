@@ -186,7 +186,9 @@ impl Server {
             durable: Lsn(0),
             held: VecDeque::new(),
             timers: BinaryHeap::new(),
-            expiry: expiry::ExpiryQueue::default(),
+            // Every stored item's deadline, once (deadlines that passed
+            // while the server was down are due at once).
+            expiry: expiry::ExpiryQueue::new(config.message_ttl, now, unix_ms, &state),
             rng: rng::derive(&mut rng),
             hasher: PeerKeyHasher::default(),
             config,
@@ -227,7 +229,6 @@ impl Server {
         for (from, id) in recent {
             self.users[from.index()].recent.insert(id, Lsn(0), capacity);
         }
-        self.expiry = expiry::ExpiryQueue::new(self.config.message_ttl, &self.state);
     }
 
     /// Feeds one input. See the [module docs](self).
@@ -271,7 +272,7 @@ impl Server {
     /// early timeout is harmless and corrects it).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
-        match (conn_deadline, self.next_expiry_at()) {
+        match (conn_deadline, self.expiry.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
