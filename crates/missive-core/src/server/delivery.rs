@@ -222,25 +222,29 @@ impl Server {
     /// (stored under a larger one before a restart) is expired with an
     /// event instead of holding a window slot until its deadline.
     pub(super) fn pump(&mut self, now: Instant, user: UserId) {
-        let Some(runtime) = self.users.get(user.index()) else {
-            return;
-        };
+        while let Some((seq, error)) = self.deliver(user) {
+            self.expire_undeliverable(now, user, seq, error);
+        }
+    }
+
+    /// [`Self::pump`] up to the first item that does not fit in a frame,
+    /// which is returned (not in flight, the cursor past it).
+    fn deliver(&mut self, user: UserId) -> Option<(Seq, EncodeError)> {
+        let runtime = self.users.get(user.index())?;
         let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else {
-            return;
+            return None;
         };
         let (window, max_frame) = (self.config.window as usize, self.config.max_frame);
         let record = self.state.record(user);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
+        let c = self.conns.get_mut(&conn)?;
         let was_empty = c.tx.is_empty();
         let Phase::LoggedIn(session) = &mut c.phase else {
-            return;
+            return None;
         };
         if !session.online {
-            return;
+            return None;
         }
-        let mut undeliverable: Vec<(Seq, EncodeError)> = Vec::new();
+        let mut undeliverable = None;
         for (seq, item) in record.mailbox.items.range(session.cursor..end) {
             if session.in_flight.len() >= window {
                 break;
@@ -266,34 +270,28 @@ impl Server {
             // In flight only once its frame is in the buffer.
             match encode_frame_into(&delivery, max_frame, &mut c.tx) {
                 Ok(()) => session.in_flight.push(*seq),
-                Err(error) => undeliverable.push((*seq, error)),
+                Err(error) => {
+                    undeliverable = Some((*seq, error));
+                    break;
+                }
             }
         }
         if was_empty && !c.tx.is_empty() {
             self.dirty.push(conn);
         }
-        if !undeliverable.is_empty() {
-            self.expire_undeliverable(now, user, undeliverable);
-        }
+        undeliverable
     }
 
-    /// Expires `user`'s items that [`Self::pump`] could not encode, with an
-    /// event each for the operator.
+    /// Expires `user`'s item at `seq`, which [`Self::pump`] could not
+    /// encode, with an event for the operator.
     #[cold]
-    fn expire_undeliverable(
-        &mut self,
-        now: Instant,
-        user: UserId,
-        undeliverable: Vec<(Seq, EncodeError)>,
-    ) {
-        for (seq, error) in undeliverable {
-            self.event(ServerEvent::Undeliverable {
-                user: self.state.name(user).clone(),
-                seq,
-                error,
-            });
-            self.expire_item(now, user, seq);
-        }
+    fn expire_undeliverable(&mut self, now: Instant, user: UserId, seq: Seq, error: EncodeError) {
+        self.event(ServerEvent::Undeliverable {
+            user: self.state.name(user).clone(),
+            seq,
+            error,
+        });
+        self.expire_item(now, user, seq);
     }
 }
 
