@@ -76,7 +76,9 @@ impl Setup {
         c.send_burst = 1 + u32::from(b[6] % 8);
         c.send_rate_per_sec = u32::from(b[7] % 4);
         c.message_ttl = Duration::from_secs(1 + u64::from(b[8]));
-        c.expiry_check_interval = Duration::from_secs(1 + u64::from(b[9] % 10));
+        // b[9] chose the expiry check interval, gone since the server wakes
+        // at each item's deadline; it stays in the layout so that the corpus
+        // keeps its meaning.
         c.challenge_ttl = Duration::from_secs(1 + u64::from(b[10] % 30));
         c.handshake_timeout = Duration::from_secs(1 + u64::from(b[11] % 30));
         c.ping_interval = Duration::from_secs(1 + u64::from(b[12] % 30));
@@ -729,12 +731,6 @@ impl Harness {
             assert_eq!(b.per_sender, a.per_sender, "{name}");
             assert_eq!(b.next_seq, a.next_seq, "{name}");
         }
-        assert!(
-            rebuilt
-                .expired_items(u64::MAX)
-                .eq(state.expired_items(u64::MAX)),
-            "snapshot expiry index"
-        );
     }
 
     /// The end-of-input checks.

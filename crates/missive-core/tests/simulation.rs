@@ -10,10 +10,18 @@
 //!
 //! - every message the server accepted reached its recipient's application
 //!   exactly once, with the body that was sent, in order per (sender,
-//!   recipient);
+//!   recipient), or expired;
 //! - no application saw a message that was not sent;
 //! - every outbox drained (each message accepted or refused with a reason);
-//! - nothing the server holds decrypts without the recipient's key.
+//! - nothing the server holds decrypts without the recipient's key;
+//! - the server never sent an item at or after its deadline
+//!   (`enqueued_at + message_ttl`); every message it expired got exactly
+//!   one durable `expired` notice for its sender, and the sender's
+//!   application saw it exactly once unless that notice expired in turn.
+//!
+//! Odd seeds run with a TTL of 300 ms, so that messages and notices
+//! expire (offline recipients, forward clock jumps); even seeds with the
+//! default 30 days.
 //!
 //! `MISSIVE_SIM_SEEDS=N` runs N seeds (default 12); `MISSIVE_SIM_SEED=S`
 //! runs only seed S (to replay a failure).
@@ -26,7 +34,8 @@ use missive_core::rng::{self, CoreRng};
 use missive_core::server::{
     Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
 };
-use missive_core::{ConnId, Lsn, MessageId, UserName};
+use missive_core::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket};
+use missive_core::{ConnId, Lsn, MessageId, Seq, UserName};
 use rand_core::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
@@ -81,6 +90,8 @@ struct Ledger {
     refused: HashSet<MessageId>,
     /// Per recipient, in arrival order.
     received: HashMap<UserName, Vec<(UserName, MessageId, Vec<u8>)>>,
+    /// `expired` events per message id, as the sender's application saw them.
+    expired_seen: HashMap<MessageId, usize>,
 }
 
 /// Figures of one run.
@@ -93,6 +104,10 @@ struct Figures {
     server_crashes: usize,
     client_restarts: usize,
     clock_jumps: usize,
+    /// Messages the server expired (durably).
+    expired: usize,
+    /// Of those, the ones that never reached the recipient's application.
+    expired_unread: usize,
 }
 
 struct Sim {
@@ -101,6 +116,10 @@ struct Sim {
     /// Virtual time zero: the wall clock reads `T0_UNIX` here.
     origin: Instant,
     server: Server,
+    config: ServerConfig,
+    /// The wall-clock time each item was enqueued at, by (owner, seq), from
+    /// the server's `Enqueue` commands (the latest for a seq a crash lost).
+    enqueued_at: HashMap<(UserName, Seq), u64>,
     /// Commands the store reported durable (what survives a crash).
     durable: Vec<PersistCmd>,
     /// Commands emitted but not yet durable.
@@ -119,8 +138,9 @@ impl Sim {
         seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
         let mut rng = rng::from_seed(seed_bytes);
         let now = Instant::now();
+        let config = Self::server_config(seed);
         let server = Server::new(
-            Self::server_config(),
+            config.clone(),
             ServerState::new(),
             rng::bytes(&mut rng),
             now,
@@ -151,6 +171,8 @@ impl Sim {
             now,
             origin: now,
             server,
+            config,
+            enqueued_at: HashMap::new(),
             durable: Vec::new(),
             pending: Vec::new(),
             commit_at: None,
@@ -164,11 +186,14 @@ impl Sim {
         sim
     }
 
-    fn server_config() -> ServerConfig {
+    fn server_config(seed: u64) -> ServerConfig {
         // Small quotas so QueueFull happens too; a generous rate limit.
         let mut config = ServerConfig::default();
         config.queue_max_messages = 40;
         config.window = 8;
+        if seed % 2 == 1 {
+            config.message_ttl = Duration::from_millis(300);
+        }
         config
     }
 
@@ -186,6 +211,7 @@ impl Sim {
         while let Some(output) = self.server.poll_output() {
             match output {
                 Output::Transmit { conn, bytes } => {
+                    self.check_deliveries_in_time(conn, &bytes);
                     let delay = self.between(1, 20);
                     let at = self.now + delay;
                     if let Some(link) = self.link_mut(conn) {
@@ -199,6 +225,10 @@ impl Sim {
                     }
                 }
                 Output::Persist { lsn, cmd } => {
+                    if let PersistCmd::Enqueue { user, seq, item } = &cmd {
+                        self.enqueued_at
+                            .insert((user.clone(), *seq), item.enqueued_at());
+                    }
                     self.pending.push((lsn, cmd));
                     if self.commit_at.is_none() {
                         let delay = self.between(1, 10);
@@ -207,6 +237,37 @@ impl Sim {
                 }
                 Output::Event(_) => {}
             }
+        }
+    }
+
+    /// No item goes out at or after its deadline.
+    fn check_deliveries_in_time(&self, conn: ConnId, bytes: &[u8]) {
+        let Some(client) = self
+            .clients
+            .iter()
+            .find(|c| c.link.as_ref().is_some_and(|l| l.conn == conn))
+        else {
+            return;
+        };
+        let ttl_ms = self.config.message_ttl.as_millis() as u64;
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        decoder.push(bytes);
+        while let Some(packet) = decoder
+            .next_packet::<ServerPacket>()
+            .expect("server frames decode")
+        {
+            let (ServerPacket::Message { seq, .. } | ServerPacket::Notice { seq, .. }) = packet
+            else {
+                continue;
+            };
+            let enqueued_at = self.enqueued_at[&(client.name.clone(), seq)];
+            assert!(
+                self.unix_now() < enqueued_at + ttl_ms,
+                "{}'s item {seq} sent at {} ms, deadline {} ms",
+                client.name,
+                self.unix_now() - T0_UNIX,
+                enqueued_at + ttl_ms - T0_UNIX
+            );
         }
     }
 
@@ -243,13 +304,7 @@ impl Sim {
         }
         let state = ServerState::replay(&self.durable);
         let seed = rng::bytes(&mut self.rng);
-        self.server = Server::new(
-            Self::server_config(),
-            state,
-            seed,
-            self.now,
-            self.unix_now(),
-        );
+        self.server = Server::new(self.config.clone(), state, seed, self.now, self.unix_now());
         self.drain_server();
     }
 
@@ -313,6 +368,9 @@ impl Sim {
             }
             ClientEvent::UndecryptableMessage { from, id, error } => {
                 panic!("{me} could not open {id} from {from}: {error}");
+            }
+            ClientEvent::Expired { id, .. } => {
+                *self.ledger.expired_seen.entry(id).or_default() += 1;
             }
             ClientEvent::KeyChanged { user, .. } => panic!("{me} saw a key change for {user}"),
             // Every client registers its own name with its own key, even
@@ -590,6 +648,8 @@ impl Sim {
                 delivered += 1;
             }
         }
+        let expired = self.check_expiry();
+        let ledger = &self.ledger;
         for id in &ledger.accepted {
             let (_, to, _) = &ledger.sent[id];
             let got = ledger
@@ -597,12 +657,74 @@ impl Sim {
                 .get(to)
                 .is_some_and(|l| l.iter().any(|(_, i, _)| i == id));
             assert!(
-                got,
-                "accepted message {id} to {to} never reached the application"
+                got || expired.contains(id),
+                "accepted message {id} to {to} neither reached the application nor expired"
             );
+            if !got {
+                self.figures.expired_unread += 1;
+            }
         }
         self.figures.accepted = ledger.accepted.len();
         self.figures.delivered = delivered;
+        self.figures.expired = expired.len();
+    }
+
+    /// Checks expiry against the durable log: each message expires at most
+    /// once, its sender gets exactly one `expired` notice for it, and the
+    /// sender's application sees it once unless that notice expired too.
+    /// Returns the ids of the expired messages.
+    fn check_expiry(&self) -> HashSet<MessageId> {
+        let mut items: HashMap<(UserName, Seq), MailItem> = HashMap::new();
+        let mut expired: HashMap<MessageId, UserName> = HashMap::new();
+        let mut notices: HashMap<MessageId, usize> = HashMap::new();
+        let mut notices_expired: HashSet<MessageId> = HashSet::new();
+        for cmd in &self.durable {
+            match cmd {
+                PersistCmd::Enqueue { user, seq, item } => {
+                    if let MailItem::Notice {
+                        notice: Notice::Expired { id, .. },
+                        ..
+                    } = item
+                    {
+                        assert_eq!(expired.get(id), Some(user), "expired notice for {id}");
+                        *notices.entry(*id).or_default() += 1;
+                    }
+                    items.insert((user.clone(), *seq), item.clone());
+                }
+                PersistCmd::Ack { user, seq } => {
+                    items.remove(&(user.clone(), *seq));
+                }
+                PersistCmd::Expire { user, seq } => match items.remove(&(user.clone(), *seq)) {
+                    Some(MailItem::Message { from, id, .. }) => {
+                        assert!(expired.insert(id, from).is_none(), "{id} expired twice");
+                    }
+                    Some(MailItem::Notice {
+                        notice: Notice::Expired { id, .. },
+                        ..
+                    }) => {
+                        notices_expired.insert(id);
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        for id in expired.keys() {
+            assert_eq!(notices.get(id), Some(&1), "expired notices for {id}");
+            let seen = self.ledger.expired_seen.get(id).copied().unwrap_or(0);
+            if notices_expired.contains(id) {
+                assert!(seen <= 1, "{id}: the sender saw `expired` {seen} times");
+            } else {
+                assert_eq!(seen, 1, "{id}: the sender saw `expired` {seen} times");
+            }
+        }
+        for id in self.ledger.expired_seen.keys() {
+            assert!(
+                expired.contains_key(id),
+                "`expired` for {id}, never expired"
+            );
+        }
+        expired.into_keys().collect()
     }
 }
 
@@ -697,7 +819,12 @@ fn simulation_loses_nothing_and_shows_nothing_twice() {
         total.server_crashes += f.server_crashes;
         total.client_restarts += f.client_restarts;
         total.clock_jumps += f.clock_jumps;
+        total.expired += f.expired;
+        total.expired_unread += f.expired_unread;
     }
     println!("simulation: {} seeds, {total:?}", seeds.len());
-    assert!(total.accepted > 0 && total.delivered >= total.accepted);
+    assert!(total.accepted > 0 && total.delivered + total.expired_unread >= total.accepted);
+    if seeds.iter().filter(|s| *s % 2 == 1).count() >= 4 {
+        assert!(total.expired > 0, "short TTLs expired nothing");
+    }
 }

@@ -480,6 +480,12 @@ fn log_event(event: &ServerEvent) {
                 tracing::info!(conn = conn.0, user = ?user, ?reason, "connection closed by the server")
             }
         },
+        ServerEvent::Undeliverable { user, seq, error } => {
+            tracing::warn!(%user, seq, %error, "stored item exceeds max_frame: expired, sender notified")
+        }
+        ServerEvent::ReplyNotSent { conn, error } => {
+            tracing::error!(conn = conn.0, %error, "reply not sent")
+        }
         other => tracing::debug!(?other, "server event"),
     }
 }

@@ -188,6 +188,58 @@ async fn offline_queue_then_delivery_and_acks_empty_the_server() {
     server.stop().await;
 }
 
+/// Issue #10, defect 3, end to end: with a 2 s TTL the sender hears
+/// `expired` within 1 s of the deadline (the periodic check took up to a
+/// minute), and the recipient logging in afterwards gets nothing.
+#[tokio::test]
+async fn a_short_ttl_expires_on_time() {
+    let ttl = Duration::from_secs(2);
+    let mut config = ServerConfig::default();
+    config.message_ttl = ttl;
+    let server = TestServer::start(config, memory()).await;
+    let home = tempfile::tempdir().unwrap();
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
+    bob.close().await.unwrap();
+    let (alice, mut alice_events) =
+        ClientHandle::connect(options(server.addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
+    let before_send = Instant::now();
+    let id = alice.send(user("bob"), "too late").await.unwrap();
+    let accepted = Instant::now();
+    let expired = next_event(
+        &mut alice_events,
+        ttl + Duration::from_secs(1),
+        |e| match e {
+            ClientEvent::Expired { to, id } => Some((to, id)),
+            ClientEvent::Delivered { .. } => panic!("delivered to an offline user"),
+            _ => None,
+        },
+    )
+    .await;
+    let elapsed = before_send.elapsed();
+    assert_eq!(expired, (user("bob"), id));
+    // The deadline is counted in whole milliseconds of the server's clock.
+    assert!(
+        elapsed + Duration::from_millis(1) >= ttl,
+        "expired {elapsed:?} after the send, before the {ttl:?} TTL"
+    );
+    assert!(
+        accepted.elapsed() <= ttl + Duration::from_secs(1),
+        "expired {:?} after acceptance",
+        accepted.elapsed()
+    );
+    let (bob, _e) = ClientHandle::connect(options(server.addr, home.path(), "bob", 1))
+        .await
+        .unwrap();
+    assert_eq!(bob.login().queued, 0, "nothing left for bob");
+    bob.close().await.unwrap();
+    alice.close().await.unwrap();
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn restart_with_redb_keeps_keys_and_queued_messages() {
     let data = tempfile::tempdir().unwrap();

@@ -40,10 +40,9 @@ pub struct ServerConfig {
     /// Messages a user may have queued anywhere plus notices queued for them
     /// (default 10,000). Bounds notices, which are never dropped.
     pub max_outstanding_per_sender: u32,
-    /// Time a queued message or notice lives before it expires (default 30 days).
+    /// Time a queued message or notice lives before it expires (default 30
+    /// days). The server wakes at each item's deadline (no periodic check).
     pub message_ttl: Duration,
-    /// How often expiry is checked (default 60 s).
-    pub expiry_check_interval: Duration,
     /// Sustained sends per second per user (token bucket refill, default 100).
     pub send_rate_per_sec: u32,
     /// Burst of sends per user (token bucket size, default 1,000).
@@ -71,7 +70,6 @@ impl Default for ServerConfig {
             sender_share_percent: 50,
             max_outstanding_per_sender: 10_000,
             message_ttl: Duration::from_secs(30 * 24 * 3600),
-            expiry_check_interval: Duration::from_secs(60),
             send_rate_per_sec: 100,
             send_burst: 1_000,
             dedupe_per_sender: 1_024,

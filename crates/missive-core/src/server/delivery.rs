@@ -1,11 +1,10 @@
-//! Sending, queuing, delivery, acknowledgements, notices and expiry.
+//! Sending, queuing, delivery, acknowledgements and notices.
 
 use super::conn::Phase;
 use super::state::UserId;
-use super::{Held, MailItem, PersistCmd, Server};
+use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
 use crate::types::{ConnId, MessageId, Seq, UserName};
-use crate::wire::encode_frame_into;
-use crate::wire::{ErrorCode, Notice, ServerPacket};
+use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -92,6 +91,7 @@ impl Server {
             envelope,
             enqueued_at: self.wall(now),
         };
+        self.expiry.push(to_id, seq, &item);
         let lsn = self.persist_resolved(
             PersistCmd::Enqueue {
                 user: to,
@@ -119,7 +119,6 @@ impl Server {
                 end: seq + 1,
             },
         );
-        self.arm_expiry(now);
     }
 
     /// Checks the recipient's quotas and the sender's share of them.
@@ -168,7 +167,7 @@ impl Server {
         let delivered = match self.state.record(user).mailbox.items.get(&seq) {
             Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
             Some(MailItem::Notice { .. }) => None,
-            None => return self.pump(user), // expired meanwhile
+            None => return self.pump(now, user), // expired meanwhile
         };
         let name = self.state.name(user).clone();
         let from = delivered.and_then(|(from, _)| from);
@@ -183,7 +182,7 @@ impl Server {
         if let Some((Some(from), id)) = delivered {
             self.enqueue_notice(now, from, Notice::Delivered { to: name, id });
         }
-        self.pump(user);
+        self.pump(now, user);
     }
 
     /// Queues a notice for `owner` (never refused: notices are bounded by
@@ -194,6 +193,7 @@ impl Server {
             notice,
             enqueued_at: self.wall(now),
         };
+        self.expiry.push(owner, seq, &item);
         let lsn = self.persist_resolved(
             PersistCmd::Enqueue {
                 user: self.state.name(owner).clone(),
@@ -211,42 +211,50 @@ impl Server {
                 end: seq + 1,
             },
         );
-        self.arm_expiry(now);
     }
 
     /// Delivers what `user`'s window and presence allow. Frames are encoded
     /// straight from the mailbox into the connection's buffer (no copy of
-    /// the envelope).
-    pub(super) fn pump(&mut self, user: UserId) {
-        let Some(runtime) = self.users.get(user.index()) else {
-            return;
-        };
+    /// the envelope). Nothing here is past its deadline: every input first
+    /// expires what is due ([`Server::handle_input`]).
+    ///
+    /// An item that does not fit in a frame under the `max_frame` in force
+    /// (stored under a larger one before a restart) is expired with an
+    /// event instead of holding a window slot until its deadline.
+    pub(super) fn pump(&mut self, now: Instant, user: UserId) {
+        while let Some((seq, error)) = self.deliver(user) {
+            self.expire_undeliverable(now, user, seq, error);
+        }
+    }
+
+    /// [`Self::pump`] up to the first item that does not fit in a frame,
+    /// which is returned (not in flight, the cursor past it).
+    fn deliver(&mut self, user: UserId) -> Option<(Seq, EncodeError)> {
+        let runtime = self.users.get(user.index())?;
         let (Some(conn), end) = (runtime.session, runtime.deliverable_end) else {
-            return;
+            return None;
         };
         let (window, max_frame) = (self.config.window as usize, self.config.max_frame);
         let record = self.state.record(user);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
+        let c = self.conns.get_mut(&conn)?;
         let was_empty = c.tx.is_empty();
         let Phase::LoggedIn(session) = &mut c.phase else {
-            return;
+            return None;
         };
         if !session.online {
-            return;
+            return None;
         }
+        let mut undeliverable = None;
         for (seq, item) in record.mailbox.items.range(session.cursor..end) {
             if session.in_flight.len() >= window {
                 break;
             }
             session.cursor = seq + 1;
-            session.in_flight.push(*seq);
             let delivery = match item {
                 MailItem::Message {
                     from, id, envelope, ..
                 } => {
-                    c.tx.reserve(super::TX_MIN + envelope.len());
+                    c.tx.reserve(super::TX_MIN + envelope.len().min(max_frame as usize));
                     Delivery::Message {
                         seq: *seq,
                         from,
@@ -259,62 +267,31 @@ impl Server {
                     Delivery::Notice { seq: *seq, notice }
                 }
             };
-            // Cannot fail: envelopes are limited to max_frame − 1 KiB.
-            let _ = encode_frame_into(&delivery, max_frame, &mut c.tx);
+            // In flight only once its frame is in the buffer.
+            match encode_frame_into(&delivery, max_frame, &mut c.tx) {
+                Ok(()) => session.in_flight.push(*seq),
+                Err(error) => {
+                    undeliverable = Some((*seq, error));
+                    break;
+                }
+            }
         }
         if was_empty && !c.tx.is_empty() {
             self.dirty.push(conn);
         }
+        undeliverable
     }
 
-    /// Makes sure an expiry check is scheduled while anything is queued.
-    fn arm_expiry(&mut self, now: Instant) {
-        if self.next_expiry_check.is_none() {
-            self.next_expiry_check = Some(now + self.config.expiry_check_interval);
-        }
-    }
-
-    /// Removes items older than the TTL; senders of expired messages get an
-    /// Expired notice. Deliveries resume only once every due item is gone,
-    /// so that an item about to expire in this same pass is never sent.
-    pub(super) fn expire(&mut self, now: Instant) {
-        let ttl_ms = self.config.message_ttl.as_millis() as u64;
-        let cutoff = self.wall(now).saturating_sub(ttl_ms);
-        let due = self.state.expired(cutoff);
-        let mut owners: Vec<UserId> = due.iter().map(|(user, _)| *user).collect();
-        for (user, seq) in due {
-            let expired = match self.state.record(user).mailbox.items.get(&seq) {
-                Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
-                _ => None,
-            };
-            let name = self.state.name(user).clone();
-            let from = expired.and_then(|(from, _)| from);
-            self.persist_resolved(
-                PersistCmd::Expire {
-                    user: name.clone(),
-                    seq,
-                },
-                user,
-                from,
-            );
-            if let Some((Some(from), id)) = expired {
-                self.enqueue_notice(now, from, Notice::Expired { to: name, id });
-            }
-            if let Some((conn, _)) = self.session_of(user)
-                && let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut())
-            {
-                session.in_flight.remove(seq);
-            }
-        }
-        owners.sort_unstable();
-        owners.dedup();
-        for user in owners {
-            self.pump(user);
-        }
-        self.next_expiry_check = self
-            .state
-            .oldest_item()
-            .map(|_| now + self.config.expiry_check_interval);
+    /// Expires `user`'s item at `seq`, which [`Self::pump`] could not
+    /// encode, with an event for the operator.
+    #[cold]
+    fn expire_undeliverable(&mut self, now: Instant, user: UserId, seq: Seq, error: EncodeError) {
+        self.event(ServerEvent::Undeliverable {
+            user: self.state.name(user).clone(),
+            seq,
+            error,
+        });
+        self.expire_item(now, user, seq);
     }
 }
 

@@ -297,7 +297,7 @@ impl Server {
                 online: true,
             });
         }
-        self.pump(id);
+        self.pump(now, id);
     }
 
     pub(super) fn on_fetch_key(&mut self, conn: ConnId, user: UserName) {

@@ -1,8 +1,8 @@
 //! What goes into and comes out of the server state machine.
 
 use super::state::PersistCmd;
-use crate::types::{ConnId, Lsn, UserName};
-use crate::wire::ErrorCode;
+use crate::types::{ConnId, Lsn, Seq, UserName};
+use crate::wire::{EncodeError, ErrorCode};
 
 /// An input to [`super::Server::handle_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,25 @@ pub enum ServerEvent {
         user: Option<UserName>,
         /// Why.
         reason: CloseReason,
+    },
+    /// A queued item does not fit in a frame under the `max_frame` in force
+    /// (it was stored under a larger one before a restart). It was expired
+    /// instead of delivered; a message's sender gets `expired` (§4.5).
+    Undeliverable {
+        /// The mailbox owner.
+        user: UserName,
+        /// The item's place in the mailbox.
+        seq: Seq,
+        /// Why it could not be encoded.
+        error: EncodeError,
+    },
+    /// A reply could not be encoded within `max_frame` and was not sent
+    /// (a server bug: every reply the server builds is far smaller).
+    ReplyNotSent {
+        /// The connection it was for.
+        conn: ConnId,
+        /// Why it could not be encoded.
+        error: EncodeError,
     },
 }
 

@@ -42,6 +42,7 @@
 mod config;
 mod conn;
 mod delivery;
+mod expiry;
 mod handshake;
 mod io;
 mod limits;
@@ -151,7 +152,8 @@ pub struct Server {
     /// Connection deadlines (handshake or liveness); stale entries are
     /// re-checked when popped.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    next_expiry_check: Option<Instant>,
+    /// Deadlines of queued items (§4.7).
+    expiry: expiry::ExpiryQueue,
 }
 
 impl Server {
@@ -184,7 +186,9 @@ impl Server {
             durable: Lsn(0),
             held: VecDeque::new(),
             timers: BinaryHeap::new(),
-            next_expiry_check: None,
+            // Every stored item's deadline, once (deadlines that passed
+            // while the server was down are due at once).
+            expiry: expiry::ExpiryQueue::new(config.message_ttl, now, unix_ms, &state),
             rng: rng::derive(&mut rng),
             hasher: PeerKeyHasher::default(),
             config,
@@ -225,13 +229,15 @@ impl Server {
         for (from, id) in recent {
             self.users[from.index()].recent.insert(id, Lsn(0), capacity);
         }
-        if self.state.oldest_item().is_some() {
-            self.next_expiry_check = Some(now);
-        }
     }
 
     /// Feeds one input. See the [module docs](self).
+    ///
+    /// Whatever the input, items whose deadline has passed at `now` are
+    /// expired first (§4.7), so nothing is delivered past its deadline even
+    /// if the driver's timer fires late.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.expire_due(now);
         match input {
             Input::Connected(conn) => self.on_connected(now, conn),
             Input::Bytes(conn, bytes) => self.on_bytes(now, conn, bytes),
@@ -239,6 +245,7 @@ impl Server {
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
         }
+        self.expiry.compact(&self.state);
     }
 
     /// The next output, if any. Drain until `None` after every input.
@@ -259,10 +266,13 @@ impl Server {
         None
     }
 
-    /// When to feed `Input::Timeout` next, if anything waits on time.
+    /// When to feed `Input::Timeout` next, if anything waits on time: the
+    /// earliest connection deadline or queued item's expiry deadline (or
+    /// the deadline of an item acknowledged since the last timeout: an
+    /// early timeout is harmless and corrects it).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
-        match (conn_deadline, self.next_expiry_check) {
+        match (conn_deadline, self.expiry.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -453,7 +463,7 @@ impl Server {
             Held::Deliverable { user, end } => {
                 let runtime = self.runtime(user, now);
                 runtime.deliverable_end = runtime.deliverable_end.max(end);
-                self.pump(user);
+                self.pump(now, user);
             }
             Held::Event(event) => self.event(event),
         }
@@ -496,12 +506,13 @@ impl Server {
         let was_empty = c.tx.is_empty();
         // One allocation for the usual reply instead of a doubling series.
         c.tx.reserve(TX_MIN);
-        // Packets the server builds stay within max_frame (envelopes are
-        // limited to max_frame − 1 KiB), so encoding cannot fail in practice;
-        // if it ever did, the packet is dropped rather than panicking.
-        if encode_frame_into(packet, max_frame, &mut c.tx).is_ok() && was_empty && !c.tx.is_empty()
-        {
-            self.dirty.push(conn);
+        // Replies are small (the largest is a 4096-bit key), so they fit any
+        // max_frame the server accepts; should one not, the operator hears
+        // of it rather than the server panicking.
+        match encode_frame_into(packet, max_frame, &mut c.tx) {
+            Ok(()) if was_empty => self.dirty.push(conn),
+            Ok(()) => {}
+            Err(error) => self.event(ServerEvent::ReplyNotSent { conn, error }),
         }
     }
 

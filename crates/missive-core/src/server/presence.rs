@@ -30,7 +30,7 @@ impl Server {
             online,
         });
         if online {
-            self.pump(id);
+            self.pump(now, id);
         }
     }
 
@@ -88,9 +88,6 @@ impl Server {
                 c.timer_at = Some(deadline);
                 self.timers.push(Reverse((deadline, conn)));
             }
-        }
-        if self.next_expiry_check.is_some_and(|at| at <= now) {
-            self.expire(now);
         }
     }
 

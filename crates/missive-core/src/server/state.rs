@@ -173,12 +173,6 @@ impl UserId {
 struct Slot {
     name: UserName,
     record: UserRecord,
-    /// Whether `enqueued_at` never decreases along the mailbox (in seq
-    /// order), so that its oldest item is its first. True unless the wall
-    /// clock went back between two enqueues (or a store replayed items out
-    /// of order); reset when the mailbox empties. Expiry then reads only the
-    /// front of an ordered mailbox, and needs no index of its own.
-    ordered: bool,
 }
 
 impl PartialEq for ServerState {
@@ -260,7 +254,6 @@ impl ServerState {
                 },
                 ..UserRecord::default()
             },
-            ordered: true,
         });
         id
     }
@@ -305,14 +298,6 @@ impl ServerState {
         if mailbox.items.contains_key(&seq) {
             return;
         }
-        let in_order = match mailbox.items.last_key_value() {
-            None => true,
-            Some((&last, last_item)) => seq > last && item.enqueued_at() >= last_item.enqueued_at(),
-        };
-        if mailbox.items.is_empty() {
-            slot.ordered = true;
-        }
-        slot.ordered &= in_order;
         mailbox.next_seq = mailbox.next_seq.max(seq + 1);
         mailbox.items.insert(seq, item.clone());
         self.queued += 1;
@@ -350,9 +335,6 @@ impl ServerState {
         let mailbox = &mut record.mailbox;
         let item = mailbox.items.remove(&seq)?;
         self.queued -= 1;
-        if mailbox.items.is_empty() {
-            slot.ordered = true;
-        }
         match &item {
             MailItem::Message { from, envelope, .. } => {
                 mailbox.message_count -= 1;
@@ -397,36 +379,6 @@ impl ServerState {
     /// Items queued in all mailboxes.
     pub fn queued_items(&self) -> usize {
         self.queued
-    }
-
-    /// Items enqueued at or before `cutoff`, oldest first (ties by owner's
-    /// name, then sequence number).
-    ///
-    /// Reads only the due front of each mailbox whose items are in time
-    /// order (all of them unless the wall clock went back), so it costs
-    /// O(users + due items); the server calls it once per expiry interval.
-    pub fn expired_items(&self, cutoff: UnixMillis) -> impl Iterator<Item = (&UserName, Seq)> {
-        self.expired(cutoff)
-            .into_iter()
-            .map(|(id, seq)| (self.name(id), seq))
-    }
-
-    /// The oldest enqueue time of any item.
-    pub fn oldest_item(&self) -> Option<UnixMillis> {
-        if self.queued == 0 {
-            return None;
-        }
-        self.users
-            .iter()
-            .filter_map(|slot| {
-                let items = &slot.record.mailbox.items;
-                if slot.ordered {
-                    items.first_key_value().map(|(_, item)| item.enqueued_at())
-                } else {
-                    items.values().map(MailItem::enqueued_at).min()
-                }
-            })
-            .min()
     }
 
     /// The commands that rebuild this state from nothing (a snapshot): server
@@ -503,21 +455,15 @@ impl ServerState {
         &self.users[id.index()].name
     }
 
-    /// Items enqueued at or before `cutoff`, in the order of
-    /// [`Self::expired_items`].
-    pub(crate) fn expired(&self, cutoff: UnixMillis) -> Vec<(UserId, Seq)> {
-        let mut due: Vec<(UnixMillis, UserId, Seq)> = Vec::new();
-        for (i, slot) in self.users.iter().enumerate() {
-            let id = UserId(i as u32);
-            let items = slot.record.mailbox.items.iter();
-            let old = items.map(|(seq, item)| (item.enqueued_at(), id, *seq));
-            if slot.ordered {
-                due.extend(old.take_while(|(at, _, _)| *at <= cutoff));
-            } else {
-                due.extend(old.filter(|(at, _, _)| *at <= cutoff));
-            }
-        }
-        due.sort_unstable_by(|a, b| (a.0, self.name(a.1), a.2).cmp(&(b.0, self.name(b.1), b.2)));
-        due.into_iter().map(|(_, id, seq)| (id, seq)).collect()
+    /// Every queued item with its owner, mailbox by mailbox.
+    pub(crate) fn items_by_owner(&self) -> impl Iterator<Item = (UserId, Seq, &MailItem)> {
+        self.users.iter().enumerate().flat_map(|(i, slot)| {
+            let owner = UserId(i as u32);
+            slot.record
+                .mailbox
+                .items
+                .iter()
+                .map(move |(seq, item)| (owner, *seq, item))
+        })
     }
 }

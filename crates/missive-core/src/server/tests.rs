@@ -1194,6 +1194,237 @@ fn expiry_never_delivers_an_item_it_is_about_to_expire() {
     assert_eq!(h.queued("bob"), 0);
 }
 
+/// A configuration whose only timer within a minute is expiry: a `ttl`
+/// TTL, pings and the handshake deadline far away.
+fn short_ttl(ttl: Duration) -> ServerConfig {
+    ServerConfig {
+        message_ttl: ttl,
+        ping_interval: Duration::from_secs(3600),
+        handshake_timeout: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    }
+}
+
+impl Harness {
+    /// Runs like a driver with no traffic: sleeps until `poll_timeout` and
+    /// feeds `Timeout`, until `until` or until `conn` got a packet; returns
+    /// that packet with the time it was sent.
+    fn run_timers(&mut self, conn: ConnId, until: Instant) -> Option<(Instant, ServerPacket)> {
+        loop {
+            if let Some(packet) = self.recv(conn) {
+                return Some((self.now, packet));
+            }
+            let at = self.server.poll_timeout().filter(|at| *at <= until)?;
+            self.now = self.now.max(at);
+            self.server.handle_input(self.now, Input::Timeout);
+            self.drain();
+        }
+    }
+
+    fn expect_notice(&mut self, conn: ConnId) -> Notice {
+        match self.expect(conn) {
+            ServerPacket::Notice { notice, .. } => notice,
+            other => panic!("expected a notice, got {other:?}"),
+        }
+    }
+}
+
+/// Issue #10, defect 3: with a 2 s TTL, a recipient who logs in at 5 s gets
+/// nothing and the sender gets `expired`, not `delivered` — even though no
+/// timer input came between the deadline and the login.
+#[test]
+fn nothing_is_delivered_after_its_deadline_even_before_the_timer_fires() {
+    let mut h = Harness::new(short_ttl(Duration::from_secs(2)));
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", b"too late");
+    assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
+    h.now += Duration::from_secs(5);
+    let b = h.user(3, "bob", &ids()[1]);
+    let got = h.recv_all(b);
+    assert!(
+        got.iter()
+            .all(|p| !matches!(p, ServerPacket::Message { .. })),
+        "delivered after the deadline: {got:?}"
+    );
+    assert_eq!(
+        h.expect_notice(a),
+        Notice::Expired {
+            to: name("bob"),
+            id: MessageId([1; 16])
+        }
+    );
+    assert_eq!(h.recv(a), None, "no delivered notice");
+}
+
+/// Issue #10, defect 3: `poll_timeout` is the deadline itself, and a server
+/// driven by nothing but its timer sends `expired` at the deadline (the
+/// periodic check sent it up to a minute late).
+#[test]
+fn the_timer_expires_an_item_at_its_deadline() {
+    let ttl = Duration::from_secs(3);
+    let mut h = Harness::new(short_ttl(ttl));
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.now += Duration::from_millis(1_234);
+    let sent_at = h.now;
+    h.send_msg(a, 1, "bob", b"m");
+    h.expect(a);
+    assert_eq!(h.server.poll_timeout(), Some(sent_at + ttl));
+    // A timer that fires early changes nothing.
+    h.advance(ttl - Duration::from_millis(1));
+    assert_eq!(h.queued("bob"), 1);
+    assert_eq!(h.recv(a), None);
+    let (at, packet) = h
+        .run_timers(a, sent_at + ttl + Duration::from_secs(1))
+        .expect("expired within 1 s of the deadline");
+    assert_eq!(at, sent_at + ttl);
+    assert!(matches!(
+        packet,
+        ServerPacket::Notice {
+            notice: Notice::Expired { .. },
+            ..
+        }
+    ));
+    assert_eq!(h.queued("bob"), 0);
+}
+
+/// Deadlines come from each item's own enqueue time, not from its place in
+/// the mailbox: after a restart whose wall clock had gone back, a later
+/// item can expire first, and items due during the downtime expire at once.
+#[test]
+fn restart_schedules_every_stored_deadline_whatever_the_order() {
+    let ttl = Duration::from_secs(60);
+    let key = |i: usize| ids()[i].public_key().to_spki_der().to_vec();
+    let enqueue = |seq, id: u8, enqueued_at| PersistCmd::Enqueue {
+        user: name("bob"),
+        seq,
+        item: MailItem::Message {
+            from: name("alice"),
+            id: MessageId([id; 16]),
+            envelope: vec![id],
+            enqueued_at,
+        },
+    };
+    let state = ServerState::replay(&[
+        PersistCmd::SetServerId { server_id: [1; 16] },
+        PersistCmd::RegisterUser {
+            user: name("alice"),
+            public_key: key(0),
+        },
+        PersistCmd::RegisterUser {
+            user: name("bob"),
+            public_key: key(1),
+        },
+        enqueue(0, 1, T0_UNIX + 30_000),
+        enqueue(1, 2, T0_UNIX - 120_000),
+        enqueue(2, 3, T0_UNIX + 10_000),
+    ]);
+    let mut h = Harness::with_state(short_ttl(ttl), state, Instant::now());
+    let start = h.now;
+    // Seq 1 was due during the downtime.
+    assert_eq!(h.server.poll_timeout(), Some(start));
+    let expired_for_bob = |h: &Harness| -> Vec<Seq> {
+        h.log
+            .iter()
+            .filter_map(|(_, c)| match c {
+                PersistCmd::Expire { user, seq } if *user == name("bob") => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    };
+    h.advance(Duration::ZERO);
+    assert_eq!(expired_for_bob(&h), vec![1]);
+    let ms = Duration::from_millis(1);
+    h.advance(Duration::from_secs(70) - ms);
+    assert_eq!(expired_for_bob(&h), vec![1]);
+    h.advance(ms);
+    assert_eq!(expired_for_bob(&h), vec![1, 2]);
+    h.advance(Duration::from_secs(20) - ms);
+    assert_eq!(expired_for_bob(&h), vec![1, 2]);
+    h.advance(ms);
+    assert_eq!(expired_for_bob(&h), vec![1, 2, 0]);
+    assert_eq!(h.queued("bob"), 0);
+}
+
+/// Issue #10, defect 4: an item stored under a larger `max_frame` than the
+/// one in force after a restart does not fit in a frame. It is expired
+/// (its sender gets `expired`, the operator an event) instead of holding a
+/// window slot until its TTL, and the items behind it flow.
+#[test]
+fn an_item_too_large_for_the_current_frame_limit_is_expired_not_stuck() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 1, "bob", &[7; 100 * 1024]);
+    h.send_msg(a, 2, "bob", b"small");
+    h.send_msg(a, 3, "bob", b"small too");
+    assert_eq!(h.recv_all(a).len(), 3);
+    let state = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    let smaller = ServerConfig {
+        max_frame: 64 * 1024,
+        max_envelope: 63 * 1024,
+        window: 1,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with_state(smaller, state, h.now);
+    let b = h.user(2, "bob", &ids()[1]);
+    match h.recv_all(b).as_slice() {
+        [ServerPacket::Message { seq: 1, .. }] => {}
+        other => panic!("expected the second message, got {other:?}"),
+    }
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Undeliverable { user, seq: 0, error: crate::wire::EncodeError::TooLarge { .. } }
+            if *user == name("bob")
+    )));
+    h.send(b, &ClientPacket::Ack { seq: 1 });
+    match h.recv_all(b).as_slice() {
+        [ServerPacket::Message { seq: 2, .. }] => {}
+        other => panic!("expected the third message, got {other:?}"),
+    }
+    let a = h.user(1, "alice", &ids()[0]);
+    assert_eq!(
+        h.expect_notice(a),
+        Notice::Expired {
+            to: name("bob"),
+            id: MessageId([1; 16])
+        }
+    );
+    h.send(a, &ClientPacket::Ack { seq: 0 });
+    assert_eq!(
+        h.expect_notice(a),
+        Notice::Delivered {
+            to: name("bob"),
+            id: MessageId([2; 16])
+        }
+    );
+}
+
+/// A reply that does not fit in `max_frame` is not sent, and the operator
+/// hears of it (replies are far smaller than any accepted `max_frame`, so
+/// only a server bug gets here; before, the failure was ignored).
+#[test]
+fn a_reply_too_large_to_encode_is_reported_not_ignored() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.hello(1);
+    let detail = "x".repeat(DEFAULT_MAX_FRAME as usize);
+    h.server.send_error(a, ErrorCode::Busy, None, None, &detail);
+    h.drain();
+    assert_eq!(h.recv(a), None);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        ServerEvent::ReplyNotSent { conn, error: crate::wire::EncodeError::TooLarge { .. } }
+            if *conn == a
+    )));
+    // The connection still works.
+    h.send(a, &ClientPacket::Ping);
+    assert_eq!(h.expect(a), ServerPacket::Pong);
+}
+
 #[test]
 fn replaying_the_emitted_commands_rebuilds_the_same_state() {
     let mut h = Harness::new(ServerConfig::default());
