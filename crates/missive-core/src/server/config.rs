@@ -3,12 +3,17 @@
 use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
 use std::time::{Duration, Instant};
 
+/// The smallest frame limit a server runs with (4 KiB): every handshake
+/// packet fits, a Register with a 4096-bit key included.
+pub const MIN_MAX_FRAME: u32 = 4 * 1024;
+
 /// Everything a server operator can tune. `ServerConfig::default()` gives the
 /// defaults documented in docs/PROTOCOL.md ("Limits and defaults").
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Largest frame payload accepted and sent (default 256 KiB).
+    /// Largest frame payload accepted and sent (default 256 KiB; at least
+    /// [`MIN_MAX_FRAME`]: a smaller value is raised to it).
     pub max_frame: u32,
     /// Largest frame payload accepted before login (default 16 KiB: every
     /// handshake packet is far smaller), so that unauthenticated

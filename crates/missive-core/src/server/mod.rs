@@ -52,7 +52,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use config::ServerConfig;
+pub use config::{MIN_MAX_FRAME, ServerConfig};
 pub use io::{CloseReason, Input, Output, ServerEvent};
 use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
@@ -168,6 +168,7 @@ impl Server {
         now: Instant,
         unix_ms: UnixMillis,
     ) -> Self {
+        config.max_frame = config.max_frame.max(MIN_MAX_FRAME);
         config.max_envelope = config
             .max_envelope
             .min(config.max_frame.saturating_sub(1024));

@@ -258,6 +258,26 @@ fn welcome_announces_version_ids_and_limits() {
     assert!(matches!(h.log[0].1, PersistCmd::SetServerId { .. }));
 }
 
+/// A frame limit below the minimum is raised to it (it used to panic in
+/// `Server::new`: the handshake limit was clamped to `[1024, max_frame]`).
+#[test]
+fn a_tiny_frame_limit_is_raised_to_the_minimum() {
+    let mut h = Harness::new(ServerConfig {
+        max_frame: 500,
+        ..ServerConfig::default()
+    });
+    let conn = h.connect(1);
+    h.send(conn, &ClientPacket::Hello { versions: vec![1] });
+    match h.expect(conn) {
+        ServerPacket::Welcome { limits, .. } => {
+            assert_eq!(limits.max_frame, MIN_MAX_FRAME);
+            assert_eq!(limits.handshake_max_frame, Some(MIN_MAX_FRAME));
+            assert!(limits.max_envelope < MIN_MAX_FRAME);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn unsupported_version_is_fatal() {
     let mut h = Harness::new(ServerConfig::default());
