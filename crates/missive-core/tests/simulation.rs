@@ -12,14 +12,15 @@
 //!   exactly once, with the body that was sent, in order per (sender,
 //!   recipient);
 //! - no application saw a message that was not sent;
-//! - every outbox drained (each message accepted or refused with a reason);
+//! - every outbox drained (each message accepted or refused with a reason),
+//!   and never refused as `IdReused` (retries resend the same bytes);
 //! - nothing the server holds decrypts without the recipient's key.
 //!
 //! `MISSIVE_SIM_SEEDS=N` runs N seeds (default 12); `MISSIVE_SIM_SEED=S`
 //! runs only seed S (to replay a failure).
 
 use missive_core::client::{
-    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, SendFailure,
 };
 use missive_core::crypto::{self, Identity};
 use missive_core::rng::{self, CoreRng};
@@ -297,6 +298,11 @@ impl Sim {
                 );
                 self.ledger.accepted.insert(id);
             }
+            ClientEvent::SendFailed {
+                id,
+                reason: SendFailure::IdReused,
+                ..
+            } => panic!("{me} used id {id} for two messages"),
             ClientEvent::QueueFull { id, .. } | ClientEvent::SendFailed { id, .. } => {
                 assert!(
                     !self.ledger.accepted.contains(&id),

@@ -65,6 +65,13 @@ pub enum SendError {
         /// The recipient.
         to: UserName,
     },
+    /// The server remembers the message's id from another message of this
+    /// user and queued nothing.
+    #[error("the server took another message with this id; nothing was queued for {to}")]
+    IdReused {
+        /// The recipient.
+        to: UserName,
+    },
     /// The server refused the message.
     #[error("the server refused the message: {code:?}")]
     Rejected {
@@ -94,6 +101,7 @@ impl SendError {
             SendFailure::KeyChanged => SendError::KeyChanged { to },
             SendFailure::TooLarge => SendError::TooLarge,
             SendFailure::BadKey => SendError::BadKey { to },
+            SendFailure::IdReused => SendError::IdReused { to },
             SendFailure::Rejected(code) => SendError::Rejected { to, code },
             other => SendError::Failed {
                 to,

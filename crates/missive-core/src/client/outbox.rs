@@ -223,6 +223,11 @@ impl Client {
                         id,
                         reason: SendFailure::TooLarge,
                     }),
+                    ErrorCode::IdReused => self.out.event(ClientEvent::SendFailed {
+                        to,
+                        id,
+                        reason: SendFailure::IdReused,
+                    }),
                     other => self.out.event(ClientEvent::SendFailed {
                         to,
                         id,

@@ -1,8 +1,9 @@
 //! Small bounded structures: the per-user send rate limiter and the
 //! per-sender memory of recent message ids.
 
-use crate::types::{Lsn, MessageId, PeerKeyHasher};
+use crate::types::{Lsn, MessageId, PeerKeyHasher, UserName};
 use hashbrown::HashTable;
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::time::Instant;
@@ -36,9 +37,39 @@ impl TokenBucket {
     }
 }
 
-/// The last `capacity` message ids a sender used, with the LSN of the
-/// command that queued each, so a retried Send is answered without queuing a
-/// duplicate.
+/// What a Send carried besides its id: SHA-256 of the recipient's name
+/// (length-prefixed) and the envelope, truncated to 16 bytes. Two Sends with
+/// one id are the same message exactly when their digests are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SendDigest([u8; 16]);
+
+impl SendDigest {
+    pub fn of(to: &UserName, envelope: &[u8]) -> Self {
+        let name = to.as_str().as_bytes();
+        let full = Sha256::new()
+            .chain_update((name.len() as u64).to_be_bytes())
+            .chain_update(name)
+            .chain_update(envelope)
+            .finalize();
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&full[..16]);
+        Self(digest)
+    }
+}
+
+/// A message id a sender used: the LSN of the command that queued it and
+/// the digest of what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UsedId {
+    pub lsn: Lsn,
+    pub digest: SendDigest,
+}
+
+/// The last `capacity` message ids a sender used, each with the LSN of the
+/// command that queued it and the digest of its recipient and envelope, so a
+/// retried Send is answered without queuing a duplicate and any other Send
+/// reusing the id is told apart from it. 40 bytes a remembered id in the
+/// ring, plus 4 in the table (at its load factor).
 ///
 /// The ids live in a ring (oldest first, touched only at its ends); a hash
 /// table of ring positions (4 bytes a slot, not a copy of each id) finds
@@ -50,8 +81,8 @@ impl TokenBucket {
 /// table that is then hot in cache).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecentIds {
-    /// `(id, lsn)`, oldest first.
-    ring: VecDeque<(MessageId, Lsn)>,
+    /// Oldest first.
+    ring: VecDeque<(MessageId, UsedId)>,
     /// Absolute position (wrapping) of `ring[0]`.
     base: u32,
     /// Absolute positions by id hash: those of the ring, plus stale ones.
@@ -69,7 +100,7 @@ impl RecentIds {
     }
 
     /// The ring slot of an absolute position, if it is still in the ring.
-    fn slot(ring: &VecDeque<(MessageId, Lsn)>, base: u32, at: u32) -> Option<usize> {
+    fn slot(ring: &VecDeque<(MessageId, UsedId)>, base: u32, at: u32) -> Option<usize> {
         let i = at.wrapping_sub(base) as usize;
         (i < ring.len()).then_some(i)
     }
@@ -83,7 +114,7 @@ impl RecentIds {
         Self::slot(ring, base, *at)
     }
 
-    pub fn get(&self, id: &MessageId) -> Option<Lsn> {
+    pub fn get(&self, id: &MessageId) -> Option<UsedId> {
         if self.ring.is_empty() {
             return None;
         }
@@ -91,17 +122,19 @@ impl RecentIds {
         Some(self.ring[i].1)
     }
 
-    pub fn insert(&mut self, id: MessageId, lsn: Lsn, capacity: usize) {
+    /// Remembers `id` as the newest (an id already remembered keeps its
+    /// place and takes the new `used`).
+    pub fn insert(&mut self, id: MessageId, used: UsedId, capacity: usize) {
         if capacity == 0 {
             return;
         }
         let hash = self.hasher.hash_one(id);
         if let Some(i) = self.find(hash, &id) {
-            self.ring[i].1 = lsn;
+            self.ring[i].1 = used;
             return;
         }
         let at = self.base.wrapping_add(self.ring.len() as u32);
-        self.ring.push_back((id, lsn));
+        self.ring.push_back((id, used));
         let (ring, base, hasher) = (&self.ring, self.base, &self.hasher);
         // Growing rehashes every entry; a stale one has no id left to hash
         // and may land anywhere (it is never found again, only rebuilt away).
@@ -160,18 +193,43 @@ mod tests {
         assert!(!b.try_take(10, 2, later));
     }
 
+    /// A used id queued at `lsn`, carrying `envelope` to bob.
+    fn used(lsn: u64, envelope: &[u8]) -> UsedId {
+        UsedId {
+            lsn: Lsn(lsn),
+            digest: SendDigest::of(&UserName::new("bob").unwrap(), envelope),
+        }
+    }
+
     #[test]
     fn recent_ids_forget_the_oldest() {
         let mut r = RecentIds::default();
         for i in 0..5u8 {
-            r.insert(MessageId([i; 16]), Lsn(u64::from(i)), 3);
+            r.insert(MessageId([i; 16]), used(u64::from(i), &[i]), 3);
         }
         assert_eq!(r.len(), 3);
         assert_eq!(r.get(&MessageId([0; 16])), None);
-        assert_eq!(r.get(&MessageId([4; 16])), Some(Lsn(4)));
-        r.insert(MessageId([4; 16]), Lsn(9), 3);
-        assert_eq!(r.get(&MessageId([4; 16])), Some(Lsn(9)));
+        assert_eq!(r.get(&MessageId([4; 16])), Some(used(4, &[4])));
+        r.insert(MessageId([4; 16]), used(9, &[9]), 3);
+        assert_eq!(r.get(&MessageId([4; 16])), Some(used(9, &[9])));
         assert_eq!(r.len(), 3);
+    }
+
+    /// The digest tells apart every part of a Send but its id, including
+    /// where the recipient's name ends and the envelope begins.
+    #[test]
+    fn send_digest_covers_recipient_and_envelope() {
+        let name = |s: &str| UserName::new(s).unwrap();
+        let base = SendDigest::of(&name("bob"), b"envelope");
+        assert_eq!(base, SendDigest::of(&name("bob"), b"envelope"));
+        assert_ne!(base, SendDigest::of(&name("carol"), b"envelope"));
+        assert_ne!(base, SendDigest::of(&name("bob"), b"envelopf"));
+        assert_ne!(base, SendDigest::of(&name("bob"), b"envelope\0"));
+        assert_ne!(base, SendDigest::of(&name("bob"), b""));
+        assert_ne!(
+            SendDigest::of(&name("ab"), b"c"),
+            SendDigest::of(&name("a"), b"bc")
+        );
     }
 
     proptest::proptest! {
@@ -180,17 +238,17 @@ mod tests {
         #[test]
         fn recent_ids_match_a_simple_model(
             capacity in 0usize..6,
-            ops in proptest::collection::vec((0u8..12, proptest::bool::ANY), 0..200),
+            ops in proptest::collection::vec((0u8..12, 0u8..3, proptest::bool::ANY), 0..200),
         ) {
-            let mut model: (std::collections::HashMap<MessageId, Lsn>, VecDeque<MessageId>) =
+            let mut model: (std::collections::HashMap<MessageId, UsedId>, VecDeque<MessageId>) =
                 Default::default();
             let mut r = RecentIds::default();
-            for (step, (key, insert)) in ops.into_iter().enumerate() {
+            for (step, (key, envelope, insert)) in ops.into_iter().enumerate() {
                 let id = MessageId([key; 16]);
-                let lsn = Lsn(step as u64);
+                let what = used(step as u64, &[envelope]);
                 if insert {
-                    r.insert(id, lsn, capacity);
-                    if capacity > 0 && model.0.insert(id, lsn).is_none() {
+                    r.insert(id, what, capacity);
+                    if capacity > 0 && model.0.insert(id, what).is_none() {
                         model.1.push_back(id);
                         while model.1.len() > capacity {
                             let old = model.1.pop_front().unwrap();
