@@ -53,7 +53,7 @@ impl Server {
             );
             return self.send_error(conn, ErrorCode::EnvelopeTooLarge, Some(id), None, &detail);
         }
-        let digest = SendDigest::of(&to, &envelope);
+        let digest = SendDigest::of(&self.hasher, &to, &envelope);
         if let Some(used) = self.runtime(from_id, now).recent.get(&id) {
             if used.digest != digest {
                 return self.send_error(

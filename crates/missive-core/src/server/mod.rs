@@ -226,7 +226,7 @@ impl Server {
                 {
                     let used = UsedId {
                         lsn: Lsn(0),
-                        digest: SendDigest::of(to, envelope),
+                        digest: SendDigest::of(&self.hasher, to, envelope),
                     };
                     queued.push((*enqueued_at, from, *id, used));
                 }
