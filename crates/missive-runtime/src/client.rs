@@ -648,3 +648,22 @@ pub fn fingerprint_of_der(der: &[u8]) -> Fingerprint {
     out.copy_from_slice(&digest);
     Fingerprint(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals the application can act on arrive as their own variants.
+    #[test]
+    fn send_failures_map_to_typed_send_errors() {
+        let bob = UserName::new("bob").unwrap();
+        assert_eq!(
+            SendError::from_failure(bob.clone(), SendFailure::IdReused),
+            SendError::IdReused { to: bob.clone() }
+        );
+        assert_eq!(
+            SendError::from_failure(bob.clone(), SendFailure::UnknownUser),
+            SendError::UnknownUser { to: bob }
+        );
+    }
+}
