@@ -20,6 +20,10 @@
 //! * `Persist` LSNs strictly increase; `durable_lsn()` is what was reported;
 //! * durability: `Registered`, `Accepted` and every delivered `Message` /
 //!   `Notice` go out only once the command backing them is durable;
+//! * nothing dropped silently: every `Accepted {id}` answers a `Send` of
+//!   that id on its connection (read with the mirror decoder, each `Send`
+//!   answered at most once) whose recipient and envelope the server queued
+//!   under that sender and id (in this run, or still queued at its start);
 //! * deliveries only on logged-in connections, in increasing `seq` order,
 //!   never of an item expired in the same step,
 //!   and at most `window` delivered-but-unacknowledged per connection (acks
@@ -252,6 +256,9 @@ struct ConnModel {
     in_flight: BTreeSet<u64>,
     /// Highest seq delivered on this connection.
     last_delivered: Option<u64>,
+    /// `Send`s on this connection not (yet) answered `Accepted`: by id,
+    /// each recipient and envelope.
+    sends: HashMap<MessageId, Vec<(UserName, Vec<u8>)>>,
 }
 
 impl ConnModel {
@@ -267,6 +274,7 @@ impl ConnModel {
             user: None,
             in_flight: BTreeSet::new(),
             last_delivered: None,
+            sends: HashMap::new(),
         }
     }
 }
@@ -289,6 +297,8 @@ pub struct Harness {
     /// LSN of the command that queued each mailbox item / message / user.
     item_lsn: HashMap<(UserName, u64), Lsn>,
     message_lsn: HashMap<(UserName, MessageId), Lsn>,
+    /// Every (recipient, envelope) queued under each (sender, id).
+    queued_sends: HashMap<(UserName, MessageId), Vec<(UserName, Vec<u8>)>>,
     user_lsn: HashMap<UserName, Lsn>,
 }
 
@@ -310,6 +320,7 @@ impl Harness {
             restarts: 0,
             item_lsn: HashMap::new(),
             message_lsn: HashMap::new(),
+            queued_sends: HashMap::new(),
             user_lsn: HashMap::new(),
         };
         h.step(None, &[]);
@@ -409,6 +420,9 @@ impl Harness {
             loop {
                 match m.mirror.next_packet::<ClientPacket>() {
                     Ok(Some(ClientPacket::Ack { seq })) => acks.push(seq),
+                    Ok(Some(ClientPacket::Send { id, to, envelope })) => {
+                        m.sends.entry(id).or_default().push((to, envelope));
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {
@@ -568,6 +582,19 @@ impl Harness {
                     lsn.is_some_and(|l| l <= durable),
                     "Accepted {id} from {user} before it is durable ({lsn:?} > {durable:?})"
                 );
+                let queued = self
+                    .queued_sends
+                    .get(&(user.clone(), id))
+                    .map_or(&[][..], Vec::as_slice);
+                let pending = m.sends.entry(id).or_default();
+                let answered = pending.iter().position(|send| queued.contains(send));
+                let Some(answered) = answered else {
+                    panic!(
+                        "Accepted {id} from {user}: no unanswered Send of it on {conn:?} \
+                         carries a recipient and envelope queued under that id"
+                    );
+                };
+                pending.swap_remove(answered);
             }
             ServerPacket::Message { seq, .. } | ServerPacket::Notice { seq, .. } => {
                 let user = m
@@ -611,8 +638,15 @@ impl Harness {
             }
             PersistCmd::Enqueue { user, seq, item } => {
                 self.item_lsn.insert((user.clone(), *seq), lsn);
-                if let MailItem::Message { from, id, .. } = item {
+                if let MailItem::Message {
+                    from, id, envelope, ..
+                } = item
+                {
                     self.message_lsn.insert((from.clone(), *id), lsn);
+                    self.queued_sends
+                        .entry((from.clone(), *id))
+                        .or_default()
+                        .push((user.clone(), envelope.clone()));
                 }
             }
             PersistCmd::Expire { user, seq } => expired.push((user.clone(), *seq)),
@@ -691,13 +725,21 @@ impl Harness {
         // Everything the new server holds is durable.
         self.item_lsn.clear();
         self.message_lsn.clear();
+        self.queued_sends.clear();
         self.user_lsn.clear();
         for (name, record) in self.server.state().users() {
             self.user_lsn.insert(name.clone(), Lsn(0));
             for (seq, item) in &record.mailbox.items {
                 self.item_lsn.insert((name.clone(), *seq), Lsn(0));
-                if let MailItem::Message { from, id, .. } = item {
+                if let MailItem::Message {
+                    from, id, envelope, ..
+                } = item
+                {
                     self.message_lsn.insert((from.clone(), *id), Lsn(0));
+                    self.queued_sends
+                        .entry((from.clone(), *id))
+                        .or_default()
+                        .push((name.clone(), envelope.clone()));
                 }
             }
         }

@@ -12,7 +12,8 @@
 //!   exactly once, with the body that was sent, in order per (sender,
 //!   recipient), or expired;
 //! - no application saw a message that was not sent;
-//! - every outbox drained (each message accepted or refused with a reason);
+//! - every outbox drained (each message accepted or refused with a reason),
+//!   and never refused as `IdReused` (retries resend the same bytes);
 //! - nothing the server holds decrypts without the recipient's key;
 //! - the server never sent an item at or after its deadline
 //!   (`enqueued_at + message_ttl`); every message it expired got exactly
@@ -27,7 +28,7 @@
 //! runs only seed S (to replay a failure).
 
 use missive_core::client::{
-    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState,
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, SendFailure,
 };
 use missive_core::crypto::{self, Identity};
 use missive_core::rng::{self, CoreRng};
@@ -352,6 +353,11 @@ impl Sim {
                 );
                 self.ledger.accepted.insert(id);
             }
+            ClientEvent::SendFailed {
+                id,
+                reason: SendFailure::IdReused,
+                ..
+            } => panic!("{me} used id {id} for two messages"),
             ClientEvent::SendFailed { id, .. } => {
                 assert!(
                     !self.ledger.accepted.contains(&id),

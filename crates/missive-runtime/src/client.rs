@@ -68,6 +68,13 @@ pub enum SendError {
         /// The recipient.
         to: UserName,
     },
+    /// The server remembers the message's id from another message of this
+    /// user and queued nothing.
+    #[error("the server took another message with this id; nothing was queued for {to}")]
+    IdReused {
+        /// The recipient.
+        to: UserName,
+    },
     /// The server refused the message.
     #[error("the server refused the message: {code:?}")]
     Rejected {
@@ -98,6 +105,7 @@ impl SendError {
             SendFailure::KeyChanged => SendError::KeyChanged { to },
             SendFailure::TooLarge => SendError::TooLarge,
             SendFailure::BadKey => SendError::BadKey { to },
+            SendFailure::IdReused => SendError::IdReused { to },
             SendFailure::Rejected(code) => SendError::Rejected { to, code },
             other => SendError::Failed {
                 to,
@@ -599,5 +607,24 @@ impl ClientEngine {
         if self.connected && self.refusal.is_none() {
             self.refusal = Some(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals the application can act on arrive as their own variants.
+    #[test]
+    fn send_failures_map_to_typed_send_errors() {
+        let bob = UserName::new("bob").unwrap();
+        assert_eq!(
+            SendError::from_failure(bob.clone(), SendFailure::IdReused),
+            SendError::IdReused { to: bob.clone() }
+        );
+        assert_eq!(
+            SendError::from_failure(bob.clone(), SendFailure::UnknownUser),
+            SendError::UnknownUser { to: bob }
+        );
     }
 }

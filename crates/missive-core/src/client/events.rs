@@ -272,6 +272,11 @@ pub enum SendFailure {
     /// The server's key for the recipient is not a usable RSA key.
     #[error("the recipient's key is unusable")]
     BadKey,
+    /// The server remembers this message id from another message of this
+    /// user (to another recipient or with another envelope) and queued
+    /// nothing.
+    #[error("the message id was already used for another message")]
+    IdReused,
     /// The server refused the message with another code (any code the
     /// client does not act on, including ones newer than this client).
     #[error("refused by the server: {0:?}")]

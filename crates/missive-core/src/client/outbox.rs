@@ -293,6 +293,7 @@ fn send_failure(code: ErrorCode) -> SendFailure {
         ErrorCode::UnknownUser => SendFailure::UnknownUser,
         ErrorCode::QueueFull => SendFailure::QueueFull,
         ErrorCode::EnvelopeTooLarge => SendFailure::TooLarge,
+        ErrorCode::IdReused => SendFailure::IdReused,
         other => SendFailure::Rejected(other),
     }
 }

@@ -754,6 +754,31 @@ fn envelope_too_large_fails_the_send() {
     assert_eq!(h.client.state().outbox().len(), 0);
 }
 
+/// `IdReused` ends that one send for good (no retry), and only that one.
+#[test]
+fn id_reused_fails_only_that_send() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let reused = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    let other = h.client.send(h.now, name("bob"), b"y".to_vec()).unwrap();
+    assert_eq!(sends(&h.drain()).len(), 2);
+    assert!(
+        h.recv(error(ErrorCode::IdReused, Some(reused), None))
+            .is_empty()
+    );
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::SendFailed {
+            to: name("bob"),
+            id: reused,
+            reason: SendFailure::IdReused
+        }]
+    );
+    let outbox: Vec<MessageId> = h.client.state().outbox().map(|e| e.id).collect();
+    assert_eq!(outbox, vec![other]);
+    assert!(sends(&h.advance(Duration::from_secs(60))).is_empty());
+}
+
 #[test]
 fn rate_limited_send_is_retried_after_retry_after() {
     let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());

@@ -1,6 +1,7 @@
 //! Sending, queuing, delivery, acknowledgements and notices.
 
 use super::conn::Phase;
+use super::limits::{SendDigest, UsedId};
 use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
 use crate::types::{ConnId, MessageId, Seq, UserName};
@@ -51,11 +52,21 @@ impl Server {
             );
             return self.send_error(conn, ErrorCode::EnvelopeTooLarge, Some(id), None, &detail);
         }
-        // A retry of a message already taken: answer as the first time.
-        if let Some(lsn) = self.runtime(from_id, now).recent.get(&id) {
+        let digest = SendDigest::of(&self.hasher, &to, &envelope);
+        if let Some(used) = self.runtime(from_id, now).recent.get(&id) {
+            if used.digest != digest {
+                return self.send_error(
+                    conn,
+                    ErrorCode::IdReused,
+                    Some(id),
+                    None,
+                    "this id was used for another message",
+                );
+            }
+            // A retry of a message already taken: answer as the first time.
             return self.after_durable(
                 now,
-                lsn,
+                used.lsn,
                 Held::Reply {
                     conn,
                     packet: ServerPacket::Accepted { id },
@@ -102,7 +113,9 @@ impl Server {
             Some(from_id),
         );
         let capacity = self.config.dedupe_per_sender;
-        self.runtime(from_id, now).recent.insert(id, lsn, capacity);
+        self.runtime(from_id, now)
+            .recent
+            .insert(id, UsedId { lsn, digest }, capacity);
         self.after_durable(
             now,
             lsn,

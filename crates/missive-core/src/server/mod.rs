@@ -61,7 +61,7 @@ use crate::rng::{self, CoreRng};
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{ClientPacket, DecodeError, ErrorCode, ServerPacket, encode_frame_into};
 use conn::{Conn, Phase};
-use limits::{RecentIds, TokenBucket};
+use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -211,24 +211,37 @@ impl Server {
     }
 
     /// Volatile per-user state from the durable state: everything queued is
-    /// durable, and every queued message id is remembered for deduplication.
+    /// durable, and the ids of queued messages are remembered for
+    /// deduplication (per sender the newest `dedupe_per_sender`, by the time
+    /// they were queued).
     fn rebuild_runtime(&mut self, now: Instant) {
-        let mut recent: Vec<(UserId, MessageId)> = Vec::new();
-        for (_, record) in self.state.users() {
+        let mut queued: Vec<(UnixMillis, UserId, MessageId, UsedId)> = Vec::new();
+        for (to, record) in self.state.users() {
             let mut runtime = self.new_runtime(now);
             runtime.deliverable_end = record.mailbox.next_seq;
             self.users.push(runtime);
             for item in record.mailbox.items.values() {
-                if let MailItem::Message { from, id, .. } = item
+                if let MailItem::Message {
+                    from,
+                    id,
+                    envelope,
+                    enqueued_at,
+                } = item
                     && let Some(from) = self.state.id_of(from)
                 {
-                    recent.push((from, *id));
+                    let used = UsedId {
+                        lsn: Lsn(0),
+                        digest: SendDigest::of(&self.hasher, to, envelope),
+                    };
+                    queued.push((*enqueued_at, from, *id, used));
                 }
             }
         }
+        // Stable: items queued in the same millisecond keep mailbox order.
+        queued.sort_by_key(|(enqueued_at, ..)| *enqueued_at);
         let capacity = self.config.dedupe_per_sender;
-        for (from, id) in recent {
-            self.users[from.index()].recent.insert(id, Lsn(0), capacity);
+        for (_, from, id, used) in queued {
+            self.users[from.index()].recent.insert(id, used, capacity);
         }
     }
 

@@ -892,6 +892,139 @@ fn retried_send_is_accepted_again_but_queued_once() {
     assert_eq!(h.queued("bob"), 1);
 }
 
+/// The ids and envelopes queued for `user`, in order.
+fn queued_messages(server: &Server, user: &str) -> Vec<(MessageId, Vec<u8>)> {
+    server
+        .state()
+        .user(&name(user))
+        .unwrap()
+        .mailbox
+        .items
+        .values()
+        .filter_map(|item| match item {
+            MailItem::Message { id, envelope, .. } => Some((*id, envelope.clone())),
+            MailItem::Notice { .. } => None,
+        })
+        .collect()
+}
+
+/// Asserts `IdReused` naming message `id` on `conn`.
+fn expect_id_reused(h: &mut Harness, conn: ConnId, id: u8) {
+    match h.expect_error(conn, ErrorCode::IdReused) {
+        ServerPacket::Error { id: got, .. } => assert_eq!(got, Some(MessageId([id; 16]))),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn an_id_reused_for_another_recipient_is_refused_and_nothing_queued() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(2, "bob", &ids()[1]);
+    h.user(3, "carol", &ids()[2]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 9, "bob", b"m");
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([9; 16])
+        }
+    );
+    h.send_msg(a, 9, "carol", b"m");
+    expect_id_reused(&mut h, a, 9);
+    assert_eq!(h.recv(a), None);
+    assert_eq!(h.queued("carol"), 0);
+    assert_eq!(
+        queued_messages(&h.server, "bob"),
+        vec![(MessageId([9; 16]), b"m".to_vec())]
+    );
+}
+
+#[test]
+fn an_id_reused_with_another_envelope_is_refused_even_before_the_first_is_durable() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(2, "bob", &ids()[1]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.auto_durable = false;
+    h.send_msg(a, 9, "bob", b"first");
+    h.send_msg(a, 9, "bob", b"second");
+    expect_id_reused(&mut h, a, 9);
+    assert_eq!(h.recv(a), None, "the first is not durable yet");
+    h.make_durable();
+    assert_eq!(
+        h.recv_all(a),
+        vec![ServerPacket::Accepted {
+            id: MessageId([9; 16])
+        }]
+    );
+    assert_eq!(
+        queued_messages(&h.server, "bob"),
+        vec![(MessageId([9; 16]), b"first".to_vec())]
+    );
+}
+
+/// After a restart the memory is rebuilt from the queued messages, with
+/// their recipients and envelopes: a retry is still accepted without a
+/// second copy, any other reuse still refused.
+#[test]
+fn after_a_restart_retries_and_reuses_are_still_told_apart() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(2, "bob", &ids()[1]);
+    h.user(3, "carol", &ids()[2]);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 9, "bob", b"queued");
+    h.expect(a);
+    let state = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    let mut h = Harness::with_state(ServerConfig::default(), state, h.now);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 9, "bob", b"other");
+    expect_id_reused(&mut h, a, 9);
+    h.send_msg(a, 9, "carol", b"queued");
+    expect_id_reused(&mut h, a, 9);
+    h.send_msg(a, 9, "bob", b"queued");
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([9; 16])
+        }
+    );
+    assert_eq!(h.queued("carol"), 0);
+    assert_eq!(
+        queued_messages(&h.server, "bob"),
+        vec![(MessageId([9; 16]), b"queued".to_vec())]
+    );
+}
+
+/// With more queued than it remembers, a restarted server remembers each
+/// sender's newest messages (those a client may still be retrying), not
+/// whichever mailboxes come last.
+#[test]
+fn after_a_restart_the_newest_queued_ids_are_remembered() {
+    let config = ServerConfig {
+        dedupe_per_sender: 2,
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config.clone());
+    h.user(2, "bob", &ids()[1]);
+    h.user(3, "carol", &ids()[2]);
+    let a = h.user(1, "alice", &ids()[0]);
+    for (id, to) in [(1, "carol"), (2, "carol"), (3, "bob")] {
+        h.send_msg(a, id, to, b"m");
+        h.expect(a);
+        h.advance(Duration::from_millis(10));
+    }
+    let state = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    let mut h = Harness::with_state(config, state, h.now);
+    let a = h.user(1, "alice", &ids()[0]);
+    h.send_msg(a, 3, "bob", b"m");
+    assert_eq!(
+        h.expect(a),
+        ServerPacket::Accepted {
+            id: MessageId([3; 16])
+        }
+    );
+    assert_eq!(h.queued("bob"), 1);
+}
+
 /// Five messages from alice queued while bob was offline, then bob online
 /// with a delivery window of `window`: the harness and bob's connection.
 fn backlog_for_bob(window: u32) -> (Harness, ConnId) {

@@ -255,6 +255,10 @@ pub enum ErrorCode {
     BadKey,
     /// Too many requests are waiting for answers.
     Busy,
+    /// The sender used this message id for another message (another
+    /// recipient or another envelope): nothing was queued. Ids are unique
+    /// per sender; only a retry of the same message reuses one.
+    IdReused,
     /// A code this implementation does not know (forward compatibility).
     Unknown(u16),
     /// Undecodable frame or packet.
@@ -300,6 +304,7 @@ impl From<ErrorCode> for u16 {
             NoChallenge => 9,
             BadKey => 10,
             Busy => 11,
+            IdReused => 12,
             Malformed => 100,
             UnsupportedVersion => 101,
             UnexpectedPacket => 102,
@@ -329,6 +334,7 @@ impl From<u16> for ErrorCode {
             9 => NoChallenge,
             10 => BadKey,
             11 => Busy,
+            12 => IdReused,
             100 => Malformed,
             101 => UnsupportedVersion,
             102 => UnexpectedPacket,
@@ -403,7 +409,7 @@ mod tests {
         assert!(!ErrorCode::QueueFull.is_fatal());
     }
 
-    const NAMED: [(ErrorCode, u16); 20] = [
+    const NAMED: [(ErrorCode, u16); 21] = [
         (ErrorCode::UnknownUser, 1),
         (ErrorCode::NameTaken, 2),
         (ErrorCode::QueueFull, 3),
@@ -415,6 +421,7 @@ mod tests {
         (ErrorCode::NoChallenge, 9),
         (ErrorCode::BadKey, 10),
         (ErrorCode::Busy, 11),
+        (ErrorCode::IdReused, 12),
         (ErrorCode::Malformed, 100),
         (ErrorCode::UnsupportedVersion, 101),
         (ErrorCode::UnexpectedPacket, 102),
