@@ -7,8 +7,11 @@
 //! - the TCP server: [`BoundServer`] (bind, then [`serve`](BoundServer::serve)
 //!   or [`serve_until`](BoundServer::serve_until)) and its [`ServerHandle`];
 //! - the client library: [`ClientHandle`] (connect, register if needed,
-//!   send, presence, events, automatic pings and reconnection);
-//! - the `missive-server` and `missive` command-line tools (in `src/bin`).
+//!   send, presence, events, automatic pings and reconnection).
+//!
+//! The `missive-server` and `missive` command-line tools are in the
+//! `missive-cli` crate, so that a library user does not build their
+//! dependencies.
 //!
 //! Everything that does not depend on the runtime — engine bookkeeping,
 //! outbound queues, the control and command channels, the client's
