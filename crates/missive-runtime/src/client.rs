@@ -265,6 +265,20 @@ struct PresenceWaiter {
     reply: oneshot::Sender<Result<Presence, PresenceError>>,
 }
 
+/// Where the engine's transport connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// No transport connection.
+    Down,
+    /// Connected, the login under way.
+    LoggingIn {
+        /// Whether the server registered the user on this connection.
+        registered: bool,
+    },
+    /// Logged in.
+    LoggedIn,
+}
+
 /// The runtime-independent half of a client driver. See the
 /// [module docs](self).
 pub struct ClientEngine {
@@ -275,10 +289,8 @@ pub struct ClientEngine {
     presence: Vec<PresenceWaiter>,
     outgoing: Vec<u8>,
     close: bool,
-    connected: bool,
+    connection: Connection,
     epoch: u64,
-    logged_in: bool,
-    registered: bool,
     login: Option<LoginInfo>,
     refusal: Option<ConnectError>,
     dirty_since: Option<Instant>,
@@ -289,8 +301,7 @@ impl std::fmt::Debug for ClientEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientEngine")
             .field("user", self.client.user())
-            .field("connected", &self.connected)
-            .field("logged_in", &self.logged_in)
+            .field("connection", &self.connection)
             .field("pending_sends", &self.sends.len())
             .finish_non_exhaustive()
     }
@@ -310,10 +321,8 @@ impl ClientEngine {
             presence: Vec::new(),
             outgoing: Vec::new(),
             close: false,
-            connected: false,
+            connection: Connection::Down,
             epoch: 0,
-            logged_in: false,
-            registered: false,
             login: None,
             refusal: None,
             dirty_since: None,
@@ -325,10 +334,8 @@ impl ClientEngine {
 
     /// A transport connection is open.
     pub fn connected(&mut self, now: Instant) {
-        self.connected = true;
+        self.connection = Connection::LoggingIn { registered: false };
         self.epoch += 1;
-        self.logged_in = false;
-        self.registered = false;
         self.close = false;
         self.outgoing.clear();
         self.client.handle_input(now, ClientInput::Connected);
@@ -343,11 +350,10 @@ impl ClientEngine {
 
     /// The transport connection is gone.
     pub fn disconnected(&mut self, now: Instant) {
-        if !self.connected {
+        if self.connection == Connection::Down {
             return;
         }
-        self.connected = false;
-        self.logged_in = false;
+        self.connection = Connection::Down;
         self.outgoing.clear();
         self.close = false;
         self.client.handle_input(now, ClientInput::Disconnected);
@@ -474,7 +480,7 @@ impl ClientEngine {
 
     /// Whether the current connection is logged in.
     pub fn is_logged_in(&self) -> bool {
-        self.logged_in
+        self.connection == Connection::LoggedIn
     }
 
     /// Sends waiting for the server's answer.
@@ -540,11 +546,16 @@ impl ClientEngine {
 
     fn on_event(&mut self, event: ClientEvent) {
         match &event {
-            ClientEvent::Registered => self.registered = true,
+            ClientEvent::Registered => {
+                if let Connection::LoggingIn { registered } = &mut self.connection {
+                    *registered = true;
+                }
+            }
             ClientEvent::LoggedIn { queued } => {
-                self.logged_in = true;
+                let registered = self.connection == Connection::LoggingIn { registered: true };
+                self.connection = Connection::LoggedIn;
                 self.login = Some(LoginInfo {
-                    registered: self.registered,
+                    registered,
                     queued: *queued,
                 });
                 // Queries queued in the core went out with the login.
@@ -553,7 +564,7 @@ impl ClientEngine {
                 }
             }
             ClientEvent::LoginFailed(error) => self.refuse(ConnectError::Login(error.clone())),
-            ClientEvent::ConnectionLost { reason } if !self.logged_in => {
+            ClientEvent::ConnectionLost { reason } if !self.is_logged_in() => {
                 self.refuse(ConnectError::ConnectionLost(reason.clone()))
             }
             ClientEvent::Accepted { id, .. } => {
@@ -596,7 +607,7 @@ impl ClientEngine {
 
     /// Keeps why the connection failed before its login, for the supervisor.
     fn refuse(&mut self, error: ConnectError) {
-        if self.connected && self.refusal.is_none() {
+        if self.connection != Connection::Down && self.refusal.is_none() {
             self.refusal = Some(error);
         }
     }
