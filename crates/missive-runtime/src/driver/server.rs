@@ -409,6 +409,7 @@ mod tests {
     use super::*;
     use crate::queue::{QueueLimits, outbound};
     use futures_util::io::{Cursor, sink};
+    use std::pin::Pin;
 
     /// An idle connection costs its reader no read buffer: the 16 KiB
     /// buffer lives on the stack only during a poll.
@@ -426,15 +427,67 @@ mod tests {
         assert!(size < 2048, "writer future is {size} bytes");
     }
 
-    /// A batch of many buffers goes out whole, in order, through vectored
-    /// writes of at most `MAX_IOVECS` buffers.
-    #[test]
-    fn a_batch_is_written_whole_and_in_order() {
-        let batch: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; usize::from(i) + 1]).collect();
-        let mut out = Cursor::new(Vec::new());
-        futures_util::FutureExt::now_or_never(write_batch(&mut out, &batch))
-            .expect("a cursor never waits")
-            .unwrap();
-        assert_eq!(out.into_inner(), batch.concat());
+    /// A writer that takes at most `limit` bytes per (vectored) write.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut taken = 0;
+            for buf in bufs {
+                let n = buf.len().min(self.limit - taken);
+                self.out.extend_from_slice(&buf[..n]);
+                taken += n;
+                if taken == self.limit {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(taken))
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the batch (of frames: never empty) and however little
+        /// each write takes, the buffers go out whole and in order (vectored writes of at most
+        /// `MAX_IOVECS` buffers, advanced over partial writes).
+        #[test]
+        fn a_batch_is_written_whole_and_in_order(
+            batch in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 0..200),
+            limit in 1usize..300,
+        ) {
+            let mut out = Trickle { out: Vec::new(), limit };
+            futures_util::FutureExt::now_or_never(write_batch(&mut out, &batch))
+                .expect("the writer never waits")
+                .unwrap();
+            proptest::prop_assert_eq!(out.out, batch.concat());
+        }
     }
 }
