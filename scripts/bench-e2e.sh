@@ -23,7 +23,7 @@ SRVFLAGS=(--send-rate 10000000 --send-burst 10000000 --queue-max-messages 100000
 
 ulimit -n "$(ulimit -Hn)"  # 20000 here: enough for 10,000 conns (each process holds one side)
 mkdir -p "$WORK"
-(cd "$ROOT" && cargo build --release -q -p missive-bench -p missive-tokio --bins)
+(cd "$ROOT" && cargo build --release -q -p missive-bench -p missive-cli --bins)
 MS="$ROOT/target/release/missive-server"; MB="$ROOT/target/release/missive-bench"
 mkdir -p "$WORK/peer-bench"; tar -C "$PEER" --exclude=./target -cf - . | tar -C "$WORK/peer-bench" -xf -
 (cd "$WORK/peer-bench" && cargo build --release -q)

@@ -18,6 +18,7 @@ use missive::core::server::ServerConfig;
 use missive::core::wire::ErrorCode;
 use missive::store::{MemoryStore, RedbStore, Store};
 use missive_runtime::client::{ConnectError, PresenceError, SendError};
+use missive_runtime::serve::ServeError;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -427,6 +428,18 @@ fn bad_input(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     server.stop();
 }
 
+/// Binding an address another server listens on fails, typed.
+fn address_in_use(sd: &dyn ServerDriver, _cd: &dyn ClientDriver) {
+    let server = sd.start(ServerConfig::default(), memory());
+    let busy = server.addr();
+    match sd.try_start(&busy.to_string(), ServerConfig::default(), memory()) {
+        Err(ServeError::AddressInUse { addr, .. }) => assert_eq!(addr, busy),
+        Err(e) => panic!("expected AddressInUse, got {e}"),
+        Ok(_) => panic!("bound {busy} twice"),
+    }
+    server.stop();
+}
+
 /// One `#[test]` per case and pairing.
 macro_rules! pairing {
     ($module:ident, $server:expr, $client:expr, [$($case:ident),* $(,)?]) => {
@@ -462,4 +475,5 @@ conformance!(
     restart_durability,
     reconnect_keeps_outbox,
     bad_input,
+    address_in_use,
 );

@@ -22,6 +22,7 @@ use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
 };
 use missive_runtime::home::ClientHome;
+use missive_runtime::serve::ServeError;
 use missive_runtime::session::ClientOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -141,7 +142,7 @@ pub trait ServerDriver: Sync {
         addr: &str,
         config: ServerConfig,
         store: Box<dyn Store>,
-    ) -> std::io::Result<Box<dyn RunningServer>>;
+    ) -> Result<Box<dyn RunningServer>, ServeError>;
 }
 
 impl dyn ServerDriver + '_ {
@@ -277,7 +278,7 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
 struct TokioServer {
     addr: SocketAddr,
     handle: missive_tokio::ServerHandle,
-    task: tokio::task::JoinHandle<std::io::Result<missive_tokio::ServeReport>>,
+    task: tokio::task::JoinHandle<Result<missive_tokio::ServeReport, ServeError>>,
 }
 
 impl RunningServer for TokioServer {
@@ -304,7 +305,7 @@ impl ServerDriver for Tokio {
         addr: &str,
         config: ServerConfig,
         store: Box<dyn Store>,
-    ) -> std::io::Result<Box<dyn RunningServer>> {
+    ) -> Result<Box<dyn RunningServer>, ServeError> {
         let rt = tokio_rt();
         let server = rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?;
         let addr = server.local_addr();
@@ -408,7 +409,7 @@ pub struct AsyncStd;
 struct AsyncStdServer {
     addr: SocketAddr,
     handle: missive_async_std::ServerHandle,
-    task: async_std::task::JoinHandle<std::io::Result<missive_async_std::ServeReport>>,
+    task: async_std::task::JoinHandle<Result<missive_async_std::ServeReport, ServeError>>,
 }
 
 impl RunningServer for AsyncStdServer {
@@ -433,7 +434,7 @@ impl ServerDriver for AsyncStd {
         addr: &str,
         config: ServerConfig,
         store: Box<dyn Store>,
-    ) -> std::io::Result<Box<dyn RunningServer>> {
+    ) -> Result<Box<dyn RunningServer>, ServeError> {
         let server =
             async_std::task::block_on(missive_async_std::BoundServer::bind(addr, config, store))?;
         let addr = server.local_addr();

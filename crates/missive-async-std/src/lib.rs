@@ -12,21 +12,23 @@
 //!   send, presence, events, automatic pings and reconnection keeping the
 //!   outbox).
 //!
-//! Everything that does not depend on the runtime — engine bookkeeping,
-//! outbound queues, the control and command channels, the client's
-//! connection policy, the home directory — is in `missive-runtime` and
-//! shared with the tokio driver. What is left here is sockets, timers and
-//! task spawning.
+//! The driver itself — serve loop, connection readers and writers, client
+//! task — is written once in `missive-runtime` ([`missive_runtime::driver`]),
+//! generic over a small runtime trait; this crate is the adapter: [`AsyncStd`]
+//! implements that trait (spawning, blocking jobs, timers, TCP), and
+//! [`BoundServer`] and [`ClientHandle`] are the generic types on it, so the
+//! API is the tokio driver's by construction.
 //!
 //! ## Upstream status
 //!
 //! **async-std is discontinued upstream** (RUSTSEC-2025-0052); its authors
-//! recommend [smol](https://docs.rs/smol). This driver is kept thin on
+//! recommend [smol](https://docs.rs/smol). This adapter is kept thin on
 //! purpose so that moving to smol is mechanical: the I/O goes through the
 //! `futures-io` traits (`AsyncRead`/`AsyncWrite`), channels are
 //! `futures-channel`, timers are `async-io`'s [`Timer`](async_io::Timer)
 //! (the reactor under both async-std and smol); only `async_std::net` and
-//! `async_std::task::{spawn, spawn_blocking}` name async-std itself.
+//! `async_std::task::{spawn, spawn_blocking}` name async-std itself (in
+//! `src/runtime.rs`).
 //!
 //! ```no_run
 //! use missive_async_std::{BoundServer, ClientHandle, ClientOptions};
@@ -55,16 +57,53 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod client;
-mod server;
+mod runtime;
 
-pub use client::ClientHandle;
-pub use server::BoundServer;
+pub use runtime::{AsyncStd, TcpListener, TcpStream};
+
+/// A server bound to its address with its store loaded, not yet serving.
+///
+/// ```no_run
+/// use missive_async_std::BoundServer;
+/// use missive_core::server::ServerConfig;
+/// use missive_store::MemoryStore;
+///
+/// # async fn run() -> Result<(), missive_async_std::ServeError> {
+/// let server = BoundServer::bind("127.0.0.1:0", ServerConfig::default(), Box::new(MemoryStore::new())).await?;
+/// println!("listening on {}", server.local_addr());
+/// let handle = server.handle();
+/// // ... later, from anywhere: handle.shutdown();
+/// server.serve().await?;
+/// # Ok(()) }
+/// ```
+pub type BoundServer = missive_runtime::driver::BoundServer<AsyncStd>;
+
+/// A connected client. Dropping it stops the client (its state is saved).
+///
+/// ```no_run
+/// use missive_async_std::{ClientHandle, ClientOptions};
+/// use missive_core::UserName;
+/// use missive_core::client::ClientEvent;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let alice = UserName::new("alice")?;
+/// let options = ClientOptions::new("127.0.0.1:7878", "/tmp/missive-home", alice);
+/// let (client, mut events) = ClientHandle::connect(options).await?;
+/// let id = client.send(UserName::new("bob")?, "hello bob").await?;
+/// println!("accepted {id}");
+/// while let Some(event) = events.recv().await {
+///     if let ClientEvent::MessageReceived { from, body, .. } = event {
+///         println!("{from}: {}", String::from_utf8_lossy(&body));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub type ClientHandle = missive_runtime::driver::ClientHandle<AsyncStd>;
 
 pub use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
 };
 pub use missive_runtime::home::{ClientHome, HomeError, UserHome};
 pub use missive_runtime::queue::QueueLimits;
-pub use missive_runtime::serve::{ServeReport, ServerHandle, ServerOptions};
+pub use missive_runtime::serve::{ServeError, ServeReport, ServerHandle, ServerOptions};
 pub use missive_runtime::session::ClientOptions;

@@ -273,6 +273,20 @@ struct PresenceWaiter {
     reply: oneshot::Sender<Result<Presence, PresenceError>>,
 }
 
+/// Where the engine's transport connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// No transport connection.
+    Down,
+    /// Connected, the login under way.
+    LoggingIn {
+        /// Whether the server registered the user on this connection.
+        registered: bool,
+    },
+    /// Logged in.
+    LoggedIn,
+}
+
 /// The runtime-independent half of a client driver. See the
 /// [module docs](self).
 pub struct ClientEngine {
@@ -283,10 +297,8 @@ pub struct ClientEngine {
     presence: Vec<PresenceWaiter>,
     outgoing: Vec<u8>,
     close: bool,
-    connected: bool,
+    connection: Connection,
     epoch: u64,
-    logged_in: bool,
-    registered: bool,
     login: Option<LoginInfo>,
     refusal: Option<ConnectError>,
     dirty_since: Option<Instant>,
@@ -297,8 +309,7 @@ impl std::fmt::Debug for ClientEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientEngine")
             .field("user", self.client.user())
-            .field("connected", &self.connected)
-            .field("logged_in", &self.logged_in)
+            .field("connection", &self.connection)
             .field("pending_sends", &self.sends.len())
             .finish_non_exhaustive()
     }
@@ -318,10 +329,8 @@ impl ClientEngine {
             presence: Vec::new(),
             outgoing: Vec::new(),
             close: false,
-            connected: false,
+            connection: Connection::Down,
             epoch: 0,
-            logged_in: false,
-            registered: false,
             login: None,
             refusal: None,
             dirty_since: None,
@@ -333,10 +342,8 @@ impl ClientEngine {
 
     /// A transport connection is open.
     pub fn connected(&mut self, now: Instant) {
-        self.connected = true;
+        self.connection = Connection::LoggingIn { registered: false };
         self.epoch += 1;
-        self.logged_in = false;
-        self.registered = false;
         self.close = false;
         self.outgoing.clear();
         self.client.handle_input(now, ClientInput::Connected);
@@ -351,11 +358,10 @@ impl ClientEngine {
 
     /// The transport connection is gone.
     pub fn disconnected(&mut self, now: Instant) {
-        if !self.connected {
+        if self.connection == Connection::Down {
             return;
         }
-        self.connected = false;
-        self.logged_in = false;
+        self.connection = Connection::Down;
         self.outgoing.clear();
         self.close = false;
         self.client.handle_input(now, ClientInput::Disconnected);
@@ -482,7 +488,7 @@ impl ClientEngine {
 
     /// Whether the current connection is logged in.
     pub fn is_logged_in(&self) -> bool {
-        self.logged_in
+        self.connection == Connection::LoggedIn
     }
 
     /// Sends waiting for the server's answer.
@@ -548,11 +554,16 @@ impl ClientEngine {
 
     fn on_event(&mut self, event: ClientEvent) {
         match &event {
-            ClientEvent::Registered => self.registered = true,
+            ClientEvent::Registered => {
+                if let Connection::LoggingIn { registered } = &mut self.connection {
+                    *registered = true;
+                }
+            }
             ClientEvent::LoggedIn { queued } => {
-                self.logged_in = true;
+                let registered = self.connection == Connection::LoggingIn { registered: true };
+                self.connection = Connection::LoggedIn;
                 self.login = Some(LoginInfo {
-                    registered: self.registered,
+                    registered,
                     queued: *queued,
                 });
                 // Queries queued in the core went out with the login.
@@ -561,7 +572,7 @@ impl ClientEngine {
                 }
             }
             ClientEvent::LoginFailed(error) => self.refuse(ConnectError::Login(error.clone())),
-            ClientEvent::ConnectionLost { reason } if !self.logged_in => {
+            ClientEvent::ConnectionLost { reason } if !self.is_logged_in() => {
                 self.refuse(ConnectError::ConnectionLost(reason.clone()))
             }
             ClientEvent::Accepted { id, .. } => {
@@ -604,7 +615,7 @@ impl ClientEngine {
 
     /// Keeps why the connection failed before its login, for the supervisor.
     fn refuse(&mut self, error: ConnectError) {
-        if self.connected && self.refusal.is_none() {
+        if self.connection != Connection::Down && self.refusal.is_none() {
             self.refusal = Some(error);
         }
     }

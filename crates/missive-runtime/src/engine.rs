@@ -319,15 +319,16 @@ impl ServerEngine {
     /// What the [`StoreEvents`] stream yielded (`None`: the store thread is
     /// gone). An error means the driver must stop serving (nothing more will
     /// become durable) and fail with it.
-    pub fn store_report(&mut self, now: Instant, event: Option<StoreEvent>) -> io::Result<()> {
+    pub fn store_report(
+        &mut self,
+        now: Instant,
+        event: Option<StoreEvent>,
+    ) -> Result<(), StoreError> {
         let result = match event {
             Some(event) => self.store_event(now, event),
             None => Err(StoreError::Stopped),
         };
-        result.map_err(|e| {
-            tracing::error!("store failure, shutting down: {e}");
-            io::Error::other(format!("store failure: {e}"))
-        })
+        result.inspect_err(|e| tracing::error!("store failure, shutting down: {e}"))
     }
 
     /// The time from [`poll_timeout`](ServerEngine::poll_timeout) has come.

@@ -6,6 +6,9 @@
 //! tokio driver (`missive-tokio`) and any other (async-std, a blocking loop)
 //! share them:
 //!
+//! - [`driver`]: the connection driver itself — server and client, generic
+//!   over a [`Runtime`](driver::Runtime) trait and byte-stream
+//!   [`Transport`](driver::Transport)s; the runtime crates are adapters;
 //! - [`engine`]: the server engine — the core server, the store thread and
 //!   one bounded outbound [`queue`] per connection, with the routing of
 //!   every output (including dropping slow consumers);
@@ -27,6 +30,7 @@
 
 mod backoff;
 pub mod client;
+pub mod driver;
 pub mod engine;
 pub mod home;
 pub mod os;

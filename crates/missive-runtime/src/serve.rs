@@ -1,12 +1,14 @@
 //! What every server driver exposes around its serve loop, whatever the
 //! runtime: the driver settings ([`ServerOptions`]), the report of a stopped
-//! server ([`ServeReport`]), and the control channel — a cloneable
+//! server ([`ServeReport`]) or why it could not start or went on
+//! ([`ServeError`]), and the control channel — a cloneable
 //! [`ServerHandle`] for the application and the [`ServerRequests`] stream the
 //! serve loop selects over (each [`ServerRequest`] is either "stop" or a
 //! closure to run on the engine).
 //!
 //! The channel is `futures-channel`, so it works under any executor.
 
+use crate::driver::TaskFailed;
 use crate::engine::{EngineStats, ServerEngine};
 use crate::queue::QueueLimits;
 use futures_channel::{mpsc, oneshot};
@@ -15,6 +17,7 @@ use missive_core::server::Server;
 use missive_store::{StoreError, StoreStats};
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,6 +51,66 @@ impl Default for ServerOptions {
     }
 }
 
+/// Why a server could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The address to listen on could not be resolved.
+    #[error("cannot resolve the address to listen on: {0}")]
+    Resolve(#[source] io::Error),
+    /// The address to listen on resolved to nothing.
+    #[error("no address to listen on")]
+    NoAddress,
+    /// Another socket listens on the address.
+    #[error("{addr} is already in use")]
+    AddressInUse {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// Listening on the address failed otherwise (permissions, no such
+    /// interface...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The listener could not say its address.
+    #[error("the listener failed: {0}")]
+    Listener(#[source] io::Error),
+    /// The store could not be loaded (unreadable or corrupt).
+    #[error("cannot load the store: {0}")]
+    Store(#[source] StoreError),
+    /// The OS random generator failed.
+    #[error("cannot seed the server: {0}")]
+    Seed(#[source] io::Error),
+    /// The store failed while serving: nothing more could be made durable,
+    /// so the server stopped.
+    #[error("the store failed: {0}")]
+    StoreFailed(#[source] StoreError),
+    /// A task of the driver (on a blocking thread) panicked or was
+    /// cancelled.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
+impl ServeError {
+    /// Why binding `addr` failed: [`ServeError::AddressInUse`] or
+    /// [`ServeError::Bind`].
+    pub fn bind(addr: SocketAddr, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServeError::AddressInUse { addr, source }
+        } else {
+            ServeError::Bind { addr, source }
+        }
+    }
+}
+
 /// What a server did, returned when it stops.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -68,14 +131,14 @@ impl ServeReport {
     /// (from [`ServerEngine::store_report`]) if any, else the outcome of
     /// [`ServerEngine::shutdown`] (`stopped`) with the `engine`'s counters.
     pub fn outcome(
-        failure: Option<io::Error>,
+        failure: Option<StoreError>,
         stopped: Result<StoreStats, StoreError>,
         engine: EngineStats,
-    ) -> io::Result<Self> {
+    ) -> Result<Self, ServeError> {
         if let Some(e) = failure {
-            return Err(e);
+            return Err(ServeError::StoreFailed(e));
         }
-        let store = stopped.map_err(|e| io::Error::other(format!("store: {e}")))?;
+        let store = stopped.map_err(ServeError::StoreFailed)?;
         tracing::info!(
             commits = store.commits,
             commands = store.commands,

@@ -324,6 +324,56 @@ pub enum LinkAction {
     Close,
 }
 
+/// Where the client task's link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// No link and none coming: before the start, or after a failure that
+    /// stops the client.
+    Down,
+    /// Connecting; the login must complete by `login_deadline`.
+    Connecting {
+        /// When the attempt is given up.
+        login_deadline: Instant,
+    },
+    /// Connected, logging in.
+    LoggingIn {
+        /// When the attempt is given up.
+        login_deadline: Instant,
+    },
+    /// Logged in.
+    LoggedIn,
+    /// Disconnected; the next attempt starts at `reconnect_at`.
+    Waiting {
+        /// When to connect again.
+        reconnect_at: Instant,
+    },
+}
+
+impl LinkState {
+    /// Whether a transport is up (bytes can be written and read).
+    fn is_up(self) -> bool {
+        matches!(self, LinkState::LoggingIn { .. } | LinkState::LoggedIn)
+    }
+
+    /// When the current attempt is given up, if one is under way.
+    fn login_deadline(self) -> Option<Instant> {
+        match self {
+            LinkState::Connecting { login_deadline } | LinkState::LoggingIn { login_deadline } => {
+                Some(login_deadline)
+            }
+            _ => None,
+        }
+    }
+
+    /// When to connect again, if waiting to.
+    fn reconnect_at(self) -> Option<Instant> {
+        match self {
+            LinkState::Waiting { reconnect_at } => Some(reconnect_at),
+            _ => None,
+        }
+    }
+}
+
 /// The connection policy of a client task. See the [module docs](self).
 pub struct ClientSupervisor {
     engine: ClientEngine,
@@ -335,10 +385,7 @@ pub struct ClientSupervisor {
     close_reply: Option<oneshot::Sender<Result<(), HomeError>>>,
     saved: Option<Result<(), HomeError>>,
     actions: VecDeque<LinkAction>,
-    link: bool,
-    connecting: bool,
-    reconnect_at: Option<Instant>,
-    login_deadline: Option<Instant>,
+    link: LinkState,
     stop: bool,
 }
 
@@ -347,7 +394,6 @@ impl fmt::Debug for ClientSupervisor {
         f.debug_struct("ClientSupervisor")
             .field("server", &self.server)
             .field("link", &self.link)
-            .field("connecting", &self.connecting)
             .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
@@ -372,10 +418,7 @@ impl ClientSupervisor {
             close_reply: None,
             saved: None,
             actions: VecDeque::new(),
-            link: false,
-            connecting: false,
-            reconnect_at: None,
-            login_deadline: None,
+            link: LinkState::Down,
             stop: false,
         };
         (supervisor, LoginWaiter { rx })
@@ -405,8 +448,8 @@ impl ClientSupervisor {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.engine.poll_timeout(),
-            self.reconnect_at,
-            self.login_deadline,
+            self.link.reconnect_at(),
+            self.link.login_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -444,18 +487,20 @@ impl ClientSupervisor {
 
     /// The connection attempt succeeded: the transport is the current link.
     pub fn connected(&mut self, now: Instant) {
-        self.connecting = false;
         tracing::debug!(server = %self.server, "connected");
-        self.link = true;
+        let login_deadline = self
+            .link
+            .login_deadline()
+            .unwrap_or(now + self.connect_timeout);
+        self.link = LinkState::LoggingIn { login_deadline };
         self.engine.connected(now);
         self.after_input(now);
     }
 
     /// The connection attempt failed.
     pub fn connect_failed(&mut self, now: Instant, source: io::Error) {
-        self.connecting = false;
         tracing::debug!(server = %self.server, "connect failed: {source}");
-        self.login_deadline = None;
+        self.link = LinkState::Down;
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(ConnectError::Unreachable {
                 addr: self.server.clone(),
@@ -469,7 +514,7 @@ impl ClientSupervisor {
 
     /// Bytes read from the current link.
     pub fn received(&mut self, now: Instant, bytes: &[u8]) {
-        if self.link {
+        if self.link.is_up() {
             self.engine.received(now, bytes);
             self.after_input(now);
         }
@@ -477,7 +522,8 @@ impl ClientSupervisor {
 
     /// The current link is gone (end of stream, read or write error).
     pub fn lost(&mut self, now: Instant, why: &str) {
-        if std::mem::take(&mut self.link) {
+        if self.link.is_up() {
+            self.link = LinkState::Down;
             tracing::debug!("connection lost: {why}");
             self.actions.push_back(LinkAction::Close);
             self.engine.disconnected(now);
@@ -488,11 +534,11 @@ impl ClientSupervisor {
 
     /// The time from [`poll_timeout`](ClientSupervisor::poll_timeout) has come.
     pub fn timeout(&mut self, now: Instant) {
-        if self.login_deadline.is_some_and(|t| t <= now) {
-            self.login_deadline = None;
-            self.connecting = false;
+        if self.link.login_deadline().is_some_and(|t| t <= now) {
+            let was_up = self.link.is_up();
+            self.link = LinkState::Down;
             self.actions.push_back(LinkAction::Close);
-            if std::mem::take(&mut self.link) {
+            if was_up {
                 self.engine.disconnected(now);
             }
             if let Some(ready) = self.ready.take() {
@@ -505,7 +551,7 @@ impl ClientSupervisor {
             }
             self.schedule_reconnect(now);
         }
-        if self.reconnect_at.is_some_and(|t| t <= now) && !self.link && !self.connecting {
+        if self.link.reconnect_at().is_some_and(|t| t <= now) {
             self.start_connecting(now);
         }
         self.engine.timeout(now);
@@ -520,7 +566,7 @@ impl ClientSupervisor {
     pub fn finish(&mut self) {
         self.stop = true;
         if let Some(bytes) = self.engine.take_transmit()
-            && self.link
+            && self.link.is_up()
         {
             self.actions.push_back(LinkAction::Write(bytes));
         }
@@ -534,7 +580,7 @@ impl ClientSupervisor {
 
     /// The link is closed: tells the core and whoever asked to close.
     pub fn finished(mut self, now: Instant) {
-        self.link = false;
+        self.link = LinkState::Down;
         self.engine.disconnected(now);
         let saved = self.saved.take().unwrap_or(Ok(()));
         if let Some(reply) = self.close_reply.take() {
@@ -543,14 +589,14 @@ impl ClientSupervisor {
     }
 
     fn start_connecting(&mut self, now: Instant) {
-        self.reconnect_at = None;
-        self.login_deadline = Some(now + self.connect_timeout);
-        self.connecting = true;
+        self.link = LinkState::Connecting {
+            login_deadline: now + self.connect_timeout,
+        };
         self.actions.push_back(LinkAction::Connect);
     }
 
+    /// After the link went down (the state is [`LinkState::Down`]).
     fn after_disconnect(&mut self, now: Instant) {
-        self.login_deadline = None;
         if let Some(refusal) = self.engine.take_refusal() {
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Err(refusal));
@@ -579,25 +625,29 @@ impl ClientSupervisor {
         }
         let delay = self.backoff.next_delay();
         tracing::debug!(?delay, "reconnecting later");
-        self.reconnect_at = Some(now + delay);
+        self.link = LinkState::Waiting {
+            reconnect_at: now + delay,
+        };
     }
 
     /// Writes what the core produced, closes when it asks, reports the login.
     fn after_input(&mut self, now: Instant) {
         if let Some(bytes) = self.engine.take_transmit()
-            && self.link
+            && self.link.is_up()
         {
             self.actions.push_back(LinkAction::Write(bytes));
         }
         if let Some(login) = self.engine.take_login() {
-            self.login_deadline = None;
+            if let LinkState::LoggingIn { .. } = self.link {
+                self.link = LinkState::LoggedIn;
+            }
             self.backoff.reset();
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Ok(login));
             }
         }
         if self.engine.take_close() {
-            self.link = false;
+            self.link = LinkState::Down;
             self.actions.push_back(LinkAction::Close);
             self.engine.disconnected(now);
             self.after_disconnect(now);
@@ -699,6 +749,42 @@ mod tests {
         sup.finished(now);
         assert!(matches!(poll_once(&mut rx), Poll::Ready(Ok(Ok(())))));
         drop(commands);
+    }
+
+    #[test]
+    fn login_deadline_closes_the_link_and_fails_the_connect() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, prepared) = prepared(home.path(), Registration::IfUnknown);
+        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        sup.connected(now);
+        assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
+        let deadline = now + options.connect_timeout;
+        assert_eq!(
+            sup.link,
+            LinkState::LoggingIn {
+                login_deadline: deadline
+            }
+        );
+        // Not yet: nothing happens.
+        sup.timeout(deadline - Duration::from_millis(1));
+        assert_eq!(sup.poll_action(), None);
+        assert!(!sup.is_stopped());
+        sup.timeout(deadline);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Close));
+        assert_eq!(sup.link, LinkState::Down);
+        assert!(sup.is_stopped());
+        match poll_once(&mut login) {
+            Poll::Ready(Err(ConnectError::Unreachable { source, .. })) => {
+                assert_eq!(source.kind(), io::ErrorKind::TimedOut)
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        // Bytes of the closed link are not the core's business any more.
+        server_says(&mut sup, deadline, welcome());
+        assert_eq!(sup.poll_action(), None);
     }
 
     /// Plays the server: feeds `packet` to the supervisor.

@@ -8,9 +8,9 @@ use missive_core::rng;
 use missive_core::server::ServerConfig;
 use missive_store::Store;
 use missive_tokio::{
-    BoundServer, ClientHome, ClientOptions, Events, ServeReport, ServerHandle, ServerOptions,
+    BoundServer, ClientHome, ClientOptions, Events, ServeError, ServeReport, ServerHandle,
+    ServerOptions,
 };
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -43,7 +43,7 @@ pub fn install_key(home: &Path, name: &str, index: usize) {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
-    pub task: JoinHandle<io::Result<ServeReport>>,
+    pub task: JoinHandle<Result<ServeReport, ServeError>>,
 }
 
 impl TestServer {

@@ -1,82 +1,83 @@
-//! The client library on async-std.
+//! The client library, on any [`Runtime`] and any [`Connector`].
 //!
 //! [`ClientHandle::connect`] loads (or makes) the user's key from the home
 //! directory, connects, and returns once logged in — registering the user
 //! as [`ClientOptions::registration`] says. A background task owns the
-//! socket and the core client: it answers pings, saves the state, and
+//! connection and the core client: it answers pings, saves the state, and
 //! reconnects with backoff when the connection drops, keeping the outbox
-//! (unsent messages go out again, with the same ids, after the next login). The connection policy is
-//! [`ClientSupervisor`]'s (in `missive-runtime`); the task only performs its
-//! [`LinkAction`]s and feeds back what the socket and the timer say.
+//! (unsent messages go out again, with the same ids, after the next login).
+//! The connection policy is [`ClientSupervisor`]'s; the task only performs
+//! its [`LinkAction`]s and feeds back what the connection and the timer say.
 
-use crate::server::{connect_tcp, poll_read_shared, rearm};
-use async_io::Timer;
-use async_std::net::TcpStream;
-use async_std::task::{self, JoinHandle};
-use futures_channel::mpsc;
-use futures_util::{AsyncWriteExt, Stream, StreamExt};
+use super::runtime::{Alarm, Runtime, Task, timeout};
+use super::transport::{Connecting, Connector, TcpConnector, Transport};
+use crate::client::{ConnectError, Events, LoginInfo, Presence, PresenceError, SendError};
+use crate::home::HomeError;
+use crate::session::{
+    ClientCommands, ClientOptions, ClientSupervisor, Command, CommandReceiver, LinkAction,
+    commands, prepare_client,
+};
+use futures_channel::{mpsc, oneshot};
+use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt, Stream, StreamExt};
 use missive_core::crypto::Fingerprint;
 use missive_core::{MessageId, UserName};
-use missive_runtime::client::{
-    ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
-};
-use missive_runtime::home::HomeError;
-use missive_runtime::session::{
-    ClientCommands, ClientOptions, ClientSupervisor, CommandReceiver, LinkAction, commands,
-    prepare_client,
-};
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::Shutdown;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-/// Bytes read from the socket at once.
+/// Bytes read from the connection at once.
 const READ_CHUNK: usize = 16 * 1024;
 /// Time the writer gets to flush the last bytes (acknowledgements) at close.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// A connected client. Dropping it stops the client (its state is saved).
-///
-/// ```no_run
-/// use missive_async_std::{ClientHandle, ClientOptions};
-/// use missive_core::UserName;
-/// use missive_core::client::ClientEvent;
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let alice = UserName::new("alice")?;
-/// let options = ClientOptions::new("127.0.0.1:7878", "/tmp/missive-home", alice);
-/// let (client, mut events) = ClientHandle::connect(options).await?;
-/// let id = client.send(UserName::new("bob")?, "hello bob").await?;
-/// println!("accepted {id}");
-/// while let Some(event) = events.recv().await {
-///     if let ClientEvent::MessageReceived { from, body, .. } = event {
-///         println!("{from}: {}", String::from_utf8_lossy(&body));
-///     }
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct ClientHandle {
+pub struct ClientHandle<R: Runtime, C: Connector = TcpConnector<R>> {
     commands: ClientCommands,
-    task: Option<JoinHandle<()>>,
+    task: Option<Task<()>>,
     user: UserName,
     fingerprint: Fingerprint,
     login: LoginInfo,
+    runtime: PhantomData<fn() -> (R, C)>,
 }
 
-impl ClientHandle {
-    /// Loads or makes the key, connects, registers if needed and allowed,
-    /// logs in. Returns the handle and the stream of events.
-    pub async fn connect(options: ClientOptions) -> Result<(ClientHandle, Events), ConnectError> {
+impl<R: Runtime, C: Connector> std::fmt::Debug for ClientHandle<R, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("user", &self.user)
+            .field("fingerprint", &self.fingerprint)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ClientHandle<R> {
+    /// Loads or makes the key, connects over TCP, registers if needed and
+    /// allowed, logs in. Returns the handle and the stream of events.
+    pub async fn connect(options: ClientOptions) -> Result<(Self, Events), ConnectError> {
+        Self::connect_with(TcpConnector::default(), options).await
+    }
+}
+
+impl<R: Runtime, C: Connector> ClientHandle<R, C> {
+    /// [`connect`](ClientHandle::connect) through `connector` (any
+    /// transport).
+    pub async fn connect_with(
+        connector: C,
+        options: ClientOptions,
+    ) -> Result<(Self, Events), ConnectError> {
         let prepared = {
             let options = options.clone();
-            task::spawn_blocking(move || prepare_client(&options)).await?
+            R::spawn_blocking(move || prepare_client(&options))
+                .await
+                .map_err(io::Error::other)??
         };
         let (commands, receiver) = commands();
         let (supervisor, login) = ClientSupervisor::new(prepared.engine, &options);
-        let task = task::spawn(run(supervisor, receiver));
+        let task = Task::spawn::<R>(run::<R, C>(connector, supervisor, receiver));
         match login.await {
             Ok(login) => Ok((
                 ClientHandle {
@@ -85,6 +86,7 @@ impl ClientHandle {
                     user: options.user,
                     fingerprint: prepared.fingerprint,
                     login,
+                    runtime: PhantomData,
                 },
                 prepared.events,
             )),
@@ -159,70 +161,97 @@ impl ClientHandle {
     }
 }
 
-/// One TCP connection of the client task: the task reads, a writer task
-/// writes.
-struct Link {
-    stream: TcpStream,
-    out: mpsc::UnboundedSender<Vec<u8>>,
-    writer: JoinHandle<()>,
+impl<R: Runtime, C: Connector> Drop for ClientHandle<R, C> {
+    /// The task sees the commands end, saves the state and stops by itself.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
 }
 
-impl Link {
-    fn new(stream: TcpStream) -> Self {
+/// One connection of the client task: the task reads, a writer task
+/// writes.
+struct Link<T: Transport> {
+    reader: T::Reader,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Resolves when the writer has stopped (on a write error while the link
+    /// is up): the link is then lost.
+    writer_gone: oneshot::Receiver<Infallible>,
+    writer: Task<()>,
+}
+
+impl<T: Transport> Link<T> {
+    fn new<R: Runtime>(transport: T) -> Self {
+        let (reader, writer) = transport.split();
         let (out, rx) = mpsc::unbounded();
-        let writer = task::spawn(client_writer(stream.clone(), rx));
+        let (alive, writer_gone) = oneshot::channel();
+        let writer = Task::spawn::<R>(client_writer(writer, rx, alive));
         Self {
-            stream,
+            reader,
             out,
+            writer_gone,
             writer,
         }
     }
 
+    /// Polls a read; an error when the writer failed.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if Pin::new(&mut self.writer_gone).poll(cx).is_ready() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.reader).poll_read(cx, buf)
+    }
+
     /// Closes after writing what is queued; returns the writer to await.
-    fn close(self) -> JoinHandle<()> {
+    fn close(self) -> Task<()> {
         drop(self.out);
         self.writer
     }
 }
 
-/// Writes what the task queues; on a write error shuts the socket down, so
-/// that the task's read fails and the connection is reported lost.
-async fn client_writer(mut stream: TcpStream, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// Writes what the task queues; on a write error stops, dropping `_alive`,
+/// so that the task's read fails and the connection is reported lost.
+async fn client_writer<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    _alive: oneshot::Sender<Infallible>,
+) {
     while let Some(bytes) = rx.next().await {
-        if let Err(e) = stream.write_all(&bytes).await {
+        if let Err(e) = writer.write_all(&bytes).await {
             tracing::debug!("write failed: {e}");
-            let _ = stream.shutdown(Shutdown::Both);
             return;
         }
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = writer.close().await;
 }
 
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
-
 /// What woke the client task.
-enum Wake {
-    Command(Option<missive_runtime::session::Command>),
-    Connected(io::Result<TcpStream>),
+enum Wake<T> {
+    Command(Option<Command>),
+    Connected(io::Result<T>),
     Read(io::Result<usize>),
     Timer,
 }
 
 /// The client task: performs the supervisor's actions, feeds it what
 /// happened.
-async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
-    let mut link: Option<Link> = None;
-    let mut connecting: Option<Connecting> = None;
-    let mut timer = Timer::never();
-    let mut armed = None;
+async fn run<R: Runtime, C: Connector>(
+    connector: C,
+    mut sup: ClientSupervisor,
+    mut commands: CommandReceiver,
+) {
+    let mut link: Option<Link<C::Transport>> = None;
+    let mut connecting: Option<Connecting<C::Transport>> = None;
+    let mut alarm = Alarm::<R>::new();
     let mut buf = vec![0u8; READ_CHUNK];
-    sup.start(Instant::now());
+    sup.start(R::now());
     loop {
-        perform(&mut sup, &mut link, &mut connecting);
+        perform(&connector, &mut sup, &mut link, &mut connecting);
         if sup.is_stopped() {
             break;
         }
-        rearm(&mut timer, &mut armed, sup.poll_timeout());
+        alarm.set(sup.poll_timeout());
         let wake = poll_fn(|cx| {
             if let Poll::Ready(command) = Pin::new(&mut commands).poll_next(cx) {
                 return Poll::Ready(Wake::Command(command));
@@ -232,26 +261,23 @@ async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
             {
                 return Poll::Ready(Wake::Connected(result));
             }
-            if let Some(link) = link.as_ref()
-                && let Poll::Ready(read) = poll_read_shared(&link.stream, cx, &mut buf)
+            if let Some(link) = link.as_mut()
+                && let Poll::Ready(read) = link.poll_read(cx, &mut buf)
             {
                 return Poll::Ready(Wake::Read(read));
             }
-            if Pin::new(&mut timer).poll(cx).is_ready() {
-                return Poll::Ready(Wake::Timer);
-            }
-            Poll::Pending
+            alarm.poll(cx).map(|()| Wake::Timer)
         })
         .await;
-        let now = Instant::now();
+        let now = R::now();
         match wake {
             Wake::Command(Some(command)) => sup.command(now, command),
             Wake::Command(None) => sup.handles_gone(),
             Wake::Connected(result) => {
                 connecting = None;
                 match result {
-                    Ok(stream) => {
-                        link = Some(Link::new(stream));
+                    Ok(transport) => {
+                        link = Some(Link::new::<R>(transport));
                         sup.connected(now);
                     }
                     Err(e) => sup.connect_failed(now, e),
@@ -261,34 +287,30 @@ async fn run(mut sup: ClientSupervisor, mut commands: CommandReceiver) {
             Wake::Read(Ok(n)) => sup.received(now, &buf[..n]),
             Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Wake::Read(Err(e)) => sup.lost(now, &e.to_string()),
-            Wake::Timer => {
-                armed = None;
-                sup.timeout(now);
-            }
+            Wake::Timer => sup.timeout(now),
         }
     }
     sup.finish();
-    let writer = perform(&mut sup, &mut link, &mut connecting);
+    let writer = perform(&connector, &mut sup, &mut link, &mut connecting);
     if let Some(writer) = writer {
         // Let acknowledgements reach the server.
-        let _ = async_std::future::timeout(CLOSE_FLUSH, writer).await;
+        let _ = timeout::<R, _>(CLOSE_FLUSH, writer).await;
     }
-    sup.finished(Instant::now());
+    sup.finished(R::now());
 }
 
 /// Performs the supervisor's pending actions; returns the writer of a link
 /// it closed.
-fn perform(
+fn perform<C: Connector>(
+    connector: &C,
     sup: &mut ClientSupervisor,
-    link: &mut Option<Link>,
-    connecting: &mut Option<Connecting>,
-) -> Option<JoinHandle<()>> {
+    link: &mut Option<Link<C::Transport>>,
+    connecting: &mut Option<Connecting<C::Transport>>,
+) -> Option<Task<()>> {
     let mut writer = None;
     while let Some(action) = sup.poll_action() {
         match action {
-            LinkAction::Connect => {
-                *connecting = Some(Box::pin(connect_tcp(sup.server().to_string())));
-            }
+            LinkAction::Connect => *connecting = Some(connector.connect(sup.server())),
             LinkAction::Write(bytes) => {
                 if let Some(link) = link.as_ref() {
                     let _ = link.out.unbounded_send(bytes);

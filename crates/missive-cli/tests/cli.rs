@@ -1,6 +1,7 @@
 //! The `missive-server` and `missive` binaries end to end, and a crash test:
 //! SIGKILL of the server in the middle of a load.
 
+#[path = "../../missive-tokio/tests/common/mod.rs"]
 mod common;
 
 use common::{options, user};

@@ -1,0 +1,28 @@
+//! The connection driver, written once for every runtime: the TCP (or any
+//! [`Transport`]) server [`BoundServer`] and the client [`ClientHandle`],
+//! generic over a small [`Runtime`] trait (spawn, spawn a blocking job, a
+//! resettable timer, TCP listen and connect, the clock).
+//!
+//! A runtime adapter (`missive-tokio`, `missive-async-std`) implements
+//! [`Runtime`] for a zero-sized type and names the two types:
+//!
+//! ```text
+//! pub type BoundServer = missive_runtime::driver::BoundServer<Tokio>;
+//! pub type ClientHandle = missive_runtime::driver::ClientHandle<Tokio>;
+//! ```
+//!
+//! so the same API on every runtime holds by construction. The bytes go
+//! through the `futures-io` traits: a [`Listener`] accepts [`Transport`]s
+//! for the server, a [`Connector`] opens one for the client; TCP is the
+//! runtime's, and another transport (TLS, WebSocket) plugs in with
+//! [`BoundServer::with_listener`] and [`ClientHandle::connect_with`].
+
+mod client;
+mod runtime;
+mod server;
+mod transport;
+
+pub use client::ClientHandle;
+pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
+pub use server::BoundServer;
+pub use transport::{Connecting, Connector, Listener, TcpConnector, Transport};
