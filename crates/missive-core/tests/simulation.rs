@@ -6,15 +6,17 @@
 //! streams, connection loss (in-flight bytes are lost, as with a reset TCP
 //! connection), client restarts from their durable state (some shortly after
 //! a `send` went out, from the state saved before its envelope was sealed),
-//! forward clock jumps, and server crashes that keep only the commands the store reported
-//! durable. After a fault-free settling phase the run checks that
+//! forward clock jumps, and server crashes that keep only the commands the
+//! store reported durable. After a fault-free settling phase the run checks
+//! that
 //!
 //! - every message the server accepted reached its recipient's application
 //!   exactly once, with the body that was sent, in order per (sender,
 //!   recipient), or expired;
 //! - no application saw a message that was not sent;
 //! - every outbox drained (each message accepted or refused with a reason),
-//!   and never refused as `IdReused` (retries resend the same bytes);
+//!   and never refused as `IdReused` (retries resend the same bytes, also
+//!   when sealed again after a crash);
 //! - nothing the server holds decrypts without the recipient's key;
 //! - the server never sent an item at or after its deadline
 //!   (`enqueued_at + message_ttl`); every message it expired got exactly
