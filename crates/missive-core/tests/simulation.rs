@@ -4,16 +4,19 @@
 //!
 //! Faults, all drawn from the seed: random chunking and latency of the byte
 //! streams, connection loss (in-flight bytes are lost, as with a reset TCP
-//! connection), client restarts from their durable state, forward clock
-//! jumps, and server crashes that keep only the commands the store reported
-//! durable. After a fault-free settling phase the run checks that
+//! connection), client restarts from their durable state (some shortly after
+//! a `send` went out, from the state saved before its envelope was sealed),
+//! forward clock jumps, and server crashes that keep only the commands the
+//! store reported durable. After a fault-free settling phase the run checks
+//! that
 //!
 //! - every message the server accepted reached its recipient's application
 //!   exactly once, with the body that was sent, in order per (sender,
 //!   recipient), or expired;
 //! - no application saw a message that was not sent;
 //! - every outbox drained (each message accepted or refused with a reason),
-//!   and never refused as `IdReused` (retries resend the same bytes);
+//!   and never refused as `IdReused` (retries resend the same bytes, also
+//!   when sealed again after a crash);
 //! - nothing the server holds decrypts without the recipient's key;
 //! - the server never sent an item at or after its deadline
 //!   (`enqueued_at + message_ttl`); every message it expired got exactly
@@ -35,7 +38,7 @@ use missive_core::rng::{self, CoreRng};
 use missive_core::server::{
     Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
 };
-use missive_core::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket};
+use missive_core::wire::{ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket};
 use missive_core::{ConnId, Lsn, MessageId, Seq, UserName};
 use rand_core::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -79,6 +82,8 @@ struct SimClient {
     client: Client,
     link: Option<Link>,
     reconnect_at: Option<Instant>,
+    /// When the process dies having lost the sealed bytes of its outbox.
+    crash_unsealed_at: Option<Instant>,
     next_counter: HashMap<UserName, u64>,
 }
 
@@ -104,6 +109,8 @@ struct Figures {
     link_drops: usize,
     server_crashes: usize,
     client_restarts: usize,
+    /// Of those, restarts that lost the sealed bytes of the outbox.
+    unsealed_restarts: usize,
     clock_jumps: usize,
     /// Messages the server expired (durably).
     expired: usize,
@@ -163,6 +170,7 @@ impl Sim {
                     client,
                     link: None,
                     reconnect_at: Some(now),
+                    crash_unsealed_at: None,
                     next_counter: HashMap::new(),
                 }
             })
@@ -327,6 +335,12 @@ impl Sim {
                 ClientOutput::Transmit(bytes) => {
                     let delay = self.between(1, 20);
                     let at = self.now + delay;
+                    if self.faults && carries_a_send(&bytes) && self.chance(5) {
+                        // Dies around the time the server gets the send,
+                        // before the sealed envelope was saved.
+                        let after = self.between(0, 40);
+                        self.clients[i].crash_unsealed_at = Some(at + after);
+                    }
                     if let Some(link) = self.clients[i].link.as_mut() {
                         link.to_server.push_back((at, Segment::Bytes(bytes)));
                     }
@@ -357,7 +371,9 @@ impl Sim {
                 id,
                 reason: SendFailure::IdReused,
                 ..
-            } => panic!("{me} used id {id} for two messages"),
+            } => panic!(
+                "{me} got IdReused for {id}: one id for two messages, or a retry sealed differently"
+            ),
             ClientEvent::SendFailed { id, .. } => {
                 assert!(
                     !self.ledger.accepted.contains(&id),
@@ -414,15 +430,23 @@ impl Sim {
         self.close_link(i, conn);
     }
 
-    /// The client process restarts from its durable state.
-    fn restart_client(&mut self, i: usize) {
+    /// The client process restarts from its durable state, saved as `saved`
+    /// says.
+    fn restart_client(&mut self, i: usize, saved: Saved) {
         self.figures.client_restarts += 1;
         if let Some(link) = self.clients[i].link.take() {
             self.server
                 .handle_input(self.now, Input::Disconnected(link.conn));
             self.drain_server();
         }
-        let state = self.clients[i].client.state().clone();
+        self.clients[i].crash_unsealed_at = None;
+        let state = match saved {
+            Saved::Everything => self.clients[i].client.state().clone(),
+            Saved::BeforeSealing => {
+                self.figures.unsealed_restarts += 1;
+                without_sealed_envelopes(self.clients[i].client.state())
+            }
+        };
         let name = self.clients[i].name.clone();
         let seed = rng::bytes(&mut self.rng);
         let unix = self.unix_now();
@@ -528,6 +552,7 @@ impl Sim {
         for c in &self.clients {
             consider(c.client.poll_timeout());
             consider(c.reconnect_at);
+            consider(c.crash_unsealed_at);
             if let Some(link) = &c.link {
                 consider(link.to_server.front().map(|(t, _)| *t));
                 consider(link.to_client.front().map(|(t, _)| *t));
@@ -555,6 +580,13 @@ impl Sim {
                     .is_some_and(|t| t <= self.now)
                 {
                     self.client_input(i, ClientInput::Timeout);
+                }
+                if self.clients[i]
+                    .crash_unsealed_at
+                    .is_some_and(|t| t <= self.now)
+                {
+                    self.restart_client(i, Saved::BeforeSealing);
+                    progressed = true;
                 }
                 if self.clients[i].reconnect_at.is_some_and(|t| t <= self.now) {
                     self.connect(i);
@@ -602,8 +634,9 @@ impl Sim {
             8..=9 => self.crash_server(),
             10..=11 => {
                 let i = self.rng.next_u32() as usize % USERS;
-                self.restart_client(i);
+                self.restart_client(i, Saved::Everything);
             }
+
             12 => {
                 // A forward clock jump, long enough to miss pings sometimes.
                 self.figures.clock_jumps += 1;
@@ -734,6 +767,46 @@ impl Sim {
     }
 }
 
+/// How much of a client's state was saved when its process died.
+#[derive(Clone, Copy)]
+enum Saved {
+    /// Every change.
+    Everything,
+    /// Every change but the sealing of the outbox: the sends went out, the
+    /// state saved after sealing did not.
+    BeforeSealing,
+}
+
+/// `state` as it was saved before its outbox was sealed: the entries without
+/// their `sealed` bytes (each keeps the seed it is sealed from).
+fn without_sealed_envelopes(state: &ClientState) -> ClientState {
+    let mut value = ciborium::Value::serialized(state).expect("state to CBOR value");
+    let fields = value.as_map_mut().expect("state is a map");
+    for (key, field) in fields {
+        if key.as_text() == Some("outbox") {
+            for entry in field.as_array_mut().expect("outbox is an array") {
+                let entry = entry.as_map_mut().expect("outbox entry is a map");
+                entry.retain(|(k, _)| k.as_text() != Some("sealed"));
+            }
+        }
+    }
+    value
+        .deserialized()
+        .expect("state without sealed envelopes")
+}
+
+/// Whether a client's transmission (whole frames) holds a `send`.
+fn carries_a_send(bytes: &[u8]) -> bool {
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    decoder.push(bytes);
+    std::iter::from_fn(|| {
+        decoder
+            .next_packet::<ClientPacket>()
+            .expect("client frames decode")
+    })
+    .any(|packet| matches!(packet, ClientPacket::Send { .. }))
+}
+
 /// Splits `bytes` into 1–4 random chunks.
 fn split<'a>(rng: &mut CoreRng, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
     let mut cuts: Vec<usize> = (0..(rng.next_u32() % 4))
@@ -824,6 +897,7 @@ fn simulation_loses_nothing_and_shows_nothing_twice() {
         total.link_drops += f.link_drops;
         total.server_crashes += f.server_crashes;
         total.client_restarts += f.client_restarts;
+        total.unsealed_restarts += f.unsealed_restarts;
         total.clock_jumps += f.clock_jumps;
         total.expired += f.expired;
         total.expired_unread += f.expired_unread;

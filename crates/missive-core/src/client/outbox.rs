@@ -46,6 +46,7 @@ impl Client {
             to,
             body,
             sealed: None,
+            seal_seed: Some(rng::bytes(&mut self.rng)),
             sent_at,
         });
         self.out.changed();
@@ -87,11 +88,13 @@ impl Client {
                     id: entry.id,
                     sent_at: entry.sent_at,
                 };
+                let seal_seed = entry.seal_seed.unwrap_or_else(|| rng::bytes(&mut self.rng));
+                let mut seal_rng = rng::from_seed(seal_seed);
                 let sealed = PublicKey::from_spki_der(key_der)
                     .map_err(|_| SendFailure::BadKey)
                     .and_then(|key| {
                         crypto::seal(
-                            &mut self.rng,
+                            &mut seal_rng,
                             &self.identity,
                             &header,
                             &key,
@@ -102,7 +105,9 @@ impl Client {
                     });
                 match sealed {
                     Ok(bytes) => {
-                        self.state.outbox[i].sealed = Some(bytes);
+                        let entry = &mut self.state.outbox[i];
+                        entry.sealed = Some(bytes);
+                        entry.seal_seed = Some(seal_seed);
                         self.out.changed();
                     }
                     Err(reason) => {

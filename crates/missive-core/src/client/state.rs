@@ -49,6 +49,16 @@ pub struct OutboxEntry {
     /// The sealed envelope, once sealed. Retries resend exactly these bytes.
     #[serde(with = "serde_bytes", default)]
     pub sealed: Option<Vec<u8>>,
+    /// The seed the envelope is sealed from (content key, OAEP and PSS
+    /// randomness), drawn when the message is queued: a client that lost
+    /// `sealed` (a crash before the state was saved) seals the same bytes
+    /// again, so the server sees a true retry and not a reused id. As secret
+    /// as `body`: whoever has it and the envelope learns the content key.
+    /// Entries saved without one (older state files) get one drawn when
+    /// they are sealed, so they keep the old behaviour: sealing them again
+    /// after such a crash gives other bytes (`IdReused`).
+    #[serde(with = "serde_bytes", default)]
+    pub seal_seed: Option<[u8; 32]>,
     /// Wall-clock time of the send (Unix milliseconds), sealed in the header.
     pub sent_at: UnixMillis,
 }

@@ -120,12 +120,17 @@ impl Harness {
     }
 
     fn with(config: ClientConfig, state: ClientState) -> Self {
+        Self::with_seed(config, state, [7; 32])
+    }
+
+    /// A client started with the driver seed `seed`.
+    fn with_seed(config: ClientConfig, state: ClientState, seed: [u8; 32]) -> Self {
         let start = Instant::now();
         let client = Client::new(
             config,
             keys().alice.clone(),
             state,
-            [7; 32],
+            seed,
             start,
             START_UNIX_MS,
         );
@@ -675,6 +680,73 @@ fn send_fetches_key_pins_it_and_resends_identically_after_reconnect() {
             to: name("bob")
         }]
     );
+}
+
+/// A crash after the `Send` went out but before the state holding its sealed
+/// bytes was saved: the client restarted (another driver seed) from the state
+/// saved at `send` seals the message again into the same bytes, so the
+/// server sees a true retry (§4.4) and not a reused id.
+#[test]
+fn resealing_after_a_crash_reproduces_the_envelope() {
+    let mut h = Harness::with_seed(
+        ClientConfig::new(name("alice")),
+        state_with_bob_pinned(),
+        [7; 32],
+    );
+    let id = h
+        .client
+        .send(h.now, name("bob"), b"sent before the crash".to_vec())
+        .unwrap();
+    assert!(h.drain().is_empty(), "not logged in: nothing sealed yet");
+    let saved = h.client.state().clone();
+    assert!(saved.outbox().all(|e| e.sealed.is_none()));
+    let first = sends(&h.login());
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].0, &first[0].1), (id, &name("bob")));
+
+    let mut restarted = Harness::with_seed(ClientConfig::new(name("alice")), saved, [8; 32]);
+    let again = sends(&restarted.login());
+    assert_eq!(again, first, "same id, recipient and envelope bytes");
+    let opened = crypto::open(
+        &keys().bob,
+        &name("bob"),
+        &name("alice"),
+        keys().alice.public_key(),
+        &again[0].2,
+        LIMITS.max_envelope as usize,
+    )
+    .unwrap();
+    assert_eq!(opened.body, b"sent before the crash");
+}
+
+/// An entry from a state file written before `seal_seed` existed still
+/// loads, is sealed with a seed drawn then, and keeps that seed.
+#[test]
+fn outbox_entry_without_a_seal_seed_loads_and_gets_one() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.client.send(h.now, name("bob"), b"old".to_vec()).unwrap();
+    let mut value = ciborium::Value::serialized(h.client.state()).unwrap();
+    let mut removed = 0;
+    for (key, field) in value.as_map_mut().unwrap() {
+        if key.as_text() == Some("outbox") {
+            for entry in field.as_array_mut().unwrap() {
+                let fields = entry.as_map_mut().unwrap();
+                let before = fields.len();
+                fields.retain(|(k, _)| k.as_text() != Some("seal_seed"));
+                removed += before - fields.len();
+            }
+        }
+    }
+    assert_eq!(removed, 1);
+    let loaded: ClientState = value.deserialized().unwrap();
+    let mut expected = h.client.state().clone();
+    expected.outbox[0].seal_seed = None;
+    assert_eq!(loaded, expected);
+
+    let mut restarted = Harness::with(ClientConfig::new(name("alice")), loaded);
+    assert_eq!(sends(&restarted.login()).len(), 1);
+    let entry = restarted.client.state().outbox().next().unwrap();
+    assert!(entry.sealed.is_some() && entry.seal_seed.is_some());
 }
 
 #[test]
