@@ -82,7 +82,7 @@ impl Setup {
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `ClientInput::Connected`.
+    /// `ClientInput::Connected(ChannelBinding::None)`.
     Connect,
     /// `ClientInput::Disconnected`.
     Disconnect,
@@ -313,7 +313,9 @@ impl Harness {
                     self.mirror = FrameDecoder::new(u32::MAX);
                     self.mirror_failed = false;
                 }
-                self.input(ClientInput::Connected);
+                self.input(ClientInput::Connected(
+                    missive_core::crypto::ChannelBinding::None,
+                ));
             }
             Op::Disconnect => {
                 self.connected = false;
