@@ -138,7 +138,10 @@ fn on_event(
             match start_conn(conn, stream, tx.clone()) {
                 Ok(c) => {
                     conns.insert(conn, c);
-                    server.handle_input(now, Input::Connected(conn));
+                    server.handle_input(
+                        now,
+                        Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
+                    );
                 }
                 Err(e) => eprintln!("cannot start connection {}: {e}", conn.0),
             }

@@ -147,9 +147,14 @@ fn exchange(node: &mut Node, peers: &mut [&mut Peer]) {
 }
 
 fn connect(node: &mut Node, peer: &mut Peer) {
-    node.server
-        .handle_input(node.now, Input::Connected(peer.conn));
-    peer.client.handle_input(node.now, ClientInput::Connected);
+    node.server.handle_input(
+        node.now,
+        Input::Connected(peer.conn, missive_core::crypto::ChannelBinding::None),
+    );
+    peer.client.handle_input(
+        node.now,
+        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+    );
 }
 
 #[test]

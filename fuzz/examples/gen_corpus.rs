@@ -126,7 +126,10 @@ impl Recorder {
     fn connect(&mut self, conn: u8) -> ConnId {
         self.op(Op::Connect(conn));
         let id = ConnId(u64::from(conn));
-        self.server.handle_input(self.now, Input::Connected(id));
+        self.server.handle_input(
+            self.now,
+            Input::Connected(id, missive_core::crypto::ChannelBinding::None),
+        );
         self.pump();
         id
     }
@@ -193,6 +196,7 @@ impl Recorder {
         let (server_id, session_id) = self.welcome[&conn];
         let client_nonce = rng::bytes(&mut self.rng);
         let transcript = AuthTranscript {
+            version: missive_core::crypto::TranscriptVersion::V1,
             context,
             server_id,
             session_id,
@@ -481,12 +485,18 @@ impl Net {
 
     fn connect(&mut self, conn: ConnId) {
         self.server_op(Op::Connect(conn.0 as u8));
-        self.server.handle_input(self.now, Input::Connected(conn));
+        self.server.handle_input(
+            self.now,
+            Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
+        );
         self.set_up(conn, true);
         if conn == ALICE {
             self.alice_op(fuzz_client::Op::Connect);
         }
-        self.client_input(conn, ClientInput::Connected);
+        self.client_input(
+            conn,
+            ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+        );
         self.run();
     }
 

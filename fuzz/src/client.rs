@@ -16,7 +16,7 @@
 //! * no panic;
 //! * `Transmit` only while connected, never after `Close` in the same
 //!   drain, non-empty, whole frames that decode as `ClientPacket`s, and
-//!   the first packet of every connection is `Hello` listing version 1;
+//!   the first packet of every connection is `Hello` listing version 2;
 //! * every `Message` / `Notice` the client received is acknowledged in
 //!   the same step (or the client closed the connection);
 //! * the outbox holds at most `max_outbox` messages, `send` refuses with
@@ -82,7 +82,7 @@ impl Setup {
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `ClientInput::Connected`.
+    /// `ClientInput::Connected(ChannelBinding::None)`.
     Connect,
     /// `ClientInput::Disconnected`.
     Disconnect,
@@ -313,7 +313,9 @@ impl Harness {
                     self.mirror = FrameDecoder::new(u32::MAX);
                     self.mirror_failed = false;
                 }
-                self.input(ClientInput::Connected);
+                self.input(ClientInput::Connected(
+                    missive_core::crypto::ChannelBinding::None,
+                ));
             }
             Op::Disconnect => {
                 self.connected = false;

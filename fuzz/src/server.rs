@@ -97,7 +97,7 @@ impl Setup {
 /// One step of the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `Input::Connected(conn)`.
+    /// `Input::Connected(conn, ChannelBinding::None)`.
     Connect(u8),
     /// `Input::Disconnected(conn)`.
     Disconnect(u8),
@@ -349,7 +349,13 @@ impl Harness {
                     self.conns
                         .insert(conn, ConnModel::new(self.config.max_frame));
                 }
-                self.step(Some(Input::Connected(conn)), &[]);
+                self.step(
+                    Some(Input::Connected(
+                        conn,
+                        missive_core::crypto::ChannelBinding::None,
+                    )),
+                    &[],
+                );
             }
             Op::Disconnect(c) => {
                 let conn = ConnId(u64::from(c % CONNS));

@@ -528,7 +528,10 @@ pub fn silent_login(addr: SocketAddr, name: &str, key: usize) -> TcpStream {
         Instant::now(),
         1_760_000_000_000,
     );
-    client.handle_input(Instant::now(), ClientInput::Connected);
+    client.handle_input(
+        Instant::now(),
+        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+    );
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = client.poll_output() {

@@ -503,6 +503,9 @@ impl Conn {
         };
         let client_nonce = bytes::<32>(rng);
         let signature = AuthTranscript {
+            version: missive_core::crypto::TranscriptVersion::V2(
+                missive_core::crypto::ChannelBinding::None,
+            ),
             context,
             server_id: self.server_id,
             session_id: self.session_id,

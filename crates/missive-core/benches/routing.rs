@@ -34,7 +34,9 @@
 //! Run: `cargo bench -p missive-core --bench routing`.
 
 use criterion::{Criterion, Throughput, criterion_group};
-use missive_core::crypto::{AuthContext, AuthTranscript, Identity};
+use missive_core::crypto::{
+    AuthContext, AuthTranscript, ChannelBinding, Identity, TranscriptVersion,
+};
 use missive_core::server::{Input, Output, PersistCmd, Server, ServerConfig, ServerState};
 use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, ServerPacket, encode_frame, encode_frame_into,
@@ -240,7 +242,7 @@ fn setup(batch: u64) -> Routing {
     for i in 0..USERS {
         let conn = ConnId(i as u64 + 1);
         let user = name(i);
-        server.handle_input(now, Input::Connected(conn));
+        server.handle_input(now, Input::Connected(conn, ChannelBinding::None));
         server.handle_input(
             now,
             Input::Bytes(conn, &frame(&ClientPacket::Hello { versions: vec![1] })),
@@ -262,6 +264,7 @@ fn setup(batch: u64) -> Routing {
         };
         let client_nonce = rng::bytes(&mut client_rng);
         let signature = AuthTranscript {
+            version: TranscriptVersion::V1,
             context: AuthContext::Login,
             server_id,
             session_id,

@@ -9,7 +9,9 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ciborium::Value;
-use missive_core::crypto::{self, AuthContext, AuthTranscript, EnvelopeHeader, Identity};
+use missive_core::crypto::{
+    self, AuthContext, AuthTranscript, ChannelBinding, EnvelopeHeader, Identity, TranscriptVersion,
+};
 use missive_core::rng;
 use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, ErrorCode, Notice, ServerPacket, WireLimits, decode_packet,
@@ -162,9 +164,27 @@ fn server_packets() -> Vec<(&'static str, ServerPacket)> {
     ]
 }
 
-fn transcript_vector() -> Vec<u8> {
+/// The login transcripts of §6.2: v1, and v2 with each binding type.
+fn transcript_vectors() -> [(&'static str, Vec<u8>); 3] {
+    [
+        ("transcript.login", transcript_vector(TranscriptVersion::V1)),
+        (
+            "transcript.v2.login.tls_exporter",
+            transcript_vector(TranscriptVersion::V2(ChannelBinding::TlsExporter(
+                [0x66; 32],
+            ))),
+        ),
+        (
+            "transcript.v2.login.none",
+            transcript_vector(TranscriptVersion::V2(ChannelBinding::None)),
+        ),
+    ]
+}
+
+fn transcript_vector(version: TranscriptVersion) -> Vec<u8> {
     let alice = user("alice");
     AuthTranscript {
+        version,
         context: AuthContext::Login,
         server_id: [0x01; 16],
         session_id: [0x02; 16],
@@ -267,10 +287,9 @@ fn spec_vectors_match_the_code() {
         );
         checked += 1;
     }
-    assert_eq!(
-        vectors.get("transcript.login"),
-        Some(&hex(&transcript_vector()))
-    );
+    for (name, transcript) in transcript_vectors() {
+        assert_eq!(vectors.get(name), Some(&hex(&transcript)), "vector {name}");
+    }
 
     // Envelope: the spec's envelope opens with the spec's keys to the
     // spec's body, and sealing with the spec's seed reproduces it.
@@ -502,7 +521,13 @@ fn print_vectors() {
             hex(&encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap())
         );
     }
-    println!("transcript.login: {}", hex(&transcript_vector()));
+    let [(v1_name, v1), v2 @ ..] = transcript_vectors();
+    println!("{v1_name}: {}", hex(&v1));
+    println!("```");
+    println!("```");
+    for (name, transcript) in v2 {
+        print_long(name, &transcript);
+    }
     println!("```");
     let alice = Identity::generate(&mut rng::from_seed([0xa1; 32]), 2048).unwrap();
     let bob = Identity::generate(&mut rng::from_seed([0xb0; 32]), 2048).unwrap();

@@ -25,7 +25,9 @@
 //!
 //! Odd seeds run with a TTL of 300 ms, so that messages and notices
 //! expire (offline recipients, forward clock jumps); even seeds with the
-//! default 30 days.
+//! default 30 days. Seeds divisible by 3 run "over TLS": each connection
+//! gets a fresh `tls-exporter` channel binding, the same on both sides, and
+//! the server requires channel binding; other seeds are plaintext (`none`).
 //!
 //! `MISSIVE_SIM_SEEDS=N` runs N seeds (default 12); `MISSIVE_SIM_SEED=S`
 //! runs only seed S (to replay a failure).
@@ -33,7 +35,7 @@
 use missive_core::client::{
     Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, SendFailure,
 };
-use missive_core::crypto::{self, Identity};
+use missive_core::crypto::{self, ChannelBinding, Identity};
 use missive_core::rng::{self, CoreRng};
 use missive_core::server::{
     Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
@@ -138,6 +140,8 @@ struct Sim {
     ledger: Ledger,
     figures: Figures,
     faults: bool,
+    /// Connections carry a `tls-exporter` binding (else `none`).
+    tls: bool,
 }
 
 impl Sim {
@@ -190,14 +194,20 @@ impl Sim {
             ledger: Ledger::default(),
             figures: Figures::default(),
             faults: true,
+            tls: Self::over_tls(seed),
         };
         sim.drain_server();
         sim
     }
 
+    fn over_tls(seed: u64) -> bool {
+        seed.is_multiple_of(3)
+    }
+
     fn server_config(seed: u64) -> ServerConfig {
         // Small quotas so QueueFull happens too; a generous rate limit.
         let mut config = ServerConfig::default();
+        config.require_channel_binding = Self::over_tls(seed);
         config.queue_max_messages = 40;
         config.window = 8;
         if seed % 2 == 1 {
@@ -416,9 +426,16 @@ impl Sim {
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
         });
-        self.server.handle_input(self.now, Input::Connected(conn));
+        // Both ends of one TLS connection export the same value.
+        let binding = if self.tls {
+            ChannelBinding::TlsExporter(rng::bytes(&mut self.rng))
+        } else {
+            ChannelBinding::None
+        };
+        self.server
+            .handle_input(self.now, Input::Connected(conn, binding));
         self.drain_server();
-        self.client_input(i, ClientInput::Connected);
+        self.client_input(i, ClientInput::Connected(binding));
     }
 
     /// The connection breaks: in-flight bytes are lost on both sides.

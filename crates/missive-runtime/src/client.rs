@@ -346,7 +346,10 @@ impl ClientEngine {
         self.epoch += 1;
         self.close = false;
         self.outgoing.clear();
-        self.client.handle_input(now, ClientInput::Connected);
+        self.client.handle_input(
+            now,
+            ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+        );
         self.drain(now);
     }
 

@@ -226,7 +226,10 @@ impl ServerEngine {
         let (tx, rx, stop) = outbound(self.limits);
         self.conns.insert(conn, tx);
         self.stats.accepted += 1;
-        self.server.handle_input(now, Input::Connected(conn));
+        self.server.handle_input(
+            now,
+            Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
+        );
         self.drain(now);
         (conn, rx, stop)
     }

@@ -235,6 +235,7 @@ impl Raw {
         let mut rng = rng::from_seed(seed);
         let client_nonce = rng::bytes(&mut rng);
         let transcript = AuthTranscript {
+            version: missive_core::crypto::TranscriptVersion::V1,
             context,
             server_id: self.server_id,
             session_id: self.session_id,
@@ -1167,7 +1168,7 @@ fn bad_keys_versions_and_nesting_bombs() {
         // No common version: fatal.
         let mut raw = Raw::connect(server.addr).await;
         raw.send(&ClientPacket::Hello {
-            versions: vec![2, 999],
+            versions: vec![3, 999],
         })
         .await;
         assert_eq!(

@@ -300,7 +300,10 @@ async fn silent_login(addr: std::net::SocketAddr, name: &str, key: usize) -> Tcp
         Instant::now(),
         1_700_000_000_000,
     );
-    client.handle_input(Instant::now(), ClientInput::Connected);
+    client.handle_input(
+        Instant::now(),
+        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+    );
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = client.poll_output() {

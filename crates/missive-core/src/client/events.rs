@@ -1,6 +1,6 @@
 //! What goes into the client and what comes out of it.
 
-use crate::crypto::{Fingerprint, OpenError};
+use crate::crypto::{ChannelBinding, Fingerprint, OpenError};
 use crate::types::{MessageId, UnixMillis, UserName};
 use crate::wire::ErrorCode;
 
@@ -8,9 +8,11 @@ use crate::wire::ErrorCode;
 /// [`Client::handle_input`](super::Client::handle_input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientInput<'a> {
-    /// A transport connection to the server is open; the client starts the
-    /// handshake (Hello, then login or registration).
-    Connected,
+    /// A transport connection to the server is open, with its channel
+    /// binding as this client computed it (`TlsExporter` after a TLS
+    /// handshake, `None` in plaintext); the client starts the handshake
+    /// (Hello, then login or registration signed over that binding).
+    Connected(ChannelBinding),
     /// Bytes received from the server, any chunking.
     Bytes(&'a [u8]),
     /// The transport connection is gone (closed by either side or broken).

@@ -5,21 +5,27 @@ use super::events::{ClientEvent, ConnectionError, LoginError};
 use super::session::{MIN_PING_INTERVAL, Phase, Request, ServerInfo, Session};
 use super::state::{NoticeKind, ParkedEnvelope};
 use super::{Client, Registration};
-use crate::crypto::{AuthContext, AuthTranscript, OpenError};
+use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, OpenError, TranscriptVersion};
 use crate::rng;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::{
-    ClientPacket, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, ServerPacket, WireLimits,
+    ClientPacket, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1, ServerPacket,
+    WireLimits,
 };
 use std::time::{Duration, Instant};
 
 impl Client {
-    pub(super) fn on_connected(&mut self, _now: Instant) {
+    /// Offers version 2 and, on a plaintext connection only, version 1 (for
+    /// servers that predate channel binding; on TLS a v1 login could be
+    /// relayed, §2.3).
+    pub(super) fn on_connected(&mut self, _now: Instant, binding: ChannelBinding) {
         self.out.drop_connection_outputs();
-        self.conn = Some(Session::new(self.config.max_frame, &self.hasher));
-        self.transmit(&ClientPacket::Hello {
-            versions: vec![PROTOCOL_VERSION],
-        });
+        self.conn = Some(Session::new(self.config.max_frame, binding, &self.hasher));
+        let versions = match binding {
+            ChannelBinding::None => vec![PROTOCOL_VERSION, PROTOCOL_VERSION_V1],
+            ChannelBinding::TlsExporter(_) => vec![PROTOCOL_VERSION],
+        };
+        self.transmit(&ClientPacket::Hello { versions });
     }
 
     pub(super) fn on_disconnected(&mut self) {
@@ -163,20 +169,25 @@ impl Client {
         ping_interval_ms: u64,
         limits: WireLimits,
     ) {
-        if version != PROTOCOL_VERSION {
-            // The server chose a version this client never offered.
-            self.close_with(ClientEvent::ConnectionLost {
-                reason: ConnectionError::UnsupportedVersion,
-            });
-            return;
-        }
         let Some(conn) = self.conn.as_mut() else {
             return;
+        };
+        let transcript = match (version, conn.binding) {
+            (PROTOCOL_VERSION, binding) => TranscriptVersion::V2(binding),
+            (PROTOCOL_VERSION_V1, ChannelBinding::None) => TranscriptVersion::V1,
+            _ => {
+                // The server chose a version this client never offered.
+                self.close_with(ClientEvent::ConnectionLost {
+                    reason: ConnectionError::UnsupportedVersion,
+                });
+                return;
+            }
         };
         conn.server = Some(ServerInfo {
             server_id,
             session_id,
             limits,
+            transcript,
         });
         conn.max_frame = limits.max_frame;
         conn.next_decoder_limit = Some(limits.max_frame);
@@ -229,6 +240,7 @@ impl Client {
         };
         let client_nonce: Nonce = rng::bytes(&mut self.rng);
         let transcript = AuthTranscript {
+            version: server.transcript,
             context,
             server_id: server.server_id,
             session_id: server.session_id,

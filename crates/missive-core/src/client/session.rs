@@ -1,7 +1,7 @@
 //! Per-connection state (forgotten on disconnect) and the output queue.
 
 use super::events::{ClientEvent, ClientOutput};
-use crate::crypto::AuthContext;
+use crate::crypto::{AuthContext, ChannelBinding, TranscriptVersion};
 use crate::types::{MessageId, PeerKeyHasher, UserName};
 use crate::wire::{
     ClientPacket, EncodeError, FrameDecoder, WireLimits, encode_frame, encode_frame_into,
@@ -35,6 +35,8 @@ pub(super) struct ServerInfo {
     pub(super) server_id: [u8; 16],
     pub(super) session_id: [u8; 16],
     pub(super) limits: WireLimits,
+    /// The transcript the chosen version signs.
+    pub(super) transcript: TranscriptVersion,
 }
 
 /// A request naming a user, waiting for its answer (to attribute errors
@@ -57,6 +59,8 @@ impl Request {
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) phase: Phase,
+    /// The transport's channel binding, as this client computed it.
+    pub(super) binding: ChannelBinding,
     pub(super) decoder: FrameDecoder,
     /// Frame limit to switch the decoder to once its buffer is empty.
     pub(super) next_decoder_limit: Option<u32>,
@@ -79,9 +83,10 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(max_frame: u32, hasher: &PeerKeyHasher) -> Self {
+    pub(super) fn new(max_frame: u32, binding: ChannelBinding, hasher: &PeerKeyHasher) -> Self {
         Self {
             phase: Phase::AwaitWelcome,
+            binding,
             decoder: FrameDecoder::new(max_frame),
             next_decoder_limit: None,
             max_frame,

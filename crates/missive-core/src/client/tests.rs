@@ -1,7 +1,10 @@
 //! Tests: the client against a scripted fake server, in virtual time.
 
 use super::*;
-use crate::crypto::{self, AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader};
+use crate::crypto::{
+    self, AuthContext, AuthTranscript, ChannelBinding, ENVELOPE_VERSION, EnvelopeHeader,
+    TranscriptVersion,
+};
 use crate::wire::{
     self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Notice, ServerPacket, WireLimits,
 };
@@ -49,8 +52,12 @@ const LIMITS: WireLimits = WireLimits {
 const START_UNIX_MS: u64 = 1_700_000_000_000;
 
 fn welcome() -> ServerPacket {
+    welcome_version(2)
+}
+
+fn welcome_version(version: u16) -> ServerPacket {
     ServerPacket::Welcome {
-        version: 1,
+        version,
         server_id: SERVER_ID,
         session_id: SESSION_ID,
         ping_interval_ms: PING_MS,
@@ -112,6 +119,10 @@ struct Harness {
     closes: usize,
     state_changes: usize,
     nonce: u8,
+    /// The channel binding the transport hands the client at Connected.
+    binding: ChannelBinding,
+    /// The transcript the fake server verifies Prove against.
+    transcript: TranscriptVersion,
 }
 
 impl Harness {
@@ -143,6 +154,8 @@ impl Harness {
             closes: 0,
             state_changes: 0,
             nonce: 0,
+            binding: ChannelBinding::None,
+            transcript: TranscriptVersion::V2(ChannelBinding::None),
         }
     }
 
@@ -191,9 +204,13 @@ impl Harness {
 
     fn connect(&mut self) {
         self.decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let versions = match self.binding {
+            ChannelBinding::None => vec![2, 1],
+            ChannelBinding::TlsExporter(_) => vec![2],
+        };
         assert_eq!(
-            self.input(ClientInput::Connected),
-            vec![ClientPacket::Hello { versions: vec![1] }]
+            self.input(ClientInput::Connected(self.binding)),
+            vec![ClientPacket::Hello { versions }]
         );
     }
 
@@ -220,6 +237,7 @@ impl Harness {
         };
         let user = name("alice");
         let transcript = AuthTranscript {
+            version: self.transcript,
             context,
             server_id: SERVER_ID,
             session_id: SESSION_ID,
@@ -521,7 +539,7 @@ fn wrong_version_closes() {
         unreachable!()
     };
     let out = h.recv(ServerPacket::Welcome {
-        version: 2,
+        version: 3,
         server_id,
         session_id,
         ping_interval_ms,
@@ -546,7 +564,7 @@ fn frame_limit_too_small_for_login_closes() {
         ..LIMITS
     };
     let out = h.recv(ServerPacket::Welcome {
-        version: 1,
+        version: 2,
         server_id: SERVER_ID,
         session_id: SESSION_ID,
         ping_interval_ms: PING_MS,
@@ -1369,7 +1387,8 @@ fn unexpected_packet_closes() {
 #[test]
 fn disconnect_drops_unsent_frames() {
     let mut h = Harness::new();
-    h.client.handle_input(h.now, ClientInput::Connected); // Hello not polled
+    h.client
+        .handle_input(h.now, ClientInput::Connected(ChannelBinding::None)); // Hello not polled
     h.client.handle_input(h.now, ClientInput::Disconnected);
     assert_eq!(
         h.client.poll_output(),
@@ -1559,7 +1578,8 @@ proptest! {
                 }
                 Step::Reconnect => {
                     h.client.handle_input(now, ClientInput::Disconnected);
-                    h.client.handle_input(now, ClientInput::Connected);
+                    h.client
+                        .handle_input(now, ClientInput::Connected(ChannelBinding::None));
                 }
             }
             fuzz_drain(&mut h.client);
@@ -1600,4 +1620,43 @@ proptest! {
             );
         }
     }
+}
+
+/// On TLS the client offers version 2 only and signs its own exporter
+/// value; a server that answers version 1 there is refused.
+#[test]
+fn tls_connection_signs_its_exporter_value_and_refuses_version_1() {
+    let exporter = ChannelBinding::TlsExporter([0x66; 32]);
+    let mut h = Harness::new();
+    h.binding = exporter;
+    h.transcript = TranscriptVersion::V2(exporter);
+    h.login();
+
+    let mut h = Harness::new();
+    h.binding = exporter;
+    h.connect();
+    assert!(h.recv(welcome_version(1)).is_empty());
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::ConnectionLost {
+            reason: ConnectionError::UnsupportedVersion
+        }]
+    );
+    assert_eq!(h.closes, 1);
+}
+
+/// On plaintext a server that predates channel binding may answer version
+/// 1: the client then signs the v1 transcript.
+#[test]
+fn plaintext_connection_speaks_version_1_to_an_older_server() {
+    let mut h = Harness::new();
+    h.connect();
+    assert_eq!(
+        h.recv(welcome_version(1)),
+        vec![ClientPacket::Login {
+            user: name("alice")
+        }]
+    );
+    h.transcript = TranscriptVersion::V1;
+    assert!(h.challenge(AuthContext::Login).is_empty());
 }

@@ -12,18 +12,69 @@ use sha2::{Digest, Sha256};
 /// the transcript, so a login signature never passes as a registration one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthContext {
-    /// Label `missive/v1/login`.
+    /// Label `missive/v2/login` (`missive/v1/login` in a v1 transcript).
     Login,
-    /// Label `missive/v1/register`.
+    /// Label `missive/v2/register` (`missive/v1/register` in a v1 transcript).
     Register,
 }
 
-impl AuthContext {
-    /// The ASCII label that opens the transcript.
-    fn label(self) -> &'static str {
+/// Length of a `tls-exporter` channel binding (RFC 9266): 32 bytes of
+/// `export_keying_material` with label `EXPORTER-Channel-Binding` and no
+/// context.
+pub const TLS_EXPORTER_LEN: usize = 32;
+
+/// What ties a login or registration to the transport connection it is made
+/// on (docs/PROTOCOL.md §3.2). The driver computes it after the transport's
+/// handshake and hands it to the core when the connection starts; each side
+/// uses its OWN value, never one the peer claims, so a signature made on one
+/// TLS connection does not verify on another (a relayed login fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelBinding {
+    /// Binding type `none`, empty value: a plaintext transport.
+    None,
+    /// Binding type `tls-exporter` (RFC 9266): the connection's exporter
+    /// value.
+    TlsExporter([u8; TLS_EXPORTER_LEN]),
+}
+
+impl ChannelBinding {
+    /// The ASCII binding type written in the transcript.
+    pub fn binding_type(&self) -> &'static str {
         match self {
-            Self::Login => "missive/v1/login",
-            Self::Register => "missive/v1/register",
+            Self::None => "none",
+            Self::TlsExporter(_) => "tls-exporter",
+        }
+    }
+
+    /// The binding value written in the transcript (empty for `none`).
+    pub fn value(&self) -> &[u8] {
+        match self {
+            Self::None => &[],
+            Self::TlsExporter(value) => value,
+        }
+    }
+}
+
+/// Which transcript a connection signs: the protocol version Welcome chose
+/// and, from version 2, the connection's channel binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscriptVersion {
+    /// Protocol version 1: labels `missive/v1/…`, no binding fields. Only
+    /// on a connection whose binding is `none`.
+    V1,
+    /// Protocol version 2: labels `missive/v2/…`, followed by the binding
+    /// type and value.
+    V2(ChannelBinding),
+}
+
+impl TranscriptVersion {
+    /// The ASCII label that opens the transcript.
+    fn label(self, context: AuthContext) -> &'static str {
+        match (self, context) {
+            (Self::V1, AuthContext::Login) => "missive/v1/login",
+            (Self::V1, AuthContext::Register) => "missive/v1/register",
+            (Self::V2(_), AuthContext::Login) => "missive/v2/login",
+            (Self::V2(_), AuthContext::Register) => "missive/v2/register",
         }
     }
 }
@@ -42,13 +93,16 @@ pub enum AuthError {
 /// # Example
 ///
 /// ```
-/// use missive_core::crypto::{AuthContext, AuthError, AuthTranscript, Identity};
+/// use missive_core::crypto::{
+///     AuthContext, AuthError, AuthTranscript, ChannelBinding, Identity, TranscriptVersion,
+/// };
 /// use missive_core::{rng, UserName};
 ///
 /// let mut rng = rng::from_seed([7; 32]);
 /// let alice = Identity::generate(&mut rng, 2048)?;
 /// let user = UserName::new("alice")?;
 /// let transcript = AuthTranscript {
+///     version: TranscriptVersion::V2(ChannelBinding::TlsExporter([0x66; 32])),
 ///     context: AuthContext::Login,
 ///     server_id: [1; 16],
 ///     session_id: [2; 16],
@@ -63,10 +117,19 @@ pub enum AuthError {
 /// // A login signature is no registration signature.
 /// let register = AuthTranscript { context: AuthContext::Register, ..transcript };
 /// assert_eq!(register.verify(alice.public_key(), &signature), Err(AuthError::BadSignature));
+///
+/// // Nor does it verify on a connection with another channel binding.
+/// let relayed = AuthTranscript {
+///     version: TranscriptVersion::V2(ChannelBinding::TlsExporter([0x77; 32])),
+///     ..transcript
+/// };
+/// assert_eq!(relayed.verify(alice.public_key(), &signature), Err(AuthError::BadSignature));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthTranscript<'a> {
+    /// The transcript's version and, from v2, the channel binding.
+    pub version: TranscriptVersion,
     /// Login or registration.
     pub context: AuthContext,
     /// The server's stable id (from Welcome).
@@ -82,19 +145,25 @@ pub struct AuthTranscript<'a> {
 }
 
 impl AuthTranscript<'_> {
-    /// The exact bytes that are signed (see docs/PROTOCOL.md): the context
-    /// label, server id, session id, user name, server nonce and client
-    /// nonce, each preceded by its length as a big-endian `u32`.
+    /// The exact bytes that are signed (see docs/PROTOCOL.md §3.2): the
+    /// context label, server id, session id, user name, server nonce and
+    /// client nonce, then in v2 the binding type and value, each preceded
+    /// by its length as a big-endian `u32`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let fields: [&[u8]; 6] = [
-            self.context.label().as_bytes(),
+        let common: [&[u8]; 6] = [
+            self.version.label(self.context).as_bytes(),
             &self.server_id,
             &self.session_id,
             self.user.as_str().as_bytes(),
             &self.server_nonce,
             &self.client_nonce,
         ];
-        let len = fields.iter().map(|f| LEN_PREFIX + f.len()).sum();
+        let binding: &[&[u8]] = match &self.version {
+            TranscriptVersion::V1 => &[],
+            TranscriptVersion::V2(binding) => &[binding.binding_type().as_bytes(), binding.value()],
+        };
+        let fields = common.iter().chain(binding);
+        let len = fields.clone().map(|f| LEN_PREFIX + f.len()).sum();
         let mut out = Vec::with_capacity(len);
         for field in fields {
             put_field(&mut out, field);
@@ -130,8 +199,11 @@ mod tests {
     use super::*;
     use crate::test_support::{alice, bob, name, seeded};
 
+    const EXPORTER: ChannelBinding = ChannelBinding::TlsExporter([0x66; 32]);
+
     fn transcript(user: &UserName) -> AuthTranscript<'_> {
         AuthTranscript {
+            version: TranscriptVersion::V1,
             context: AuthContext::Login,
             server_id: [0x11; 16],
             session_id: [0x22; 16],
@@ -165,6 +237,57 @@ mod tests {
         expected.extend_from_slice(&[0x44; 32]);
         assert_eq!(t.to_bytes(), expected);
         assert_eq!(expected.len(), 6 * 4 + 16 + 16 + 16 + 3 + 32 + 32);
+    }
+
+    #[test]
+    fn v2_transcript_is_v1_fields_under_the_v2_label_then_the_binding() {
+        let user = name("bob");
+        let v1 = transcript(&user).to_bytes();
+        for (binding, binding_type, value) in [
+            (EXPORTER, &b"tls-exporter"[..], &[0x66; 32][..]),
+            (ChannelBinding::None, &b"none"[..], &[][..]),
+        ] {
+            let v2 = AuthTranscript {
+                version: TranscriptVersion::V2(binding),
+                ..transcript(&user)
+            };
+            let mut expected = field(b"missive/v2/login");
+            expected.extend_from_slice(&v1[20..]);
+            expected.extend_from_slice(&field(binding_type));
+            expected.extend_from_slice(&field(value));
+            assert_eq!(v2.to_bytes(), expected, "{binding:?}");
+        }
+        let register = AuthTranscript {
+            version: TranscriptVersion::V2(EXPORTER),
+            context: AuthContext::Register,
+            ..transcript(&user)
+        };
+        assert_eq!(register.to_bytes()[..23], field(b"missive/v2/register")[..]);
+    }
+
+    /// The man-in-the-middle case: a signature made over one connection's
+    /// binding does not verify over another's, nor unbound (v1).
+    #[test]
+    fn signature_is_bound_to_the_channel() {
+        let user = name("bob");
+        let signed = AuthTranscript {
+            version: TranscriptVersion::V2(EXPORTER),
+            ..transcript(&user)
+        };
+        let sig = signed.sign(alice(), &mut seeded(5));
+        assert_eq!(signed.verify(alice().public_key(), &sig), Ok(()));
+        for version in [
+            TranscriptVersion::V2(ChannelBinding::TlsExporter([0x67; 32])),
+            TranscriptVersion::V2(ChannelBinding::None),
+            TranscriptVersion::V1,
+        ] {
+            let other = AuthTranscript {
+                version,
+                ..signed.clone()
+            };
+            let err = other.verify(alice().public_key(), &sig);
+            assert_eq!(err, Err(AuthError::BadSignature), "{version:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod envelope;
 mod keys;
 mod rsa_ops;
 
-pub use auth::{AuthContext, AuthError, AuthTranscript};
+pub use auth::{
+    AuthContext, AuthError, AuthTranscript, ChannelBinding, TLS_EXPORTER_LEN, TranscriptVersion,
+};
 pub use envelope::{
     ENVELOPE_VERSION, EnvelopeHeader, OpenError, Opened, SealError, open, peek_header, seal,
 };

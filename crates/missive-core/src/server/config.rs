@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// client's 64 sends in flight, which are the only ones a client can
     /// retry without knowing their fate; ~34 KiB per active sender).
     pub dedupe_per_sender: usize,
+    /// Refuse connections whose channel binding is `none` (plaintext) with
+    /// `UnsupportedVersion` at Hello (default false: a plaintext listener
+    /// accepts v2 with binding `none`, and v1). Connections with a
+    /// `tls-exporter` binding always require v2.
+    pub require_channel_binding: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +83,7 @@ impl Default for ServerConfig {
             send_rate_per_sec: 100,
             send_burst: 1_000,
             dedupe_per_sender: 1_024,
+            require_channel_binding: false,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Per-connection state inside the server.
 
 use super::state::UserId;
-use crate::crypto::PublicKey;
+use crate::crypto::{ChannelBinding, PublicKey, TranscriptVersion};
 use crate::types::{Seq, UserName};
 use crate::wire::{FrameDecoder, Nonce};
 use std::collections::VecDeque;
@@ -12,8 +12,9 @@ use std::time::Instant;
 pub(crate) enum Phase {
     /// Waiting for Hello.
     AwaitHello,
-    /// Hello done; Register / Login / FetchKey allowed.
-    Open,
+    /// Hello done; Register / Login / FetchKey allowed. Logins and
+    /// registrations sign the transcript of the version Welcome chose.
+    Open(TranscriptVersion),
     /// Logged in as `user`.
     LoggedIn(LoggedIn),
 }
@@ -69,6 +70,8 @@ impl InFlight {
 #[derive(Debug)]
 pub(crate) struct Challenge {
     pub nonce: Nonce,
+    /// The transcript the answer must sign.
+    pub transcript: TranscriptVersion,
     pub expires: Instant,
     pub purpose: ChallengePurpose,
 }
@@ -86,6 +89,9 @@ pub(crate) struct Conn {
     pub decoder: FrameDecoder,
     pub phase: Phase,
     pub session_id: [u8; 16],
+    /// The transport's channel binding, as the driver computed it on this
+    /// side (never the client's claim).
+    pub binding: ChannelBinding,
     pub challenge: Option<Challenge>,
     /// Presence the session starts with (SetPresence before login sets it).
     pub start_online: bool,
@@ -100,11 +106,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(max_frame: u32, session_id: [u8; 16], now: Instant) -> Self {
+    pub fn new(
+        max_frame: u32,
+        session_id: [u8; 16],
+        binding: ChannelBinding,
+        now: Instant,
+    ) -> Self {
         Self {
             decoder: FrameDecoder::new(max_frame),
             phase: Phase::AwaitHello,
             session_id,
+            binding,
             challenge: None,
             start_online: true,
             connected_at: now,

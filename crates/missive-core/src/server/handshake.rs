@@ -2,24 +2,44 @@
 
 use super::conn::{Challenge, ChallengePurpose, InFlight, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
-use crate::crypto::{AuthContext, AuthTranscript, PublicKey};
+use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, PublicKey, TranscriptVersion};
 use crate::rng;
 use crate::types::{ConnId, Lsn, UserName};
-use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, ServerPacket};
+use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, PROTOCOL_VERSION_V1, ServerPacket};
 use std::time::Instant;
 
 impl Server {
+    /// Picks the version (§2.3): 2 whenever offered; 1 only on a connection
+    /// whose binding is `none` (on a TLS connection a v1 login, which signs
+    /// no binding, could be relayed); binding `none` not at all when the
+    /// configuration requires channel binding.
     pub(super) fn on_hello(&mut self, now: Instant, conn: ConnId, versions: &[u16]) {
-        if !versions.contains(&PROTOCOL_VERSION) {
-            let detail = format!("this server speaks version {PROTOCOL_VERSION} only");
-            return self.fatal(now, conn, ErrorCode::UnsupportedVersion, &detail);
-        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.phase = Phase::Open;
+        let binding = c.binding;
+        if binding == ChannelBinding::None && self.config.require_channel_binding {
+            let detail = "this server requires channel binding (connect over TLS)";
+            return self.fatal(now, conn, ErrorCode::UnsupportedVersion, detail);
+        }
+        let (version, transcript) = if versions.contains(&PROTOCOL_VERSION) {
+            (PROTOCOL_VERSION, TranscriptVersion::V2(binding))
+        } else if versions.contains(&PROTOCOL_VERSION_V1) && binding == ChannelBinding::None {
+            (PROTOCOL_VERSION_V1, TranscriptVersion::V1)
+        } else {
+            let detail = match binding {
+                ChannelBinding::None => format!(
+                    "this server speaks versions {PROTOCOL_VERSION} and {PROTOCOL_VERSION_V1}"
+                ),
+                ChannelBinding::TlsExporter(_) => format!(
+                    "this server speaks version {PROTOCOL_VERSION} only on a TLS connection"
+                ),
+            };
+            return self.fatal(now, conn, ErrorCode::UnsupportedVersion, &detail);
+        };
+        c.phase = Phase::Open(transcript);
         let welcome = ServerPacket::Welcome {
-            version: PROTOCOL_VERSION,
+            version,
             server_id: self.server_id,
             session_id: c.session_id,
             ping_interval_ms: self.config.ping_interval.as_millis() as u64,
@@ -100,6 +120,11 @@ impl Server {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // Register and Login reach here in the Open phase only (Hello comes
+        // first; a logged-in connection is refused before).
+        let Phase::Open(transcript) = c.phase else {
+            return;
+        };
         // Challenges exist before login only, when the connection closes at
         // the handshake deadline: no challenge outlives it, and
         // `expires_in_ms` tells the time the client really has.
@@ -107,6 +132,7 @@ impl Server {
             (now + self.config.challenge_ttl).min(self.config.handshake_deadline(c.connected_at));
         c.challenge = Some(Challenge {
             nonce,
+            transcript,
             expires,
             purpose,
         });
@@ -167,6 +193,7 @@ impl Server {
             }
         };
         let transcript = AuthTranscript {
+            version: challenge.transcript,
             context,
             server_id: self.server_id,
             session_id,

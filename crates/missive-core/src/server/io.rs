@@ -1,15 +1,18 @@
 //! What goes into and comes out of the server state machine.
 
 use super::state::PersistCmd;
+use crate::crypto::ChannelBinding;
 use crate::types::{ConnId, Lsn, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode};
 
 /// An input to [`super::Server::handle_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input<'a> {
-    /// A transport connection was accepted. `ConnId`s are chosen by the
-    /// driver and never reused while the server knows the connection.
-    Connected(ConnId),
+    /// A transport connection was accepted, with its channel binding as
+    /// this server computed it (`TlsExporter` after a TLS handshake, `None`
+    /// on a plaintext listener). `ConnId`s are chosen by the driver and
+    /// never reused while the server knows the connection.
+    Connected(ConnId, ChannelBinding),
     /// Bytes arrived on a connection (any chunking).
     Bytes(ConnId, &'a [u8]),
     /// The transport connection is gone (peer closed, I/O error, or the

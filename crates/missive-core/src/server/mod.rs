@@ -16,12 +16,13 @@
 //!
 //! ```
 //! use missive_core::server::{Input, Output, Server, ServerConfig, ServerState};
+//! use missive_core::crypto::ChannelBinding;
 //! use missive_core::ConnId;
 //! use std::time::Instant;
 //!
 //! let now = Instant::now();
 //! let mut server = Server::new(ServerConfig::default(), ServerState::new(), [7; 32], now, 1_700_000_000_000);
-//! server.handle_input(now, Input::Connected(ConnId(1)));
+//! server.handle_input(now, Input::Connected(ConnId(1), ChannelBinding::None));
 //! // A tiny in-memory "store": everything is durable at once.
 //! while let Some(output) = server.poll_output() {
 //!     match output {
@@ -57,6 +58,7 @@ pub use io::{CloseReason, Input, Output, ServerEvent};
 use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
+use crate::crypto::ChannelBinding;
 use crate::rng::{self, CoreRng};
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{ClientPacket, DecodeError, ErrorCode, ServerPacket, encode_frame_into};
@@ -253,7 +255,7 @@ impl Server {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.expire_due(now);
         match input {
-            Input::Connected(conn) => self.on_connected(now, conn),
+            Input::Connected(conn, binding) => self.on_connected(now, conn, binding),
             Input::Bytes(conn, bytes) => self.on_bytes(now, conn, bytes),
             Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
             Input::Durable(lsn) => self.on_durable(now, lsn),
@@ -374,14 +376,14 @@ impl Server {
         &mut self.users[user.index()]
     }
 
-    fn on_connected(&mut self, now: Instant, conn: ConnId) {
+    fn on_connected(&mut self, now: Instant, conn: ConnId, binding: ChannelBinding) {
         if self.conns.contains_key(&conn) {
             return;
         }
         let session_id = rng::bytes(&mut self.rng);
         self.conns.insert(
             conn,
-            Conn::new(self.config.handshake_max_frame, session_id, now),
+            Conn::new(self.config.handshake_max_frame, session_id, binding, now),
         );
         self.arm_timer(conn, self.config.handshake_deadline(now));
     }

@@ -2,7 +2,7 @@
 //! with a scripted client and virtual time.
 
 use super::*;
-use crate::crypto::{AuthContext, AuthTranscript, Identity};
+use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, Identity, TranscriptVersion};
 use crate::test_support::identities;
 use crate::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, encode_frame};
 use std::collections::{HashMap, HashSet};
@@ -26,7 +26,10 @@ struct Harness {
     closed: HashSet<ConnId>,
     events: Vec<ServerEvent>,
     rng: CoreRng,
-    welcome: HashMap<ConnId, ([u8; 16], [u8; 16])>,
+    /// Per connection: server id, session id, and the transcript the
+    /// version chosen in Welcome signs over the connection's binding.
+    welcome: HashMap<ConnId, ([u8; 16], [u8; 16], TranscriptVersion)>,
+    bindings: HashMap<ConnId, ChannelBinding>,
 }
 
 impl Harness {
@@ -47,6 +50,7 @@ impl Harness {
             events: Vec::new(),
             rng: rng::from_seed([3; 32]),
             welcome: HashMap::new(),
+            bindings: HashMap::new(),
         };
         h.drain();
         h
@@ -91,8 +95,14 @@ impl Harness {
     }
 
     fn connect(&mut self, conn: u64) -> ConnId {
+        self.connect_with(conn, ChannelBinding::None)
+    }
+
+    fn connect_with(&mut self, conn: u64, binding: ChannelBinding) -> ConnId {
         let conn = ConnId(conn);
-        self.server.handle_input(self.now, Input::Connected(conn));
+        self.bindings.insert(conn, binding);
+        self.server
+            .handle_input(self.now, Input::Connected(conn, binding));
         self.drain();
         conn
     }
@@ -137,16 +147,30 @@ impl Harness {
         self.drain();
     }
 
+    /// A plaintext connection past Hello, speaking version 2.
     fn hello(&mut self, conn: u64) -> ConnId {
-        let conn = self.connect(conn);
-        self.send(conn, &ClientPacket::Hello { versions: vec![1] });
+        self.hello_with(conn, ChannelBinding::None, &[2, 1])
+    }
+
+    /// A connection with `binding` past a Hello offering `versions`.
+    fn hello_with(&mut self, conn: u64, binding: ChannelBinding, versions: &[u16]) -> ConnId {
+        let conn = self.connect_with(conn, binding);
+        let versions = versions.to_vec();
+        self.send(conn, &ClientPacket::Hello { versions });
         match self.expect(conn) {
             ServerPacket::Welcome {
+                version,
                 server_id,
                 session_id,
                 ..
             } => {
-                self.welcome.insert(conn, (server_id, session_id));
+                let transcript = match version {
+                    2 => TranscriptVersion::V2(binding),
+                    1 => TranscriptVersion::V1,
+                    other => panic!("unknown version {other}"),
+                };
+                self.welcome
+                    .insert(conn, (server_id, session_id, transcript));
             }
             other => panic!("expected welcome, got {other:?}"),
         }
@@ -154,13 +178,28 @@ impl Harness {
     }
 
     fn prove(&mut self, conn: ConnId, context: AuthContext, user: &UserName, identity: &Identity) {
+        let transcript = self.welcome[&conn].2;
+        self.prove_over(conn, context, user, identity, transcript);
+    }
+
+    /// Answers the challenge with a signature over `transcript`, which may
+    /// differ from the connection's (a relayed login).
+    fn prove_over(
+        &mut self,
+        conn: ConnId,
+        context: AuthContext,
+        user: &UserName,
+        identity: &Identity,
+        transcript: TranscriptVersion,
+    ) {
         let nonce = match self.expect(conn) {
             ServerPacket::Challenge { nonce, .. } => nonce,
             other => panic!("expected challenge, got {other:?}"),
         };
-        let (server_id, session_id) = self.welcome[&conn];
+        let (server_id, session_id, _) = self.welcome[&conn];
         let client_nonce = rng::bytes(&mut self.rng);
         let t = AuthTranscript {
+            version: transcript,
             context,
             server_id,
             session_id,
@@ -285,7 +324,7 @@ fn unsupported_version_is_fatal() {
     h.send(
         conn,
         &ClientPacket::Hello {
-            versions: vec![2, 3],
+            versions: vec![3, 4],
         },
     );
     h.expect_error(conn, ErrorCode::UnsupportedVersion);
@@ -621,9 +660,10 @@ fn replayed_challenge_response_fails_on_a_new_connection() {
         ServerPacket::Challenge { nonce, .. } => nonce,
         other => panic!("{other:?}"),
     };
-    let (server_id, session_id) = h.welcome[&c2];
+    let (server_id, session_id, transcript) = h.welcome[&c2];
     let user = name("alice");
     let t = AuthTranscript {
+        version: transcript,
         context: AuthContext::Login,
         server_id,
         session_id,
@@ -1631,7 +1671,8 @@ fn restart_keeps_keys_and_queued_messages() {
 fn several_inputs_before_a_drain_are_safe() {
     let mut h = Harness::new(ServerConfig::default());
     let conn = ConnId(1);
-    h.server.handle_input(h.now, Input::Connected(conn));
+    h.server
+        .handle_input(h.now, Input::Connected(conn, ChannelBinding::None));
     let hello = encode_frame(
         &ClientPacket::Hello { versions: vec![1] },
         DEFAULT_MAX_FRAME,
@@ -1987,4 +2028,116 @@ fn peer_key_hashing_is_keyed_from_the_seed() {
     assert_eq!(a.hasher.hash_one(&name), b.hasher.hash_one(&name));
     assert_ne!(a.hasher.hash_one(&name), c.hasher.hash_one(&name));
     assert_eq!(format!("{:?}", a.hasher), "PeerKeyHasher(..)");
+}
+
+/// The exporter values two different TLS connections would have: the
+/// victim's connection to a relay, and the relay's own to the server.
+const BINDING_A: ChannelBinding = ChannelBinding::TlsExporter([0x66; 32]);
+const BINDING_B: ChannelBinding = ChannelBinding::TlsExporter([0x77; 32]);
+
+/// A login signed over the connection's own binding succeeds.
+#[test]
+fn login_bound_to_the_connections_exporter_succeeds() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let conn = h.hello_with(2, BINDING_A, &[2]);
+    assert_eq!(h.welcome[&conn].2, TranscriptVersion::V2(BINDING_A));
+    h.login(conn, "alice", &ids()[0]);
+    assert!(matches!(h.expect(conn), ServerPacket::LoggedIn { .. }));
+}
+
+/// The man-in-the-middle case: the victim signs over its connection's
+/// binding A (to the relay), the relay forwards the Prove on its own
+/// connection to the server, whose exporter value is B. The server checks
+/// its own value, so the signature does not verify.
+#[test]
+fn login_relayed_onto_a_connection_with_another_binding_fails() {
+    let mut h = Harness::new(ServerConfig::default());
+    h.user(1, "alice", &ids()[0]);
+    let relayed = h.hello_with(2, BINDING_B, &[2]);
+    let alice = name("alice");
+    h.send(
+        relayed,
+        &ClientPacket::Login {
+            user: alice.clone(),
+        },
+    );
+    let victims = TranscriptVersion::V2(BINDING_A);
+    h.prove_over(relayed, AuthContext::Login, &alice, &ids()[0], victims);
+    h.expect_error(relayed, ErrorCode::AuthFailed);
+    assert!(h.closed.contains(&relayed));
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::LoggedIn { conn, .. } if *conn == relayed))
+    );
+    // A registration is bound the same way (here: signed as if plaintext).
+    let conn = h.hello_with(3, BINDING_B, &[2]);
+    let key = ids()[1].public_key().to_spki_der().to_vec();
+    let bob = name("bob");
+    h.send(
+        conn,
+        &ClientPacket::Register {
+            user: bob.clone(),
+            public_key: key,
+        },
+    );
+    let plaintext = TranscriptVersion::V2(ChannelBinding::None);
+    h.prove_over(conn, AuthContext::Register, &bob, &ids()[1], plaintext);
+    h.expect_error(conn, ErrorCode::AuthFailed);
+    assert!(h.server.state().user(&bob).is_none());
+}
+
+/// On a TLS connection a v1 login (which signs no binding) could be
+/// relayed: a Hello offering only version 1 is refused there.
+#[test]
+fn version_1_is_refused_on_a_tls_connection() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.connect_with(1, BINDING_A);
+    h.send(conn, &ClientPacket::Hello { versions: vec![1] });
+    h.expect_error(conn, ErrorCode::UnsupportedVersion);
+    assert!(h.closed.contains(&conn));
+    // Offering both, the TLS connection gets version 2.
+    let conn = h.hello_with(2, BINDING_A, &[1, 2]);
+    assert_eq!(h.welcome[&conn].2, TranscriptVersion::V2(BINDING_A));
+}
+
+/// A plaintext v1 client still registers and logs in with the v1
+/// transcript; a v2 client on plaintext signs binding `none`.
+#[test]
+fn version_1_still_works_on_a_plaintext_connection() {
+    let mut h = Harness::new(ServerConfig::default());
+    let v1 = h.hello_with(1, ChannelBinding::None, &[1]);
+    assert_eq!(h.welcome[&v1].2, TranscriptVersion::V1);
+    h.register(v1, "alice", &ids()[0]);
+    assert!(matches!(h.expect(v1), ServerPacket::Registered { .. }));
+    h.login(v1, "alice", &ids()[0]);
+    assert!(matches!(h.expect(v1), ServerPacket::LoggedIn { .. }));
+    let v2 = h.hello(2);
+    assert_eq!(
+        h.welcome[&v2].2,
+        TranscriptVersion::V2(ChannelBinding::None)
+    );
+    h.login(v2, "alice", &ids()[0]);
+    assert!(matches!(h.expect(v2), ServerPacket::LoggedIn { .. }));
+}
+
+/// A server configured to require channel binding refuses `none`
+/// connections at Hello, whatever versions they offer, and still serves
+/// TLS ones.
+#[test]
+fn binding_none_is_refused_when_channel_binding_is_required() {
+    let mut h = Harness::new(ServerConfig {
+        require_channel_binding: true,
+        ..ServerConfig::default()
+    });
+    for (conn, versions) in [(1, vec![2, 1]), (2, vec![2]), (3, vec![1])] {
+        let conn = h.connect(conn);
+        h.send(conn, &ClientPacket::Hello { versions });
+        h.expect_error(conn, ErrorCode::UnsupportedVersion);
+        assert!(h.closed.contains(&conn));
+    }
+    let conn = h.hello_with(4, BINDING_A, &[2]);
+    h.register(conn, "alice", &ids()[0]);
+    assert!(matches!(h.expect(conn), ServerPacket::Registered { .. }));
 }

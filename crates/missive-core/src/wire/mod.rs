@@ -18,6 +18,6 @@ pub use codec::{
     LENGTH_PREFIX_LEN, decode_packet, encode_frame, encode_frame_into,
 };
 pub use packet::{
-    ClientPacket, ErrorCode, MAX_VERSIONS, Nonce, Notice, PROTOCOL_VERSION, ServerPacket,
-    WireLimits,
+    ClientPacket, ErrorCode, MAX_VERSIONS, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1,
+    ServerPacket, WireLimits,
 };

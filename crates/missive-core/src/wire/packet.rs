@@ -9,8 +9,15 @@
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use serde::{Deserialize, Serialize};
 
-/// The only protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this implementation prefers: version 2, whose
+/// login and registration transcripts carry the connection's channel
+/// binding (docs/PROTOCOL.md §3.2).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Version 1, without channel binding: still spoken on connections whose
+/// binding is `none` (plaintext), never on a TLS one, where a v1 login could
+/// be relayed.
+pub const PROTOCOL_VERSION_V1: u16 = 1;
 
 /// Most versions a [`ClientPacket::Hello`] may list. A Hello listing more
 /// does not decode (and does not encode).
