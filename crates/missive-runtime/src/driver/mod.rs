@@ -22,6 +22,7 @@ mod runtime;
 mod server;
 mod tls;
 mod transport;
+mod trust;
 
 pub use client::ClientHandle;
 pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
@@ -34,3 +35,7 @@ pub use tls::{
     client_config, self_signed, server_config, web_pki_roots,
 };
 pub use transport::{Connecting, Connector, Listener, TcpConnector, Transport};
+pub use trust::{
+    CertificateChanged, CertificateFileError, KnownServers, load_certificate,
+    load_certificate_authorities, load_or_create_self_signed, pinning_client_config,
+};
