@@ -402,7 +402,7 @@ struct TokioClient<C: Connector> {
 impl Opts {
     /// The client options every driver's client is connected with (both
     /// drivers share `missive_runtime::session::ClientOptions`).
-    fn client_options(&self) -> ClientOptions {
+    pub fn client_options(&self) -> ClientOptions {
         let mut options = ClientOptions::new(self.server.to_string(), &self.home, user(&self.user));
         options.generate_key = false;
         options.registration = self.registration;

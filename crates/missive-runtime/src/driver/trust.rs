@@ -241,9 +241,16 @@ pub fn pinning_client_config(
     known: KnownServers,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = provider();
-    let chained = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    // No roots: only self-signed certificates, pinned.
+    let chained = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?,
+        )
+    };
     client_config_with_verifier(Arc::new(PinningVerifier {
         server: server.to_owned(),
         chained,
@@ -257,7 +264,7 @@ pub fn pinning_client_config(
 #[derive(Debug)]
 struct PinningVerifier {
     server: String,
-    chained: Arc<WebPkiServerVerifier>,
+    chained: Option<Arc<WebPkiServerVerifier>>,
     known: KnownServers,
     /// A self-signed certificate seen for the first time: pinned once its
     /// handshake signature verified.
@@ -280,15 +287,18 @@ impl ServerCertVerifier for PinningVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain_error = match self.chained.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(verified) => return Ok(verified),
-            Err(e) => e,
+        let chain_error = match &self.chained {
+            Some(chained) => match chained.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Ok(verified) => return Ok(verified),
+                Err(e) => e,
+            },
+            None => rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         };
         // Self-signed: valid against itself (signature, name, dates).
         let mut own = RootCertStore::empty();
