@@ -279,3 +279,39 @@ fn both_ends_see_the_same_channel_binding() {
     assert_eq!(server_binding, client_binding);
     assert_ne!(server_binding, [0; 32]);
 }
+
+#[test]
+fn a_flood_of_handshakes_does_not_starve_established_sessions() {
+    use support::{Security, ServerDriver};
+    let driver = support::Tokio(Security::Tls);
+    let sd: &dyn ServerDriver = &driver;
+    let cd: &dyn support::ClientDriver = &driver;
+    let server = sd.start(ServerConfig::default(), Box::new(MemoryStore::new()));
+    let home = tempfile::tempdir().unwrap();
+    let alice = cd.client(&opts(server.addr(), home.path(), "alice", 0));
+    let mut bob = cd.client(&opts(server.addr(), home.path(), "bob", 1));
+
+    // 1,000 connections that start a handshake and never finish it.
+    let flood: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr()).unwrap();
+            stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            stream
+        })
+        .collect();
+    let started = Instant::now();
+    let id = alice.send("bob", "through the flood").unwrap();
+    let (_, got, text) = bob.expect_message();
+    assert_eq!((got, text.as_str()), (id, "through the flood"));
+    assert!(alice.query_presence("bob").unwrap().online);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // And a new client still gets in.
+    let carol_home = tempfile::tempdir().unwrap();
+    let carol = cd.client(&opts(server.addr(), carol_home.path(), "carol", 2));
+    drop(flood);
+    carol.close();
+    alice.close();
+    bob.close();
+    server.stop();
+}
