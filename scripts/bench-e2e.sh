@@ -17,7 +17,8 @@ SCENARIOS=${SCENARIOS:-"sat rate offline idle"} # subset, e.g. SCENARIOS=rate RU
 MQTT_PORT=18830; RELAY_PORT=18840; MISSIVE_PORT=17878
 # Benchmark limits for missive-server (defaults are for a public server: 100 sends/s/user,
 # 1000 queued per recipient, 50% per sender); the window stays at its default (256).
-SRVFLAGS=(--send-rate 10000000 --send-burst 10000000 --queue-max-messages 1000000
+# --plaintext: missive-bench speaks the wire protocol on plain TCP.
+SRVFLAGS=(--plaintext --send-rate 10000000 --send-burst 10000000 --queue-max-messages 1000000
           --queue-max-bytes 4294967296 --sender-share 100 --max-outstanding 10000000
           --max-connections 25000)
 

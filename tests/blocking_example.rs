@@ -11,7 +11,7 @@ use missive::core::client::ClientEvent;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use support::{AsyncStd, ClientDriver, Tokio, opts, user};
+use support::{AsyncStd, ClientDriver, Security, Tokio, opts, user};
 
 #[test]
 fn blocking_server_exchanges_messages() {
@@ -24,8 +24,8 @@ fn blocking_server_exchanges_messages() {
     };
 
     let home = tempfile::tempdir().unwrap();
-    let tokio: &dyn ClientDriver = &Tokio;
-    let async_std: &dyn ClientDriver = &AsyncStd;
+    let tokio: &dyn ClientDriver = &Tokio(Security::Plaintext);
+    let async_std: &dyn ClientDriver = &AsyncStd(Security::Plaintext);
     let mut alice = tokio.client(&opts(addr, home.path(), "alice", 0));
     assert!(alice.login().registered);
     let mut bob = async_std.client(&opts(addr, home.path(), "bob", 1));

@@ -9,6 +9,9 @@
 //! | `async_std_server_tokio_client`     | async-std | tokio     |
 //! | `async_std_server_async_std_client` | async-std | async-std |
 //!
+//! and each again over TLS 1.3 (the same modules prefixed `tls_`; bare
+//! peers then speak TLS too).
+//!
 //! Real loopback TCP only (127.0.0.1, port 0).
 
 mod support;
@@ -20,7 +23,6 @@ use missive::store::{MemoryStore, RedbStore, Store};
 use missive_runtime::client::{ConnectError, PresenceError, SendError};
 use missive_runtime::serve::ServeError;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::{
     ClientDriver, ServerDriver, fingerprint, opts, read_until_closed, silent_login, user,
@@ -281,7 +283,7 @@ fn presence_timeout(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     bob.close();
     let alice = cd.client(&opts(server.addr(), home.path(), "alice", 0));
 
-    let mut silent = silent_login(server.addr(), "bob", 1);
+    let mut silent = silent_login(&*server, "bob", 1);
     assert!(alice.query_presence("bob").unwrap().online);
     let started = Instant::now();
     let codes = read_until_closed(&mut silent, Duration::from_secs(5));
@@ -396,21 +398,21 @@ fn reconnect_keeps_outbox(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
 fn bad_input(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     let server = sd.start(ServerConfig::default(), memory());
     // A frame of four bytes that are no packet.
-    let mut garbage = TcpStream::connect(server.addr()).unwrap();
+    let mut garbage = server.bare_connect();
     garbage
         .write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
         .unwrap();
     let codes = read_until_closed(&mut garbage, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::Malformed]);
     // A length prefix far beyond the frame limit.
-    let mut oversized = TcpStream::connect(server.addr()).unwrap();
+    let mut oversized = server.bare_connect();
     oversized
         .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
         .unwrap();
     let codes = read_until_closed(&mut oversized, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::FrameTooLarge]);
     // Text (an HTTP request: "GET " is a huge length).
-    let mut http = TcpStream::connect(server.addr()).unwrap();
+    let mut http = server.bare_connect();
     http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let codes = read_until_closed(&mut http, Duration::from_secs(5));
@@ -442,12 +444,16 @@ fn address_in_use(sd: &dyn ServerDriver, _cd: &dyn ClientDriver) {
 
 /// One `#[test]` per case and pairing.
 macro_rules! pairing {
-    ($module:ident, $server:expr, $client:expr, [$($case:ident),* $(,)?]) => {
+    ($module:ident, $server:ident, $client:ident, $security:ident, [$($case:ident),* $(,)?]) => {
         mod $module {
+            use crate::support::Security;
             $(
                 #[test]
                 fn $case() {
-                    super::$case(&$server, &$client);
+                    super::$case(
+                        &crate::support::$server(Security::$security),
+                        &crate::support::$client(Security::$security),
+                    );
                 }
             )*
         }
@@ -456,10 +462,14 @@ macro_rules! pairing {
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
-        pairing!(tokio_server_tokio_client, crate::support::Tokio, crate::support::Tokio, [$($case),*]);
-        pairing!(tokio_server_async_std_client, crate::support::Tokio, crate::support::AsyncStd, [$($case),*]);
-        pairing!(async_std_server_tokio_client, crate::support::AsyncStd, crate::support::Tokio, [$($case),*]);
-        pairing!(async_std_server_async_std_client, crate::support::AsyncStd, crate::support::AsyncStd, [$($case),*]);
+        pairing!(tokio_server_tokio_client, Tokio, Tokio, Plaintext, [$($case),*]);
+        pairing!(tokio_server_async_std_client, Tokio, AsyncStd, Plaintext, [$($case),*]);
+        pairing!(async_std_server_tokio_client, AsyncStd, Tokio, Plaintext, [$($case),*]);
+        pairing!(async_std_server_async_std_client, AsyncStd, AsyncStd, Plaintext, [$($case),*]);
+        pairing!(tls_tokio_server_tokio_client, Tokio, Tokio, Tls, [$($case),*]);
+        pairing!(tls_tokio_server_async_std_client, Tokio, AsyncStd, Tls, [$($case),*]);
+        pairing!(tls_async_std_server_tokio_client, AsyncStd, Tokio, Tls, [$($case),*]);
+        pairing!(tls_async_std_server_async_std_client, AsyncStd, AsyncStd, Tls, [$($case),*]);
     };
 }
 

@@ -5,6 +5,10 @@
 //! runtime driven through `block_on`, or async-std's global executor
 //! through `async_std::task::block_on`.
 //!
+//! Every driver runs in plaintext or over TLS ([`Security`]): TLS servers
+//! present one self-signed certificate (made once per test binary) that TLS
+//! clients trust.
+//!
 //! Also: test identities (generated once per test binary), home-directory
 //! set-up, and a bare blocking client (the core over `std::net`) for peers
 //! that must misbehave — stay silent, send garbage.
@@ -20,6 +24,10 @@ use missive::core::{MessageId, UserName, rng};
 use missive::store::Store;
 use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,
+};
+use missive_runtime::driver::rustls::pki_types::ServerName;
+use missive_runtime::driver::{
+    self, ClientHandle, Connector, TcpConnector, TlsConnector, rustls, self_signed,
 };
 use missive_runtime::home::ClientHome;
 use missive_runtime::serve::ServeError;
@@ -92,10 +100,37 @@ pub fn opts(server: SocketAddr, home: &Path, name: &str, key: usize) -> Opts {
     }
 }
 
+/// Plaintext or TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// The protocol right on TCP.
+    Plaintext,
+    /// TLS 1.3 with the test certificate ([`tls`]).
+    Tls,
+}
+
+/// The TLS configurations of the tests: the server's, with a self-signed
+/// certificate for `127.0.0.1` and `localhost`, and the client's, trusting
+/// it. Made once per test binary.
+pub fn tls() -> &'static (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    static TLS: OnceLock<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let cert = self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.chain[0].clone()).unwrap();
+        (
+            driver::server_config(cert.chain, cert.key).unwrap(),
+            driver::client_config(roots).unwrap(),
+        )
+    })
+}
+
 /// A running server, whatever its driver.
 pub trait RunningServer {
     /// The address it listens on.
     fn addr(&self) -> SocketAddr;
+    /// Plaintext or TLS.
+    fn security(&self) -> Security;
     /// Runs `f` on the core server inside the server's task.
     fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64;
     /// Stops it gracefully and waits until it has stopped; the store
@@ -104,6 +139,20 @@ pub trait RunningServer {
 }
 
 impl dyn RunningServer + '_ {
+    /// A blocking connection to the server (TLS if it serves TLS), for bare
+    /// peers.
+    pub fn bare_connect(&self) -> BareStream {
+        let tcp = TcpStream::connect(self.addr()).unwrap();
+        match self.security() {
+            Security::Plaintext => BareStream::Plaintext(tcp),
+            Security::Tls => {
+                let name = ServerName::from(self.addr().ip());
+                let conn = rustls::ClientConnection::new(Arc::clone(&tls().1), name).unwrap();
+                BareStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        }
+    }
+
     /// Items queued in every mailbox (messages and notices).
     pub fn queued(&self) -> u64 {
         self.query(Box::new(|s| s.state().queued_items() as u64))
@@ -261,7 +310,7 @@ impl dyn ClientDriver + '_ {
 // ---------------------------------------------------------------- tokio
 
 /// The tokio driver.
-pub struct Tokio;
+pub struct Tokio(pub Security);
 
 /// The runtime every tokio server and client of this test binary runs on.
 fn tokio_rt() -> &'static tokio::runtime::Runtime {
@@ -277,6 +326,7 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
 
 struct TokioServer {
     addr: SocketAddr,
+    security: Security,
     handle: missive_tokio::ServerHandle,
     task: tokio::task::JoinHandle<Result<missive_tokio::ServeReport, ServeError>>,
 }
@@ -284,6 +334,10 @@ struct TokioServer {
 impl RunningServer for TokioServer {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn security(&self) -> Security {
+        self.security
     }
 
     fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64 {
@@ -307,23 +361,48 @@ impl ServerDriver for Tokio {
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
         let rt = tokio_rt();
-        let server = rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?;
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let task = rt.spawn(server.serve());
-        Ok(Box::new(TokioServer { addr, handle, task }))
+        let (addr, handle, task) = match self.0 {
+            Security::Plaintext => {
+                let server = rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?;
+                (
+                    server.local_addr(),
+                    server.handle(),
+                    rt.spawn(server.serve()),
+                )
+            }
+            Security::Tls => {
+                let server = rt.block_on(missive_tokio::TlsBoundServer::bind_tls(
+                    addr,
+                    Arc::clone(&tls().0),
+                    config,
+                    store,
+                    Default::default(),
+                ))?;
+                (
+                    server.local_addr(),
+                    server.handle(),
+                    rt.spawn(server.serve()),
+                )
+            }
+        };
+        Ok(Box::new(TokioServer {
+            addr,
+            security: self.0,
+            handle,
+            task,
+        }))
     }
 }
 
-struct TokioClient {
-    handle: Arc<missive_tokio::ClientHandle>,
+struct TokioClient<C: Connector> {
+    handle: Arc<ClientHandle<missive_tokio::Tokio, C>>,
     events: Events,
 }
 
 impl Opts {
     /// The client options every driver's client is connected with (both
     /// drivers share `missive_runtime::session::ClientOptions`).
-    fn client_options(&self) -> ClientOptions {
+    pub fn client_options(&self) -> ClientOptions {
         let mut options = ClientOptions::new(self.server.to_string(), &self.home, user(&self.user));
         options.generate_key = false;
         options.registration = self.registration;
@@ -337,16 +416,30 @@ impl Opts {
 impl ClientDriver for Tokio {
     fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
         let options = o.client_options();
-        let (handle, events) =
-            tokio_rt().block_on(missive_tokio::ClientHandle::connect(options))?;
-        Ok(Box::new(TokioClient {
-            handle: Arc::new(handle),
-            events,
-        }))
+        Ok(match self.0 {
+            Security::Plaintext => {
+                tokio_client(TcpConnector::<missive_tokio::Tokio>::default(), options)?
+            }
+            Security::Tls => tokio_client(
+                TlsConnector::<missive_tokio::Tokio>::new(Arc::clone(&tls().1)),
+                options,
+            )?,
+        })
     }
 }
 
-impl TestClient for TokioClient {
+fn tokio_client<C: Connector>(
+    connector: C,
+    options: ClientOptions,
+) -> Result<Box<dyn TestClient>, ConnectError> {
+    let (handle, events) = tokio_rt().block_on(ClientHandle::connect_with(connector, options))?;
+    Ok(Box::new(TokioClient {
+        handle: Arc::new(handle),
+        events,
+    }))
+}
+
+impl<C: Connector> TestClient for TokioClient<C> {
     fn login(&self) -> LoginInfo {
         self.handle.login()
     }
@@ -404,10 +497,11 @@ impl TestClient for TokioClient {
 // ---------------------------------------------------------------- async-std
 
 /// The async-std driver.
-pub struct AsyncStd;
+pub struct AsyncStd(pub Security);
 
 struct AsyncStdServer {
     addr: SocketAddr,
+    security: Security,
     handle: missive_async_std::ServerHandle,
     task: async_std::task::JoinHandle<Result<missive_async_std::ServeReport, ServeError>>,
 }
@@ -415,6 +509,10 @@ struct AsyncStdServer {
 impl RunningServer for AsyncStdServer {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn security(&self) -> Security {
+        self.security
     }
 
     fn query(&self, f: Box<dyn FnOnce(&Server) -> u64 + Send>) -> u64 {
@@ -435,33 +533,70 @@ impl ServerDriver for AsyncStd {
         config: ServerConfig,
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
-        let server =
-            async_std::task::block_on(missive_async_std::BoundServer::bind(addr, config, store))?;
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let task = async_std::task::spawn(server.serve());
-        Ok(Box::new(AsyncStdServer { addr, handle, task }))
+        let (addr, handle, task) = match self.0 {
+            Security::Plaintext => {
+                let server = async_std::task::block_on(missive_async_std::BoundServer::bind(
+                    addr, config, store,
+                ))?;
+                let (addr, handle) = (server.local_addr(), server.handle());
+                (addr, handle, async_std::task::spawn(server.serve()))
+            }
+            Security::Tls => {
+                let server =
+                    async_std::task::block_on(missive_async_std::TlsBoundServer::bind_tls(
+                        addr,
+                        Arc::clone(&tls().0),
+                        config,
+                        store,
+                        Default::default(),
+                    ))?;
+                let (addr, handle) = (server.local_addr(), server.handle());
+                (addr, handle, async_std::task::spawn(server.serve()))
+            }
+        };
+        Ok(Box::new(AsyncStdServer {
+            addr,
+            security: self.0,
+            handle,
+            task,
+        }))
     }
 }
 
-struct AsyncStdClient {
-    handle: Arc<missive_async_std::ClientHandle>,
+struct AsyncStdClient<C: Connector> {
+    handle: Arc<ClientHandle<missive_async_std::AsyncStd, C>>,
     events: Events,
 }
 
 impl ClientDriver for AsyncStd {
     fn connect(&self, o: &Opts) -> Result<Box<dyn TestClient>, ConnectError> {
         let options = o.client_options();
-        let (handle, events) =
-            async_std::task::block_on(missive_async_std::ClientHandle::connect(options))?;
-        Ok(Box::new(AsyncStdClient {
-            handle: Arc::new(handle),
-            events,
-        }))
+        Ok(match self.0 {
+            Security::Plaintext => async_std_client(
+                TcpConnector::<missive_async_std::AsyncStd>::default(),
+                options,
+            )?,
+            Security::Tls => async_std_client(
+                TlsConnector::<missive_async_std::AsyncStd>::new(Arc::clone(&tls().1)),
+                options,
+            )?,
+        })
     }
 }
 
-impl TestClient for AsyncStdClient {
+fn async_std_client<C: Connector>(
+    connector: C,
+    options: ClientOptions,
+) -> Result<Box<dyn TestClient>, ConnectError> {
+    let (handle, events) =
+        async_std::task::block_on(ClientHandle::connect_with(connector, options))?;
+    Ok(Box::new(AsyncStdClient {
+        handle: Arc::new(handle),
+        events,
+    }))
+}
+
+impl<C: Connector> TestClient for AsyncStdClient<C> {
     fn login(&self) -> LoginInfo {
         self.handle.login()
     }
@@ -514,12 +649,55 @@ impl TestClient for AsyncStdClient {
 
 // ---------------------------------------------------------------- bare peers
 
+/// A blocking connection of a bare peer: plain TCP or TLS over it.
+pub enum BareStream {
+    /// Plain TCP.
+    Plaintext(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl BareStream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plaintext(tcp) => tcp,
+            Self::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for BareStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plaintext(tcp) => tcp.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for BareStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plaintext(tcp) => tcp.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plaintext(tcp) => tcp.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// Logs `name` (identity `key`) in with the bare core client over a
 /// blocking socket and returns the socket; nothing more is sent on it (no
 /// pings). Needs no runtime.
-pub fn silent_login(addr: SocketAddr, name: &str, key: usize) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(T)).unwrap();
+pub fn silent_login(server: &dyn RunningServer, name: &str, key: usize) -> BareStream {
+    let mut stream = server.bare_connect();
+    stream.tcp().set_read_timeout(Some(T)).unwrap();
     let mut client = Client::new(
         ClientConfig::new(user(name)),
         identities()[key].clone(),
@@ -550,15 +728,23 @@ pub fn silent_login(addr: SocketAddr, name: &str, key: usize) -> TcpStream {
 
 /// Reads until the server closes the connection (panics if it does not
 /// within `timeout`); returns the error codes it sent.
-pub fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<ErrorCode> {
-    stream.set_read_timeout(Some(timeout)).unwrap();
+pub fn read_until_closed(stream: &mut BareStream, timeout: Duration) -> Vec<ErrorCode> {
+    stream.tcp().set_read_timeout(Some(timeout)).unwrap();
     let mut decoder = FrameDecoder::new(1 << 20);
     let mut codes = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => 0,
+            // A TLS connection cut without `close_notify` ends the same way.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                0
+            }
             Err(e) => panic!("the server did not close the connection: {e}"),
         };
         if n == 0 {

@@ -77,6 +77,11 @@ pub use runtime::{AsyncStd, TcpListener, TcpStream};
 /// # Ok(()) }
 /// ```
 pub type BoundServer = missive_runtime::driver::BoundServer<AsyncStd>;
+/// A server on TLS over TCP ([`BoundServer::bind_tls`](missive_runtime::driver::BoundServer::bind_tls)).
+pub type TlsBoundServer = missive_runtime::driver::BoundServer<
+    AsyncStd,
+    missive_runtime::driver::TlsListener<AsyncStd, TcpListener>,
+>;
 
 /// A connected client. Dropping it stops the client (its state is saved).
 ///
@@ -99,6 +104,12 @@ pub type BoundServer = missive_runtime::driver::BoundServer<AsyncStd>;
 /// # Ok(()) }
 /// ```
 pub type ClientHandle = missive_runtime::driver::ClientHandle<AsyncStd>;
+/// A client on TLS over TCP (connected with a
+/// [`TlsConnector`](missive_runtime::driver::TlsConnector)).
+pub type TlsClientHandle = missive_runtime::driver::ClientHandle<
+    AsyncStd,
+    missive_runtime::driver::TlsConnector<AsyncStd>,
+>;
 
 pub use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,

@@ -20,11 +20,15 @@ const CLI: &str = env!("CARGO_BIN_EXE_missive");
 struct ServerProcess {
     child: Child,
     addr: String,
+    /// What the server said of its transport: `TLS, certificate SHA256:…`
+    /// or `plaintext`.
+    note: String,
     log: PathBuf,
 }
 
 impl ServerProcess {
-    /// Starts the server binary and waits for its `listening on ADDR` line.
+    /// Starts the server binary and waits for its `listening on ADDR (NOTE)`
+    /// line.
     fn start(data: &Path, listen: &str, extra: &[&str]) -> Self {
         let log = data.with_extension(format!("log.{}", listen.replace([':', '.'], "_")));
         let log_file = std::fs::OpenOptions::new()
@@ -47,12 +51,19 @@ impl ServerProcess {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let addr = line
+        let (addr, note) = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}, see {}", log.display()))
-            .to_string();
-        Self { child, addr, log }
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|rest| rest.split_once(" ("))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}, see {}", log.display()));
+        let (addr, note) = (addr.to_string(), note.to_string());
+        Self {
+            child,
+            addr,
+            note,
+            log,
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -144,6 +155,10 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[track_caller]
 fn assert_exit(output: &Output, code: i32) {
     assert_eq!(
@@ -162,10 +177,29 @@ fn cli_end_to_end_with_restart() {
     let home = tmp.path().join("home");
     let server = ServerProcess::start(&data, "127.0.0.1:0", &[]);
     let addr = server.addr.clone();
+    // TLS by default, with a self-signed certificate made in the data
+    // directory.
+    let fingerprint = server
+        .note
+        .strip_prefix("TLS, certificate ")
+        .unwrap_or_else(|| panic!("not TLS: {}", server.note))
+        .to_string();
+    assert!(data.join("tls/cert.pem").exists());
 
-    // Registration generates the key (mode 0600) and is idempotent.
+    // Registration generates the key (mode 0600) and is idempotent; the
+    // server's self-signed certificate is trusted on first use, and shown.
     let out = cli(&home, &addr, "alice", &["register"]);
     assert_exit(&out, 0);
+    assert!(
+        stderr_of(&out).contains("on first use") && stderr_of(&out).contains(&fingerprint),
+        "{}",
+        stderr_of(&out)
+    );
+    let known = std::fs::read_to_string(home.join("known_servers")).unwrap();
+    assert_eq!(known, format!("{addr} {fingerprint}\n"));
+    // A plaintext client on the TLS port fails cleanly.
+    let plain = cli(&home, &addr, "alice", &["--plaintext", "presence", "alice"]);
+    assert!(!plain.status.success(), "{}", stdout(&plain));
     assert!(
         stdout(&out).contains("registered alice"),
         "{}",
@@ -332,6 +366,25 @@ fn cli_end_to_end_with_restart() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "bob: hi alice\n");
     server.terminate();
+
+    // A new certificate on the same address is refused (exit 10) until
+    // `trust-server`; then it is pinned on first use again.
+    std::fs::remove_dir_all(data.join("tls")).unwrap();
+    let server = ServerProcess::start(&data, &addr, &[]);
+    let changed = server.note.strip_prefix("TLS, certificate ").unwrap();
+    assert_ne!(changed, fingerprint);
+    let out = cli(&home, &addr, "alice", &["presence", "bob"]);
+    assert_exit(&out, 10);
+    assert!(
+        stderr_of(&out).contains("trust-server"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_exit(&cli(&home, &addr, "alice", &["trust-server"]), 0);
+    let out = cli(&home, &addr, "alice", &["presence", "bob"]);
+    assert_exit(&out, 0);
+    assert!(stderr_of(&out).contains(changed), "{}", stderr_of(&out));
+    server.terminate();
 }
 
 /// Sends of the crash test, `CONCURRENCY` at a time.
@@ -372,6 +425,7 @@ async fn crash_test_sigkill_mid_load() {
     let data = tmp.path().join("data");
     let home = tmp.path().join("home");
     let limits = [
+        "--plaintext",
         "--queue-max-messages",
         "10000",
         "--sender-share",
@@ -381,6 +435,7 @@ async fn crash_test_sigkill_mid_load() {
         "--send-burst",
         "100000",
     ];
+    // The library client here speaks plaintext.
     let server = ServerProcess::start(&data, "127.0.0.1:0", &limits);
     let addr: std::net::SocketAddr = server.addr.parse().unwrap();
 

@@ -152,6 +152,10 @@ pub enum ConnectError {
         #[source]
         source: io::Error,
     },
+    /// The server presented a certificate other than the one pinned for it
+    /// (trust it again only if the change is expected).
+    #[error(transparent)]
+    ServerCertificateChanged(#[from] crate::driver::CertificateChanged),
     /// The home directory holds no key for the user (and generating one was
     /// not asked for).
     #[error("no key for {user} in the home directory")]
@@ -182,7 +186,10 @@ impl ConnectError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ConnectError::Login(LoginError::Refused { .. }) => false,
-            ConnectError::Login(_) | ConnectError::NoKey { .. } | ConnectError::Home(_) => true,
+            ConnectError::Login(_)
+            | ConnectError::NoKey { .. }
+            | ConnectError::Home(_)
+            | ConnectError::ServerCertificateChanged(_) => true,
             ConnectError::ConnectionLost(reason) => {
                 matches!(reason, ConnectionError::UnsupportedVersion)
             }

@@ -35,6 +35,7 @@ use crate::backoff::Backoff;
 use crate::client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
+use crate::driver::CertificateChanged;
 use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
@@ -502,10 +503,14 @@ impl ClientSupervisor {
         tracing::debug!(server = %self.server, "connect failed: {source}");
         self.link = LinkState::Down;
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(ConnectError::Unreachable {
-                addr: self.server.clone(),
-                source,
-            }));
+            let error = match CertificateChanged::find(&source) {
+                Some(changed) => ConnectError::ServerCertificateChanged(changed.clone()),
+                None => ConnectError::Unreachable {
+                    addr: self.server.clone(),
+                    source,
+                },
+            };
+            let _ = ready.send(Err(error));
             self.stop = true;
         } else {
             self.schedule_reconnect(now);

@@ -40,6 +40,11 @@ pub use runtime::{Compat, TcpListener, TcpStream, Tokio};
 /// # Ok(()) }
 /// ```
 pub type BoundServer = missive_runtime::driver::BoundServer<Tokio>;
+/// A server on TLS over TCP ([`BoundServer::bind_tls`](missive_runtime::driver::BoundServer::bind_tls)).
+pub type TlsBoundServer = missive_runtime::driver::BoundServer<
+    Tokio,
+    missive_runtime::driver::TlsListener<Tokio, TcpListener>,
+>;
 
 /// A connected client. Dropping it stops the client (its state is saved).
 ///
@@ -62,6 +67,10 @@ pub type BoundServer = missive_runtime::driver::BoundServer<Tokio>;
 /// # Ok(()) }
 /// ```
 pub type ClientHandle = missive_runtime::driver::ClientHandle<Tokio>;
+/// A client on TLS over TCP (connected with a
+/// [`TlsConnector`](missive_runtime::driver::TlsConnector)).
+pub type TlsClientHandle =
+    missive_runtime::driver::ClientHandle<Tokio, missive_runtime::driver::TlsConnector<Tokio>>;
 
 pub use missive_runtime::client::{
     ConnectError, Events, LoginInfo, Presence, PresenceError, SendError,

@@ -1,10 +1,15 @@
-//! `missive-server`: the Missive chat server (TCP, tokio, embedded redb store).
+//! `missive-server`: the Missive chat server (TLS 1.3 over TCP by default,
+//! tokio, embedded redb store).
 #![forbid(unsafe_code)]
 
 use clap::Parser;
 use missive_core::server::ServerConfig;
+use missive_runtime::driver::{
+    self, BoundServer, CertifiedKey, Listener, certificate_fingerprint, load_certificate,
+    load_or_create_self_signed, self_signed,
+};
 use missive_store::{MemoryStore, RedbStore, Store};
-use missive_tokio::{BoundServer, QueueLimits, ServerOptions};
+use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +18,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Missive chat server: end-to-end encrypted asynchronous 1:1 chat.
 ///
-/// Prints `listening on ADDR` on standard output once it accepts
-/// connections. SIGINT or SIGTERM shut it down gracefully (exit status 0).
+/// Prints `listening on ADDR (TLS, certificate SHA256:…)` on standard
+/// output once it accepts connections. TLS 1.3 is on by default: with the
+/// certificate of --tls-cert/--tls-key, or else a self-signed one made on
+/// the first start in DATA/tls/ (an ephemeral one with --memory). SIGINT or SIGTERM shut it down gracefully (exit status 0).
 /// Logs go to standard error; set RUST_LOG to change the level (default
 /// info).
 ///
@@ -32,6 +39,27 @@ struct Args {
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long)]
     memory: bool,
+    /// Certificate chain (PEM, end-entity first) [default: a self-signed
+    /// one in DATA/tls/cert.pem].
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "plaintext"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "plaintext"
+    )]
+    tls_key: Option<PathBuf>,
+    /// No TLS: the protocol right on TCP (benchmarks, behind a TLS
+    /// terminator).
+    #[arg(long)]
+    plaintext: bool,
     /// Largest frame payload in bytes [default: 262144].
     #[arg(long, value_name = "BYTES")]
     max_frame: Option<u32>,
@@ -231,12 +259,66 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!(data = %args.data.display(), "store opened");
         Box::new(store)
     };
-    let server = BoundServer::bind_with(args.listen.as_str(), args.config(), store, args.options())
+    if args.plaintext {
+        let server = BoundServer::<Tokio>::bind_with(
+            args.listen.as_str(),
+            args.config(),
+            store,
+            args.options(),
+        )
         .await
         .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
+        if !server.local_addr().ip().is_loopback() {
+            tracing::warn!(
+                addr = %server.local_addr(),
+                "plaintext on a non-loopback address: the network sees everything but the end-to-end encrypted messages"
+            );
+        }
+        return serve(server, "plaintext".into()).await;
+    }
+    let certificate = certificate(&args)?;
+    let fingerprint = certificate_fingerprint(&certificate.chain[0]);
+    let tls = driver::server_config(certificate.chain, certificate.key)
+        .map_err(|e| format!("TLS: {e}"))?;
+    let server = BoundServer::<Tokio, _>::bind_tls(
+        args.listen.as_str(),
+        tls,
+        args.config(),
+        store,
+        args.options(),
+    )
+    .await
+    .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
+    serve(server, format!("TLS, certificate {fingerprint}")).await
+}
+
+/// The server's certificate: the files given, or the self-signed one of the
+/// data directory (made on the first start), or an ephemeral one.
+fn certificate(args: &Args) -> Result<CertifiedKey, String> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return load_certificate(cert, key).map_err(|e| e.to_string());
+    }
+    let host = args
+        .listen
+        .rsplit_once(':')
+        .map_or(args.listen.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if !host.is_empty() && !names.iter().any(|n| n == host) {
+        names.push(host.to_owned());
+    }
+    if args.memory {
+        return self_signed(names).map_err(|e| e.to_string());
+    }
+    load_or_create_self_signed(&args.data.join("tls"), names).map_err(|e| e.to_string())
+}
+
+/// Prints `listening on ADDR (NOTE)` and serves until SIGINT or SIGTERM.
+async fn serve<L: Listener>(server: BoundServer<Tokio, L>, note: String) -> Result<(), String> {
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on {}", server.local_addr());
+        let _ = writeln!(stdout, "listening on {} ({note})", server.local_addr());
         let _ = stdout.flush();
     }
     let report = server

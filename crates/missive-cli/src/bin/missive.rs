@@ -5,8 +5,12 @@ use clap::{Parser, Subcommand};
 use missive_core::UserName;
 use missive_core::client::{Client, ClientConfig, ClientEvent, LoginError, Registration};
 use missive_core::crypto::Fingerprint;
+use missive_runtime::driver::{
+    ClientHandle, Connector, KnownServers, TcpConnector, TlsConnector,
+    load_certificate_authorities, pinning_client_config, web_pki_roots,
+};
 use missive_runtime::{ClientHome, UserHome, os_seed, unix_ms_now};
-use missive_tokio::{ClientHandle, ClientOptions, ConnectError, PresenceError, SendError};
+use missive_tokio::{ClientOptions, ConnectError, PresenceError, SendError, Tokio};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +28,12 @@ Exit status:
   6  key changed (the recipient's key differs from the pinned one; see `trust`)
   7  queue full (the recipient's queue is full; try again later)
   8  name taken (`register`: the name belongs to another key)
-  9  timed out (no answer in time, or `listen --count` not reached)";
+  9  timed out (no answer in time, or `listen --count` not reached)
+ 10  server certificate changed (differs from the pinned one; see `trust-server`)
+
+TLS: the server's certificate must chain to the web PKI roots (or to --ca);
+a self-signed one is trusted on first use and its fingerprint pinned in
+HOME/known_servers, like SSH's known_hosts.";
 
 /// Missive: end-to-end encrypted asynchronous 1:1 chat.
 ///
@@ -47,6 +56,13 @@ struct Args {
     /// Your user name (1-32 characters of a-z 0-9 . _ -).
     #[arg(long, global = true, env = "MISSIVE_USER")]
     user: Option<String>,
+    /// Talk to a plaintext server (no TLS).
+    #[arg(long, global = true)]
+    plaintext: bool,
+    /// Trust the certificate authorities in FILE (PEM) instead of the web
+    /// PKI roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Seconds to wait for the server's answers.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     wait: u64,
@@ -98,6 +114,9 @@ enum Command {
         #[arg(value_name = "USER")]
         whose: String,
     },
+    /// Trust the server's new certificate after a change (forget the
+    /// pinned one; the next connection pins the certificate it presents).
+    TrustServer,
 }
 
 /// A failure: the message for standard error and the exit status.
@@ -124,6 +143,7 @@ const KEY_CHANGED: u8 = 6;
 const QUEUE_FULL: u8 = 7;
 const NAME_TAKEN: u8 = 8;
 const TIMED_OUT: u8 = 9;
+const CERTIFICATE_CHANGED: u8 = 10;
 
 impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Self {
@@ -133,6 +153,7 @@ impl From<ConnectError> for Failure {
                 NOT_REGISTERED
             }
             ConnectError::Login(LoginError::NameTaken { .. }) => NAME_TAKEN,
+            ConnectError::ServerCertificateChanged(_) => CERTIFICATE_CHANGED,
             _ => OTHER,
         };
         let hint = match &e {
@@ -205,8 +226,56 @@ async fn run(args: Args) -> Result<(), Failure> {
     // receives, and acknowledges, a message meant for `listen`.
     options.start_online = false;
     let user_home = ClientHome::new(&home).user(&user);
-    match args.command {
-        Command::Register => register(options, &user_home).await,
+    let known = KnownServers::new(home.join("known_servers"));
+    let command = match args.command {
+        Command::Fingerprint { whose } => return fingerprint(&user_home, whose),
+        Command::Trust { whose: other } => return trust(&user_home, user_name(&other)?),
+        Command::TrustServer => return trust_server(&known, &args.server),
+        command => command,
+    };
+    if args.plaintext {
+        return networked(
+            TcpConnector::<Tokio>::default(),
+            command,
+            options,
+            &user_home,
+            wait,
+        )
+        .await;
+    }
+    let roots = match &args.ca {
+        Some(ca) => load_certificate_authorities(ca)
+            .map_err(|e| Failure::new(BAD_INPUT, format!("--ca: {e}")))?,
+        None => web_pki_roots(),
+    };
+    let first_use = known
+        .pinned(&args.server)
+        .map_err(|e| Failure::new(OTHER, format!("{}: {e}", known.path().display())))?
+        .is_none();
+    let config = pinning_client_config(&args.server, roots, known.clone())
+        .map_err(|e| Failure::new(OTHER, format!("TLS: {e}")))?;
+    let connector = TlsConnector::<Tokio>::new(config);
+    let result = networked(connector, command, options, &user_home, wait).await;
+    if first_use && let Ok(Some(pinned)) = known.pinned(&args.server) {
+        eprintln!(
+            "trusted the self-signed certificate of {} on first use: {pinned} (pinned in {})",
+            args.server,
+            known.path().display()
+        );
+    }
+    result
+}
+
+/// The commands that talk to the server, over `connector`.
+async fn networked<C: Connector>(
+    connector: C,
+    command: Command,
+    options: ClientOptions,
+    user_home: &UserHome,
+    wait: Duration,
+) -> Result<(), Failure> {
+    match command {
+        Command::Register => register(connector, options, user_home).await,
         Command::Send { to, text } => {
             let to = user_name(&to)?;
             let body = if text.is_empty() {
@@ -214,7 +283,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             } else {
                 text.join(" ")
             };
-            send(options, to, body, wait).await
+            send(connector, options, to, body, wait).await
         }
         Command::Listen {
             json,
@@ -226,14 +295,26 @@ async fn run(args: Args) -> Result<(), Failure> {
                 Some(s) => return Err(Failure::new(BAD_INPUT, format!("bad --timeout {s}"))),
                 None => None,
             };
-            listen(options, json, count, timeout).await
+            listen(connector, options, json, count, timeout).await
         }
-        Command::Fingerprint { whose: None } => {
-            let identity = load_identity(&user_home)?;
+        Command::Presence { whose: other } => {
+            presence(connector, options, user_name(&other)?, wait).await
+        }
+        Command::Fingerprint { .. } | Command::Trust { .. } | Command::TrustServer => {
+            unreachable!("answered without the server")
+        }
+    }
+}
+
+/// Shows the user's key's fingerprint, or the one pinned for `whose`.
+fn fingerprint(user_home: &UserHome, whose: Option<String>) -> Result<(), Failure> {
+    match whose {
+        None => {
+            let identity = load_identity(user_home)?;
             println!("{}", identity.public_key().fingerprint());
             Ok(())
         }
-        Command::Fingerprint { whose: Some(other) } => {
+        Some(other) => {
             let other = user_name(&other)?;
             let state = user_home
                 .load_state()
@@ -251,9 +332,22 @@ async fn run(args: Args) -> Result<(), Failure> {
                 )),
             }
         }
-        Command::Presence { whose: other } => presence(options, user_name(&other)?, wait).await,
-        Command::Trust { whose: other } => trust(&user_home, user_name(&other)?),
     }
+}
+
+/// Forgets the certificate pinned for `server`.
+fn trust_server(known: &KnownServers, server: &str) -> Result<(), Failure> {
+    let pinned = known
+        .pinned(server)
+        .and_then(|pinned| known.forget(server).map(|_| pinned))
+        .map_err(|e| Failure::new(OTHER, format!("{}: {e}", known.path().display())))?;
+    match pinned {
+        Some(fingerprint) => println!(
+            "forgot the certificate pinned for {server} ({fingerprint}): the next connection pins the one it presents"
+        ),
+        None => println!("no certificate pinned for {server}"),
+    }
+    Ok(())
 }
 
 fn read_stdin() -> Result<String, Failure> {
@@ -289,7 +383,11 @@ fn load_identity(home: &UserHome) -> Result<missive_core::crypto::Identity, Fail
     }
 }
 
-async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Failure> {
+async fn register<C: Connector>(
+    connector: C,
+    mut options: ClientOptions,
+    home: &UserHome,
+) -> Result<(), Failure> {
     if !home.has_identity() {
         let bits = options.key_bits;
         let home = home.clone();
@@ -314,7 +412,7 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
     // with another key fails with NameTaken.
     options.registration = Registration::Always;
     let user = options.user.clone();
-    let (client, _events) = ClientHandle::connect(options).await?;
+    let (client, _events) = ClientHandle::<Tokio, C>::connect_with(connector, options).await?;
     println!("registered {user}");
     println!("fingerprint {}", client.fingerprint());
     client
@@ -323,13 +421,14 @@ async fn register(mut options: ClientOptions, home: &UserHome) -> Result<(), Fai
         .map_err(|e| Failure::new(OTHER, e.to_string()))
 }
 
-async fn send(
+async fn send<C: Connector>(
+    connector: C,
     options: ClientOptions,
     to: UserName,
     body: String,
     wait: Duration,
 ) -> Result<(), Failure> {
-    let (client, _events) = ClientHandle::connect(options).await?;
+    let (client, _events) = ClientHandle::<Tokio, C>::connect_with(connector, options).await?;
     let result = tokio::time::timeout(wait, client.send(to.clone(), body)).await;
     let closed = client.close().await;
     let id = match result {
@@ -364,7 +463,8 @@ async fn send(
     Ok(())
 }
 
-async fn listen(
+async fn listen<C: Connector>(
+    connector: C,
     mut options: ClientOptions,
     json: bool,
     count: Option<u64>,
@@ -372,7 +472,7 @@ async fn listen(
 ) -> Result<(), Failure> {
     let deadline = timeout.map(|t| Instant::now() + t);
     options.start_online = true;
-    let (client, mut events) = ClientHandle::connect(options).await?;
+    let (client, mut events) = ClientHandle::<Tokio, C>::connect_with(connector, options).await?;
     let mut received = 0u64;
     let lost = loop {
         if count.is_some_and(|n| received >= n) {
@@ -466,8 +566,13 @@ fn show(event: ClientEvent, json: bool) -> u64 {
     0
 }
 
-async fn presence(options: ClientOptions, user: UserName, wait: Duration) -> Result<(), Failure> {
-    let (client, _events) = ClientHandle::connect(options).await?;
+async fn presence<C: Connector>(
+    connector: C,
+    options: ClientOptions,
+    user: UserName,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let (client, _events) = ClientHandle::<Tokio, C>::connect_with(connector, options).await?;
     let answer = tokio::time::timeout(wait, client.query_presence(user.clone())).await;
     let _ = client.close().await;
     match answer {

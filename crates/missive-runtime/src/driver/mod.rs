@@ -20,9 +20,22 @@
 mod client;
 mod runtime;
 mod server;
+mod tls;
 mod transport;
+mod trust;
 
 pub use client::ClientHandle;
 pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
+/// The TLS library, for its configuration types.
+pub use rustls;
 pub use server::BoundServer;
+pub use tls::{
+    ALPN, CHANNEL_BINDING_LABEL, CertifiedKey, ChannelBinding, HANDSHAKE_TIMEOUT, Joined,
+    MAX_HANDSHAKES, TlsConnector, TlsListener, TlsTransport, certificate_fingerprint,
+    client_config, self_signed, server_config, web_pki_roots,
+};
 pub use transport::{Connecting, Connector, Listener, TcpConnector, Transport};
+pub use trust::{
+    CertificateChanged, CertificateFileError, KnownServers, load_certificate,
+    load_certificate_authorities, load_or_create_self_signed, pinning_client_config,
+};

@@ -11,6 +11,7 @@
 //! outbound queue with vectored writes.
 
 use super::runtime::{Alarm, Runtime, Task, sleep, timeout};
+use super::tls::TlsListener;
 use super::transport::{Listener, Transport};
 use crate::engine::{ConnEvent, EngineError, ServerEngine, StoreEvents};
 use crate::queue::{OutboundReceiver, StopSignal, WriterStep};
@@ -29,6 +30,7 @@ use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -95,15 +97,37 @@ impl<R: Runtime> BoundServer<R> {
         store: Box<dyn Store>,
         options: ServerOptions,
     ) -> Result<Self, ServeError> {
-        let mut last = ServeError::NoAddress;
-        for addr in addr.to_socket_addrs().map_err(ServeError::Resolve)? {
-            match R::listen_tcp(addr).await {
-                Ok(listener) => return Self::with_listener(listener, config, store, options).await,
-                Err(source) => last = ServeError::bind(addr, source),
-            }
-        }
-        Err(last)
+        let listener = listen_tcp::<R>(addr).await?;
+        Self::with_listener(listener, config, store, options).await
     }
+}
+
+impl<R: Runtime> BoundServer<R, TlsListener<R, R::TcpListener>> {
+    /// Binds `addr` over TCP (the first of its addresses that can be
+    /// bound) and serves TLS with `tls` on it; loads `store` and starts its
+    /// thread.
+    pub async fn bind_tls(
+        addr: impl ToSocketAddrs,
+        tls: Arc<rustls::ServerConfig>,
+        config: ServerConfig,
+        store: Box<dyn Store>,
+        options: ServerOptions,
+    ) -> Result<Self, ServeError> {
+        let listener = TlsListener::new(listen_tcp::<R>(addr).await?, tls);
+        Self::with_listener(listener, config, store, options).await
+    }
+}
+
+/// A TCP listener on the first of the addresses of `addr` that can be bound.
+async fn listen_tcp<R: Runtime>(addr: impl ToSocketAddrs) -> Result<R::TcpListener, ServeError> {
+    let mut last = ServeError::NoAddress;
+    for addr in addr.to_socket_addrs().map_err(ServeError::Resolve)? {
+        match R::listen_tcp(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(source) => last = ServeError::bind(addr, source),
+        }
+    }
+    Err(last)
 }
 
 impl<R: Runtime, L: Listener> BoundServer<R, L> {
