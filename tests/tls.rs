@@ -274,7 +274,7 @@ fn both_ends_see_the_same_channel_binding() {
         let connected = client.await.unwrap().unwrap();
         assert!(connected.peer_certificate().is_some());
         assert!(accepted.peer_certificate().is_none());
-        (accepted.channel_binding(), connected.channel_binding())
+        (accepted.exporter_value(), connected.exporter_value())
     });
     assert_eq!(server_binding, client_binding);
     assert_ne!(server_binding, [0; 32]);

@@ -665,6 +665,28 @@ impl BareStream {
             Self::Tls(tls) => &tls.sock,
         }
     }
+
+    /// The channel binding the core puts into the login transcript: the
+    /// TLS exporter value (after finishing the handshake), or none.
+    pub fn channel_binding(&mut self) -> missive_core::crypto::ChannelBinding {
+        match self {
+            Self::Plaintext(_) => missive_core::crypto::ChannelBinding::None,
+            Self::Tls(tls) => {
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+                }
+                let value = tls
+                    .conn
+                    .export_keying_material(
+                        [0; 32],
+                        missive_runtime::driver::CHANNEL_BINDING_LABEL,
+                        None,
+                    )
+                    .expect("TLS exporter");
+                missive_core::crypto::ChannelBinding::TlsExporter(value)
+            }
+        }
+    }
 }
 
 impl Read for BareStream {
@@ -706,10 +728,8 @@ pub fn silent_login(server: &dyn RunningServer, name: &str, key: usize) -> BareS
         Instant::now(),
         1_760_000_000_000,
     );
-    client.handle_input(
-        Instant::now(),
-        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
-    );
+    let binding = stream.channel_binding();
+    client.handle_input(Instant::now(), ClientInput::Connected(binding));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = client.poll_output() {

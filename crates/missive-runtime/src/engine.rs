@@ -38,6 +38,7 @@ use crate::queue::{
 };
 use futures_channel::mpsc;
 use futures_util::Stream;
+use missive_core::crypto::ChannelBinding;
 use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::{ConnId, Lsn};
@@ -220,16 +221,18 @@ impl ServerEngine {
 
     /// Registers a new transport connection: returns its id, the queue its
     /// writer drains and the signal its reader watches.
-    pub fn accept(&mut self, now: Instant) -> (ConnId, OutboundReceiver, StopSignal) {
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        binding: ChannelBinding,
+    ) -> (ConnId, OutboundReceiver, StopSignal) {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let (tx, rx, stop) = outbound(self.limits);
         self.conns.insert(conn, tx);
         self.stats.accepted += 1;
-        self.server.handle_input(
-            now,
-            Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
-        );
+        self.server
+            .handle_input(now, Input::Connected(conn, binding));
         self.drain(now);
         (conn, rx, stop)
     }
@@ -242,12 +245,13 @@ impl ServerEngine {
         now: Instant,
         max_connections: usize,
         peer: Option<SocketAddr>,
+        binding: ChannelBinding,
     ) -> Option<(ConnId, OutboundReceiver, StopSignal)> {
         if self.conns.len() >= max_connections {
             tracing::warn!(?peer, "connection limit reached, refusing");
             return None;
         }
-        let accepted = self.accept(now);
+        let accepted = self.accept(now, binding);
         tracing::debug!(conn = accepted.0.0, ?peer, "connection accepted");
         Some(accepted)
     }
@@ -527,15 +531,21 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (first, _rx, _stop) = engine.admit(now, 2, None).unwrap();
-        let (second, _rx2, _stop2) = engine.admit(now, 2, None).unwrap();
-        assert!(engine.admit(now, 2, None).is_none(), "limit reached");
+        let (first, _rx, _stop) = engine.admit(now, 2, None, ChannelBinding::None).unwrap();
+        let (second, _rx2, _stop2) = engine.admit(now, 2, None, ChannelBinding::None).unwrap();
+        assert!(
+            engine.admit(now, 2, None, ChannelBinding::None).is_none(),
+            "limit reached"
+        );
         assert_eq!(engine.stats().accepted, 2);
         // A batch takes the first event and what is ready after it.
         let mut ready = vec![ConnEvent::Closed(second)];
         engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
         assert_eq!(engine.connection_count(), 0);
-        assert!(engine.admit(now, 2, None).is_some(), "room again");
+        assert!(
+            engine.admit(now, 2, None, ChannelBinding::None).is_some(),
+            "room again"
+        );
         // The store thread gone: the driver must stop.
         assert!(engine.store_report(now, None).is_err());
     }
@@ -550,7 +560,7 @@ mod tests {
         settle(&mut engine, &mut events);
         assert!(store.state().server_id().is_some(), "server id persisted");
         let now = Instant::now();
-        let (conn, mut rx, stop) = engine.accept(now);
+        let (conn, mut rx, stop) = engine.accept(now, ChannelBinding::None);
         let hello = missive_core::wire::encode_frame(
             &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
             1 << 16,
@@ -593,7 +603,7 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (conn, rx, stop) = engine.accept(now);
+        let (conn, rx, stop) = engine.accept(now, ChannelBinding::None);
         let ping = missive_core::wire::encode_frame(
             &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
             1 << 16,

@@ -41,7 +41,7 @@ use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use missive_core::client::{Client, ClientConfig, Registration};
-use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
+use missive_core::crypto::{ChannelBinding, DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::{MessageId, UserName};
 use std::collections::VecDeque;
 use std::fmt;
@@ -486,15 +486,16 @@ impl ClientSupervisor {
         self.stop = true;
     }
 
-    /// The connection attempt succeeded: the transport is the current link.
-    pub fn connected(&mut self, now: Instant) {
+    /// The connection attempt succeeded: the transport is the current link,
+    /// with this channel binding (§3.2 of docs/PROTOCOL.md).
+    pub fn connected(&mut self, now: Instant, binding: ChannelBinding) {
         tracing::debug!(server = %self.server, "connected");
         let login_deadline = self
             .link
             .login_deadline()
             .unwrap_or(now + self.connect_timeout);
         self.link = LinkState::LoggingIn { login_deadline };
-        self.engine.connected(now);
+        self.engine.connected(now, binding);
         self.after_input(now);
     }
 
@@ -736,7 +737,7 @@ mod tests {
         let now = Instant::now();
         sup.start(now);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now);
+        sup.connected(now, ChannelBinding::None);
         // The core says Hello.
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         sup.lost(now, "test");
@@ -764,7 +765,7 @@ mod tests {
         let now = Instant::now();
         sup.start(now);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now);
+        sup.connected(now, ChannelBinding::None);
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         let deadline = now + options.connect_timeout;
         assert_eq!(
@@ -828,7 +829,7 @@ mod tests {
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
-        sup.connected(now);
+        sup.connected(now, ChannelBinding::None);
         server_says(&mut sup, now, welcome());
         server_says(&mut sup, now, unknown_user("alice"));
         assert!(sup.is_stopped(), "a refused first login stops the client");
@@ -847,7 +848,7 @@ mod tests {
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
-        sup.connected(now);
+        sup.connected(now, ChannelBinding::None);
         server_says(&mut sup, now, welcome());
         server_says(
             &mut sup,

@@ -277,8 +277,9 @@ async fn run<R: Runtime, C: Connector>(
                 connecting = None;
                 match result {
                     Ok(transport) => {
+                        let binding = transport.channel_binding();
                         link = Some(Link::new::<R>(transport));
-                        sup.connected(now);
+                        sup.connected(now, binding);
                     }
                     Err(e) => sup.connect_failed(now, e),
                 }

@@ -30,7 +30,7 @@ pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
 pub use rustls;
 pub use server::BoundServer;
 pub use tls::{
-    ALPN, CHANNEL_BINDING_LABEL, CertifiedKey, ChannelBinding, HANDSHAKE_TIMEOUT, Joined,
+    ALPN, CHANNEL_BINDING_LABEL, CertifiedKey, ExporterValue, HANDSHAKE_TIMEOUT, Joined,
     MAX_HANDSHAKES, TlsConnector, TlsListener, TlsTransport, certificate_fingerprint,
     client_config, self_signed, server_config, web_pki_roots,
 };

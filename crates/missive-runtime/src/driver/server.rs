@@ -257,9 +257,12 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                     engine.conn_events(R::now(), event, || inbound.try_recv().ok());
                 }
                 Wake::Accepted(Ok((transport, peer))) => {
-                    let Some((conn, queue, stop)) =
-                        engine.admit(R::now(), options.max_connections, peer)
-                    else {
+                    let Some((conn, queue, stop)) = engine.admit(
+                        R::now(),
+                        options.max_connections,
+                        peer,
+                        transport.channel_binding(),
+                    ) else {
                         continue; // dropping the transport closes it
                     };
                     let (reader, writer) = transport.split();

@@ -36,7 +36,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// The RFC 9266 `tls-exporter` value of a TLS session (32 bytes).
-pub type ChannelBinding = [u8; 32];
+pub type ExporterValue = [u8; 32];
 
 /// The crypto provider: ring, nothing else.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -172,7 +172,7 @@ impl<T: Transport> AsyncWrite for Joined<T> {
 /// A connection after its TLS handshake, over transport `T`.
 pub struct TlsTransport<T: Transport> {
     stream: TlsStream<Joined<T>>,
-    channel_binding: ChannelBinding,
+    channel_binding: ExporterValue,
     peer_certificate: Option<CertificateDer<'static>>,
 }
 
@@ -212,7 +212,7 @@ impl<T: Transport> TlsTransport<T> {
     /// The RFC 9266 `tls-exporter` channel binding of this session: 32 bytes
     /// of `export_keying_material` with label [`CHANNEL_BINDING_LABEL`] and
     /// no context, equal at both ends of the same TLS session.
-    pub fn channel_binding(&self) -> ChannelBinding {
+    pub fn exporter_value(&self) -> ExporterValue {
         self.channel_binding
     }
 
@@ -228,6 +228,10 @@ impl<T: Transport> Transport for TlsTransport<T> {
 
     fn split(self) -> (Self::Reader, Self::Writer) {
         self.stream.split()
+    }
+
+    fn channel_binding(&self) -> missive_core::crypto::ChannelBinding {
+        missive_core::crypto::ChannelBinding::TlsExporter(self.channel_binding)
     }
 }
 

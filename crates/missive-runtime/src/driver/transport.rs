@@ -23,6 +23,13 @@ pub trait Transport: Send + 'static {
 
     /// Splits the connection into its two halves.
     fn split(self) -> (Self::Reader, Self::Writer);
+
+    /// The channel binding of this connection, which the core puts into
+    /// the login transcript (docs/PROTOCOL.md §3.2): `None` for plaintext,
+    /// the TLS exporter value for TLS.
+    fn channel_binding(&self) -> missive_core::crypto::ChannelBinding {
+        missive_core::crypto::ChannelBinding::None
+    }
 }
 
 /// Accepts connections for a server.
