@@ -315,3 +315,89 @@ fn a_flood_of_handshakes_does_not_starve_established_sessions() {
     bob.close();
     server.stop();
 }
+
+/// The attack channel binding exists for (issue 11): a man in the middle
+/// terminates TLS with a certificate the victim was made to trust (the
+/// test's own CA here) and relays every byte to the real server over its
+/// own TLS session. The victim's login signature covers the victim-to-relay
+/// exporter value, the server checks it against the relay-to-server value
+/// it computed itself: the relayed login fails with `AuthFailed`, and the
+/// server closes the relay's connection.
+#[test]
+fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
+    use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+    use missive::core::client::LoginError;
+    use missive_runtime::driver::Transport;
+
+    let rt = rt();
+    let home = tempfile::tempdir().unwrap();
+    // The real server, with its own certificate; alice registers directly.
+    let (server_cert, server_config) = certificate(&["127.0.0.1"], None);
+    let server = tls_server(&rt, server_config);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_cert).unwrap();
+    let to_server = driver::client_config(roots).unwrap();
+    connect_with(
+        &rt,
+        TlsConnector::<Tokio>::new(Arc::clone(&to_server)),
+        server,
+        home.path(),
+    )
+    .expect("a direct login works");
+
+    // The relay presents the certificate the victim trusts (tls()).
+    let (relay_addr, server_closed) = rt.block_on(async {
+        let tcp = Tokio::listen_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut listener = TlsListener::<Tokio, _>::new(tcp, Arc::clone(&tls().0));
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            let (victim, _) = std::future::poll_fn(|cx| listener.poll_accept(cx))
+                .await
+                .unwrap();
+            let upstream = TlsConnector::<Tokio>::new(to_server)
+                .connect(&server.to_string())
+                .await
+                .unwrap();
+            let (mut victim_in, mut victim_out) = victim.split();
+            let (mut server_in, mut server_out) = upstream.split();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = victim_in.read(&mut buf).await {
+                    if server_out.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = server_in.read(&mut buf).await {
+                if victim_out.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            // The server ended the relayed session.
+            let _ = closed_tx.send(());
+            let _ = victim_out.close().await;
+        });
+        (addr, closed_rx)
+    });
+
+    let relayed = connect_with(
+        &rt,
+        TlsConnector::<Tokio>::new(Arc::clone(&tls().1)),
+        relay_addr,
+        home.path(),
+    );
+    assert!(
+        matches!(
+            relayed,
+            Err(ConnectError::Login(LoginError::SignatureRejected { .. }))
+        ),
+        "the relayed login must fail: {relayed:?}"
+    );
+    server_closed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server closes the relayed connection");
+}
