@@ -60,6 +60,11 @@ struct Args {
     /// terminator).
     #[arg(long)]
     plaintext: bool,
+    /// Refuse logins without a channel binding (docs/PROTOCOL.md §3.2):
+    /// only TLS connections can log in. Leave it off behind a TLS
+    /// terminator, which turns every connection into a plaintext one.
+    #[arg(long, conflicts_with = "plaintext")]
+    require_channel_binding: bool,
     /// Largest frame payload in bytes [default: 262144].
     #[arg(long, value_name = "BYTES")]
     max_frame: Option<u32>,
@@ -137,6 +142,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 impl Args {
     fn config(&self) -> ServerConfig {
         let mut c = ServerConfig::default();
+        c.require_channel_binding = self.require_channel_binding;
         if let Some(v) = self.max_frame {
             c.max_frame = v;
             c.max_envelope = v.saturating_sub(1024);
@@ -345,6 +351,19 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn require_channel_binding_reaches_the_core() {
+        use clap::Parser;
+        let args = Args::parse_from(["missive-server", "--require-channel-binding"]);
+        assert!(args.config().require_channel_binding);
+        let args = Args::parse_from(["missive-server"]);
+        assert!(!args.config().require_channel_binding);
+        assert!(
+            Args::try_parse_from(["missive-server", "--require-channel-binding", "--plaintext"])
+                .is_err()
+        );
     }
 
     #[test]
