@@ -111,18 +111,7 @@ fn server_packet_vectors() {
         // {"welcome": {"version": 1, "server_id": h'33333333333333333333333333333333', "session_id": h'44444444444444444444444444444444', "ping_interval_ms": 30000, "limits": {"max_frame": 262144, "max_envelope": 65536, "window": 32, "handshake_max_frame": 16384}}}
         (
             "welcome",
-            ServerPacket::Welcome {
-                version: 1,
-                server_id: [0x33; 16],
-                session_id: [0x44; 16],
-                ping_interval_ms: 30_000,
-                limits: WireLimits {
-                    max_frame: 262_144,
-                    max_envelope: 65_536,
-                    window: 32,
-                    handshake_max_frame: Some(16_384),
-                },
-            },
+            welcome_vector(Some(16_384)),
             "a1 67 77656c636f6d65 a5 67 76657273696f6e 01 69 7365727665725f6964 50 33333333333333333333333333333333 6a 73657373696f6e5f6964 50 44444444444444444444444444444444 70 70696e675f696e74657276616c5f6d73 197530 66 6c696d697473 a4 69 6d61785f6672616d65 1a00040000 6c 6d61785f656e76656c6f7065 1a00010000 66 77696e646f77 1820 73 68616e647368616b655f6d61785f6672616d65 194000",
         ),
         // {"challenge": {"nonce": h'5555555555555555555555555555555555555555555555555555555555555555', "expires_in_ms": 10000}}
@@ -269,7 +258,16 @@ fn welcome_without_handshake_max_frame_decodes() {
     let older = unhex(
         "a1 67 77656c636f6d65 a5 67 76657273696f6e 01 69 7365727665725f6964 50 33333333333333333333333333333333 6a 73657373696f6e5f6964 50 44444444444444444444444444444444 70 70696e675f696e74657276616c5f6d73 197530 66 6c696d697473 a3 69 6d61785f6672616d65 1a00040000 6c 6d61785f656e76656c6f7065 1a00010000 66 77696e646f77 1820",
     );
-    let want = ServerPacket::Welcome {
+    assert_eq!(
+        decode_packet::<ServerPacket>(&older),
+        Ok(welcome_vector(None))
+    );
+}
+
+/// The Welcome of the Appendix A.3 example, announcing `handshake_max_frame`
+/// or not.
+fn welcome_vector(handshake_max_frame: Option<u32>) -> ServerPacket {
+    ServerPacket::Welcome {
         version: 1,
         server_id: [0x33; 16],
         session_id: [0x44; 16],
@@ -278,10 +276,9 @@ fn welcome_without_handshake_max_frame_decodes() {
             max_frame: 262_144,
             max_envelope: 65_536,
             window: 32,
-            handshake_max_frame: None,
+            handshake_max_frame,
         },
-    };
-    assert_eq!(decode_packet::<ServerPacket>(&older), Ok(want));
+    }
 }
 
 /// A whole frame: the length prefix is the payload length, big-endian.
