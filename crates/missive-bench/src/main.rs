@@ -24,24 +24,43 @@
 //!   refused), then receivers log in and drain.
 //! * `idle-conns`: `--conns` users registered (phase 1, not counted), then
 //!   that many connections logged in and idle; server RSS per connection.
+//!
+//! Transports (docs/PROTOCOL.md §3): plain TCP by default (a server started
+//! with `--plaintext`); `--tls` is TLS 1.3 with ALPN `missive/1` through the
+//! driver's own connector, the server trusted by `--ca` (for a self-signed
+//! server, its `DATA/tls/cert.pem`), and every login signs the v2 transcript
+//! bound to the connection's TLS exporter value; `--ws` is a WebSocket
+//! (subprotocol `missive.v1`, one packet per binary message, binding type
+//! `none`), over TLS (wss) with `--tls`.
 
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use clap::{Parser, ValueEnum};
+use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, SinkExt, StreamExt};
 use missive_core::crypto::{
-    AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader, Identity, open, seal,
+    AuthContext, AuthTranscript, ChannelBinding, ENVELOPE_VERSION, EnvelopeHeader, Identity,
+    TranscriptVersion, open, seal,
 };
 use missive_core::rng::{CoreRng, bytes, derive, from_seed};
 use missive_core::wire::ErrorCode;
 use missive_core::wire::{
-    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, PROTOCOL_VERSION, ServerPacket,
-    encode_frame_into,
+    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, LENGTH_PREFIX_LEN, Notice, PROTOCOL_VERSION,
+    ServerPacket, decode_packet, encode_frame_into,
 };
 use missive_core::{MessageId, UserName};
+use missive_runtime::driver::{
+    Connector, Joined, TcpConnector, TlsConnector, Transport, client_config,
+    load_certificate_authorities, web_pki_roots,
+};
+use missive_tokio::Tokio;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout_at;
 
@@ -113,9 +132,32 @@ struct Cfg {
     /// PKCS#8 DER key shared by all bench users (generated and saved if missing).
     #[arg(long, default_value = "/tmp/missive-bench-key.der")]
     key_file: String,
+    /// TLS 1.3 (ALPN `missive/1`), logins bound to the TLS exporter; with
+    /// --ws: wss.
+    #[arg(long)]
+    tls: bool,
+    /// --tls: trust the certificate authorities in this PEM file (a
+    /// self-signed server's own DATA/tls/cert.pem) instead of the web PKI.
+    #[arg(long, requires = "tls")]
+    ca: Option<PathBuf>,
+    /// WebSocket (subprotocol `missive.v1`, one packet per binary message).
+    #[arg(long)]
+    ws: bool,
     /// Copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+}
+
+impl Cfg {
+    /// The transport's name in the JSON line: `tcp`, `tls`, `ws` or `wss`.
+    fn transport(&self) -> &'static str {
+        match (self.ws, self.tls) {
+            (false, false) => "tcp",
+            (false, true) => "tls",
+            (true, false) => "ws",
+            (true, true) => "wss",
+        }
+    }
 }
 
 static BASE: OnceLock<Instant> = OnceLock::new();
@@ -389,6 +431,8 @@ struct Ctx {
     prefix: String,
     identity: Identity,
     deadline: tokio::time::Instant,
+    /// `--tls`: the driver's TLS connector (TLS 1.3, ALPN, exporter).
+    tls: Option<TlsConnector<Tokio>>,
 }
 
 impl Ctx {
@@ -397,12 +441,96 @@ impl Ctx {
     }
 }
 
-/// One protocol connection: socket, frame decoder, output buffer.
+/// A byte stream: TCP, or TLS over TCP.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+type Stream = Box<dyn Duplex>;
+
+/// The WebSocket subprotocol the server requires.
+const WS_SUBPROTOCOL: &str = "missive.v1";
+
+/// How packets travel on one connection.
+enum Link {
+    /// Length-prefixed frames on the byte stream (docs/PROTOCOL.md §2.1).
+    Frames {
+        stream: Stream,
+        dec: FrameDecoder,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+    },
+    /// One bare packet per binary WebSocket message.
+    WebSocket {
+        ws: Box<WebSocketStream<Stream>>,
+        out: Vec<Vec<u8>>,
+        inbox: VecDeque<ServerPacket>,
+    },
+}
+
+impl Link {
+    /// Opens the byte stream to `addr` (TCP, or TLS over it with `tls`)
+    /// and the channel binding of that stream.
+    async fn stream(
+        addr: &str,
+        tls: Option<&TlsConnector<Tokio>>,
+    ) -> Res<(Stream, ChannelBinding)> {
+        let Some(tls) = tls else {
+            let tcp = TcpConnector::<Tokio>::default()
+                .connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            return Ok((Box::new(Joined::new(tcp)), ChannelBinding::None));
+        };
+        let session = tls
+            .connect(addr)
+            .await
+            .map_err(|e| format!("TLS connect {addr}: {e}"))?;
+        let binding = session.channel_binding();
+        let (reader, writer) = session.split();
+        let stream = reader.reunite(writer).map_err(|e| e.to_string())?;
+        Ok((Box::new(stream), binding))
+    }
+
+    /// Connects with the transport `cfg` asks for; returns the link and the
+    /// channel binding its logins sign.
+    async fn open(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<(Link, ChannelBinding)> {
+        let (stream, binding) = Link::stream(&cfg.addr, tls).await?;
+        if !cfg.ws {
+            let link = Link::Frames {
+                stream,
+                dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
+                buf: vec![0; 64 * 1024],
+                out: Vec::with_capacity(64 * 1024),
+            };
+            return Ok((link, binding));
+        }
+        let scheme = if cfg.tls { "wss" } else { "ws" };
+        let mut request = format!("{scheme}://{}/", cfg.addr)
+            .into_client_request()
+            .map_err(|e| format!("WebSocket request: {e}"))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(WS_SUBPROTOCOL),
+        );
+        let config = WebSocketConfig::default().max_message_size(Some(DEFAULT_MAX_FRAME as usize));
+        // The handshake fails unless the server echoes the subprotocol.
+        let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| format!("WebSocket handshake {}: {e}", cfg.addr))?;
+        let link = Link::WebSocket {
+            ws: Box::new(ws),
+            out: Vec::new(),
+            inbox: VecDeque::new(),
+        };
+        // A browser cannot read the TLS exporter: binding `none`, even over wss.
+        Ok((link, ChannelBinding::None))
+    }
+}
+
+/// One protocol connection: its link, its channel binding and the session
+/// the server opened.
 struct Conn {
-    stream: TcpStream,
-    dec: FrameDecoder,
-    buf: Vec<u8>,
-    out: Vec<u8>,
+    link: Link,
+    binding: ChannelBinding,
     server_id: [u8; 16],
     session_id: [u8; 16],
     /// Mailbox items waiting at login (`logged_in`'s `queued`).
@@ -410,16 +538,11 @@ struct Conn {
 }
 
 impl Conn {
-    async fn connect(addr: &str) -> Res<Conn> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    async fn connect(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<Conn> {
+        let (link, binding) = Link::open(cfg, tls).await?;
         let mut c = Conn {
-            stream,
-            dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
-            buf: vec![0; 64 * 1024],
-            out: Vec::with_capacity(64 * 1024),
+            link,
+            binding,
             server_id: [0; 16],
             session_id: [0; 16],
             queued_at_login: 0,
@@ -443,38 +566,80 @@ impl Conn {
     }
 
     fn push(&mut self, p: &ClientPacket) {
-        encode_frame_into(p, DEFAULT_MAX_FRAME, &mut self.out).expect("bench frames fit");
+        match &mut self.link {
+            Link::Frames { out, .. } => {
+                encode_frame_into(p, DEFAULT_MAX_FRAME, out).expect("bench frames fit");
+            }
+            Link::WebSocket { out, .. } => {
+                let mut frame = Vec::new();
+                encode_frame_into(p, DEFAULT_MAX_FRAME, &mut frame).expect("bench frames fit");
+                frame.drain(..LENGTH_PREFIX_LEN);
+                out.push(frame);
+            }
+        }
     }
 
     async fn flush(&mut self) -> Res<()> {
-        if !self.out.is_empty() {
-            self.stream
-                .write_all(&self.out)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            self.out.clear();
+        match &mut self.link {
+            Link::Frames { stream, out, .. } => {
+                if !out.is_empty() {
+                    stream
+                        .write_all(out)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                    stream.flush().await.map_err(|e| format!("write: {e}"))?;
+                    out.clear();
+                }
+            }
+            Link::WebSocket { ws, out, .. } => {
+                if !out.is_empty() {
+                    for packet in out.drain(..) {
+                        ws.feed(Message::Binary(packet.into()))
+                            .await
+                            .map_err(|e| format!("write: {e}"))?;
+                    }
+                    ws.flush().await.map_err(|e| format!("write: {e}"))?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Reads once from the socket into the decoder (cancel safe).
+    /// Reads once from the connection into its decoder or inbox (cancel
+    /// safe).
     async fn fill(&mut self) -> Res<()> {
-        let n = self
-            .stream
-            .read(&mut self.buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("server closed the connection".into());
+        match &mut self.link {
+            Link::Frames {
+                stream, dec, buf, ..
+            } => {
+                let n = stream.read(buf).await.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("server closed the connection".into());
+                }
+                dec.push(&buf[..n]);
+            }
+            Link::WebSocket { ws, inbox, .. } => match ws.next().await {
+                Some(Ok(Message::Binary(packet))) => inbox.push_back(
+                    decode_packet::<ServerPacket>(&packet).map_err(|e| format!("decode: {e}"))?,
+                ),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err("server closed the connection".into());
+                }
+                Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
+                Some(Err(e)) => return Err(format!("read: {e}")),
+            },
         }
-        self.dec.push(&self.buf[..n]);
         Ok(())
     }
 
     fn next(&mut self) -> Res<Option<ServerPacket>> {
-        self.dec
-            .next_packet::<ServerPacket>()
-            .map_err(|e| format!("decode: {e}"))
+        match &mut self.link {
+            Link::Frames { dec, .. } => dec
+                .next_packet::<ServerPacket>()
+                .map_err(|e| format!("decode: {e}")),
+            Link::WebSocket { inbox, .. } => Ok(inbox.pop_front()),
+        }
     }
 
     async fn recv(&mut self) -> Res<ServerPacket> {
@@ -503,9 +668,7 @@ impl Conn {
         };
         let client_nonce = bytes::<32>(rng);
         let signature = AuthTranscript {
-            version: missive_core::crypto::TranscriptVersion::V2(
-                missive_core::crypto::ChannelBinding::None,
-            ),
+            version: TranscriptVersion::V2(self.binding),
             context,
             server_id: self.server_id,
             session_id: self.session_id,
@@ -564,7 +727,7 @@ fn rng_for(tag: u64) -> CoreRng {
 /// Connect, register `user` (if asked) and log in (if asked).
 async fn session(ctx: &Ctx, user: &UserName, register: bool, login: bool) -> Res<Conn> {
     let mut rng = rng_for(now_ns());
-    let mut c = Conn::connect(&ctx.cfg.addr).await?;
+    let mut c = Conn::connect(&ctx.cfg, ctx.tls.as_ref()).await?;
     if register {
         c.register(user, &ctx.identity, &mut rng).await?;
     }
@@ -1009,6 +1172,19 @@ fn load_identity(path: &str) -> Res<Identity> {
     Ok(id)
 }
 
+/// `--tls`: the TLS connector trusting `--ca` (else the web PKI).
+fn tls_connector(cfg: &Cfg) -> Res<Option<TlsConnector<Tokio>>> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    let roots = match &cfg.ca {
+        Some(ca) => load_certificate_authorities(ca).map_err(|e| e.to_string())?,
+        None => web_pki_roots(),
+    };
+    let config = client_config(roots).map_err(|e| e.to_string())?;
+    Ok(Some(TlsConnector::new(config)))
+}
+
 fn head(cfg: &Cfg) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     let scenario = match cfg.scenario {
@@ -1018,6 +1194,7 @@ fn head(cfg: &Cfg) -> serde_json::Map<String, Value> {
     };
     m.insert("scenario".into(), json!(scenario));
     m.insert("target".into(), json!("missive"));
+    m.insert("transport".into(), json!(cfg.transport()));
     if !cfg.label.is_empty() {
         m.insert("label".into(), json!(cfg.label));
     }
@@ -1053,12 +1230,20 @@ async fn main() {
             .unwrap_or(0);
         format!("mb{}", t % 100_000_000)
     });
+    let tls = match tls_connector(&cfg) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("missive-bench: TLS: {e}");
+            std::process::exit(1);
+        }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.timeout);
     let ctx = Arc::new(Ctx {
         cfg,
         prefix,
         identity,
         deadline,
+        tls,
     });
     let r = match ctx.cfg.scenario {
         Scenario::Online => online(ctx.clone()).await,

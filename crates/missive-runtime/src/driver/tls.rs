@@ -127,7 +127,8 @@ pub struct Joined<T: Transport> {
 }
 
 impl<T: Transport> Joined<T> {
-    fn new(transport: T) -> Self {
+    /// Joins the two halves of `transport` into one stream.
+    pub fn new(transport: T) -> Self {
         let (reader, writer) = transport.split();
         Self { reader, writer }
     }
