@@ -446,6 +446,9 @@ trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 type Stream = Box<dyn Duplex>;
 
+/// How long closing a connection waits for the server's end to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The WebSocket subprotocol the server requires.
 const WS_SUBPROTOCOL: &str = "missive.v1";
 
@@ -563,6 +566,24 @@ impl Conn {
             }
             other => Err(format!("expected welcome, got {other:?}")),
         }
+    }
+
+    /// Closes the connection, waiting until the server has closed its end,
+    /// so the server has released it.
+    async fn close(mut self) {
+        let closed = async {
+            match &mut self.link {
+                Link::Frames { stream, buf, .. } => {
+                    let _ = stream.close().await;
+                    while matches!(stream.read(buf).await, Ok(n) if n > 0) {}
+                }
+                Link::WebSocket { ws, .. } => {
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
     }
 
     fn push(&mut self, p: &ClientPacket) {
@@ -959,6 +980,29 @@ async fn sessions(
     collect(hs).await
 }
 
+/// Registers `n` users, at most `--connect-par` at a time, each on its own
+/// connection closed right after: the server never holds more than that
+/// many of these connections, so its RSS afterwards is the user directory,
+/// not the high-water mark of `n` connections (freed, but kept by the
+/// allocator).
+async fn register_users(ctx: &Arc<Ctx>, role: char, n: usize) -> Res<()> {
+    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (ctx, par) = (ctx.clone(), par.clone());
+            tokio::spawn(async move {
+                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
+                session(&ctx, &ctx.user(role, i), true, false)
+                    .await?
+                    .close()
+                    .await;
+                Ok(())
+            })
+        })
+        .collect();
+    collect(hs).await.map(drop)
+}
+
 async fn online(ctx: Arc<Ctx>) -> Res<Value> {
     let cfg = &ctx.cfg;
     let recv_conns = sessions(&ctx, 'r', cfg.pairs, true, true).await?;
@@ -1002,7 +1046,7 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
     let mut owed: Vec<Option<u64>> = vec![None; cfg.pairs];
     if cfg.phase != Phase::Drain {
         // 1. receivers exist but are offline (registered, never logged in)
-        drop(sessions(&ctx, 'r', cfg.pairs, true, false).await?);
+        register_users(&ctx, 'r', cfg.pairs).await?;
         let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss0 = rss_kb(pid);
@@ -1094,7 +1138,7 @@ async fn idle_conns(ctx: Arc<Ctx>) -> Res<Value> {
     // Phase 1 (not counted): register the users, so the RSS delta of phase 2
     // is only the authenticated connections, not the user directory.
     let t0 = Instant::now();
-    drop(sessions(&ctx, 'i', cfg.conns, true, false).await?);
+    register_users(&ctx, 'i', cfg.conns).await?;
     let register_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = rss_kb(pid);
