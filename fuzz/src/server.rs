@@ -97,7 +97,7 @@ impl Setup {
 /// One step of the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `Input::Connected(conn, ChannelBinding::None)`.
+    /// `Input::Connected(conn, Link::PLAINTEXT)`.
     Connect(u8),
     /// `Input::Disconnected(conn)`.
     Disconnect(u8),
@@ -352,8 +352,7 @@ impl Harness {
                 self.step(
                     Some(Input::Connected(
                         conn,
-                        missive_core::crypto::ChannelBinding::None,
-                    )),
+                        missive_core::wire::Link::PLAINTEXT)),
                     &[],
                 );
             }
