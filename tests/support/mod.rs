@@ -729,7 +729,10 @@ pub fn silent_login(server: &dyn RunningServer, name: &str, key: usize) -> BareS
         1_760_000_000_000,
     );
     let binding = stream.channel_binding();
-    client.handle_input(Instant::now(), ClientInput::Connected(binding));
+    client.handle_input(
+        Instant::now(),
+        ClientInput::Connected(missive_core::wire::Link::stream(binding)),
+    );
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = client.poll_output() {

@@ -279,7 +279,7 @@ async fn run<R: Runtime, C: Connector>(
                     Ok(transport) => {
                         let binding = transport.channel_binding();
                         link = Some(Link::new::<R>(transport));
-                        sup.connected(now, binding);
+                        sup.connected(now, missive_core::wire::Link::stream(binding));
                     }
                     Err(e) => sup.connect_failed(now, e),
                 }

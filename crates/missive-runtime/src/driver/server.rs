@@ -261,7 +261,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                         R::now(),
                         options.max_connections,
                         peer,
-                        transport.channel_binding(),
+                        missive_core::wire::Link::stream(transport.channel_binding()),
                     ) else {
                         continue; // dropping the transport closes it
                     };
