@@ -47,8 +47,8 @@ use missive_core::crypto::{
 use missive_core::rng::{CoreRng, bytes, derive, from_seed};
 use missive_core::wire::ErrorCode;
 use missive_core::wire::{
-    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, LENGTH_PREFIX_LEN, Notice, PROTOCOL_VERSION,
-    ServerPacket, decode_packet, encode_frame_into,
+    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, PROTOCOL_VERSION, ServerPacket,
+    decode_packet, encode_frame_into, encode_packet_into,
 };
 use missive_core::{MessageId, UserName};
 use missive_runtime::driver::{
@@ -452,8 +452,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The WebSocket subprotocol the server requires.
 const WS_SUBPROTOCOL: &str = "missive.v1";
 
-/// How packets travel on one connection.
-enum Link {
+/// How packets travel on one connection: the stream and its buffers.
+enum Pipe {
     /// Length-prefixed frames on the byte stream (docs/PROTOCOL.md §2.1).
     Frames {
         stream: Stream,
@@ -469,7 +469,7 @@ enum Link {
     },
 }
 
-impl Link {
+impl Pipe {
     /// Opens the byte stream to `addr` (TCP, or TLS over it with `tls`)
     /// and the channel binding of that stream.
     async fn stream(
@@ -495,10 +495,10 @@ impl Link {
 
     /// Connects with the transport `cfg` asks for; returns the link and the
     /// channel binding its logins sign.
-    async fn open(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<(Link, ChannelBinding)> {
-        let (stream, binding) = Link::stream(&cfg.addr, tls).await?;
+    async fn open(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<(Pipe, ChannelBinding)> {
+        let (stream, binding) = Pipe::stream(&cfg.addr, tls).await?;
         if !cfg.ws {
-            let link = Link::Frames {
+            let link = Pipe::Frames {
                 stream,
                 dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
                 buf: vec![0; 64 * 1024],
@@ -519,7 +519,7 @@ impl Link {
         let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| format!("WebSocket handshake {}: {e}", cfg.addr))?;
-        let link = Link::WebSocket {
+        let link = Pipe::WebSocket {
             ws: Box::new(ws),
             out: Vec::new(),
             inbox: VecDeque::new(),
@@ -532,7 +532,7 @@ impl Link {
 /// One protocol connection: its link, its channel binding and the session
 /// the server opened.
 struct Conn {
-    link: Link,
+    link: Pipe,
     binding: ChannelBinding,
     server_id: [u8; 16],
     session_id: [u8; 16],
@@ -542,7 +542,7 @@ struct Conn {
 
 impl Conn {
     async fn connect(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<Conn> {
-        let (link, binding) = Link::open(cfg, tls).await?;
+        let (link, binding) = Pipe::open(cfg, tls).await?;
         let mut c = Conn {
             link,
             binding,
@@ -573,11 +573,11 @@ impl Conn {
     async fn close(mut self) {
         let closed = async {
             match &mut self.link {
-                Link::Frames { stream, buf, .. } => {
+                Pipe::Frames { stream, buf, .. } => {
                     let _ = stream.close().await;
                     while matches!(stream.read(buf).await, Ok(n) if n > 0) {}
                 }
-                Link::WebSocket { ws, .. } => {
+                Pipe::WebSocket { ws, .. } => {
                     let _ = ws.close(None).await;
                     while let Some(Ok(_)) = ws.next().await {}
                 }
@@ -588,21 +588,20 @@ impl Conn {
 
     fn push(&mut self, p: &ClientPacket) {
         match &mut self.link {
-            Link::Frames { out, .. } => {
+            Pipe::Frames { out, .. } => {
                 encode_frame_into(p, DEFAULT_MAX_FRAME, out).expect("bench frames fit");
             }
-            Link::WebSocket { out, .. } => {
-                let mut frame = Vec::new();
-                encode_frame_into(p, DEFAULT_MAX_FRAME, &mut frame).expect("bench frames fit");
-                frame.drain(..LENGTH_PREFIX_LEN);
-                out.push(frame);
+            Pipe::WebSocket { out, .. } => {
+                let mut message = Vec::new();
+                encode_packet_into(p, DEFAULT_MAX_FRAME, &mut message).expect("bench packets fit");
+                out.push(message);
             }
         }
     }
 
     async fn flush(&mut self) -> Res<()> {
         match &mut self.link {
-            Link::Frames { stream, out, .. } => {
+            Pipe::Frames { stream, out, .. } => {
                 if !out.is_empty() {
                     stream
                         .write_all(out)
@@ -612,7 +611,7 @@ impl Conn {
                     out.clear();
                 }
             }
-            Link::WebSocket { ws, out, .. } => {
+            Pipe::WebSocket { ws, out, .. } => {
                 if !out.is_empty() {
                     for packet in out.drain(..) {
                         ws.feed(Message::Binary(packet.into()))
@@ -630,7 +629,7 @@ impl Conn {
     /// safe).
     async fn fill(&mut self) -> Res<()> {
         match &mut self.link {
-            Link::Frames {
+            Pipe::Frames {
                 stream, dec, buf, ..
             } => {
                 let n = stream.read(buf).await.map_err(|e| format!("read: {e}"))?;
@@ -639,7 +638,7 @@ impl Conn {
                 }
                 dec.push(&buf[..n]);
             }
-            Link::WebSocket { ws, inbox, .. } => match ws.next().await {
+            Pipe::WebSocket { ws, inbox, .. } => match ws.next().await {
                 Some(Ok(Message::Binary(packet))) => inbox.push_back(
                     decode_packet::<ServerPacket>(&packet).map_err(|e| format!("decode: {e}"))?,
                 ),
@@ -656,10 +655,10 @@ impl Conn {
 
     fn next(&mut self) -> Res<Option<ServerPacket>> {
         match &mut self.link {
-            Link::Frames { dec, .. } => dec
+            Pipe::Frames { dec, .. } => dec
                 .next_packet::<ServerPacket>()
                 .map_err(|e| format!("decode: {e}")),
-            Link::WebSocket { inbox, .. } => Ok(inbox.pop_front()),
+            Pipe::WebSocket { inbox, .. } => Ok(inbox.pop_front()),
         }
     }
 
