@@ -172,6 +172,10 @@ pub enum ConnectError {
     /// The connection ended before the login completed.
     #[error("the connection ended before the login completed")]
     Disconnected,
+    /// The WebSocket handshake was refused, or the WebSocket closed with an
+    /// error before the login completed.
+    #[error(transparent)]
+    WebSocket(#[from] crate::driver::WebSocketError),
     /// The home directory could not be read or written.
     #[error(transparent)]
     Home(#[from] HomeError),
