@@ -4,7 +4,7 @@
 //! (tungstenite through `async-tungstenite`, which speaks `futures-io`)
 //! serves every runtime.
 //!
-//! The mapping (docs/PROTOCOL.md §1.2): subprotocol [`SUBPROTOCOL`],
+//! The mapping (docs/PROTOCOL.md §2.6): subprotocol [`SUBPROTOCOL`],
 //! required and echoed; one packet per binary message, no length prefix;
 //! messages and frames larger than the core's frame limit are refused by
 //! tungstenite before it buffers them, and the connection closes with 1009;
@@ -289,7 +289,18 @@ impl<T: ByteStream> WriteHalf for WsWriter<T> {
             .map_err(ws_io_error)
     }
 
+    /// Closes with code 1000 (the end of the session) and flushes.
     async fn close(&mut self) -> io::Result<()> {
+        poll_fn(|cx| Pin::new(&mut *lock(&self.shared)).poll_ready(cx))
+            .await
+            .map_err(ws_io_error)?;
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        Pin::new(&mut *lock(&self.shared))
+            .start_send(Message::Close(Some(normal)))
+            .map_err(ws_io_error)?;
         poll_fn(|cx| Pin::new(&mut *lock(&self.shared)).poll_close(cx))
             .await
             .map_err(ws_io_error)
