@@ -35,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-use crate::driver::CertificateChanged;
+use crate::driver::{CertificateChanged, WebSocketError};
 use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
@@ -504,9 +504,12 @@ impl ClientSupervisor {
         tracing::debug!(server = %self.server, "connect failed: {source}");
         self.link = LinkState::Down;
         if let Some(ready) = self.ready.take() {
-            let error = match CertificateChanged::find(&source) {
-                Some(changed) => ConnectError::ServerCertificateChanged(changed.clone()),
-                None => ConnectError::Unreachable {
+            let certificate = CertificateChanged::find(&source);
+            let websocket = WebSocketError::find(&source);
+            let error = match (certificate, websocket) {
+                (Some(changed), _) => ConnectError::ServerCertificateChanged(changed.clone()),
+                (None, Some(websocket)) => ConnectError::WebSocket(websocket.clone()),
+                (None, None) => ConnectError::Unreachable {
                     addr: self.server.clone(),
                     source,
                 },
@@ -527,13 +530,21 @@ impl ClientSupervisor {
     }
 
     /// The current link is gone (end of stream, read or write error).
-    pub fn lost(&mut self, now: Instant, why: &str) {
+    pub fn lost(&mut self, now: Instant, why: io::Error) {
         if self.link.is_up() {
             self.link = LinkState::Down;
             tracing::debug!("connection lost: {why}");
             self.actions.push_back(LinkAction::Close);
             self.engine.disconnected(now);
-            self.after_disconnect(now);
+            if let Some(websocket) = WebSocketError::find(&why)
+                && let Some(ready) = self.ready.take()
+            {
+                // The WebSocket layer said why, before the login.
+                let _ = ready.send(Err(ConnectError::WebSocket(websocket.clone())));
+                self.stop = true;
+            } else {
+                self.after_disconnect(now);
+            }
             self.after_input(now);
         }
     }
@@ -740,7 +751,7 @@ mod tests {
         sup.connected(now, ChannelBinding::None);
         // The core says Hello.
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
-        sup.lost(now, "test");
+        sup.lost(now, io::ErrorKind::UnexpectedEof.into());
         assert_eq!(sup.poll_action(), Some(LinkAction::Close));
         assert!(sup.is_stopped());
         assert!(matches!(
