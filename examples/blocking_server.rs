@@ -140,7 +140,7 @@ fn on_event(
                     conns.insert(conn, c);
                     server.handle_input(
                         now,
-                        Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
+                        Input::Connected(conn, missive_core::wire::Link::PLAINTEXT),
                     );
                 }
                 Err(e) => eprintln!("cannot start connection {}: {e}", conn.0),

@@ -149,11 +149,11 @@ fn exchange(node: &mut Node, peers: &mut [&mut Peer]) {
 fn connect(node: &mut Node, peer: &mut Peer) {
     node.server.handle_input(
         node.now,
-        Input::Connected(peer.conn, missive_core::crypto::ChannelBinding::None),
+        Input::Connected(peer.conn, missive_core::wire::Link::PLAINTEXT),
     );
     peer.client.handle_input(
         node.now,
-        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+        ClientInput::Connected(missive_core::wire::Link::PLAINTEXT),
     );
 }
 

@@ -128,7 +128,7 @@ impl Recorder {
         let id = ConnId(u64::from(conn));
         self.server.handle_input(
             self.now,
-            Input::Connected(id, missive_core::crypto::ChannelBinding::None),
+            Input::Connected(id, missive_core::wire::Link::PLAINTEXT),
         );
         self.pump();
         id
@@ -487,7 +487,7 @@ impl Net {
         self.server_op(Op::Connect(conn.0 as u8));
         self.server.handle_input(
             self.now,
-            Input::Connected(conn, missive_core::crypto::ChannelBinding::None),
+            Input::Connected(conn, missive_core::wire::Link::PLAINTEXT),
         );
         self.set_up(conn, true);
         if conn == ALICE {
@@ -495,7 +495,7 @@ impl Net {
         }
         self.client_input(
             conn,
-            ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+            ClientInput::Connected(missive_core::wire::Link::PLAINTEXT),
         );
         self.run();
     }

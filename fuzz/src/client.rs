@@ -82,7 +82,7 @@ impl Setup {
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `ClientInput::Connected(ChannelBinding::None)`.
+    /// `ClientInput::Connected(Link::PLAINTEXT)`.
     Connect,
     /// `ClientInput::Disconnected`.
     Disconnect,
@@ -314,8 +314,7 @@ impl Harness {
                     self.mirror_failed = false;
                 }
                 self.input(ClientInput::Connected(
-                    missive_core::crypto::ChannelBinding::None,
-                ));
+                    missive_core::wire::Link::PLAINTEXT));
             }
             Op::Disconnect => {
                 self.connected = false;

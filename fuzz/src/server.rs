@@ -95,9 +95,12 @@ impl Setup {
 }
 
 /// One step of the driver.
+/// A send the server queued: recipient and envelope.
+type QueuedSend = (UserName, Vec<u8>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `Input::Connected(conn, ChannelBinding::None)`.
+    /// `Input::Connected(conn, Link::PLAINTEXT)`.
     Connect(u8),
     /// `Input::Disconnected(conn)`.
     Disconnect(u8),
@@ -298,7 +301,7 @@ pub struct Harness {
     item_lsn: HashMap<(UserName, u64), Lsn>,
     message_lsn: HashMap<(UserName, MessageId), Lsn>,
     /// Every (recipient, envelope) queued under each (sender, id).
-    queued_sends: HashMap<(UserName, MessageId), Vec<(UserName, Vec<u8>)>>,
+    queued_sends: HashMap<(UserName, MessageId), Vec<QueuedSend>>,
     user_lsn: HashMap<UserName, Lsn>,
 }
 
@@ -352,8 +355,7 @@ impl Harness {
                 self.step(
                     Some(Input::Connected(
                         conn,
-                        missive_core::crypto::ChannelBinding::None,
-                    )),
+                        missive_core::wire::Link::PLAINTEXT)),
                     &[],
                 );
             }

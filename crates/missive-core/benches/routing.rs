@@ -34,12 +34,11 @@
 //! Run: `cargo bench -p missive-core --bench routing`.
 
 use criterion::{Criterion, Throughput, criterion_group};
-use missive_core::crypto::{
-    AuthContext, AuthTranscript, ChannelBinding, Identity, TranscriptVersion,
-};
+use missive_core::crypto::{AuthContext, AuthTranscript, Identity, TranscriptVersion};
 use missive_core::server::{Input, Output, PersistCmd, Server, ServerConfig, ServerState};
 use missive_core::wire::{
-    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, ServerPacket, encode_frame, encode_frame_into,
+    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Link, ServerPacket, encode_frame,
+    encode_frame_into,
 };
 use missive_core::{ConnId, MessageId, UserName, rng};
 use std::hint::black_box;
@@ -242,7 +241,7 @@ fn setup(batch: u64) -> Routing {
     for i in 0..USERS {
         let conn = ConnId(i as u64 + 1);
         let user = name(i);
-        server.handle_input(now, Input::Connected(conn, ChannelBinding::None));
+        server.handle_input(now, Input::Connected(conn, Link::PLAINTEXT));
         server.handle_input(
             now,
             Input::Bytes(conn, &frame(&ClientPacket::Hello { versions: vec![1] })),

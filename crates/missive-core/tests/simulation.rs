@@ -28,6 +28,8 @@
 //! default 30 days. Seeds divisible by 3 run "over TLS": each connection
 //! gets a fresh `tls-exporter` channel binding, the same on both sides, and
 //! the server requires channel binding; other seeds are plaintext (`none`).
+//! Seeds that leave 1 divided by 3 run over a message transport (as a
+//! WebSocket does): one packet per message, never split, no length prefix.
 //!
 //! `MISSIVE_SIM_SEEDS=N` runs N seeds (default 12); `MISSIVE_SIM_SEED=S`
 //! runs only seed S (to replay a failure).
@@ -40,9 +42,12 @@ use missive_core::rng::{self, CoreRng};
 use missive_core::server::{
     Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
 };
-use missive_core::wire::{ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, ServerPacket};
+use missive_core::wire::{
+    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Framing, Notice, ServerPacket, decode_packet,
+};
 use missive_core::{ConnId, Lsn, MessageId, Seq, UserName};
 use rand_core::Rng;
+use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -142,6 +147,8 @@ struct Sim {
     faults: bool,
     /// Connections carry a `tls-exporter` binding (else `none`).
     tls: bool,
+    /// How connections frame packets.
+    framing: Framing,
 }
 
 impl Sim {
@@ -195,6 +202,7 @@ impl Sim {
             figures: Figures::default(),
             faults: true,
             tls: Self::over_tls(seed),
+            framing: Self::framing(seed),
         };
         sim.drain_server();
         sim
@@ -202,6 +210,14 @@ impl Sim {
 
     fn over_tls(seed: u64) -> bool {
         seed.is_multiple_of(3)
+    }
+
+    fn framing(seed: u64) -> Framing {
+        if seed % 3 == 1 {
+            Framing::Messages
+        } else {
+            Framing::Stream
+        }
     }
 
     fn server_config(seed: u64) -> ServerConfig {
@@ -269,12 +285,7 @@ impl Sim {
             return;
         };
         let ttl_ms = self.config.message_ttl.as_millis() as u64;
-        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-        decoder.push(bytes);
-        while let Some(packet) = decoder
-            .next_packet::<ServerPacket>()
-            .expect("server frames decode")
-        {
+        for packet in packets::<ServerPacket>(self.framing, bytes) {
             let (ServerPacket::Message { seq, .. } | ServerPacket::Notice { seq, .. }) = packet
             else {
                 continue;
@@ -345,7 +356,7 @@ impl Sim {
                 ClientOutput::Transmit(bytes) => {
                     let delay = self.between(1, 20);
                     let at = self.now + delay;
-                    if self.faults && carries_a_send(&bytes) && self.chance(5) {
+                    if self.faults && carries_a_send(self.framing, &bytes) && self.chance(5) {
                         // Dies around the time the server gets the send,
                         // before the sealed envelope was saved.
                         let after = self.between(0, 40);
@@ -432,10 +443,14 @@ impl Sim {
         } else {
             ChannelBinding::None
         };
+        let transport = missive_core::wire::Link {
+            binding,
+            framing: self.framing,
+        };
         self.server
-            .handle_input(self.now, Input::Connected(conn, binding));
+            .handle_input(self.now, Input::Connected(conn, transport));
         self.drain_server();
-        self.client_input(i, ClientInput::Connected(binding));
+        self.client_input(i, ClientInput::Connected(transport));
     }
 
     /// The connection breaks: in-flight bytes are lost on both sides.
@@ -536,15 +551,16 @@ impl Sim {
                     progressed = true;
                     match segment {
                         Segment::Bytes(bytes) if to_server => {
-                            for chunk in split(&mut self.rng, &bytes) {
+                            for chunk in split(&mut self.rng, self.framing, &bytes) {
                                 self.server
                                     .handle_input(self.now, Input::Bytes(conn, chunk));
                             }
                             self.drain_server();
                         }
                         Segment::Bytes(bytes) => {
-                            let chunks: Vec<Vec<u8>> =
-                                split(&mut self.rng, &bytes).map(<[u8]>::to_vec).collect();
+                            let chunks: Vec<Vec<u8>> = split(&mut self.rng, self.framing, &bytes)
+                                .map(<[u8]>::to_vec)
+                                .collect();
                             for chunk in chunks {
                                 self.client_input(i, ClientInput::Bytes(&chunk));
                             }
@@ -813,20 +829,37 @@ fn without_sealed_envelopes(state: &ClientState) -> ClientState {
 }
 
 /// Whether a client's transmission (whole frames) holds a `send`.
-fn carries_a_send(bytes: &[u8]) -> bool {
-    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-    decoder.push(bytes);
-    std::iter::from_fn(|| {
-        decoder
-            .next_packet::<ClientPacket>()
-            .expect("client frames decode")
-    })
-    .any(|packet| matches!(packet, ClientPacket::Send { .. }))
+fn carries_a_send(framing: Framing, bytes: &[u8]) -> bool {
+    packets::<ClientPacket>(framing, bytes)
+        .iter()
+        .any(|packet| matches!(packet, ClientPacket::Send { .. }))
 }
 
-/// Splits `bytes` into 1–4 random chunks.
-fn split<'a>(rng: &mut CoreRng, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
-    let mut cuts: Vec<usize> = (0..(rng.next_u32() % 4))
+/// The packets of one Transmit: whole frames on a byte stream, exactly one
+/// bare packet on a message transport.
+fn packets<P: DeserializeOwned>(framing: Framing, bytes: &[u8]) -> Vec<P> {
+    match framing {
+        Framing::Messages => vec![decode_packet(bytes).expect("a message is one packet")],
+        _ => {
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            decoder.push(bytes);
+            let packets: Vec<P> =
+                std::iter::from_fn(|| decoder.next_packet().expect("frames decode")).collect();
+            assert_eq!(decoder.buffered_len(), 0, "a Transmit holds whole frames");
+            packets
+        }
+    }
+}
+
+/// Splits a byte stream's `bytes` into 1–4 random chunks; a message stays
+/// whole.
+fn split<'a>(
+    rng: &mut CoreRng,
+    framing: Framing,
+    bytes: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> {
+    let cut = framing == Framing::Stream;
+    let mut cuts: Vec<usize> = (0..if cut { rng.next_u32() % 4 } else { 0 })
         .map(|_| rng.next_u32() as usize % (bytes.len() + 1))
         .collect();
     cuts.push(0);

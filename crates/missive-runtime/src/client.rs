@@ -21,8 +21,9 @@ use futures_util::Stream;
 use missive_core::client::{
     Client, ClientEvent, ClientInput, ClientOutput, ConnectionError, LoginError, SendFailure,
 };
-use missive_core::crypto::{ChannelBinding, Fingerprint};
+use missive_core::crypto::Fingerprint;
 use missive_core::wire::ErrorCode;
+use missive_core::wire::Link;
 use missive_core::{MessageId, UnixMillis, UserName};
 use std::collections::HashMap;
 use std::future::Future;
@@ -351,14 +352,14 @@ impl ClientEngine {
         (engine, Events { rx })
     }
 
-    /// A transport connection is open, with this channel binding.
-    pub fn connected(&mut self, now: Instant, binding: ChannelBinding) {
+    /// A transport connection is open, with this framing and channel
+    /// binding.
+    pub fn connected(&mut self, now: Instant, link: Link) {
         self.connection = Connection::LoggingIn { registered: false };
         self.epoch += 1;
         self.close = false;
         self.outgoing.clear();
-        self.client
-            .handle_input(now, ClientInput::Connected(binding));
+        self.client.handle_input(now, ClientInput::Connected(link));
         self.drain(now);
     }
 

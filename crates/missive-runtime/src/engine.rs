@@ -38,9 +38,9 @@ use crate::queue::{
 };
 use futures_channel::mpsc;
 use futures_util::Stream;
-use missive_core::crypto::ChannelBinding;
 use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
+use missive_core::wire::Link;
 use missive_core::{ConnId, Lsn};
 use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
 use std::collections::HashMap;
@@ -219,20 +219,16 @@ impl ServerEngine {
         Ok((engine, StoreEvents { rx }))
     }
 
-    /// Registers a new transport connection: returns its id, the queue its
-    /// writer drains and the signal its reader watches.
-    pub fn accept(
-        &mut self,
-        now: Instant,
-        binding: ChannelBinding,
-    ) -> (ConnId, OutboundReceiver, StopSignal) {
+    /// Registers a new transport connection (framing and channel binding in
+    /// `link`): returns its id, the queue its writer drains and the signal
+    /// its reader watches.
+    pub fn accept(&mut self, now: Instant, link: Link) -> (ConnId, OutboundReceiver, StopSignal) {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let (tx, rx, stop) = outbound(self.limits);
         self.conns.insert(conn, tx);
         self.stats.accepted += 1;
-        self.server
-            .handle_input(now, Input::Connected(conn, binding));
+        self.server.handle_input(now, Input::Connected(conn, link));
         self.drain(now);
         (conn, rx, stop)
     }
@@ -245,13 +241,13 @@ impl ServerEngine {
         now: Instant,
         max_connections: usize,
         peer: Option<SocketAddr>,
-        binding: ChannelBinding,
+        link: Link,
     ) -> Option<(ConnId, OutboundReceiver, StopSignal)> {
         if self.conns.len() >= max_connections {
             tracing::warn!(?peer, "connection limit reached, refusing");
             return None;
         }
-        let accepted = self.accept(now, binding);
+        let accepted = self.accept(now, link);
         tracing::debug!(conn = accepted.0.0, ?peer, "connection accepted");
         Some(accepted)
     }
@@ -531,10 +527,10 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (first, _rx, _stop) = engine.admit(now, 2, None, ChannelBinding::None).unwrap();
-        let (second, _rx2, _stop2) = engine.admit(now, 2, None, ChannelBinding::None).unwrap();
+        let (first, _rx, _stop) = engine.admit(now, 2, None, Link::PLAINTEXT).unwrap();
+        let (second, _rx2, _stop2) = engine.admit(now, 2, None, Link::PLAINTEXT).unwrap();
         assert!(
-            engine.admit(now, 2, None, ChannelBinding::None).is_none(),
+            engine.admit(now, 2, None, Link::PLAINTEXT).is_none(),
             "limit reached"
         );
         assert_eq!(engine.stats().accepted, 2);
@@ -543,7 +539,7 @@ mod tests {
         engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
         assert_eq!(engine.connection_count(), 0);
         assert!(
-            engine.admit(now, 2, None, ChannelBinding::None).is_some(),
+            engine.admit(now, 2, None, Link::PLAINTEXT).is_some(),
             "room again"
         );
         // The store thread gone: the driver must stop.
@@ -560,7 +556,7 @@ mod tests {
         settle(&mut engine, &mut events);
         assert!(store.state().server_id().is_some(), "server id persisted");
         let now = Instant::now();
-        let (conn, mut rx, stop) = engine.accept(now, ChannelBinding::None);
+        let (conn, mut rx, stop) = engine.accept(now, Link::PLAINTEXT);
         let hello = missive_core::wire::encode_frame(
             &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
             1 << 16,
@@ -603,7 +599,7 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (conn, rx, stop) = engine.accept(now, ChannelBinding::None);
+        let (conn, rx, stop) = engine.accept(now, Link::PLAINTEXT);
         let ping = missive_core::wire::encode_frame(
             &missive_core::wire::ClientPacket::Hello { versions: vec![1] },
             1 << 16,

@@ -41,7 +41,8 @@ use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use missive_core::client::{Client, ClientConfig, Registration};
-use missive_core::crypto::{ChannelBinding, DEFAULT_KEY_BITS, Fingerprint};
+use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
+use missive_core::wire::Link;
 use missive_core::{MessageId, UserName};
 use std::collections::VecDeque;
 use std::fmt;
@@ -487,15 +488,15 @@ impl ClientSupervisor {
     }
 
     /// The connection attempt succeeded: the transport is the current link,
-    /// with this channel binding (§3.2 of docs/PROTOCOL.md).
-    pub fn connected(&mut self, now: Instant, binding: ChannelBinding) {
+    /// with this framing and channel binding (§1, §3.2 of docs/PROTOCOL.md).
+    pub fn connected(&mut self, now: Instant, link: Link) {
         tracing::debug!(server = %self.server, "connected");
         let login_deadline = self
             .link
             .login_deadline()
             .unwrap_or(now + self.connect_timeout);
         self.link = LinkState::LoggingIn { login_deadline };
-        self.engine.connected(now, binding);
+        self.engine.connected(now, link);
         self.after_input(now);
     }
 
@@ -748,7 +749,7 @@ mod tests {
         let now = Instant::now();
         sup.start(now);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now, ChannelBinding::None);
+        sup.connected(now, Link::PLAINTEXT);
         // The core says Hello.
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         sup.lost(now, io::ErrorKind::UnexpectedEof.into());
@@ -776,7 +777,7 @@ mod tests {
         let now = Instant::now();
         sup.start(now);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now, ChannelBinding::None);
+        sup.connected(now, Link::PLAINTEXT);
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         let deadline = now + options.connect_timeout;
         assert_eq!(
@@ -840,7 +841,7 @@ mod tests {
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
-        sup.connected(now, ChannelBinding::None);
+        sup.connected(now, Link::PLAINTEXT);
         server_says(&mut sup, now, welcome());
         server_says(&mut sup, now, unknown_user("alice"));
         assert!(sup.is_stopped(), "a refused first login stops the client");
@@ -859,7 +860,7 @@ mod tests {
         let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
         let now = Instant::now();
         sup.start(now);
-        sup.connected(now, ChannelBinding::None);
+        sup.connected(now, Link::PLAINTEXT);
         server_says(&mut sup, now, welcome());
         server_says(
             &mut sup,

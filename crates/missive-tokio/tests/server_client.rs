@@ -302,7 +302,7 @@ async fn silent_login(addr: std::net::SocketAddr, name: &str, key: usize) -> Tcp
     );
     client.handle_input(
         Instant::now(),
-        ClientInput::Connected(missive_core::crypto::ChannelBinding::None),
+        ClientInput::Connected(missive_core::wire::Link::PLAINTEXT),
     );
     let mut buf = vec![0u8; 64 * 1024];
     loop {

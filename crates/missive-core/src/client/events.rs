@@ -1,19 +1,23 @@
 //! What goes into the client and what comes out of it.
 
-use crate::crypto::{ChannelBinding, Fingerprint, OpenError};
+use crate::crypto::{Fingerprint, OpenError};
 use crate::types::{MessageId, UnixMillis, UserName};
-use crate::wire::ErrorCode;
+use crate::wire::{ErrorCode, Link};
 
 /// Something that happened to the client's transport, fed to
 /// [`Client::handle_input`](super::Client::handle_input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientInput<'a> {
-    /// A transport connection to the server is open, with its channel
-    /// binding as this client computed it (`TlsExporter` after a TLS
-    /// handshake, `None` in plaintext); the client starts the handshake
-    /// (Hello, then login or registration signed over that binding).
-    Connected(ChannelBinding),
-    /// Bytes received from the server, any chunking.
+    /// A transport connection to the server is open. Its [`Link`] says how
+    /// it frames packets and its channel binding as this client computed
+    /// it (`TlsExporter` after a TLS handshake, `None` in plaintext or on a
+    /// WebSocket); the client starts the handshake (Hello, then login or
+    /// registration signed over that binding).
+    Connected(Link),
+    /// Bytes received from the server: any chunking of the stream on a
+    /// [`Framing::Stream`](crate::wire::Framing::Stream) connection, exactly
+    /// one message (one packet) on a
+    /// [`Framing::Messages`](crate::wire::Framing::Messages) one.
     Bytes(&'a [u8]),
     /// The transport connection is gone (closed by either side or broken).
     Disconnected,
@@ -26,7 +30,8 @@ pub enum ClientInput<'a> {
 /// [`Client::poll_output`](super::Client::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOutput {
-    /// Write these bytes (one or more whole frames) to the connection.
+    /// Write these bytes to the connection: one or more whole frames on a
+    /// byte stream, exactly one packet (one message) on a message transport.
     Transmit(Vec<u8>),
     /// Close the connection, then feed [`ClientInput::Disconnected`].
     Close,

@@ -9,8 +9,8 @@ use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, OpenError, Tran
 use crate::rng;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::{
-    ClientPacket, ErrorCode, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1, ServerPacket,
-    WireLimits,
+    ClientPacket, ErrorCode, Framing, Link, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1,
+    ServerPacket, WireLimits,
 };
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,10 @@ impl Client {
     /// Offers version 2 and, on a plaintext connection only, version 1 (for
     /// servers that predate channel binding; on TLS a v1 login could be
     /// relayed, §2.3).
-    pub(super) fn on_connected(&mut self, _now: Instant, binding: ChannelBinding) {
+    pub(super) fn on_connected(&mut self, _now: Instant, link: Link) {
         self.out.drop_connection_outputs();
-        self.conn = Some(Session::new(self.config.max_frame, binding, &self.hasher));
-        let versions = match binding {
+        self.conn = Some(Session::new(self.config.max_frame, link, &self.hasher));
+        let versions = match link.binding {
             ChannelBinding::None => vec![PROTOCOL_VERSION, PROTOCOL_VERSION_V1],
             ChannelBinding::TlsExporter(_) => vec![PROTOCOL_VERSION],
         };
@@ -67,6 +67,13 @@ impl Client {
             return;
         }
         conn.maybe_switch_decoder();
+        if conn.framing == Framing::Messages {
+            match conn.decoder.decode_message::<ServerPacket>(bytes) {
+                Ok(packet) => self.on_packet(now, packet),
+                Err(e) => self.close_on_violation(format!("undecodable data from the server: {e}")),
+            }
+            return;
+        }
         conn.decoder.push(bytes);
         loop {
             let Some(conn) = self.conn.as_mut() else {

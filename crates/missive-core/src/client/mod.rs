@@ -78,7 +78,8 @@ use std::time::Instant;
 ///
 /// ```no_run
 /// use missive_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState};
-/// use missive_core::crypto::{ChannelBinding, Identity};
+/// use missive_core::crypto::Identity;
+/// use missive_core::wire::Link;
 /// use missive_core::{rng, UserName};
 /// use std::time::{Duration, Instant};
 ///
@@ -98,7 +99,7 @@ use std::time::Instant;
 /// let mut client = Client::new(config, identity, state, os_seed(), Instant::now(), unix_ms_now());
 ///
 /// let mut transport = connect();
-/// client.handle_input(Instant::now(), ClientInput::Connected(ChannelBinding::None));
+/// client.handle_input(Instant::now(), ClientInput::Connected(Link::PLAINTEXT));
 /// client.send(Instant::now(), UserName::new("bob").unwrap(), b"hi bob".to_vec()).unwrap();
 /// let mut buf = vec![0u8; 64 * 1024];
 /// 'conn: loop {
@@ -186,7 +187,7 @@ impl Client {
     /// Feeds one transport event or received bytes.
     pub fn handle_input(&mut self, now: Instant, input: ClientInput<'_>) {
         match input {
-            ClientInput::Connected(binding) => self.on_connected(now, binding),
+            ClientInput::Connected(link) => self.on_connected(now, link),
             ClientInput::Bytes(bytes) => self.on_bytes(now, bytes),
             ClientInput::Disconnected => self.on_disconnected(),
             ClientInput::Timeout => self.on_timeout(now),
@@ -285,7 +286,7 @@ impl Client {
         if conn.phase == Phase::Closed {
             return false;
         }
-        match self.out.frame(conn.max_frame, packet) {
+        match self.out.frame(conn.framing, conn.max_frame, packet) {
             Ok(()) => true,
             Err(e) => {
                 self.close_on_violation(format!(

@@ -133,7 +133,11 @@ impl Client {
                 to: entry.to.clone(),
                 envelope,
             };
-            if self.out.frame(conn.max_frame, &packet).is_ok() {
+            if self
+                .out
+                .frame(conn.framing, conn.max_frame, &packet)
+                .is_ok()
+            {
                 conn.in_flight.insert(entry.id);
                 i += 1;
             } else if let Some(entry) = self.state.outbox.remove(i) {
@@ -163,6 +167,7 @@ impl Client {
             if self
                 .out
                 .frame(
+                    conn.framing,
                     conn.max_frame,
                     &ClientPacket::FetchKey { user: user.clone() },
                 )

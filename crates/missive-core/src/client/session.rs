@@ -4,7 +4,8 @@ use super::events::{ClientEvent, ClientOutput};
 use crate::crypto::{AuthContext, ChannelBinding, TranscriptVersion};
 use crate::types::{MessageId, PeerKeyHasher, UserName};
 use crate::wire::{
-    ClientPacket, EncodeError, FrameDecoder, WireLimits, encode_frame, encode_frame_into,
+    ClientPacket, EncodeError, FrameDecoder, Framing, Link, WireLimits, encode_frame,
+    encode_frame_into, encode_packet_into,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ pub(super) struct Session {
     pub(super) phase: Phase,
     /// The transport's channel binding, as this client computed it.
     pub(super) binding: ChannelBinding,
+    /// Frames or bare packets.
+    pub(super) framing: Framing,
     pub(super) decoder: FrameDecoder,
     /// Frame limit to switch the decoder to once its buffer is empty.
     pub(super) next_decoder_limit: Option<u32>,
@@ -83,10 +86,11 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(max_frame: u32, binding: ChannelBinding, hasher: &PeerKeyHasher) -> Self {
+    pub(super) fn new(max_frame: u32, link: Link, hasher: &PeerKeyHasher) -> Self {
         Self {
             phase: Phase::AwaitWelcome,
-            binding,
+            binding: link.binding,
+            framing: link.framing,
             decoder: FrameDecoder::new(max_frame),
             next_decoder_limit: None,
             max_frame,
@@ -151,18 +155,30 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
-    /// Queues one frame, merged into a preceding Transmit when possible.
+    /// Queues one packet: on a byte stream as a frame, merged into a
+    /// preceding Transmit when possible; on a message transport as a
+    /// Transmit of its own.
     pub(super) fn frame(
         &mut self,
+        framing: Framing,
         max_frame: u32,
         packet: &ClientPacket,
     ) -> Result<(), EncodeError> {
-        if let Some(ClientOutput::Transmit(buf)) = self.queue.back_mut() {
-            encode_frame_into(packet, max_frame, buf)
-        } else {
-            let frame = encode_frame(packet, max_frame)?;
-            self.queue.push_back(ClientOutput::Transmit(frame));
-            Ok(())
+        match (framing, self.queue.back_mut()) {
+            (Framing::Stream, Some(ClientOutput::Transmit(buf))) => {
+                encode_frame_into(packet, max_frame, buf)
+            }
+            (Framing::Stream, _) => {
+                let frame = encode_frame(packet, max_frame)?;
+                self.queue.push_back(ClientOutput::Transmit(frame));
+                Ok(())
+            }
+            (Framing::Messages, _) => {
+                let mut message = Vec::new();
+                encode_packet_into(packet, max_frame, &mut message)?;
+                self.queue.push_back(ClientOutput::Transmit(message));
+                Ok(())
+            }
         }
     }
 

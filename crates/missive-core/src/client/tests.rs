@@ -6,7 +6,8 @@ use crate::crypto::{
     TranscriptVersion,
 };
 use crate::wire::{
-    self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Notice, ServerPacket, WireLimits,
+    self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Framing, Link, Notice, ServerPacket,
+    WireLimits,
 };
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
@@ -121,6 +122,10 @@ struct Harness {
     nonce: u8,
     /// The channel binding the transport hands the client at Connected.
     binding: ChannelBinding,
+    /// How the transport frames packets.
+    framing: Framing,
+    /// Transmits polled (each one message on a message transport).
+    transmits: usize,
     /// The transcript the fake server verifies Prove against.
     transcript: TranscriptVersion,
 }
@@ -155,6 +160,8 @@ impl Harness {
             state_changes: 0,
             nonce: 0,
             binding: ChannelBinding::None,
+            framing: Framing::Stream,
+            transmits: 0,
             transcript: TranscriptVersion::V2(ChannelBinding::None),
         }
     }
@@ -164,7 +171,12 @@ impl Harness {
         let mut packets = Vec::new();
         while let Some(output) = self.client.poll_output() {
             match output {
+                ClientOutput::Transmit(bytes) if self.framing == Framing::Messages => {
+                    self.transmits += 1;
+                    packets.push(wire::decode_packet(&bytes).expect("one bare packet"));
+                }
                 ClientOutput::Transmit(bytes) => {
+                    self.transmits += 1;
                     self.decoder.push(&bytes);
                     while let Some(p) = self.decoder.next_packet::<ClientPacket>().unwrap() {
                         packets.push(p);
@@ -189,7 +201,12 @@ impl Harness {
     }
 
     fn recv(&mut self, packet: ServerPacket) -> Vec<ClientPacket> {
-        let bytes = wire::encode_frame(&packet, DEFAULT_MAX_FRAME).unwrap();
+        let mut bytes = Vec::new();
+        match self.framing {
+            Framing::Messages => wire::encode_packet_into(&packet, DEFAULT_MAX_FRAME, &mut bytes),
+            _ => wire::encode_frame_into(&packet, DEFAULT_MAX_FRAME, &mut bytes),
+        }
+        .unwrap();
         self.input(ClientInput::Bytes(&bytes))
     }
 
@@ -209,7 +226,10 @@ impl Harness {
             ChannelBinding::TlsExporter(_) => vec![2],
         };
         assert_eq!(
-            self.input(ClientInput::Connected(self.binding)),
+            self.input(ClientInput::Connected(Link {
+                binding: self.binding,
+                framing: self.framing,
+            })),
             vec![ClientPacket::Hello { versions }]
         );
     }
@@ -1384,11 +1404,62 @@ fn unexpected_packet_closes() {
     assert_eq!(h.closes, 1);
 }
 
+/// On a message transport every packet is a Transmit of its own, a bare
+/// packet; received messages are one packet each. A whole session (login,
+/// send, receive) works so.
+#[test]
+fn a_message_transport_carries_one_bare_packet_per_transmit() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.framing = Framing::Messages;
+    h.login();
+    let logged_in = h.transmits;
+    // Two packets queued before polling: two Transmits, not one.
+    let id = h
+        .client
+        .send(h.now, name("bob"), b"hi bob".to_vec())
+        .unwrap();
+    h.client.query_presence(h.now, name("bob"));
+    let out = h.drain();
+    assert!(
+        matches!(&out[..], [ClientPacket::Send { id: sent, .. }, ClientPacket::QueryPresence { .. }] if *sent == id)
+    );
+    assert_eq!(h.transmits - logged_in, 2);
+    // A received message is acknowledged in a message of its own.
+    let received = MessageId([5; 16]);
+    let message = ServerPacket::Message {
+        seq: 7,
+        from: name("bob"),
+        id: received,
+        envelope: sealed_by(&keys().bob, "bob", received, 1234, b"hi alice"),
+    };
+    assert_eq!(h.recv(message), vec![ClientPacket::Ack { seq: 7 }]);
+    assert!(
+        matches!(&h.events()[..], [ClientEvent::MessageReceived { body, .. }] if body == b"hi alice")
+    );
+}
+
+/// A length-prefixed frame is not a packet on a message transport.
+#[test]
+fn a_frame_on_a_message_transport_is_a_protocol_violation() {
+    let mut h = Harness::new();
+    h.framing = Framing::Messages;
+    h.connect();
+    let frame = wire::encode_frame(&welcome(), DEFAULT_MAX_FRAME).unwrap();
+    assert!(h.input(ClientInput::Bytes(&frame)).is_empty());
+    assert!(matches!(
+        &h.events()[..],
+        [ClientEvent::ConnectionLost {
+            reason: ConnectionError::ProtocolViolation { .. }
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
 #[test]
 fn disconnect_drops_unsent_frames() {
     let mut h = Harness::new();
     h.client
-        .handle_input(h.now, ClientInput::Connected(ChannelBinding::None)); // Hello not polled
+        .handle_input(h.now, ClientInput::Connected(Link::PLAINTEXT)); // Hello not polled
     h.client.handle_input(h.now, ClientInput::Disconnected);
     assert_eq!(
         h.client.poll_output(),
@@ -1579,7 +1650,7 @@ proptest! {
                 Step::Reconnect => {
                     h.client.handle_input(now, ClientInput::Disconnected);
                     h.client
-                        .handle_input(now, ClientInput::Connected(ChannelBinding::None));
+                        .handle_input(now, ClientInput::Connected(Link::PLAINTEXT));
                 }
             }
             fuzz_drain(&mut h.client);

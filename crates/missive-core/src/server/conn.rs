@@ -3,7 +3,7 @@
 use super::state::UserId;
 use crate::crypto::{ChannelBinding, PublicKey, TranscriptVersion};
 use crate::types::{Seq, UserName};
-use crate::wire::{FrameDecoder, Nonce};
+use crate::wire::{FrameDecoder, Framing, Link, Nonce};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -92,6 +92,8 @@ pub(crate) struct Conn {
     /// The transport's channel binding, as the driver computed it on this
     /// side (never the client's claim).
     pub binding: ChannelBinding,
+    /// Frames or bare packets (see `Server::poll_output`).
+    pub framing: Framing,
     pub challenge: Option<Challenge>,
     /// Presence the session starts with (SetPresence before login sets it).
     pub start_online: bool,
@@ -101,22 +103,19 @@ pub(crate) struct Conn {
     pub timer_at: Option<Instant>,
     /// Last time any packet arrived.
     pub last_heard: Instant,
-    /// Frames waiting to be handed out as one Transmit.
+    /// Frames waiting to be handed out: as one Transmit on a byte stream,
+    /// as one Transmit per packet on a message transport.
     pub tx: Vec<u8>,
 }
 
 impl Conn {
-    pub fn new(
-        max_frame: u32,
-        session_id: [u8; 16],
-        binding: ChannelBinding,
-        now: Instant,
-    ) -> Self {
+    pub fn new(max_frame: u32, session_id: [u8; 16], link: Link, now: Instant) -> Self {
         Self {
             decoder: FrameDecoder::new(max_frame),
             phase: Phase::AwaitHello,
             session_id,
-            binding,
+            binding: link.binding,
+            framing: link.framing,
             challenge: None,
             start_online: true,
             connected_at: now,

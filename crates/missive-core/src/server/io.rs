@@ -1,19 +1,22 @@
 //! What goes into and comes out of the server state machine.
 
 use super::state::PersistCmd;
-use crate::crypto::ChannelBinding;
 use crate::types::{ConnId, Lsn, Seq, UserName};
-use crate::wire::{EncodeError, ErrorCode};
+use crate::wire::{EncodeError, ErrorCode, Link};
 
 /// An input to [`super::Server::handle_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input<'a> {
-    /// A transport connection was accepted, with its channel binding as
-    /// this server computed it (`TlsExporter` after a TLS handshake, `None`
-    /// on a plaintext listener). `ConnId`s are chosen by the driver and
-    /// never reused while the server knows the connection.
-    Connected(ConnId, ChannelBinding),
-    /// Bytes arrived on a connection (any chunking).
+    /// A transport connection was accepted. Its [`Link`] says how it frames
+    /// packets and its channel binding as this server computed it
+    /// (`TlsExporter` after a TLS handshake, `None` on a plaintext listener
+    /// or a WebSocket). `ConnId`s are chosen by the driver and never reused
+    /// while the server knows the connection.
+    Connected(ConnId, Link),
+    /// Bytes arrived on a connection: any chunking of the stream on a
+    /// [`Framing::Stream`](crate::wire::Framing::Stream) connection, exactly
+    /// one message (one packet) on a
+    /// [`Framing::Messages`](crate::wire::Framing::Messages) one.
     Bytes(ConnId, &'a [u8]),
     /// The transport connection is gone (peer closed, I/O error, or the
     /// driver dropped a client that does not read).
@@ -27,7 +30,8 @@ pub enum Input<'a> {
 /// An output from [`super::Server::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Write these bytes (one or more whole frames) to the connection.
+    /// Write these bytes to the connection: one or more whole frames on a
+    /// byte stream, exactly one packet (one message) on a message transport.
     Transmit {
         /// Where.
         conn: ConnId,

@@ -10,19 +10,19 @@
 //!    durability report from the store, or a timer firing. Several inputs
 //!    may be fed before draining.
 //! 2. Drain [`Server::poll_output`] until `None`: write `Transmit` bytes to
-//!    the connection, `Close` it, hand `Persist` commands to the store (which
+//!    the connection (as one message on a message transport), `Close` it, hand `Persist` commands to the store (which
 //!    answers later with `Input::Durable(lsn)`), log `Event`s.
 //! 3. Sleep until [`Server::poll_timeout`] or the next I/O, then go to 1.
 //!
 //! ```
 //! use missive_core::server::{Input, Output, Server, ServerConfig, ServerState};
-//! use missive_core::crypto::ChannelBinding;
+//! use missive_core::wire::Link;
 //! use missive_core::ConnId;
 //! use std::time::Instant;
 //!
 //! let now = Instant::now();
 //! let mut server = Server::new(ServerConfig::default(), ServerState::new(), [7; 32], now, 1_700_000_000_000);
-//! server.handle_input(now, Input::Connected(ConnId(1), ChannelBinding::None));
+//! server.handle_input(now, Input::Connected(ConnId(1), Link::PLAINTEXT));
 //! // A tiny in-memory "store": everything is durable at once.
 //! while let Some(output) = server.poll_output() {
 //!     match output {
@@ -58,10 +58,11 @@ pub use io::{CloseReason, Input, Output, ServerEvent};
 use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
-use crate::crypto::ChannelBinding;
 use crate::rng::{self, CoreRng};
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
-use crate::wire::{ClientPacket, DecodeError, ErrorCode, ServerPacket, encode_frame_into};
+use crate::wire::{
+    ClientPacket, DecodeError, ErrorCode, Framing, Link, ServerPacket, encode_frame_into,
+};
 use conn::{Conn, Phase};
 use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
 use std::cmp::Reverse;
@@ -255,7 +256,7 @@ impl Server {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.expire_due(now);
         match input {
-            Input::Connected(conn, binding) => self.on_connected(now, conn, binding),
+            Input::Connected(conn, link) => self.on_connected(now, conn, link),
             Input::Bytes(conn, bytes) => self.on_bytes(now, conn, bytes),
             Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
             Input::Durable(lsn) => self.on_durable(now, lsn),
@@ -273,10 +274,8 @@ impl Server {
             if let Some(c) = self.conns.get_mut(&conn)
                 && !c.tx.is_empty()
             {
-                return Some(Output::Transmit {
-                    conn,
-                    bytes: std::mem::take(&mut c.tx),
-                });
+                queue_transmits(conn, c, &mut self.outputs);
+                return self.outputs.pop_front();
             }
         }
         None
@@ -376,14 +375,14 @@ impl Server {
         &mut self.users[user.index()]
     }
 
-    fn on_connected(&mut self, now: Instant, conn: ConnId, binding: ChannelBinding) {
+    fn on_connected(&mut self, now: Instant, conn: ConnId, link: Link) {
         if self.conns.contains_key(&conn) {
             return;
         }
         let session_id = rng::bytes(&mut self.rng);
         self.conns.insert(
             conn,
-            Conn::new(self.config.handshake_max_frame, session_id, binding, now),
+            Conn::new(self.config.handshake_max_frame, session_id, link, now),
         );
         self.arm_timer(conn, self.config.handshake_deadline(now));
     }
@@ -403,25 +402,44 @@ impl Server {
     }
 
     fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.framing == Framing::Messages {
+            let decoded = c.decoder.decode_message::<ClientPacket>(bytes);
+            return self.on_received(now, conn, decoded);
+        }
         // Whole frames are decoded straight from `bytes`; only a partial
         // frame is copied into the connection's buffer.
         let mut input = bytes;
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
+        while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_packet_from::<ClientPacket>(&mut input) {
-                Ok(Some(packet)) => {
-                    c.last_heard = now;
-                    self.on_packet(now, conn, packet);
-                }
+                Ok(Some(packet)) => self.on_received(now, conn, Ok(packet)),
                 Ok(None) => return,
-                Err(DecodeError::TooLarge { len, max }) => {
-                    let detail = format!("frame of {len} bytes, limit {max}");
-                    return self.fatal(now, conn, ErrorCode::FrameTooLarge, &detail);
-                }
-                Err(e) => return self.fatal(now, conn, ErrorCode::Malformed, &e.to_string()),
+                Err(e) => return self.on_received(now, conn, Err(e)),
             }
+        }
+    }
+
+    /// A packet arrived, or bytes that are not one (fatal).
+    fn on_received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        decoded: Result<ClientPacket, DecodeError>,
+    ) {
+        match decoded {
+            Ok(packet) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.last_heard = now;
+                }
+                self.on_packet(now, conn, packet);
+            }
+            Err(DecodeError::TooLarge { len, max }) => {
+                let detail = format!("frame of {len} bytes, limit {max}");
+                self.fatal(now, conn, ErrorCode::FrameTooLarge, &detail);
+            }
+            Err(e) => self.fatal(now, conn, ErrorCode::Malformed, &e.to_string()),
         }
     }
 
@@ -568,12 +586,7 @@ impl Server {
         self.held
             .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
         if reason != CloseReason::TransportClosed {
-            if !c.tx.is_empty() {
-                self.outputs.push_back(Output::Transmit {
-                    conn,
-                    bytes: std::mem::take(&mut c.tx),
-                });
-            }
+            queue_transmits(conn, &mut c, &mut self.outputs);
             self.outputs.push_back(Output::Close { conn });
         }
         let user = c.user().cloned();
@@ -597,5 +610,28 @@ impl Server {
 
     fn event(&mut self, event: ServerEvent) {
         self.outputs.push_back(Output::Event(event));
+    }
+}
+
+/// Hands a connection's queued frames out as `Transmit`s: all at once on a
+/// byte stream; on a message transport one per packet, without its prefix.
+fn queue_transmits(conn: ConnId, c: &mut Conn, outputs: &mut VecDeque<Output>) {
+    if c.tx.is_empty() {
+        return;
+    }
+    let frames = std::mem::take(&mut c.tx);
+    match c.framing {
+        Framing::Stream => outputs.push_back(Output::Transmit {
+            conn,
+            bytes: frames,
+        }),
+        Framing::Messages => {
+            outputs.extend(crate::wire::codec::frame_payloads(&frames).map(|packet| {
+                Output::Transmit {
+                    conn,
+                    bytes: packet.to_vec(),
+                }
+            }))
+        }
     }
 }

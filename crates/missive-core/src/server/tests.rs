@@ -4,7 +4,10 @@
 use super::*;
 use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, Identity, TranscriptVersion};
 use crate::test_support::identities;
-use crate::wire::{DEFAULT_MAX_FRAME, FrameDecoder, Notice, encode_frame};
+use crate::wire::{
+    DEFAULT_MAX_FRAME, FrameDecoder, Framing, Link, Notice, decode_packet, encode_frame,
+    encode_frame_into, encode_packet_into,
+};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -30,6 +33,8 @@ struct Harness {
     /// version chosen in Welcome signs over the connection's binding.
     welcome: HashMap<ConnId, ([u8; 16], [u8; 16], TranscriptVersion)>,
     bindings: HashMap<ConnId, ChannelBinding>,
+    /// Connections on a message transport (the others are byte streams).
+    messages: HashSet<ConnId>,
 }
 
 impl Harness {
@@ -51,6 +56,7 @@ impl Harness {
             rng: rng::from_seed([3; 32]),
             welcome: HashMap::new(),
             bindings: HashMap::new(),
+            messages: HashSet::new(),
         };
         h.drain();
         h
@@ -59,6 +65,10 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
+                Output::Transmit { conn, bytes } if self.messages.contains(&conn) => {
+                    let packet = decode_packet(&bytes).expect("one bare packet per message");
+                    self.inbox.entry(conn).or_default().push_back(packet);
+                }
                 Output::Transmit { conn, bytes } => {
                     let dec = self
                         .decoders
@@ -99,10 +109,17 @@ impl Harness {
     }
 
     fn connect_with(&mut self, conn: u64, binding: ChannelBinding) -> ConnId {
+        self.connect_over(conn, Link::stream(binding))
+    }
+
+    fn connect_over(&mut self, conn: u64, link: Link) -> ConnId {
         let conn = ConnId(conn);
-        self.bindings.insert(conn, binding);
+        self.bindings.insert(conn, link.binding);
+        if link.framing == Framing::Messages {
+            self.messages.insert(conn);
+        }
         self.server
-            .handle_input(self.now, Input::Connected(conn, binding));
+            .handle_input(self.now, Input::Connected(conn, link));
         self.drain();
         conn
     }
@@ -114,8 +131,13 @@ impl Harness {
     }
 
     fn send(&mut self, conn: ConnId, packet: &ClientPacket) {
-        let frame = encode_frame(packet, DEFAULT_MAX_FRAME).unwrap();
-        self.bytes(conn, &frame);
+        let mut bytes = Vec::new();
+        if self.messages.contains(&conn) {
+            encode_packet_into(packet, DEFAULT_MAX_FRAME, &mut bytes).unwrap();
+        } else {
+            encode_frame_into(packet, DEFAULT_MAX_FRAME, &mut bytes).unwrap();
+        }
+        self.bytes(conn, &bytes);
     }
 
     fn recv(&mut self, conn: ConnId) -> Option<ServerPacket> {
@@ -154,7 +176,13 @@ impl Harness {
 
     /// A connection with `binding` past a Hello offering `versions`.
     fn hello_with(&mut self, conn: u64, binding: ChannelBinding, versions: &[u16]) -> ConnId {
-        let conn = self.connect_with(conn, binding);
+        self.hello_over(conn, Link::stream(binding), versions)
+    }
+
+    /// A connection over `link` past a Hello offering `versions`.
+    fn hello_over(&mut self, conn: u64, link: Link, versions: &[u16]) -> ConnId {
+        let binding = link.binding;
+        let conn = self.connect_over(conn, link);
         let versions = versions.to_vec();
         self.send(conn, &ClientPacket::Hello { versions });
         match self.expect(conn) {
@@ -1672,7 +1700,7 @@ fn several_inputs_before_a_drain_are_safe() {
     let mut h = Harness::new(ServerConfig::default());
     let conn = ConnId(1);
     h.server
-        .handle_input(h.now, Input::Connected(conn, ChannelBinding::None));
+        .handle_input(h.now, Input::Connected(conn, Link::PLAINTEXT));
     let hello = encode_frame(
         &ClientPacket::Hello { versions: vec![1] },
         DEFAULT_MAX_FRAME,
@@ -2140,4 +2168,65 @@ fn binding_none_is_refused_when_channel_binding_is_required() {
     let conn = h.hello_with(4, BINDING_A, &[2]);
     h.register(conn, "alice", &ids()[0]);
     assert!(matches!(h.expect(conn), ServerPacket::Registered { .. }));
+}
+
+/// On a message transport every received message is one packet and every
+/// packet goes out as a Transmit of its own, without a length prefix; a
+/// byte-stream peer and a message peer talk to each other.
+#[test]
+fn a_message_transport_carries_one_bare_packet_per_message() {
+    let mut h = Harness::new(ServerConfig::default());
+    let alice = h.hello_over(1, Link::messages(ChannelBinding::None), &[2, 1]);
+    h.register(alice, "alice", &ids()[0]);
+    assert!(matches!(h.expect(alice), ServerPacket::Registered { .. }));
+    h.login(alice, "alice", &ids()[0]);
+    assert!(matches!(h.expect(alice), ServerPacket::LoggedIn { .. }));
+    let bob = h.user(2, "bob", &ids()[1]);
+    // Two answers queued before the outputs are polled: two Transmits,
+    // each exactly the bare packet.
+    for _ in 0..2 {
+        h.server
+            .handle_input(h.now, Input::Bytes(alice, b"\x64ping"));
+    }
+    let transmits: Vec<Vec<u8>> = std::iter::from_fn(|| h.server.poll_output())
+        .filter_map(|out| match out {
+            Output::Transmit { conn, bytes } if conn == alice => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(transmits, [b"\x64pong".to_vec(), b"\x64pong".to_vec()]);
+    // A message from the byte-stream peer arrives as one message.
+    h.send_msg(bob, 1, "alice", b"sealed");
+    assert!(matches!(h.expect(bob), ServerPacket::Accepted { .. }));
+    assert!(
+        matches!(h.expect(alice), ServerPacket::Message { envelope, .. } if envelope == b"sealed")
+    );
+}
+
+/// A message is checked against the frame limit as a whole: one byte over
+/// the handshake limit is FrameTooLarge, fatal.
+#[test]
+fn a_message_over_the_frame_limit_is_fatal() {
+    let config = ServerConfig::default();
+    let limit = config.handshake_max_frame as usize;
+    let mut h = Harness::new(config);
+    let conn = h.connect_over(1, Link::messages(ChannelBinding::None));
+    h.bytes(conn, &vec![0x40; limit + 1]);
+    h.expect_error(conn, ErrorCode::FrameTooLarge);
+    assert!(h.closed.contains(&conn));
+}
+
+/// A length-prefixed frame sent as a message is not a packet: Malformed.
+#[test]
+fn a_frame_on_a_message_transport_is_malformed() {
+    let mut h = Harness::new(ServerConfig::default());
+    let conn = h.connect_over(1, Link::messages(ChannelBinding::None));
+    let frame = encode_frame(
+        &ClientPacket::Hello { versions: vec![2] },
+        DEFAULT_MAX_FRAME,
+    )
+    .unwrap();
+    h.bytes(conn, &frame);
+    h.expect_error(conn, ErrorCode::Malformed);
+    assert!(h.closed.contains(&conn));
 }

@@ -86,7 +86,8 @@ pub enum EncodeError {
     Serialize(String),
 }
 
-/// Encodes `packet` as one frame.
+/// Encodes `packet` as one frame (for a byte stream,
+/// [`Framing::Stream`](super::Framing::Stream)).
 ///
 /// ```
 /// use missive_core::wire::{encode_frame, ClientPacket, DEFAULT_MAX_FRAME};
@@ -106,10 +107,7 @@ pub fn encode_frame<P: Serialize>(packet: &P, max_frame: u32) -> Result<Vec<u8>,
 /// (its length and contents; its capacity may have grown).
 ///
 /// The packet is serialized straight into `out` behind a reserved prefix,
-/// which is patched afterwards: by the fast path (`fast_ser`), or, for a
-/// shape it gives up on, by ciborium. Either way a packet larger than
-/// `max_frame` is counted but not copied beyond the limit, so an oversized
-/// packet costs no more memory than a maximal one.
+/// which is patched afterwards.
 pub fn encode_frame_into<P: Serialize>(
     packet: &P,
     max_frame: u32,
@@ -117,11 +115,59 @@ pub fn encode_frame_into<P: Serialize>(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    match append_packet(packet, max_frame, out) {
+        Ok(len) => {
+            out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Appends `packet` to `out` as a bare packet, without a length prefix: the
+/// packet codec alone, for a message transport (one packet per message,
+/// [`Framing::Messages`](super::Framing::Messages)). On error `out` is
+/// unchanged (its length and contents; its capacity may have grown).
+///
+/// ```
+/// use missive_core::wire::{encode_packet_into, ClientPacket, DEFAULT_MAX_FRAME};
+///
+/// let mut message = Vec::new();
+/// encode_packet_into(&ClientPacket::Ping, DEFAULT_MAX_FRAME, &mut message).unwrap();
+/// assert_eq!(message, b"\x64ping"); // the CBOR text string "ping"
+/// ```
+pub fn encode_packet_into<P: Serialize>(
+    packet: &P,
+    max_frame: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    append_packet(packet, max_frame, out)
+        .map(drop)
+        .inspect_err(|_| out.truncate(start))
+}
+
+/// Serializes `packet` onto the end of `out` and returns its length: by the
+/// fast path (`fast_ser`), or, for a shape it gives up on, by ciborium.
+/// Either way a packet larger than `max_frame` is counted but not copied
+/// beyond the limit, so an oversized packet costs no more memory than a
+/// maximal one. On error `out` may hold a partial packet: the caller
+/// truncates it.
+#[inline]
+fn append_packet<P: Serialize>(
+    packet: &P,
+    max_frame: u32,
+    out: &mut Vec<u8>,
+) -> Result<u32, EncodeError> {
+    let start = out.len();
     let result = match super::fast_ser::encode_into(packet, out, max_frame as usize) {
         Ok(len) => Ok(len),
         Err(_) => {
             // A shape the fast path leaves to ciborium.
-            out.truncate(start + LENGTH_PREFIX_LEN);
+            out.truncate(start);
             let mut writer = LimitedWriter {
                 out,
                 limit: max_frame as usize,
@@ -130,27 +176,18 @@ pub fn encode_frame_into<P: Serialize>(
             ciborium::ser::into_writer(packet, &mut writer).map(|()| writer.written)
         }
     };
-    match result {
-        Err(e) => {
-            out.truncate(start);
-            Err(EncodeError::Serialize(match e {
-                ciborium::ser::Error::Value(msg) => msg,
-                ciborium::ser::Error::Io(e) => e.to_string(),
-            }))
-        }
-        Ok(len) => match u32::try_from(len) {
-            Ok(len32) if len32 <= max_frame => {
-                out[start..start + LENGTH_PREFIX_LEN].copy_from_slice(&len32.to_be_bytes());
-                Ok(())
-            }
-            _ => {
-                out.truncate(start);
-                Err(EncodeError::TooLarge {
-                    len,
-                    max: max_frame,
-                })
-            }
-        },
+    let len = result.map_err(|e| {
+        EncodeError::Serialize(match e {
+            ciborium::ser::Error::Value(msg) => msg,
+            ciborium::ser::Error::Io(e) => e.to_string(),
+        })
+    })?;
+    match u32::try_from(len) {
+        Ok(len32) if len32 <= max_frame => Ok(len32),
+        _ => Err(EncodeError::TooLarge {
+            len,
+            max: max_frame,
+        }),
     }
 }
 
@@ -493,6 +530,28 @@ impl FrameDecoder {
         self.next_packet()
     }
 
+    /// Decodes one message of a message transport
+    /// ([`Framing::Messages`](super::Framing::Messages)), which is one bare
+    /// packet: its length is checked against the limit first (a message
+    /// longer than the limit is [`DecodeError::TooLarge`]), then it is
+    /// decoded where it lies. Errors are final, as for frames.
+    pub fn decode_message<P: DeserializeOwned>(
+        &mut self,
+        message: &[u8],
+    ) -> Result<P, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        if len > self.max_frame {
+            return Err(self.fail(DecodeError::TooLarge {
+                len,
+                max: self.max_frame,
+            }));
+        }
+        decode_packet(message).map_err(|e| self.fail(e))
+    }
+
     /// Bytes received but not yet returned as frames.
     #[inline]
     pub fn buffered_len(&self) -> usize {
@@ -504,6 +563,21 @@ impl FrameDecoder {
     pub fn memory(&self) -> usize {
         self.buf.capacity()
     }
+}
+
+/// The payloads of the whole frames in `frames` (bytes this crate encoded
+/// with [`encode_frame_into`]), in order: how a connection's queued frames
+/// become one message each on a message transport.
+pub(crate) fn frame_payloads(mut frames: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if frames.len() < LENGTH_PREFIX_LEN {
+            return None;
+        }
+        let end = (LENGTH_PREFIX_LEN + prefix(frames) as usize).min(frames.len());
+        let payload = &frames[LENGTH_PREFIX_LEN..end];
+        frames = &frames[end..];
+        Some(payload)
+    })
 }
 
 /// The big-endian length prefix at the start of `bytes` (at least 4 long).

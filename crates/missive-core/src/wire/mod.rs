@@ -1,12 +1,15 @@
-//! Wire format: 4-byte big-endian length prefix + one CBOR packet.
+//! Wire format: one CBOR packet, behind a 4-byte big-endian length prefix on
+//! a byte stream or alone in a message on a message transport ([`Framing`]).
 //!
-//! [`codec`] turns packets into frames and byte streams back into packets;
+//! [`codec`] turns packets into frames (or bare packets) and byte streams
+//! (or messages) back into packets;
 //! [`packet`] defines the packets of protocol version 1.
 
 mod cbor;
 pub mod codec;
 pub(crate) mod fast_de;
 pub(crate) mod fast_ser;
+mod framing;
 pub mod packet;
 #[cfg(test)]
 mod testutil;
@@ -15,8 +18,9 @@ mod vectors;
 
 pub use codec::{
     CBOR_RECURSION_LIMIT, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
-    LENGTH_PREFIX_LEN, decode_packet, encode_frame, encode_frame_into,
+    LENGTH_PREFIX_LEN, decode_packet, encode_frame, encode_frame_into, encode_packet_into,
 };
+pub use framing::{Framing, Link};
 pub use packet::{
     ClientPacket, ErrorCode, MAX_VERSIONS, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1,
     ServerPacket, WireLimits,

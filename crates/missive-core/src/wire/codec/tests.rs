@@ -903,6 +903,28 @@ proptest! {
         prop_assert_eq!(d.memory(), 0);
     }
 
+    /// The packet codec is the frame codec without the prefix: a bare
+    /// packet is the frame's payload, decodes back as a message, and the
+    /// payloads of concatenated frames are the packets in order.
+    #[test]
+    fn prop_bare_packets_are_frame_payloads(packets in prop::collection::vec(server_packet(), 1..6)) {
+        let mut frames = Vec::new();
+        let mut bare = Vec::new();
+        for p in &packets {
+            let mut message = Vec::new();
+            encode_packet_into(p, MAX, &mut message).unwrap();
+            let frame = encode_frame(p, MAX).unwrap();
+            prop_assert_eq!(&frame[LENGTH_PREFIX_LEN..], &message[..]);
+            let mut d = FrameDecoder::new(MAX);
+            prop_assert_eq!(d.decode_message::<ServerPacket>(&message), Ok(p.clone()));
+            prop_assert_eq!(d.memory(), 0);
+            frames.extend_from_slice(&frame);
+            bare.push(message);
+        }
+        let payloads: Vec<&[u8]> = frame_payloads(&frames).collect();
+        prop_assert_eq!(payloads, bare.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    }
+
     #[test]
     fn prop_any_split_yields_the_same_packets(
         packets in prop::collection::vec(server_packet(), 1..8),
@@ -1253,4 +1275,34 @@ proptest! {
         let cuts = cuts(stream.len(), &raw_cuts);
         prop_assert_eq!(drain_in_place(&stream, &cuts), drain_pushing(&stream, &cuts));
     }
+}
+
+/// A message is limited like a frame (checked before decoding), a bare
+/// packet too large to encode leaves the buffer as it was, and decoding
+/// errors are final.
+#[test]
+fn messages_are_limited_and_errors_are_final() {
+    let mut d = FrameDecoder::new(8);
+    assert_eq!(
+        d.decode_message::<ClientPacket>(&[0x40; 9]),
+        Err(DecodeError::TooLarge { len: 9, max: 8 })
+    );
+    assert_eq!(
+        d.decode_message::<ClientPacket>(b"\x64ping"),
+        Err(DecodeError::TooLarge { len: 9, max: 8 })
+    );
+    let mut fresh = FrameDecoder::new(8);
+    assert_eq!(
+        fresh.decode_message::<ClientPacket>(b"\x64ping"),
+        Ok(ClientPacket::Ping)
+    );
+    let mut out = b"kept".to_vec();
+    let big = ClientPacket::FetchKey {
+        user: UserName::new("abcdefgh").unwrap(),
+    };
+    assert!(matches!(
+        encode_packet_into(&big, 8, &mut out),
+        Err(EncodeError::TooLarge { .. })
+    ));
+    assert_eq!(out, b"kept");
 }
