@@ -164,16 +164,16 @@ impl dyn RunningServer + '_ {
     /// if it serves WebSocket), for bare peers.
     pub fn bare_connect(&self) -> BareStream {
         let tcp = TcpStream::connect(self.addr()).unwrap();
-        let over_tls = |config: Arc<rustls::ClientConfig>| {
+        let over_tls = |config: Arc<rustls::ClientConfig>, tcp: TcpStream| {
             let name = ServerName::from(self.addr().ip());
             let conn = rustls::ClientConnection::new(config, name).unwrap();
             BareStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
         };
         let (scheme, stream) = match self.security() {
             Security::Plaintext => return BareStream::Plaintext(tcp),
-            Security::Tls => return over_tls(Arc::clone(&tls().1)),
+            Security::Tls => return over_tls(Arc::clone(&tls().1), tcp),
             Security::Ws => ("ws", BareStream::Plaintext(tcp)),
-            Security::Wss => ("wss", over_tls(websocket_client_config(&tls().1))),
+            Security::Wss => ("wss", over_tls(websocket_client_config(&tls().1), tcp)),
         };
         use tungstenite::client::IntoClientRequest;
         let mut request = format!("{scheme}://{}/", self.addr())
@@ -417,13 +417,13 @@ impl ServerDriver for Tokio {
                 Default::default(),
             ))?),
             Security::Ws => serve(rt.block_on(async {
-                let ws = WsListener::new(listen_tcp(addr).await?, config.max_frame);
-                BoundServer::with_listener(ws, config, store, Default::default()).await
+                let ws = WsListener::<missive_tokio::Tokio, _>::new(listen_tcp::<missive_tokio::Tokio>(addr).await?, config.max_frame);
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(ws, config, store, Default::default()).await
             })?),
             Security::Wss => serve(rt.block_on(async {
-                let tls = TlsListener::new(listen_tcp(addr).await?, wss_config());
-                let ws = WsListener::new(tls, config.max_frame);
-                BoundServer::with_listener(ws, config, store, Default::default()).await
+                let tls = TlsListener::<missive_tokio::Tokio, _>::new(listen_tcp::<missive_tokio::Tokio>(addr).await?, wss_config());
+                let ws = WsListener::<missive_tokio::Tokio, _>::new(tls, config.max_frame);
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(ws, config, store, Default::default()).await
             })?),
         };
         Ok(Box::new(TokioServer {
@@ -602,13 +602,13 @@ impl ServerDriver for AsyncStd {
                 Default::default(),
             ))?),
             Security::Ws => serve(block_on(async {
-                let ws = WsListener::new(listen_tcp(addr).await?, config.max_frame);
-                BoundServer::with_listener(ws, config, store, Default::default()).await
+                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(listen_tcp::<missive_async_std::AsyncStd>(addr).await?, config.max_frame);
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(ws, config, store, Default::default()).await
             })?),
             Security::Wss => serve(block_on(async {
-                let tls = TlsListener::new(listen_tcp(addr).await?, wss_config());
-                let ws = WsListener::new(tls, config.max_frame);
-                BoundServer::with_listener(ws, config, store, Default::default()).await
+                let tls = TlsListener::<missive_async_std::AsyncStd, _>::new(listen_tcp::<missive_async_std::AsyncStd>(addr).await?, wss_config());
+                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(tls, config.max_frame);
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(ws, config, store, Default::default()).await
             })?),
         };
         Ok(Box::new(AsyncStdServer {
