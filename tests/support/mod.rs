@@ -417,13 +417,31 @@ impl ServerDriver for Tokio {
                 Default::default(),
             ))?),
             Security::Ws => serve(rt.block_on(async {
-                let ws = WsListener::<missive_tokio::Tokio, _>::new(listen_tcp::<missive_tokio::Tokio>(addr).await?, config.max_frame);
-                BoundServer::<missive_tokio::Tokio, _>::with_listener(ws, config, store, Default::default()).await
+                let ws = WsListener::<missive_tokio::Tokio, _>::new(
+                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
+                    config.max_frame,
+                );
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
             })?),
             Security::Wss => serve(rt.block_on(async {
-                let tls = TlsListener::<missive_tokio::Tokio, _>::new(listen_tcp::<missive_tokio::Tokio>(addr).await?, wss_config());
+                let tls = TlsListener::<missive_tokio::Tokio, _>::new(
+                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
+                    wss_config(),
+                );
                 let ws = WsListener::<missive_tokio::Tokio, _>::new(tls, config.max_frame);
-                BoundServer::<missive_tokio::Tokio, _>::with_listener(ws, config, store, Default::default()).await
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
             })?),
         };
         Ok(Box::new(TokioServer {
@@ -602,13 +620,31 @@ impl ServerDriver for AsyncStd {
                 Default::default(),
             ))?),
             Security::Ws => serve(block_on(async {
-                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(listen_tcp::<missive_async_std::AsyncStd>(addr).await?, config.max_frame);
-                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(ws, config, store, Default::default()).await
+                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(
+                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
+                    config.max_frame,
+                );
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
             })?),
             Security::Wss => serve(block_on(async {
-                let tls = TlsListener::<missive_async_std::AsyncStd, _>::new(listen_tcp::<missive_async_std::AsyncStd>(addr).await?, wss_config());
+                let tls = TlsListener::<missive_async_std::AsyncStd, _>::new(
+                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
+                    wss_config(),
+                );
                 let ws = WsListener::<missive_async_std::AsyncStd, _>::new(tls, config.max_frame);
-                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(ws, config, store, Default::default()).await
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
             })?),
         };
         Ok(Box::new(AsyncStdServer {
