@@ -119,12 +119,11 @@ fn http_status(error: tungstenite::Error) -> u16 {
 fn a_handshake_without_the_subprotocol_is_refused() {
     async_std::task::block_on(async {
         let (addr, handle) = ws_server(ServerConfig::default(), AllowedOrigins::Any, false).await;
-        let refused = raw_connect(addr, None, None).await.err().expect("refused");
+        let refused = raw_connect(addr, None, None).await.expect_err("refused");
         assert_eq!(http_status(refused), 400);
         let refused = raw_connect(addr, Some("missive.v2"), None)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(http_status(refused), 400);
         raw_connect(addr, Some("chat, missive.v1"), None)
             .await
@@ -140,8 +139,7 @@ fn a_disallowed_origin_is_refused_and_the_client_hears_it_typed() {
         let (addr, handle) = ws_server(ServerConfig::default(), origins, false).await;
         let refused = raw_connect(addr, Some(SUBPROTOCOL), Some("https://evil.example"))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(http_status(refused), 403);
         raw_connect(addr, Some(SUBPROTOCOL), Some("https://chat.example.org"))
             .await
