@@ -193,6 +193,59 @@ fn an_oversize_message_closes_with_1009_before_it_is_buffered() {
     });
 }
 
+/// A server that closes the WebSocket with 1009 (or 1003) before the login
+/// fails the client's connect with that close code, typed.
+#[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "the signature of tungstenite's handshake callback"
+)]
+fn a_close_with_1009_before_the_login_reaches_the_client_typed() {
+    async_std::task::block_on(async {
+        for code in [CloseCode::Size, CloseCode::Unsupported] {
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = async_std::task::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let echo =
+                    |_: &tungstenite::handshake::server::Request,
+                     mut response: tungstenite::handshake::server::Response| {
+                        response.headers_mut().insert(
+                            header::SEC_WEBSOCKET_PROTOCOL,
+                            HeaderValue::from_static(SUBPROTOCOL),
+                        );
+                        Ok(response)
+                    };
+                let mut ws = async_tungstenite::accept_hdr_async(tcp, echo)
+                    .await
+                    .unwrap();
+                // The client's Hello, answered with a close.
+                let _hello = ws.next().await;
+                let frame = tungstenite::protocol::CloseFrame {
+                    code,
+                    reason: "".into(),
+                };
+                ws.close(Some(frame)).await.unwrap();
+                while ws.next().await.is_some() {}
+            });
+            let home = tempfile::tempdir().unwrap();
+            let options = opts(addr, home.path(), "alice", 0).client_options();
+            let connector = WsConnector::<AsyncStd, _>::plain();
+            let expected = u16::from(code);
+            match ClientHandle::<AsyncStd, _>::connect_with(connector, options).await {
+                Err(ConnectError::WebSocket(WebSocketError::Closed { code })) => {
+                    assert_eq!(code, expected)
+                }
+                Err(e) => panic!("expected a typed close {expected}, got {e:?}"),
+                Ok(_) => panic!("logged in to a server that closed"),
+            }
+            server.await;
+        }
+    });
+}
+
 #[test]
 fn a_websocket_login_on_a_server_requiring_channel_binding_fails_typed() {
     async_std::task::block_on(async {

@@ -48,6 +48,6 @@ pub use trust::{
     load_certificate_authorities, load_or_create_self_signed, pinning_client_config,
 };
 pub use ws::{
-    AllowedOrigins, SUBPROTOCOL, WebSocketError, WsAddress, WsConnector, WsListener, WsReader,
-    WsTransport, WsWriter,
+    AllowedOrigins, CLIENT_MAX_MESSAGE, SUBPROTOCOL, WebSocketError, WsAddress, WsConnector,
+    WsListener, WsReader, WsTransport, WsWriter,
 };

@@ -47,6 +47,12 @@ const READ_BUFFER: usize = 4 * 1024;
 /// every batch).
 const WRITE_BUFFER: usize = 16 * 1024;
 
+/// The largest message a client accepts by default: 16 MiB, far above the
+/// default frame limit (256 KiB). The server's real limit is announced only
+/// in Welcome, and the core checks every packet against it; this bound
+/// only keeps a server from making the client buffer without end.
+pub const CLIENT_MAX_MESSAGE: usize = 16 << 20;
+
 /// Why a WebSocket connection failed or was closed, typed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -530,7 +536,7 @@ where
             inner: Arc::new(inner),
             scheme,
             origin: None,
-            max_message: missive_core::server::ServerConfig::default().max_frame as usize,
+            max_message: CLIENT_MAX_MESSAGE,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             runtime: PhantomData,
         }
@@ -542,8 +548,8 @@ where
         self
     }
 
-    /// Sets the largest message accepted from the server (default: the
-    /// core's default frame limit).
+    /// Sets the largest message accepted from the server (default
+    /// [`CLIENT_MAX_MESSAGE`]).
     pub fn with_max_message_size(mut self, max_message: u32) -> Self {
         self.max_message = max_message as usize;
         self
