@@ -44,9 +44,10 @@ pub trait Transport: Send + 'static {
 
 /// The reading half of a [`Transport`].
 pub trait ReadHalf: Send + Unpin + 'static {
-    /// Polls for the next chunk: any bytes of a byte stream, exactly one
-    /// whole packet of a message transport; `None` at the end of the input.
-    /// A chunk is never empty.
+    /// Polls for the next chunk: any bytes of a byte stream (never empty),
+    /// exactly one whole packet of a message transport (an empty message is
+    /// an empty packet, for the core to refuse); `None` at the end of the
+    /// input.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>>;
 }
 
