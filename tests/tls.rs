@@ -12,8 +12,9 @@ use missive::store::MemoryStore;
 use missive_runtime::client::ConnectError;
 use missive_runtime::driver::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use missive_runtime::driver::{
-    self, BoundServer, ClientHandle, Connector, KnownServers, Listener, Runtime, TcpConnector,
-    TlsConnector, TlsListener, certificate_fingerprint, pinning_client_config, rustls,
+    self, BoundServer, ByteStream, ClientHandle, Connector, KnownServers, Listener, Runtime,
+    TcpConnector, TlsConnector, TlsListener, certificate_fingerprint, pinning_client_config,
+    rustls,
 };
 use missive_tokio::Tokio;
 use std::io::{Read, Write};
@@ -327,7 +328,6 @@ fn a_flood_of_handshakes_does_not_starve_established_sessions() {
 fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
     use futures_util::io::{AsyncReadExt, AsyncWriteExt};
     use missive::core::client::LoginError;
-    use missive_runtime::driver::Transport;
 
     let rt = rt();
     let home = tempfile::tempdir().unwrap();
@@ -361,8 +361,8 @@ fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
                 .connect(&server.to_string())
                 .await
                 .unwrap();
-            let (mut victim_in, mut victim_out) = victim.split();
-            let (mut server_in, mut server_out) = upstream.split();
+            let (mut victim_in, mut victim_out) = ByteStream::split(victim);
+            let (mut server_in, mut server_out) = ByteStream::split(upstream);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n @ 1..) = victim_in.read(&mut buf).await {

@@ -173,6 +173,10 @@ pub enum ConnectError {
     /// The connection ended before the login completed.
     #[error("the connection ended before the login completed")]
     Disconnected,
+    /// The WebSocket handshake was refused, or the WebSocket closed with an
+    /// error before the login completed.
+    #[error(transparent)]
+    WebSocket(#[from] crate::driver::WebSocketError),
     /// The home directory could not be read or written.
     #[error(transparent)]
     Home(#[from] HomeError),
@@ -303,7 +307,9 @@ pub struct ClientEngine {
     events: mpsc::UnboundedSender<ClientEvent>,
     sends: HashMap<MessageId, oneshot::Sender<Result<MessageId, SendError>>>,
     presence: Vec<PresenceWaiter>,
-    outgoing: Vec<u8>,
+    /// What the core transmitted, one buffer per `Transmit` (one packet on
+    /// a message transport, which must not be merged).
+    outgoing: Vec<Vec<u8>>,
     close: bool,
     connection: Connection,
     epoch: u64,
@@ -469,13 +475,11 @@ impl ClientEngine {
             .map(Fingerprint::of_spki_der)
     }
 
-    /// Bytes to write to the connection, if any.
-    pub fn take_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.outgoing.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(&mut self.outgoing))
-        }
+    /// The buffers to write to the connection, in order, each one
+    /// `Transmit` of the core: on a message transport (WebSocket) each is
+    /// exactly one packet and goes out as one message.
+    pub fn take_transmit(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outgoing)
     }
 
     /// Whether the core asked to close the connection (write what
@@ -542,13 +546,7 @@ impl ClientEngine {
     fn drain(&mut self, now: Instant) {
         while let Some(output) = self.client.poll_output() {
             match output {
-                ClientOutput::Transmit(bytes) => {
-                    if self.outgoing.is_empty() {
-                        self.outgoing = bytes;
-                    } else {
-                        self.outgoing.extend_from_slice(&bytes);
-                    }
-                }
+                ClientOutput::Transmit(bytes) => self.outgoing.push(bytes),
                 ClientOutput::Close => self.close = true,
                 ClientOutput::StateChanged => {
                     self.dirty_since.get_or_insert(now);
