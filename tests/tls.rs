@@ -184,6 +184,68 @@ fn a_changed_pinned_certificate_is_refused_typed() {
     );
 }
 
+/// A client that is running when the server comes back with another
+/// certificate does not retry forever in silence: it stops, and
+/// `Events::gave_up` says why, typed.
+#[test]
+fn a_certificate_changed_while_reconnecting_stops_the_client_typed() {
+    let rt = rt();
+    let home = tempfile::tempdir().unwrap();
+    let known = KnownServers::new(home.path().join("known_servers"));
+    let (first, config) = certificate(&["127.0.0.1"], None);
+    let server = rt
+        .block_on(BoundServer::<Tokio, _>::bind_tls(
+            "127.0.0.1:0",
+            config,
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            Default::default(),
+        ))
+        .unwrap();
+    let addr = server.local_addr();
+    let control = server.handle();
+    let serving = rt.spawn(server.serve());
+    let options = opts(addr, home.path(), "alice", 0).client_options();
+    let (client, mut events) = rt
+        .block_on(ClientHandle::<Tokio, _>::connect_with(
+            pinning(addr, &known),
+            options,
+        ))
+        .unwrap();
+
+    // The server stops; another one, with another certificate, takes its
+    // address.
+    control.shutdown();
+    rt.block_on(serving).unwrap().unwrap();
+    let (second, config) = certificate(&["127.0.0.1"], None);
+    let replacement = rt
+        .block_on(BoundServer::<Tokio, _>::bind_tls(
+            addr,
+            config,
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            Default::default(),
+        ))
+        .unwrap();
+    rt.spawn(replacement.serve());
+
+    let ended = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while events.recv().await.is_some() {}
+        })
+        .await
+    });
+    assert!(ended.is_ok(), "the client must stop, not retry forever");
+    match events.gave_up() {
+        Some(ConnectError::ServerCertificateChanged(changed)) => {
+            assert_eq!(changed.pinned, certificate_fingerprint(&first));
+            assert_eq!(changed.presented, certificate_fingerprint(&second));
+        }
+        other => panic!("expected ServerCertificateChanged, got {other:?}"),
+    }
+    rt.block_on(client.close()).unwrap();
+}
+
 #[test]
 fn plaintext_client_on_tls_port_and_tls_client_on_plaintext_port_fail_cleanly() {
     let rt = rt();

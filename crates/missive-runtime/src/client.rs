@@ -241,7 +241,8 @@ impl Future for SendTicket {
 
 /// Events for the application: every [`ClientEvent`] of the core (messages,
 /// notices, acceptances, presence answers, key changes, disconnections),
-/// in order. Ends when the client stops.
+/// in order. Ends when the client stops; if it stopped by itself because
+/// reconnecting cannot help, [`gave_up`](Events::gave_up) then says why.
 ///
 /// The channel is unbounded so that the client never stalls (pings, acks)
 /// on a slow application: read it steadily. Received messages are already
@@ -249,6 +250,7 @@ impl Future for SendTicket {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<ClientEvent>,
+    gave_up: oneshot::Receiver<ConnectError>,
 }
 
 impl Events {
@@ -266,6 +268,18 @@ impl Events {
             Err(mpsc::TryRecvError::Empty) => Ok(None),
             Err(mpsc::TryRecvError::Closed) => Err(()),
         }
+    }
+
+    /// Why the client stopped by itself, after it lost a connection and
+    /// retrying could not help: the server presented another certificate
+    /// than the one pinned for it
+    /// ([`ConnectError::ServerCertificateChanged`]), or refused the login
+    /// for good (a [`ConnectError::Login`] that
+    /// [`is_permanent`](ConnectError::is_permanent)). `None` while the
+    /// client runs, and when it stopped because it was closed or dropped.
+    /// Taken once.
+    pub fn gave_up(&mut self) -> Option<ConnectError> {
+        self.gave_up.try_recv().ok().flatten()
     }
 }
 
@@ -315,6 +329,8 @@ pub struct ClientEngine {
     epoch: u64,
     login: Option<LoginInfo>,
     refusal: Option<ConnectError>,
+    /// Where the reason goes if the client gives up (see [`Events::gave_up`]).
+    gave_up: Option<oneshot::Sender<ConnectError>>,
     dirty_since: Option<Instant>,
     save_delay: Duration,
 }
@@ -335,6 +351,7 @@ impl ClientEngine {
     /// [`flush_state`](ClientEngine::flush_state).
     pub fn new(client: Client, home: Option<UserHome>, save_delay: Duration) -> (Self, Events) {
         let (tx, rx) = mpsc::unbounded();
+        let (gave_up, gave_up_rx) = oneshot::channel();
         let mut engine = Self {
             client,
             home,
@@ -347,11 +364,27 @@ impl ClientEngine {
             epoch: 0,
             login: None,
             refusal: None,
+            gave_up: Some(gave_up),
             dirty_since: None,
             save_delay,
         };
         engine.drain(Instant::now());
-        (engine, Events { rx })
+        (
+            engine,
+            Events {
+                rx,
+                gave_up: gave_up_rx,
+            },
+        )
+    }
+
+    /// The client stops by itself because of `reason` (reconnecting cannot
+    /// help): [`Events::gave_up`] reports it once the events end.
+    pub fn give_up(&mut self, reason: ConnectError) {
+        tracing::error!("not reconnecting: {reason}");
+        if let Some(slot) = self.gave_up.take() {
+            let _ = slot.send(reason);
+        }
     }
 
     /// A transport connection is open, with this framing and channel

@@ -517,6 +517,12 @@ impl ClientSupervisor {
             };
             let _ = ready.send(Err(error));
             self.stop = true;
+        } else if let Some(changed) = CertificateChanged::find(&source) {
+            // Every retry would be refused the same way, until the user
+            // decides to trust the new certificate.
+            self.engine
+                .give_up(ConnectError::ServerCertificateChanged(changed.clone()));
+            self.stop = true;
         } else {
             self.schedule_reconnect(now);
         }
@@ -622,7 +628,7 @@ impl ClientSupervisor {
                 return;
             }
             if refusal.is_permanent() {
-                tracing::error!("not reconnecting: {refusal}");
+                self.engine.give_up(refusal);
                 self.stop = true;
                 return;
             }

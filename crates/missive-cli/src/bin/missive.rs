@@ -535,10 +535,12 @@ async fn listen<C: Connector>(
         received += show(event, json);
     }
     if lost {
-        return Err(Failure::new(
-            UNREACHABLE,
-            "the connection to the server was lost",
-        ));
+        // Stopped by itself: why, typed, when reconnecting could not help
+        // (e.g. the server's certificate changed: exit status 10).
+        return Err(match events.gave_up() {
+            Some(reason) => reason.into(),
+            None => Failure::new(UNREACHABLE, "the connection to the server was lost"),
+        });
     }
     match count {
         Some(n) if received < n => Err(Failure::new(
