@@ -17,7 +17,7 @@
 
 mod support;
 
-use missive::core::client::{ClientEvent, LoginError, Registration};
+use missive::core::client::{ClientEvent, LoginError, Registration, SendFailure};
 use missive::core::server::ServerConfig;
 use missive::core::wire::ErrorCode;
 use missive::store::{MemoryStore, RedbStore, Store};
@@ -160,7 +160,10 @@ fn online_delivery(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     );
 
     match alice.send("carol", "anyone?") {
-        Err(SendError::UnknownUser { to }) => assert_eq!(to, user("carol")),
+        Err(SendError::Refused {
+            to,
+            reason: SendFailure::UnknownUser,
+        }) => assert_eq!(to, user("carol")),
         other => panic!("expected UnknownUser, got {other:?}"),
     }
     alice.close();

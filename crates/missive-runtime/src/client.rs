@@ -22,7 +22,6 @@ use missive_core::client::{
     Client, ClientEvent, ClientInput, ClientOutput, ConnectionError, LoginError, SendFailure,
 };
 use missive_core::crypto::Fingerprint;
-use missive_core::wire::ErrorCode;
 use missive_core::wire::Link;
 use missive_core::{MessageId, UnixMillis, UserName};
 use std::collections::HashMap;
@@ -36,84 +35,23 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The local outbox is full; wait for earlier messages to be accepted.
-    #[error("outbox full ({max} messages waiting)")]
-    OutboxFull {
-        /// The limit.
-        max: usize,
-    },
-    /// The message can never fit the server's envelope limit.
-    #[error("message too large for the server")]
-    TooLarge,
-    /// The recipient's queue on the server is full.
-    #[error("{to}'s queue is full")]
-    QueueFull {
+    /// The client did not queue the message (the outbox is full, or the
+    /// body can never fit the server's envelope limit).
+    #[error(transparent)]
+    NotQueued(#[from] missive_core::client::SendError),
+    /// The message to `to` left the outbox unsent: the server refused it,
+    /// or the recipient's key did not allow sealing it.
+    #[error("the message to {to} was not sent: {reason}")]
+    Refused {
         /// The recipient.
         to: UserName,
-    },
-    /// The recipient does not exist.
-    #[error("unknown user {to}")]
-    UnknownUser {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The recipient's key differs from the pinned one; trust it first.
-    #[error("{to}'s key changed")]
-    KeyChanged {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server's key for the recipient is unusable.
-    #[error("{to}'s key is unusable")]
-    BadKey {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server remembers the message's id from another message of this
-    /// user and queued nothing.
-    #[error("the server took another message with this id; nothing was queued for {to}")]
-    IdReused {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server refused the message.
-    #[error("the server refused the message: {code:?}")]
-    Rejected {
-        /// The recipient.
-        to: UserName,
-        /// The server's error code.
-        code: ErrorCode,
-    },
-    /// The message left the outbox unsent for another reason.
-    #[error("the message to {to} failed: {reason}")]
-    Failed {
-        /// The recipient.
-        to: UserName,
-        /// Why.
-        reason: String,
+        /// Why (typed by the core).
+        reason: SendFailure,
     },
     /// The client stopped before the server accepted the message (it stays
     /// in the outbox and is sent by the next client of this user).
     #[error("the client stopped before the message was accepted")]
     Closed,
-}
-
-impl SendError {
-    fn from_failure(to: UserName, reason: SendFailure) -> Self {
-        match reason {
-            SendFailure::UnknownUser => SendError::UnknownUser { to },
-            SendFailure::QueueFull => SendError::QueueFull { to },
-            SendFailure::KeyChanged => SendError::KeyChanged { to },
-            SendFailure::TooLarge => SendError::TooLarge,
-            SendFailure::BadKey => SendError::BadKey { to },
-            SendFailure::IdReused => SendError::IdReused { to },
-            SendFailure::Rejected(code) => SendError::Rejected { to, code },
-            other => SendError::Failed {
-                to,
-                reason: other.to_string(),
-            },
-        }
-    }
 }
 
 /// Presence of a user, answer to a presence query.
@@ -451,22 +389,12 @@ impl ClientEngine {
         body: Vec<u8>,
         reply: oneshot::Sender<Result<MessageId, SendError>>,
     ) {
-        match self.client.send(now, to.clone(), body) {
+        match self.client.send(now, to, body) {
             Ok(id) => {
                 self.sends.insert(id, reply);
             }
             Err(e) => {
-                let err = match e {
-                    missive_core::client::SendError::OutboxFull { max } => {
-                        SendError::OutboxFull { max }
-                    }
-                    missive_core::client::SendError::TooLarge { .. } => SendError::TooLarge,
-                    other => SendError::Failed {
-                        to,
-                        reason: other.to_string(),
-                    },
-                };
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(e.into()));
             }
         }
         self.drain(now);
@@ -622,7 +550,10 @@ impl ClientEngine {
             }
             ClientEvent::SendFailed { to, id, reason } => {
                 if let Some(reply) = self.sends.remove(id) {
-                    let _ = reply.send(Err(SendError::from_failure(to.clone(), *reason)));
+                    let _ = reply.send(Err(SendError::Refused {
+                        to: to.clone(),
+                        reason: *reason,
+                    }));
                 }
             }
             ClientEvent::PresenceChanged {
@@ -658,24 +589,5 @@ impl ClientEngine {
         if self.connection != Connection::Down && self.refusal.is_none() {
             self.refusal = Some(error);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Refusals the application can act on arrive as their own variants.
-    #[test]
-    fn send_failures_map_to_typed_send_errors() {
-        let bob = UserName::new("bob").unwrap();
-        assert_eq!(
-            SendError::from_failure(bob.clone(), SendFailure::IdReused),
-            SendError::IdReused { to: bob.clone() }
-        );
-        assert_eq!(
-            SendError::from_failure(bob.clone(), SendFailure::UnknownUser),
-            SendError::UnknownUser { to: bob }
-        );
     }
 }

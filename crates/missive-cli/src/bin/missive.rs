@@ -3,7 +3,9 @@
 
 use clap::{Parser, Subcommand};
 use missive_core::UserName;
-use missive_core::client::{Client, ClientConfig, ClientEvent, LoginError, Registration};
+use missive_core::client::{
+    Client, ClientConfig, ClientEvent, LoginError, Registration, SendFailure,
+};
 use missive_core::crypto::Fingerprint;
 use missive_runtime::driver::{
     ClientHandle, Connector, KnownServers, TcpConnector, TlsConnector, WsAddress, WsConnector,
@@ -474,14 +476,21 @@ async fn send<C: Connector>(
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             let code = match &e {
-                SendError::UnknownUser { .. } => UNKNOWN_USER,
-                SendError::KeyChanged { .. } => KEY_CHANGED,
-                SendError::QueueFull { .. } => QUEUE_FULL,
-                SendError::TooLarge | SendError::OutboxFull { .. } => BAD_INPUT,
+                SendError::Refused { reason, .. } => match reason {
+                    SendFailure::UnknownUser => UNKNOWN_USER,
+                    SendFailure::KeyChanged => KEY_CHANGED,
+                    SendFailure::QueueFull => QUEUE_FULL,
+                    SendFailure::TooLarge => BAD_INPUT,
+                    _ => OTHER,
+                },
+                SendError::NotQueued(_) => BAD_INPUT,
                 _ => OTHER,
             };
             let hint = match &e {
-                SendError::KeyChanged { to } => format!(
+                SendError::Refused {
+                    to,
+                    reason: SendFailure::KeyChanged,
+                } => format!(
                     " (check `missive fingerprint {to}` with them, then `missive trust {to}`)"
                 ),
                 _ => String::new(),
