@@ -9,14 +9,15 @@
 //! | `async_std_server_tokio_client`     | async-std | tokio     |
 //! | `async_std_server_async_std_client` | async-std | async-std |
 //!
-//! and each again over TLS 1.3 (the same modules prefixed `tls_`; bare
-//! peers then speak TLS too).
+//! and each again over TLS 1.3 (the same modules prefixed `tls_`), over
+//! WebSocket (`ws_`) and over WebSocket on TLS (`wss_`); bare peers then
+//! speak TLS or WebSocket too.
 //!
 //! Real loopback TCP only (127.0.0.1, port 0).
 
 mod support;
 
-use missive::core::client::{ClientEvent, LoginError, Registration};
+use missive::core::client::{ClientEvent, LoginError, Registration, SendFailure};
 use missive::core::server::ServerConfig;
 use missive::core::wire::ErrorCode;
 use missive::store::{MemoryStore, RedbStore, Store};
@@ -159,7 +160,10 @@ fn online_delivery(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     );
 
     match alice.send("carol", "anyone?") {
-        Err(SendError::UnknownUser { to }) => assert_eq!(to, user("carol")),
+        Err(SendError::Refused {
+            to,
+            reason: SendFailure::UnknownUser,
+        }) => assert_eq!(to, user("carol")),
         other => panic!("expected UnknownUser, got {other:?}"),
     }
     alice.close();
@@ -394,16 +398,34 @@ fn reconnect_keeps_outbox(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
 }
 
 /// Garbage and an oversized length prefix each get an error frame and a
-/// close; the server goes on serving good clients.
+/// close; the server goes on serving good clients. (On WebSocket, text and
+/// oversize messages are closed by the WebSocket layer: tests/ws.rs.)
 fn bad_input(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
     let server = sd.start(ServerConfig::default(), memory());
-    // A frame of four bytes that are no packet.
+    // Four bytes that are no packet.
     let mut garbage = server.bare_connect();
-    garbage
-        .write_all(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc])
-        .unwrap();
+    garbage.send_packet(&[0xff, 0xfe, 0xfd, 0xfc]);
     let codes = read_until_closed(&mut garbage, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::Malformed]);
+    if server.security().is_stream() {
+        bad_stream_input(&*server);
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let alice = cd.client(&opts(server.addr(), home.path(), "alice", 0));
+    let mut bob = cd.client(&opts(server.addr(), home.path(), "bob", 1));
+    let id = alice.send("bob", "still serving").unwrap();
+    let (_, got, text) = bob.expect_message();
+    assert_eq!((got, text.as_str()), (id, "still serving"));
+    alice.close();
+    bob.close();
+    server.wait_for("no connection left", |s| s.connection_count() == 0);
+    server.stop();
+}
+
+/// What only a byte stream can carry: a length prefix beyond the frame
+/// limit, and text.
+fn bad_stream_input(server: &dyn support::RunningServer) {
     // A length prefix far beyond the frame limit.
     let mut oversized = server.bare_connect();
     oversized
@@ -417,17 +439,6 @@ fn bad_input(sd: &dyn ServerDriver, cd: &dyn ClientDriver) {
         .unwrap();
     let codes = read_until_closed(&mut http, Duration::from_secs(5));
     assert_eq!(codes, vec![ErrorCode::FrameTooLarge]);
-
-    let home = tempfile::tempdir().unwrap();
-    let alice = cd.client(&opts(server.addr(), home.path(), "alice", 0));
-    let mut bob = cd.client(&opts(server.addr(), home.path(), "bob", 1));
-    let id = alice.send("bob", "still serving").unwrap();
-    let (_, got, text) = bob.expect_message();
-    assert_eq!((got, text.as_str()), (id, "still serving"));
-    alice.close();
-    bob.close();
-    server.wait_for("no connection left", |s| s.connection_count() == 0);
-    server.stop();
 }
 
 /// Binding an address another server listens on fails, typed.
@@ -470,6 +481,14 @@ macro_rules! conformance {
         pairing!(tls_tokio_server_async_std_client, Tokio, AsyncStd, Tls, [$($case),*]);
         pairing!(tls_async_std_server_tokio_client, AsyncStd, Tokio, Tls, [$($case),*]);
         pairing!(tls_async_std_server_async_std_client, AsyncStd, AsyncStd, Tls, [$($case),*]);
+        pairing!(ws_tokio_server_tokio_client, Tokio, Tokio, Ws, [$($case),*]);
+        pairing!(ws_tokio_server_async_std_client, Tokio, AsyncStd, Ws, [$($case),*]);
+        pairing!(ws_async_std_server_tokio_client, AsyncStd, Tokio, Ws, [$($case),*]);
+        pairing!(ws_async_std_server_async_std_client, AsyncStd, AsyncStd, Ws, [$($case),*]);
+        pairing!(wss_tokio_server_tokio_client, Tokio, Tokio, Wss, [$($case),*]);
+        pairing!(wss_tokio_server_async_std_client, Tokio, AsyncStd, Wss, [$($case),*]);
+        pairing!(wss_async_std_server_tokio_client, AsyncStd, Tokio, Wss, [$($case),*]);
+        pairing!(wss_async_std_server_async_std_client, AsyncStd, AsyncStd, Wss, [$($case),*]);
     };
 }
 

@@ -12,8 +12,9 @@ use missive::store::MemoryStore;
 use missive_runtime::client::ConnectError;
 use missive_runtime::driver::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use missive_runtime::driver::{
-    self, BoundServer, ClientHandle, Connector, KnownServers, Listener, Runtime, TcpConnector,
-    TlsConnector, TlsListener, certificate_fingerprint, pinning_client_config, rustls,
+    self, BoundServer, ByteStream, ClientHandle, Connector, KnownServers, Listener, Runtime,
+    TcpConnector, TlsConnector, TlsListener, certificate_fingerprint, pinning_client_config,
+    rustls,
 };
 use missive_tokio::Tokio;
 use std::io::{Read, Write};
@@ -183,6 +184,68 @@ fn a_changed_pinned_certificate_is_refused_typed() {
     );
 }
 
+/// A client that is running when the server comes back with another
+/// certificate does not retry forever in silence: it stops, and
+/// `Events::gave_up` says why, typed.
+#[test]
+fn a_certificate_changed_while_reconnecting_stops_the_client_typed() {
+    let rt = rt();
+    let home = tempfile::tempdir().unwrap();
+    let known = KnownServers::new(home.path().join("known_servers"));
+    let (first, config) = certificate(&["127.0.0.1"], None);
+    let server = rt
+        .block_on(BoundServer::<Tokio, _>::bind_tls(
+            "127.0.0.1:0",
+            config,
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            Default::default(),
+        ))
+        .unwrap();
+    let addr = server.local_addr();
+    let control = server.handle();
+    let serving = rt.spawn(server.serve());
+    let options = opts(addr, home.path(), "alice", 0).client_options();
+    let (client, mut events) = rt
+        .block_on(ClientHandle::<Tokio, _>::connect_with(
+            pinning(addr, &known),
+            options,
+        ))
+        .unwrap();
+
+    // The server stops; another one, with another certificate, takes its
+    // address.
+    control.shutdown();
+    rt.block_on(serving).unwrap().unwrap();
+    let (second, config) = certificate(&["127.0.0.1"], None);
+    let replacement = rt
+        .block_on(BoundServer::<Tokio, _>::bind_tls(
+            addr,
+            config,
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            Default::default(),
+        ))
+        .unwrap();
+    rt.spawn(replacement.serve());
+
+    let ended = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while events.recv().await.is_some() {}
+        })
+        .await
+    });
+    assert!(ended.is_ok(), "the client must stop, not retry forever");
+    match events.gave_up() {
+        Some(ConnectError::ServerCertificateChanged(changed)) => {
+            assert_eq!(changed.pinned, certificate_fingerprint(&first));
+            assert_eq!(changed.presented, certificate_fingerprint(&second));
+        }
+        other => panic!("expected ServerCertificateChanged, got {other:?}"),
+    }
+    rt.block_on(client.close()).unwrap();
+}
+
 #[test]
 fn plaintext_client_on_tls_port_and_tls_client_on_plaintext_port_fail_cleanly() {
     let rt = rt();
@@ -327,7 +390,6 @@ fn a_flood_of_handshakes_does_not_starve_established_sessions() {
 fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
     use futures_util::io::{AsyncReadExt, AsyncWriteExt};
     use missive::core::client::LoginError;
-    use missive_runtime::driver::Transport;
 
     let rt = rt();
     let home = tempfile::tempdir().unwrap();
@@ -361,8 +423,8 @@ fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
                 .connect(&server.to_string())
                 .await
                 .unwrap();
-            let (mut victim_in, mut victim_out) = victim.split();
-            let (mut server_in, mut server_out) = upstream.split();
+            let (mut victim_in, mut victim_out) = ByteStream::split(victim);
+            let (mut server_in, mut server_out) = ByteStream::split(upstream);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 while let Ok(n @ 1..) = victim_in.read(&mut buf).await {

@@ -5,21 +5,23 @@
 //! runtime driven through `block_on`, or async-std's global executor
 //! through `async_std::task::block_on`.
 //!
-//! Every driver runs in plaintext or over TLS ([`Security`]): TLS servers
-//! present one self-signed certificate (made once per test binary) that TLS
-//! clients trust.
+//! Every driver runs in plaintext, over TLS, or over WebSocket (`ws`, or
+//! `wss` over TLS) ([`Security`]): TLS servers present one self-signed
+//! certificate (made once per test binary) that TLS clients trust.
 //!
 //! Also: test identities (generated once per test binary), home-directory
 //! set-up, and a bare blocking client (the core over `std::net`) for peers
 //! that must misbehave — stay silent, send garbage.
 #![allow(dead_code)]
 
+use async_tungstenite::tungstenite;
 use missive::core::client::{
     Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, Registration,
 };
+use missive::core::crypto::ChannelBinding;
 use missive::core::crypto::{Fingerprint, Identity};
 use missive::core::server::{Server, ServerConfig};
-use missive::core::wire::{ErrorCode, FrameDecoder, ServerPacket};
+use missive::core::wire::{ErrorCode, FrameDecoder, Link, ServerPacket, decode_packet};
 use missive::core::{MessageId, UserName, rng};
 use missive::store::Store;
 use missive_runtime::client::{
@@ -27,7 +29,9 @@ use missive_runtime::client::{
 };
 use missive_runtime::driver::rustls::pki_types::ServerName;
 use missive_runtime::driver::{
-    self, ClientHandle, Connector, TcpConnector, TlsConnector, rustls, self_signed,
+    self, BoundServer, ClientHandle, Connector, Listener, SUBPROTOCOL, TcpConnector, TlsConnector,
+    TlsListener, WsConnector, WsListener, listen_tcp, rustls, self_signed, websocket_client_config,
+    websocket_server_config,
 };
 use missive_runtime::home::ClientHome;
 use missive_runtime::serve::ServeError;
@@ -100,13 +104,25 @@ pub fn opts(server: SocketAddr, home: &Path, name: &str, key: usize) -> Opts {
     }
 }
 
-/// Plaintext or TLS.
+/// Plaintext, TLS, or WebSocket over either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
     /// The protocol right on TCP.
     Plaintext,
     /// TLS 1.3 with the test certificate ([`tls`]).
     Tls,
+    /// WebSocket (`ws://`) over TCP.
+    Ws,
+    /// WebSocket over TLS (`wss://`, ALPN `http/1.1`).
+    Wss,
+}
+
+impl Security {
+    /// Whether the protocol runs as a byte stream (every packet behind its
+    /// length prefix) rather than one packet per WebSocket message.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Security::Plaintext | Security::Tls)
+    }
 }
 
 /// The TLS configurations of the tests: the server's, with a self-signed
@@ -125,6 +141,11 @@ pub fn tls() -> &'static (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) 
     })
 }
 
+/// The TLS configuration of the wss servers (ALPN `http/1.1`).
+fn wss_config() -> Arc<rustls::ServerConfig> {
+    websocket_server_config(&tls().0)
+}
+
 /// A running server, whatever its driver.
 pub trait RunningServer {
     /// The address it listens on.
@@ -139,18 +160,31 @@ pub trait RunningServer {
 }
 
 impl dyn RunningServer + '_ {
-    /// A blocking connection to the server (TLS if it serves TLS), for bare
-    /// peers.
+    /// A blocking connection to the server (TLS if it serves TLS, WebSocket
+    /// if it serves WebSocket), for bare peers.
     pub fn bare_connect(&self) -> BareStream {
         let tcp = TcpStream::connect(self.addr()).unwrap();
-        match self.security() {
-            Security::Plaintext => BareStream::Plaintext(tcp),
-            Security::Tls => {
-                let name = ServerName::from(self.addr().ip());
-                let conn = rustls::ClientConnection::new(Arc::clone(&tls().1), name).unwrap();
-                BareStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
-            }
-        }
+        let over_tls = |config: Arc<rustls::ClientConfig>, tcp: TcpStream| {
+            let name = ServerName::from(self.addr().ip());
+            let conn = rustls::ClientConnection::new(config, name).unwrap();
+            BareStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        };
+        let (scheme, stream) = match self.security() {
+            Security::Plaintext => return BareStream::Plaintext(tcp),
+            Security::Tls => return over_tls(Arc::clone(&tls().1), tcp),
+            Security::Ws => ("ws", BareStream::Plaintext(tcp)),
+            Security::Wss => ("wss", over_tls(websocket_client_config(&tls().1), tcp)),
+        };
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("{scheme}://{}/", self.addr())
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let (ws, _) = tungstenite::client(request, stream).expect("WebSocket handshake");
+        BareStream::Ws(Box::new(ws))
     }
 
     /// Items queued in every mailbox (messages and notices).
@@ -361,29 +395,54 @@ impl ServerDriver for Tokio {
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
         let rt = tokio_rt();
+        fn serve<L: Listener>(
+            server: BoundServer<missive_tokio::Tokio, L>,
+        ) -> (
+            SocketAddr,
+            missive_tokio::ServerHandle,
+            tokio::task::JoinHandle<Result<missive_tokio::ServeReport, ServeError>>,
+        ) {
+            let (addr, handle) = (server.local_addr(), server.handle());
+            (addr, handle, tokio_rt().spawn(server.serve()))
+        }
         let (addr, handle, task) = match self.0 {
             Security::Plaintext => {
-                let server = rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?;
-                (
-                    server.local_addr(),
-                    server.handle(),
-                    rt.spawn(server.serve()),
-                )
+                serve(rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?)
             }
-            Security::Tls => {
-                let server = rt.block_on(missive_tokio::TlsBoundServer::bind_tls(
-                    addr,
-                    Arc::clone(&tls().0),
+            Security::Tls => serve(rt.block_on(missive_tokio::TlsBoundServer::bind_tls(
+                addr,
+                Arc::clone(&tls().0),
+                config,
+                store,
+                Default::default(),
+            ))?),
+            Security::Ws => serve(rt.block_on(async {
+                let ws = WsListener::<missive_tokio::Tokio, _>::new(
+                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
+                    config.max_frame,
+                );
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(
+                    ws,
                     config,
                     store,
                     Default::default(),
-                ))?;
-                (
-                    server.local_addr(),
-                    server.handle(),
-                    rt.spawn(server.serve()),
                 )
-            }
+                .await
+            })?),
+            Security::Wss => serve(rt.block_on(async {
+                let tls = TlsListener::<missive_tokio::Tokio, _>::new(
+                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
+                    wss_config(),
+                );
+                let ws = WsListener::<missive_tokio::Tokio, _>::new(tls, config.max_frame);
+                BoundServer::<missive_tokio::Tokio, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
+            })?),
         };
         Ok(Box::new(TokioServer {
             addr,
@@ -422,6 +481,11 @@ impl ClientDriver for Tokio {
             }
             Security::Tls => tokio_client(
                 TlsConnector::<missive_tokio::Tokio>::new(Arc::clone(&tls().1)),
+                options,
+            )?,
+            Security::Ws => tokio_client(WsConnector::<missive_tokio::Tokio, _>::plain(), options)?,
+            Security::Wss => tokio_client(
+                WsConnector::<missive_tokio::Tokio, _>::tls(&tls().1),
                 options,
             )?,
         })
@@ -533,26 +597,55 @@ impl ServerDriver for AsyncStd {
         config: ServerConfig,
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
+        use async_std::task::block_on;
+        fn serve<L: Listener>(
+            server: BoundServer<missive_async_std::AsyncStd, L>,
+        ) -> (
+            SocketAddr,
+            missive_async_std::ServerHandle,
+            async_std::task::JoinHandle<Result<missive_async_std::ServeReport, ServeError>>,
+        ) {
+            let (addr, handle) = (server.local_addr(), server.handle());
+            (addr, handle, async_std::task::spawn(server.serve()))
+        }
         let (addr, handle, task) = match self.0 {
-            Security::Plaintext => {
-                let server = async_std::task::block_on(missive_async_std::BoundServer::bind(
-                    addr, config, store,
-                ))?;
-                let (addr, handle) = (server.local_addr(), server.handle());
-                (addr, handle, async_std::task::spawn(server.serve()))
-            }
-            Security::Tls => {
-                let server =
-                    async_std::task::block_on(missive_async_std::TlsBoundServer::bind_tls(
-                        addr,
-                        Arc::clone(&tls().0),
-                        config,
-                        store,
-                        Default::default(),
-                    ))?;
-                let (addr, handle) = (server.local_addr(), server.handle());
-                (addr, handle, async_std::task::spawn(server.serve()))
-            }
+            Security::Plaintext => serve(block_on(missive_async_std::BoundServer::bind(
+                addr, config, store,
+            ))?),
+            Security::Tls => serve(block_on(missive_async_std::TlsBoundServer::bind_tls(
+                addr,
+                Arc::clone(&tls().0),
+                config,
+                store,
+                Default::default(),
+            ))?),
+            Security::Ws => serve(block_on(async {
+                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(
+                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
+                    config.max_frame,
+                );
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
+            })?),
+            Security::Wss => serve(block_on(async {
+                let tls = TlsListener::<missive_async_std::AsyncStd, _>::new(
+                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
+                    wss_config(),
+                );
+                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(tls, config.max_frame);
+                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
+                    ws,
+                    config,
+                    store,
+                    Default::default(),
+                )
+                .await
+            })?),
         };
         Ok(Box::new(AsyncStdServer {
             addr,
@@ -578,6 +671,14 @@ impl ClientDriver for AsyncStd {
             )?,
             Security::Tls => async_std_client(
                 TlsConnector::<missive_async_std::AsyncStd>::new(Arc::clone(&tls().1)),
+                options,
+            )?,
+            Security::Ws => async_std_client(
+                WsConnector::<missive_async_std::AsyncStd, _>::plain(),
+                options,
+            )?,
+            Security::Wss => async_std_client(
+                WsConnector::<missive_async_std::AsyncStd, _>::tls(&tls().1),
                 options,
             )?,
         })
@@ -649,12 +750,16 @@ impl<C: Connector> TestClient for AsyncStdClient<C> {
 
 // ---------------------------------------------------------------- bare peers
 
-/// A blocking connection of a bare peer: plain TCP or TLS over it.
+/// A blocking connection of a bare peer: plain TCP, TLS over it, or
+/// WebSocket over either. On WebSocket every `write` is one binary message
+/// (one packet) and every `read` one whole message.
 pub enum BareStream {
     /// Plain TCP.
     Plaintext(TcpStream),
     /// TLS over TCP.
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// WebSocket over plain TCP or TLS.
+    Ws(Box<tungstenite::WebSocket<BareStream>>),
 }
 
 impl BareStream {
@@ -663,14 +768,37 @@ impl BareStream {
         match self {
             Self::Plaintext(tcp) => tcp,
             Self::Tls(tls) => &tls.sock,
+            Self::Ws(ws) => ws.get_ref().tcp(),
+        }
+    }
+
+    /// What the core needs to know of the connection: the channel binding
+    /// (below) and the framing (one packet per message on WebSocket).
+    pub fn link(&mut self) -> Link {
+        match self {
+            Self::Ws(_) => Link::messages(ChannelBinding::None),
+            _ => Link::stream(self.channel_binding()),
+        }
+    }
+
+    /// Writes `packet` (CBOR, no length prefix) as the server reads one:
+    /// behind its length prefix on a byte stream, as one message on
+    /// WebSocket.
+    pub fn send_packet(&mut self, packet: &[u8]) {
+        if let Self::Ws(_) = self {
+            self.write_all(packet).unwrap();
+        } else {
+            let len = u32::try_from(packet.len()).unwrap().to_be_bytes();
+            self.write_all(&[&len[..], packet].concat()).unwrap();
         }
     }
 
     /// The channel binding the core puts into the login transcript: the
-    /// TLS exporter value (after finishing the handshake), or none.
+    /// TLS exporter value (after finishing the handshake), or none (on
+    /// WebSocket, even over TLS).
     pub fn channel_binding(&mut self) -> missive_core::crypto::ChannelBinding {
         match self {
-            Self::Plaintext(_) => missive_core::crypto::ChannelBinding::None,
+            Self::Plaintext(_) | Self::Ws(_) => missive_core::crypto::ChannelBinding::None,
             Self::Tls(tls) => {
                 while tls.conn.is_handshaking() {
                     tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
@@ -689,11 +817,36 @@ impl BareStream {
     }
 }
 
+/// A WebSocket failure as an I/O error (the end of the connection as 0
+/// bytes read).
+fn ws_read(ws: &mut tungstenite::WebSocket<BareStream>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(packet)) => {
+                assert!(
+                    packet.len() <= buf.len(),
+                    "a message larger than the read buffer"
+                );
+                buf[..packet.len()].copy_from_slice(&packet);
+                return Ok(packet.len());
+            }
+            Ok(tungstenite::Message::Close(_))
+            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Ok(0);
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) => return Err(e),
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+}
+
 impl Read for BareStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Self::Plaintext(tcp) => tcp.read(buf),
             Self::Tls(tls) => tls.read(buf),
+            Self::Ws(ws) => ws_read(ws, buf),
         }
     }
 }
@@ -703,6 +856,11 @@ impl Write for BareStream {
         match self {
             Self::Plaintext(tcp) => tcp.write(buf),
             Self::Tls(tls) => tls.write(buf),
+            Self::Ws(ws) => {
+                ws.send(tungstenite::Message::binary(buf.to_vec()))
+                    .map_err(std::io::Error::other)?;
+                Ok(buf.len())
+            }
         }
     }
 
@@ -710,6 +868,7 @@ impl Write for BareStream {
         match self {
             Self::Plaintext(tcp) => tcp.flush(),
             Self::Tls(tls) => tls.flush(),
+            Self::Ws(ws) => ws.flush().map_err(std::io::Error::other),
         }
     }
 }
@@ -728,11 +887,8 @@ pub fn silent_login(server: &dyn RunningServer, name: &str, key: usize) -> BareS
         Instant::now(),
         1_760_000_000_000,
     );
-    let binding = stream.channel_binding();
-    client.handle_input(
-        Instant::now(),
-        ClientInput::Connected(missive_core::wire::Link::stream(binding)),
-    );
+    let link = stream.link();
+    client.handle_input(Instant::now(), ClientInput::Connected(link));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = client.poll_output() {
@@ -773,8 +929,16 @@ pub fn read_until_closed(stream: &mut BareStream, timeout: Duration) -> Vec<Erro
         if n == 0 {
             return codes;
         }
-        decoder.push(&buf[..n]);
-        while let Some(packet) = decoder.next_packet::<ServerPacket>().unwrap() {
+        let mut packets = Vec::new();
+        if let BareStream::Ws(_) = stream {
+            packets.push(decode_packet::<ServerPacket>(&buf[..n]).unwrap());
+        } else {
+            decoder.push(&buf[..n]);
+            while let Some(packet) = decoder.next_packet::<ServerPacket>().unwrap() {
+                packets.push(packet);
+            }
+        }
+        for packet in packets {
             if let ServerPacket::Error { code, .. } = packet {
                 codes.push(code);
             }

@@ -4,7 +4,7 @@
 
 use async_io::Timer;
 use async_std::task;
-use missive_runtime::driver::{Listener, Runtime, TaskFailed, Transport};
+use missive_runtime::driver::{ByteStream, Listener, Runtime, TaskFailed};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -98,7 +98,7 @@ impl Listener for TcpListener {
 #[derive(Debug)]
 pub struct TcpStream(async_std::net::TcpStream);
 
-impl Transport for TcpStream {
+impl ByteStream for TcpStream {
     type Reader = async_std::net::TcpStream;
     type Writer = async_std::net::TcpStream;
 

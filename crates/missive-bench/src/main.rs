@@ -52,8 +52,8 @@ use missive_core::wire::{
 };
 use missive_core::{MessageId, UserName};
 use missive_runtime::driver::{
-    Connector, Joined, TcpConnector, TlsConnector, Transport, client_config,
-    load_certificate_authorities, web_pki_roots,
+    ByteStream, Connector, Joined, SUBPROTOCOL, TcpConnector, TlsConnector, client_config,
+    load_certificate_authorities, web_pki_roots, websocket_client_config,
 };
 use missive_tokio::Tokio;
 use serde_json::{Value, json};
@@ -449,9 +449,6 @@ type Stream = Box<dyn Duplex>;
 /// How long closing a connection waits for the server's end to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The WebSocket subprotocol the server requires.
-const WS_SUBPROTOCOL: &str = "missive.v1";
-
 /// How packets travel on one connection: the stream and its buffers.
 enum Pipe {
     /// Length-prefixed frames on the byte stream (docs/PROTOCOL.md §2.1).
@@ -512,7 +509,7 @@ impl Pipe {
             .map_err(|e| format!("WebSocket request: {e}"))?;
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(WS_SUBPROTOCOL),
+            HeaderValue::from_static(SUBPROTOCOL),
         );
         let config = WebSocketConfig::default().max_message_size(Some(DEFAULT_MAX_FRAME as usize));
         // The handshake fails unless the server echoes the subprotocol.
@@ -1215,7 +1212,8 @@ fn load_identity(path: &str) -> Res<Identity> {
     Ok(id)
 }
 
-/// `--tls`: the TLS connector trusting `--ca` (else the web PKI).
+/// `--tls`: the TLS connector trusting `--ca` (else the web PKI), with ALPN
+/// `missive/1` (`http/1.1` for wss).
 fn tls_connector(cfg: &Cfg) -> Res<Option<TlsConnector<Tokio>>> {
     if !cfg.tls {
         return Ok(None);
@@ -1225,6 +1223,12 @@ fn tls_connector(cfg: &Cfg) -> Res<Option<TlsConnector<Tokio>>> {
         None => web_pki_roots(),
     };
     let config = client_config(roots).map_err(|e| e.to_string())?;
+    // wss names HTTP/1.1 in ALPN, as browsers do.
+    let config = if cfg.ws {
+        websocket_client_config(&config)
+    } else {
+        config
+    };
     Ok(Some(TlsConnector::new(config)))
 }
 

@@ -23,6 +23,9 @@ struct ServerProcess {
     /// What the server said of its transport: `TLS, certificate SHA256:…`
     /// or `plaintext`.
     note: String,
+    /// The URL of its WebSocket listener (`--ws-listen`), from its second
+    /// line `listening on ws[s]://ADDR/ (WebSocket, NOTE)`.
+    ws_url: Option<String>,
     log: PathBuf,
 }
 
@@ -58,10 +61,19 @@ impl ServerProcess {
             .and_then(|rest| rest.split_once(" ("))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}, see {}", log.display()));
         let (addr, note) = (addr.to_string(), note.to_string());
+        let ws_url = extra.contains(&"--ws-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.strip_prefix("listening on ")
+                .and_then(|rest| rest.split_once(" (WebSocket, "))
+                .map(|(url, _)| url.to_string())
+                .unwrap_or_else(|| panic!("unexpected WebSocket line {line:?}"))
+        });
         Self {
             child,
             addr,
             note,
+            ws_url,
             log,
         }
     }
@@ -168,6 +180,56 @@ fn assert_exit(output: &Output, code: i32) {
         stdout(output),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `--ws-listen` serves wss beside TLS (same certificate, same users): a
+/// client on `wss://` registers and sends, one on TLS receives; a `ws://`
+/// client on the wss port fails cleanly.
+#[test]
+fn cli_over_websocket_beside_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let home = tmp.path().join("home");
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &["--ws-listen", "127.0.0.1:0"]);
+    let addr = server.addr.clone();
+    let url = server.ws_url.clone().unwrap();
+    let ws_addr = url
+        .strip_prefix("wss://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("not wss: {url}"));
+
+    let out = cli(&home, &url, "alice", &["register"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("registered alice"),
+        "{}",
+        stdout(&out)
+    );
+    let known = std::fs::read_to_string(home.join("known_servers")).unwrap();
+    assert!(known.starts_with(&format!("{ws_addr} SHA256:")), "{known}");
+    assert_exit(&cli(&home, &addr, "bob", &["register"]), 0);
+    assert_exit(&cli(&home, &url, "alice", &["send", "bob", "over wss"]), 0);
+    let received = cli(
+        &home,
+        &addr,
+        "bob",
+        &["listen", "--count", "1", "--timeout", "20"],
+    );
+    assert_exit(&received, 0);
+    assert!(
+        stdout(&received).contains("over wss"),
+        "{}",
+        stdout(&received)
+    );
+
+    let plain = cli(
+        &home,
+        &format!("ws://{ws_addr}/"),
+        "alice",
+        &["presence", "bob"],
+    );
+    assert!(!plain.status.success(), "{}", stdout(&plain));
+    server.terminate();
 }
 
 #[test]

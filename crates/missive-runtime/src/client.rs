@@ -22,7 +22,6 @@ use missive_core::client::{
     Client, ClientEvent, ClientInput, ClientOutput, ConnectionError, LoginError, SendFailure,
 };
 use missive_core::crypto::Fingerprint;
-use missive_core::wire::ErrorCode;
 use missive_core::wire::Link;
 use missive_core::{MessageId, UnixMillis, UserName};
 use std::collections::HashMap;
@@ -36,84 +35,23 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The local outbox is full; wait for earlier messages to be accepted.
-    #[error("outbox full ({max} messages waiting)")]
-    OutboxFull {
-        /// The limit.
-        max: usize,
-    },
-    /// The message can never fit the server's envelope limit.
-    #[error("message too large for the server")]
-    TooLarge,
-    /// The recipient's queue on the server is full.
-    #[error("{to}'s queue is full")]
-    QueueFull {
+    /// The client did not queue the message (the outbox is full, or the
+    /// body can never fit the server's envelope limit).
+    #[error(transparent)]
+    NotQueued(#[from] missive_core::client::SendError),
+    /// The message to `to` left the outbox unsent: the server refused it,
+    /// or the recipient's key did not allow sealing it.
+    #[error("the message to {to} was not sent: {reason}")]
+    Refused {
         /// The recipient.
         to: UserName,
-    },
-    /// The recipient does not exist.
-    #[error("unknown user {to}")]
-    UnknownUser {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The recipient's key differs from the pinned one; trust it first.
-    #[error("{to}'s key changed")]
-    KeyChanged {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server's key for the recipient is unusable.
-    #[error("{to}'s key is unusable")]
-    BadKey {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server remembers the message's id from another message of this
-    /// user and queued nothing.
-    #[error("the server took another message with this id; nothing was queued for {to}")]
-    IdReused {
-        /// The recipient.
-        to: UserName,
-    },
-    /// The server refused the message.
-    #[error("the server refused the message: {code:?}")]
-    Rejected {
-        /// The recipient.
-        to: UserName,
-        /// The server's error code.
-        code: ErrorCode,
-    },
-    /// The message left the outbox unsent for another reason.
-    #[error("the message to {to} failed: {reason}")]
-    Failed {
-        /// The recipient.
-        to: UserName,
-        /// Why.
-        reason: String,
+        /// Why (typed by the core).
+        reason: SendFailure,
     },
     /// The client stopped before the server accepted the message (it stays
     /// in the outbox and is sent by the next client of this user).
     #[error("the client stopped before the message was accepted")]
     Closed,
-}
-
-impl SendError {
-    fn from_failure(to: UserName, reason: SendFailure) -> Self {
-        match reason {
-            SendFailure::UnknownUser => SendError::UnknownUser { to },
-            SendFailure::QueueFull => SendError::QueueFull { to },
-            SendFailure::KeyChanged => SendError::KeyChanged { to },
-            SendFailure::TooLarge => SendError::TooLarge,
-            SendFailure::BadKey => SendError::BadKey { to },
-            SendFailure::IdReused => SendError::IdReused { to },
-            SendFailure::Rejected(code) => SendError::Rejected { to, code },
-            other => SendError::Failed {
-                to,
-                reason: other.to_string(),
-            },
-        }
-    }
 }
 
 /// Presence of a user, answer to a presence query.
@@ -173,6 +111,10 @@ pub enum ConnectError {
     /// The connection ended before the login completed.
     #[error("the connection ended before the login completed")]
     Disconnected,
+    /// The WebSocket handshake was refused, or the WebSocket closed with an
+    /// error before the login completed.
+    #[error(transparent)]
+    WebSocket(#[from] crate::driver::WebSocketError),
     /// The home directory could not be read or written.
     #[error(transparent)]
     Home(#[from] HomeError),
@@ -237,7 +179,8 @@ impl Future for SendTicket {
 
 /// Events for the application: every [`ClientEvent`] of the core (messages,
 /// notices, acceptances, presence answers, key changes, disconnections),
-/// in order. Ends when the client stops.
+/// in order. Ends when the client stops; if it stopped by itself because
+/// reconnecting cannot help, [`gave_up`](Events::gave_up) then says why.
 ///
 /// The channel is unbounded so that the client never stalls (pings, acks)
 /// on a slow application: read it steadily. Received messages are already
@@ -245,6 +188,7 @@ impl Future for SendTicket {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<ClientEvent>,
+    gave_up: oneshot::Receiver<ConnectError>,
 }
 
 impl Events {
@@ -262,6 +206,18 @@ impl Events {
             Err(mpsc::TryRecvError::Empty) => Ok(None),
             Err(mpsc::TryRecvError::Closed) => Err(()),
         }
+    }
+
+    /// Why the client stopped by itself, after it lost a connection and
+    /// retrying could not help: the server presented another certificate
+    /// than the one pinned for it
+    /// ([`ConnectError::ServerCertificateChanged`]), or refused the login
+    /// for good (a [`ConnectError::Login`] that
+    /// [`is_permanent`](ConnectError::is_permanent)). `None` while the
+    /// client runs, and when it stopped because it was closed or dropped.
+    /// Taken once.
+    pub fn gave_up(&mut self) -> Option<ConnectError> {
+        self.gave_up.try_recv().ok().flatten()
     }
 }
 
@@ -303,12 +259,16 @@ pub struct ClientEngine {
     events: mpsc::UnboundedSender<ClientEvent>,
     sends: HashMap<MessageId, oneshot::Sender<Result<MessageId, SendError>>>,
     presence: Vec<PresenceWaiter>,
-    outgoing: Vec<u8>,
+    /// What the core transmitted, one buffer per `Transmit` (one packet on
+    /// a message transport, which must not be merged).
+    outgoing: Vec<Vec<u8>>,
     close: bool,
     connection: Connection,
     epoch: u64,
     login: Option<LoginInfo>,
     refusal: Option<ConnectError>,
+    /// Where the reason goes if the client gives up (see [`Events::gave_up`]).
+    gave_up: Option<oneshot::Sender<ConnectError>>,
     dirty_since: Option<Instant>,
     save_delay: Duration,
 }
@@ -329,6 +289,7 @@ impl ClientEngine {
     /// [`flush_state`](ClientEngine::flush_state).
     pub fn new(client: Client, home: Option<UserHome>, save_delay: Duration) -> (Self, Events) {
         let (tx, rx) = mpsc::unbounded();
+        let (gave_up, gave_up_rx) = oneshot::channel();
         let mut engine = Self {
             client,
             home,
@@ -341,11 +302,27 @@ impl ClientEngine {
             epoch: 0,
             login: None,
             refusal: None,
+            gave_up: Some(gave_up),
             dirty_since: None,
             save_delay,
         };
         engine.drain(Instant::now());
-        (engine, Events { rx })
+        (
+            engine,
+            Events {
+                rx,
+                gave_up: gave_up_rx,
+            },
+        )
+    }
+
+    /// The client stops by itself because of `reason` (reconnecting cannot
+    /// help): [`Events::gave_up`] reports it once the events end.
+    pub fn give_up(&mut self, reason: ConnectError) {
+        tracing::error!("not reconnecting: {reason}");
+        if let Some(slot) = self.gave_up.take() {
+            let _ = slot.send(reason);
+        }
     }
 
     /// A transport connection is open, with this framing and channel
@@ -412,22 +389,12 @@ impl ClientEngine {
         body: Vec<u8>,
         reply: oneshot::Sender<Result<MessageId, SendError>>,
     ) {
-        match self.client.send(now, to.clone(), body) {
+        match self.client.send(now, to, body) {
             Ok(id) => {
                 self.sends.insert(id, reply);
             }
             Err(e) => {
-                let err = match e {
-                    missive_core::client::SendError::OutboxFull { max } => {
-                        SendError::OutboxFull { max }
-                    }
-                    missive_core::client::SendError::TooLarge { .. } => SendError::TooLarge,
-                    other => SendError::Failed {
-                        to,
-                        reason: other.to_string(),
-                    },
-                };
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(e.into()));
             }
         }
         self.drain(now);
@@ -469,13 +436,11 @@ impl ClientEngine {
             .map(Fingerprint::of_spki_der)
     }
 
-    /// Bytes to write to the connection, if any.
-    pub fn take_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.outgoing.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(&mut self.outgoing))
-        }
+    /// The buffers to write to the connection, in order, each one
+    /// `Transmit` of the core: on a message transport (WebSocket) each is
+    /// exactly one packet and goes out as one message.
+    pub fn take_transmit(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outgoing)
     }
 
     /// Whether the core asked to close the connection (write what
@@ -542,13 +507,7 @@ impl ClientEngine {
     fn drain(&mut self, now: Instant) {
         while let Some(output) = self.client.poll_output() {
             match output {
-                ClientOutput::Transmit(bytes) => {
-                    if self.outgoing.is_empty() {
-                        self.outgoing = bytes;
-                    } else {
-                        self.outgoing.extend_from_slice(&bytes);
-                    }
-                }
+                ClientOutput::Transmit(bytes) => self.outgoing.push(bytes),
                 ClientOutput::Close => self.close = true,
                 ClientOutput::StateChanged => {
                     self.dirty_since.get_or_insert(now);
@@ -591,7 +550,10 @@ impl ClientEngine {
             }
             ClientEvent::SendFailed { to, id, reason } => {
                 if let Some(reply) = self.sends.remove(id) {
-                    let _ = reply.send(Err(SendError::from_failure(to.clone(), *reason)));
+                    let _ = reply.send(Err(SendError::Refused {
+                        to: to.clone(),
+                        reason: *reason,
+                    }));
                 }
             }
             ClientEvent::PresenceChanged {
@@ -627,24 +589,5 @@ impl ClientEngine {
         if self.connection != Connection::Down && self.refusal.is_none() {
             self.refusal = Some(error);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Refusals the application can act on arrive as their own variants.
-    #[test]
-    fn send_failures_map_to_typed_send_errors() {
-        let bob = UserName::new("bob").unwrap();
-        assert_eq!(
-            SendError::from_failure(bob.clone(), SendFailure::IdReused),
-            SendError::IdReused { to: bob.clone() }
-        );
-        assert_eq!(
-            SendError::from_failure(bob.clone(), SendFailure::UnknownUser),
-            SendError::UnknownUser { to: bob }
-        );
     }
 }

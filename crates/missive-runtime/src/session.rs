@@ -35,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-use crate::driver::CertificateChanged;
+use crate::driver::{CertificateChanged, WebSocketError};
 use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
@@ -505,14 +505,23 @@ impl ClientSupervisor {
         tracing::debug!(server = %self.server, "connect failed: {source}");
         self.link = LinkState::Down;
         if let Some(ready) = self.ready.take() {
-            let error = match CertificateChanged::find(&source) {
-                Some(changed) => ConnectError::ServerCertificateChanged(changed.clone()),
-                None => ConnectError::Unreachable {
+            let certificate = CertificateChanged::find(&source);
+            let websocket = WebSocketError::find(&source);
+            let error = match (certificate, websocket) {
+                (Some(changed), _) => ConnectError::ServerCertificateChanged(changed.clone()),
+                (None, Some(websocket)) => ConnectError::WebSocket(websocket.clone()),
+                (None, None) => ConnectError::Unreachable {
                     addr: self.server.clone(),
                     source,
                 },
             };
             let _ = ready.send(Err(error));
+            self.stop = true;
+        } else if let Some(changed) = CertificateChanged::find(&source) {
+            // Every retry would be refused the same way, until the user
+            // decides to trust the new certificate.
+            self.engine
+                .give_up(ConnectError::ServerCertificateChanged(changed.clone()));
             self.stop = true;
         } else {
             self.schedule_reconnect(now);
@@ -528,13 +537,21 @@ impl ClientSupervisor {
     }
 
     /// The current link is gone (end of stream, read or write error).
-    pub fn lost(&mut self, now: Instant, why: &str) {
+    pub fn lost(&mut self, now: Instant, why: io::Error) {
         if self.link.is_up() {
             self.link = LinkState::Down;
             tracing::debug!("connection lost: {why}");
             self.actions.push_back(LinkAction::Close);
             self.engine.disconnected(now);
-            self.after_disconnect(now);
+            if let Some(websocket) = WebSocketError::find(&why)
+                && let Some(ready) = self.ready.take()
+            {
+                // The WebSocket layer said why, before the login.
+                let _ = ready.send(Err(ConnectError::WebSocket(websocket.clone())));
+                self.stop = true;
+            } else {
+                self.after_disconnect(now);
+            }
             self.after_input(now);
         }
     }
@@ -572,10 +589,10 @@ impl ClientSupervisor {
     /// [`finished`](ClientSupervisor::finished).
     pub fn finish(&mut self) {
         self.stop = true;
-        if let Some(bytes) = self.engine.take_transmit()
-            && self.link.is_up()
-        {
-            self.actions.push_back(LinkAction::Write(bytes));
+        let packets = self.engine.take_transmit();
+        if self.link.is_up() {
+            self.actions
+                .extend(packets.into_iter().map(LinkAction::Write));
         }
         self.actions.push_back(LinkAction::Close);
         let saved = self.engine.shutdown();
@@ -611,7 +628,7 @@ impl ClientSupervisor {
                 return;
             }
             if refusal.is_permanent() {
-                tracing::error!("not reconnecting: {refusal}");
+                self.engine.give_up(refusal);
                 self.stop = true;
                 return;
             }
@@ -639,10 +656,10 @@ impl ClientSupervisor {
 
     /// Writes what the core produced, closes when it asks, reports the login.
     fn after_input(&mut self, now: Instant) {
-        if let Some(bytes) = self.engine.take_transmit()
-            && self.link.is_up()
-        {
-            self.actions.push_back(LinkAction::Write(bytes));
+        let packets = self.engine.take_transmit();
+        if self.link.is_up() {
+            self.actions
+                .extend(packets.into_iter().map(LinkAction::Write));
         }
         if let Some(login) = self.engine.take_login() {
             if let LinkState::LoggingIn { .. } = self.link {
@@ -672,7 +689,8 @@ mod tests {
     use missive_core::crypto::Identity;
     use missive_core::rng;
     use missive_core::wire::{
-        DEFAULT_MAX_FRAME, ErrorCode, PROTOCOL_VERSION, ServerPacket, WireLimits, encode_frame,
+        ClientPacket, DEFAULT_MAX_FRAME, ErrorCode, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
+        ServerPacket, WireLimits, decode_packet, encode_frame,
     };
 
     fn prepared(
@@ -741,7 +759,7 @@ mod tests {
         sup.connected(now, Link::PLAINTEXT);
         // The core says Hello.
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
-        sup.lost(now, "test");
+        sup.lost(now, io::ErrorKind::UnexpectedEof.into());
         assert_eq!(sup.poll_action(), Some(LinkAction::Close));
         assert!(sup.is_stopped());
         assert!(matches!(
@@ -792,6 +810,42 @@ mod tests {
         // Bytes of the closed link are not the core's business any more.
         server_says(&mut sup, deadline, welcome());
         assert_eq!(sup.poll_action(), None);
+    }
+
+    /// On a message transport every write is one packet: the two transmits
+    /// of an offline client's answer to Welcome (its presence, then Login)
+    /// are never merged into one buffer (one WebSocket message).
+    #[test]
+    fn every_write_on_a_message_link_is_one_packet() {
+        let home = tempfile::tempdir().unwrap();
+        let (mut options, _) = prepared(home.path(), Registration::Never);
+        options.start_online = false;
+        let prepared = prepare_client(&options).unwrap();
+        let (mut sup, _login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        sup.connected(
+            now,
+            Link::messages(missive_core::crypto::ChannelBinding::None),
+        );
+        let frame = encode_frame(&welcome(), DEFAULT_MAX_FRAME).unwrap();
+        sup.received(now, &frame[LENGTH_PREFIX_LEN..]);
+        let mut packets = Vec::new();
+        while let Some(LinkAction::Write(bytes)) = sup.poll_action() {
+            packets.push(decode_packet::<ClientPacket>(&bytes).expect("one whole packet"));
+        }
+        assert!(
+            matches!(
+                packets.as_slice(),
+                [
+                    ClientPacket::Hello { .. },
+                    ClientPacket::SetPresence { online: false },
+                    ClientPacket::Login { .. }
+                ]
+            ),
+            "{packets:?}"
+        );
     }
 
     /// Plays the server: feeds `packet` to the supervisor.

@@ -1,7 +1,7 @@
 //! [`Tokio`]: the driver's [`Runtime`] on tokio, and its TCP transport
 //! (tokio's I/O traits bridged to `futures-io`).
 
-use missive_runtime::driver::{Listener, Runtime, TaskFailed, Transport};
+use missive_runtime::driver::{ByteStream, Listener, Runtime, TaskFailed};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -76,7 +76,7 @@ impl Listener for TcpListener {
 #[derive(Debug)]
 pub struct TcpStream(tokio::net::TcpStream);
 
-impl Transport for TcpStream {
+impl ByteStream for TcpStream {
     type Reader = Compat<OwnedReadHalf>;
     type Writer = Compat<OwnedWriteHalf>;
 

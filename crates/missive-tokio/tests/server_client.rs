@@ -5,7 +5,7 @@ mod common;
 use common::{TestServer, identities, next_event, next_message, options, user};
 use missive_core::client::{
     Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, LoginError,
-    Registration,
+    Registration, SendFailure,
 };
 use missive_core::server::ServerConfig;
 use missive_core::wire::{ErrorCode, FrameDecoder, ServerPacket};
@@ -135,7 +135,10 @@ async fn online_delivery_and_notice() {
     assert_eq!((from.as_str(), text.as_str()), ("bob", "hi alice"));
 
     match alice.send(user("carol"), "anyone?").await {
-        Err(SendError::UnknownUser { to }) => assert_eq!(to, user("carol")),
+        Err(SendError::Refused {
+            to,
+            reason: SendFailure::UnknownUser,
+        }) => assert_eq!(to, user("carol")),
         other => panic!("expected UnknownUser, got {other:?}"),
     }
     alice.close().await.unwrap();

@@ -5,8 +5,9 @@
 use clap::Parser;
 use missive_core::server::ServerConfig;
 use missive_runtime::driver::{
-    self, BoundServer, CertifiedKey, Listener, certificate_fingerprint, load_certificate,
-    load_or_create_self_signed, self_signed,
+    self, AllowedOrigins, BoundServer, CertifiedKey, Listener, TlsListener, WsListener,
+    certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed, self_signed,
+    websocket_server_config,
 };
 use missive_store::{MemoryStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
@@ -60,6 +61,17 @@ struct Args {
     /// terminator).
     #[arg(long)]
     plaintext: bool,
+    /// Also serve WebSocket (subprotocol missive.v1) on ADDR: wss with the
+    /// same certificate, ws with --plaintext. WebSocket logins are not
+    /// channel-bound (browsers cannot read the TLS exporter), so
+    /// --require-channel-binding refuses them.
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<String>,
+    /// Let in WebSocket connections from browser pages of ORIGIN only
+    /// (repeatable; e.g. https://chat.example.org) [default: any origin].
+    /// Requests without an Origin (not from a browser) are always let in.
+    #[arg(long, value_name = "ORIGIN", requires = "ws_listen")]
+    ws_allowed_origin: Vec<String>,
     /// Refuse logins without a channel binding (docs/PROTOCOL.md §3.2):
     /// only TLS connections can log in. Leave it off behind a TLS
     /// terminator, which turns every connection into a plaintext one.
@@ -198,6 +210,25 @@ impl Args {
         }
         o
     }
+
+    fn allowed_origins(&self) -> AllowedOrigins {
+        if self.ws_allowed_origin.is_empty() {
+            AllowedOrigins::Any
+        } else {
+            AllowedOrigins::Only(self.ws_allowed_origin.clone())
+        }
+    }
+
+    /// The WebSocket listener's TCP listener, if --ws-listen asks for one.
+    async fn ws_tcp(&self) -> Result<Option<missive_tokio::TcpListener>, String> {
+        let Some(addr) = &self.ws_listen else {
+            return Ok(None);
+        };
+        listen_tcp::<Tokio>(addr.as_str())
+            .await
+            .map(Some)
+            .map_err(|e| format!("cannot start WebSocket on {addr}: {e}"))
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -265,6 +296,8 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!(data = %args.data.display(), "store opened");
         Box::new(store)
     };
+    let max_frame = args.config().max_frame;
+    let origins = args.allowed_origins();
     if args.plaintext {
         let server = BoundServer::<Tokio>::bind_with(
             args.listen.as_str(),
@@ -280,12 +313,17 @@ async fn run(args: Args) -> Result<(), String> {
                 "plaintext on a non-loopback address: the network sees everything but the end-to-end encrypted messages"
             );
         }
-        return serve(server, "plaintext".into()).await;
+        let ws = args
+            .ws_tcp()
+            .await?
+            .map(|tcp| WsListener::<Tokio, _>::new(tcp, max_frame).with_allowed_origins(origins));
+        return serve(server, "plaintext", ws, "ws").await;
     }
     let certificate = certificate(&args)?;
     let fingerprint = certificate_fingerprint(&certificate.chain[0]);
     let tls = driver::server_config(certificate.chain, certificate.key)
         .map_err(|e| format!("TLS: {e}"))?;
+    let ws_tls = websocket_server_config(&tls);
     let server = BoundServer::<Tokio, _>::bind_tls(
         args.listen.as_str(),
         tls,
@@ -295,7 +333,12 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
-    serve(server, format!("TLS, certificate {fingerprint}")).await
+    let ws = args.ws_tcp().await?.map(|tcp| {
+        let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls);
+        WsListener::<Tokio, _>::new(tls, max_frame).with_allowed_origins(origins)
+    });
+    let note = format!("TLS, certificate {fingerprint}");
+    serve(server, &note, ws, "wss").await
 }
 
 /// The server's certificate: the files given, or the self-signed one of the
@@ -320,13 +363,38 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
     load_or_create_self_signed(&args.data.join("tls"), names).map_err(|e| e.to_string())
 }
 
-/// Prints `listening on ADDR (NOTE)` and serves until SIGINT or SIGTERM.
-async fn serve<L: Listener>(server: BoundServer<Tokio, L>, note: String) -> Result<(), String> {
+/// Prints `listening on ADDR (NOTE)` — and `listening on SCHEME://ADDR/
+/// (WebSocket, NOTE)` when it serves `ws` too — and serves until SIGINT or
+/// SIGTERM.
+async fn serve<L: Listener, W: Listener>(
+    server: BoundServer<Tokio, L>,
+    note: &str,
+    ws: Option<W>,
+    scheme: &str,
+) -> Result<(), String> {
+    let mut lines = vec![format!("listening on {} ({note})", server.local_addr())];
+    if let Some(ws) = &ws {
+        let addr = ws.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%addr, "serving WebSocket");
+        lines.push(format!(
+            "listening on {scheme}://{addr}/ (WebSocket, {note})"
+        ));
+    }
     {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on {} ({note})", server.local_addr());
+        for line in lines {
+            let _ = writeln!(stdout, "{line}");
+        }
         let _ = stdout.flush();
     }
+    match ws {
+        Some(ws) => run_server(server.and_listener(ws)).await,
+        None => run_server(server).await,
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+async fn run_server<L: Listener>(server: BoundServer<Tokio, L>) -> Result<(), String> {
     let report = server
         .serve_until(shutdown_signal())
         .await
@@ -363,6 +431,33 @@ mod tests {
         assert!(
             Args::try_parse_from(["missive-server", "--require-channel-binding", "--plaintext"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn websocket_flags() {
+        use clap::Parser;
+        let args = Args::parse_from(["missive-server"]);
+        assert_eq!(args.ws_listen, None, "off by default");
+        assert_eq!(args.allowed_origins(), AllowedOrigins::Any);
+        let args = Args::parse_from([
+            "missive-server",
+            "--ws-listen",
+            "127.0.0.1:7879",
+            "--ws-allowed-origin",
+            "https://a.example",
+            "--ws-allowed-origin",
+            "https://b.example",
+        ]);
+        assert_eq!(args.ws_listen.as_deref(), Some("127.0.0.1:7879"));
+        assert_eq!(
+            args.allowed_origins(),
+            AllowedOrigins::Only(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert!(
+            Args::try_parse_from(["missive-server", "--ws-allowed-origin", "https://a.example"])
+                .is_err(),
+            "an origin without --ws-listen"
         );
     }
 

@@ -3,10 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use missive_core::UserName;
-use missive_core::client::{Client, ClientConfig, ClientEvent, LoginError, Registration};
+use missive_core::client::{
+    Client, ClientConfig, ClientEvent, LoginError, Registration, SendFailure,
+};
 use missive_core::crypto::Fingerprint;
 use missive_runtime::driver::{
-    ClientHandle, Connector, KnownServers, TcpConnector, TlsConnector,
+    ClientHandle, Connector, KnownServers, TcpConnector, TlsConnector, WsAddress, WsConnector,
     load_certificate_authorities, pinning_client_config, web_pki_roots,
 };
 use missive_runtime::{ClientHome, UserHome, os_seed, unix_ms_now};
@@ -42,7 +44,8 @@ HOME/known_servers, like SSH's known_hosts.";
 #[derive(Debug, Parser)]
 #[command(name = "missive", version, after_help = EXIT_HELP)]
 struct Args {
-    /// Server address (host:port).
+    /// Server address: host:port (TLS, or plain TCP with --plaintext), or a
+    /// WebSocket URL ws://host:port/ or wss://host:port/.
     #[arg(
         long,
         global = true,
@@ -217,7 +220,21 @@ async fn run(args: Args) -> Result<(), Failure> {
         }
     };
     let wait = Duration::from_secs(args.wait.max(1));
-    let mut options = ClientOptions::new(args.server.clone(), home.clone(), user.clone());
+    let websocket = WsAddress::parse(&args.server);
+    if args.server.contains("://") && websocket.is_none() {
+        return Err(Failure::new(
+            BAD_INPUT,
+            format!(
+                "bad --server {}: use host:port, ws://host:port/ or wss://host:port/",
+                args.server
+            ),
+        ));
+    }
+    // The address the connection (and the pinned certificate) goes by.
+    let server = websocket
+        .as_ref()
+        .map_or(args.server.clone(), |ws| ws.addr.clone());
+    let mut options = ClientOptions::new(server.clone(), home.clone(), user.clone());
     options.registration = Registration::Never;
     options.generate_key = false;
     options.connect_timeout = wait;
@@ -230,10 +247,22 @@ async fn run(args: Args) -> Result<(), Failure> {
     let command = match args.command {
         Command::Fingerprint { whose } => return fingerprint(&user_home, whose),
         Command::Trust { whose: other } => return trust(&user_home, user_name(&other)?),
-        Command::TrustServer => return trust_server(&known, &args.server),
+        Command::TrustServer => return trust_server(&known, &server),
         command => command,
     };
+    if let Some(ws) = &websocket
+        && !ws.tls
+    {
+        let connector = WsConnector::<Tokio, _>::plain();
+        return networked(connector, command, options, &user_home, wait).await;
+    }
     if args.plaintext {
+        if websocket.is_some() {
+            return Err(Failure::new(
+                BAD_INPUT,
+                "--plaintext contradicts a wss:// server",
+            ));
+        }
         return networked(
             TcpConnector::<Tokio>::default(),
             command,
@@ -249,17 +278,21 @@ async fn run(args: Args) -> Result<(), Failure> {
         None => web_pki_roots(),
     };
     let first_use = known
-        .pinned(&args.server)
+        .pinned(&server)
         .map_err(|e| Failure::new(OTHER, format!("{}: {e}", known.path().display())))?
         .is_none();
-    let config = pinning_client_config(&args.server, roots, known.clone())
+    let config = pinning_client_config(&server, roots, known.clone())
         .map_err(|e| Failure::new(OTHER, format!("TLS: {e}")))?;
-    let connector = TlsConnector::<Tokio>::new(config);
-    let result = networked(connector, command, options, &user_home, wait).await;
-    if first_use && let Ok(Some(pinned)) = known.pinned(&args.server) {
+    let result = if websocket.is_some() {
+        let connector = WsConnector::<Tokio, _>::tls(&config);
+        networked(connector, command, options, &user_home, wait).await
+    } else {
+        let connector = TlsConnector::<Tokio>::new(config);
+        networked(connector, command, options, &user_home, wait).await
+    };
+    if first_use && let Ok(Some(pinned)) = known.pinned(&server) {
         eprintln!(
-            "trusted the self-signed certificate of {} on first use: {pinned} (pinned in {})",
-            args.server,
+            "trusted the self-signed certificate of {server} on first use: {pinned} (pinned in {})",
             known.path().display()
         );
     }
@@ -443,14 +476,21 @@ async fn send<C: Connector>(
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             let code = match &e {
-                SendError::UnknownUser { .. } => UNKNOWN_USER,
-                SendError::KeyChanged { .. } => KEY_CHANGED,
-                SendError::QueueFull { .. } => QUEUE_FULL,
-                SendError::TooLarge | SendError::OutboxFull { .. } => BAD_INPUT,
+                SendError::Refused { reason, .. } => match reason {
+                    SendFailure::UnknownUser => UNKNOWN_USER,
+                    SendFailure::KeyChanged => KEY_CHANGED,
+                    SendFailure::QueueFull => QUEUE_FULL,
+                    SendFailure::TooLarge => BAD_INPUT,
+                    _ => OTHER,
+                },
+                SendError::NotQueued(_) => BAD_INPUT,
                 _ => OTHER,
             };
             let hint = match &e {
-                SendError::KeyChanged { to } => format!(
+                SendError::Refused {
+                    to,
+                    reason: SendFailure::KeyChanged,
+                } => format!(
                     " (check `missive fingerprint {to}` with them, then `missive trust {to}`)"
                 ),
                 _ => String::new(),
@@ -504,10 +544,12 @@ async fn listen<C: Connector>(
         received += show(event, json);
     }
     if lost {
-        return Err(Failure::new(
-            UNREACHABLE,
-            "the connection to the server was lost",
-        ));
+        // Stopped by itself: why, typed, when reconnecting could not help
+        // (e.g. the server's certificate changed: exit status 10).
+        return Err(match events.gave_up() {
+            Some(reason) => reason.into(),
+            None => Failure::new(UNREACHABLE, "the connection to the server was lost"),
+        });
     }
     match count {
         Some(n) if received < n => Err(Failure::new(

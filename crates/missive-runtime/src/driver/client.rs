@@ -10,7 +10,7 @@
 //! its [`LinkAction`]s and feeds back what the connection and the timer say.
 
 use super::runtime::{Alarm, Runtime, Task, timeout};
-use super::transport::{Connecting, Connector, TcpConnector, Transport};
+use super::transport::{Connecting, Connector, ReadHalf, TcpConnector, Transport, WriteHalf};
 use crate::client::{ConnectError, Events, LoginInfo, Presence, PresenceError, SendError};
 use crate::home::HomeError;
 use crate::session::{
@@ -18,7 +18,7 @@ use crate::session::{
     commands, prepare_client,
 };
 use futures_channel::{mpsc, oneshot};
-use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use missive_core::crypto::Fingerprint;
 use missive_core::{MessageId, UserName};
 use std::convert::Infallible;
@@ -29,8 +29,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Bytes read from the connection at once.
-const READ_CHUNK: usize = 16 * 1024;
 /// Time the writer gets to flush the last bytes (acknowledgements) at close.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -195,12 +193,12 @@ impl<T: Transport> Link<T> {
         }
     }
 
-    /// Polls a read; an error when the writer failed.
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    /// Polls for the next chunk; an error when the writer failed.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
         if Pin::new(&mut self.writer_gone).poll(cx).is_ready() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.reader).poll_read(cx, buf)
+        self.reader.poll_chunk(cx)
     }
 
     /// Closes after writing what is queued; returns the writer to await.
@@ -210,18 +208,25 @@ impl<T: Transport> Link<T> {
     }
 }
 
-/// Writes what the task queues; on a write error stops, dropping `_alive`,
-/// so that the task's read fails and the connection is reported lost.
-async fn client_writer<W: AsyncWrite + Unpin>(
+/// Writes what the task queues, each time all that is queued as one batch
+/// (one packet per buffer); on a write error stops, dropping `_alive`, so
+/// that the task's read fails and the connection is reported lost.
+async fn client_writer<W: WriteHalf>(
     mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     _alive: oneshot::Sender<Infallible>,
 ) {
+    let mut batch = Vec::new();
     while let Some(bytes) = rx.next().await {
-        if let Err(e) = writer.write_all(&bytes).await {
+        batch.push(bytes);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        if let Err(e) = writer.write_batch(&batch).await {
             tracing::debug!("write failed: {e}");
             return;
         }
+        batch.clear();
     }
     let _ = writer.close().await;
 }
@@ -230,7 +235,7 @@ async fn client_writer<W: AsyncWrite + Unpin>(
 enum Wake<T> {
     Command(Option<Command>),
     Connected(io::Result<T>),
-    Read(io::Result<usize>),
+    Read(io::Result<Option<Vec<u8>>>),
     Timer,
 }
 
@@ -244,7 +249,6 @@ async fn run<R: Runtime, C: Connector>(
     let mut link: Option<Link<C::Transport>> = None;
     let mut connecting: Option<Connecting<C::Transport>> = None;
     let mut alarm = Alarm::<R>::new();
-    let mut buf = vec![0u8; READ_CHUNK];
     sup.start(R::now());
     loop {
         perform(&connector, &mut sup, &mut link, &mut connecting);
@@ -262,7 +266,7 @@ async fn run<R: Runtime, C: Connector>(
                 return Poll::Ready(Wake::Connected(result));
             }
             if let Some(link) = link.as_mut()
-                && let Poll::Ready(read) = link.poll_read(cx, &mut buf)
+                && let Poll::Ready(read) = link.poll_chunk(cx)
             {
                 return Poll::Ready(Wake::Read(read));
             }
@@ -277,17 +281,17 @@ async fn run<R: Runtime, C: Connector>(
                 connecting = None;
                 match result {
                     Ok(transport) => {
-                        let binding = transport.channel_binding();
+                        let wire = transport.link();
                         link = Some(Link::new::<R>(transport));
-                        sup.connected(now, missive_core::wire::Link::stream(binding));
+                        sup.connected(now, wire);
                     }
                     Err(e) => sup.connect_failed(now, e),
                 }
             }
-            Wake::Read(Ok(0)) => sup.lost(now, "the server closed the connection"),
-            Wake::Read(Ok(n)) => sup.received(now, &buf[..n]),
+            Wake::Read(Ok(None)) => sup.lost(now, io::ErrorKind::UnexpectedEof.into()),
+            Wake::Read(Ok(Some(chunk))) => sup.received(now, &chunk),
             Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Wake::Read(Err(e)) => sup.lost(now, &e.to_string()),
+            Wake::Read(Err(e)) => sup.lost(now, e),
             Wake::Timer => sup.timeout(now),
         }
     }

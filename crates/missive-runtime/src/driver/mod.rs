@@ -15,27 +15,39 @@
 //! through the `futures-io` traits: a [`Listener`] accepts [`Transport`]s
 //! for the server, a [`Connector`] opens one for the client; TCP is the
 //! runtime's, and another transport (TLS, WebSocket) plugs in with
-//! [`BoundServer::with_listener`] and [`ClientHandle::connect_with`].
+//! [`BoundServer::with_listener`] and [`ClientHandle::connect_with`]; one
+//! server serves two listeners (say TLS and WebSocket) with
+//! [`BoundServer::and_listener`].
 
 mod client;
+mod handshake;
 mod runtime;
 mod server;
 mod tls;
 mod transport;
 mod trust;
+mod ws;
 
 pub use client::ClientHandle;
+pub use handshake::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
 /// The TLS library, for its configuration types.
 pub use rustls;
-pub use server::BoundServer;
+pub use server::{BoundServer, listen_tcp};
 pub use tls::{
-    ALPN, CHANNEL_BINDING_LABEL, CertifiedKey, ExporterValue, HANDSHAKE_TIMEOUT, Joined,
-    MAX_HANDSHAKES, TlsConnector, TlsListener, TlsTransport, certificate_fingerprint,
-    client_config, self_signed, server_config, web_pki_roots,
+    ALPN, CHANNEL_BINDING_LABEL, CertifiedKey, ExporterValue, HTTP_1_1_ALPN, Joined, TlsConnector,
+    TlsListener, TlsTransport, certificate_fingerprint, client_config, self_signed, server_config,
+    web_pki_roots, websocket_client_config, websocket_server_config,
 };
-pub use transport::{Connecting, Connector, Listener, TcpConnector, Transport};
+pub use transport::{
+    Both, ByteStream, Connecting, Connector, Either, Listener, ReadHalf, StreamReader,
+    StreamWriter, TcpConnector, Transport, WriteHalf,
+};
 pub use trust::{
     CertificateChanged, CertificateFileError, KnownServers, load_certificate,
     load_certificate_authorities, load_or_create_self_signed, pinning_client_config,
+};
+pub use ws::{
+    AllowedOrigins, CLIENT_MAX_MESSAGE, SUBPROTOCOL, WebSocketError, WsAddress, WsConnector,
+    WsListener, WsReader, WsTransport, WsWriter,
 };

@@ -3,7 +3,7 @@
 //! implements [`Runtime`] for its runtime (a zero-sized type); the generic
 //! server and client drivers do the rest.
 
-use super::transport::{Listener, Transport};
+use super::transport::{ByteStream, Listener};
 use futures_util::FutureExt;
 use futures_util::future::{Either, RemoteHandle, select};
 use std::future::Future;
@@ -22,7 +22,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// A TCP listener (accepting connections with `TCP_NODELAY` set).
     type TcpListener: Listener<Transport = Self::TcpStream>;
     /// A TCP connection.
-    type TcpStream: Transport;
+    type TcpStream: ByteStream;
 
     /// Runs `future` on the runtime, detached.
     fn spawn(future: impl Future<Output = ()> + Send + 'static);

@@ -12,21 +12,21 @@
 
 use super::runtime::{Alarm, Runtime, Task, sleep, timeout};
 use super::tls::TlsListener;
-use super::transport::{Listener, Transport};
+use super::transport::{Both, Listener, ReadHalf, Transport, WriteHalf};
 use crate::engine::{ConnEvent, EngineError, ServerEngine, StoreEvents};
 use crate::queue::{OutboundReceiver, StopSignal, WriterStep};
 use crate::serve::{
     ServeError, ServeReport, ServerHandle, ServerOptions, ServerRequest, ServerRequests, control,
 };
 use futures_channel::mpsc;
+use futures_util::Stream;
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt, Stream};
 use missive_core::ConnId;
 use missive_core::server::ServerConfig;
 use missive_store::{Store, StoreEvent};
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::{Pin, pin};
@@ -34,10 +34,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-/// Bytes read from a connection at once.
-const READ_CHUNK: usize = 16 * 1024;
-/// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
+/// Buffers a writer's batch keeps room for between batches.
+const BATCH_CAPACITY: usize = 64;
 /// How long a closed connection's reader drains input before giving up.
 const LINGER: Duration = Duration::from_secs(2);
 /// How long a writer waits for the end of its output to be acknowledged.
@@ -119,7 +117,9 @@ impl<R: Runtime> BoundServer<R, TlsListener<R, R::TcpListener>> {
 }
 
 /// A TCP listener on the first of the addresses of `addr` that can be bound.
-async fn listen_tcp<R: Runtime>(addr: impl ToSocketAddrs) -> Result<R::TcpListener, ServeError> {
+pub async fn listen_tcp<R: Runtime>(
+    addr: impl ToSocketAddrs,
+) -> Result<R::TcpListener, ServeError> {
     let mut last = ServeError::NoAddress;
     for addr in addr.to_socket_addrs().map_err(ServeError::Resolve)? {
         match R::listen_tcp(addr).await {
@@ -161,9 +161,30 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
         })
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (its first listener's).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listener (or listeners) it serves.
+    pub fn listener(&self) -> &L {
+        &self.listener
+    }
+
+    /// Serves the connections of `other` as well (say WebSocket beside TCP
+    /// or TLS): one engine for both, so connection ids stay unique and every
+    /// user reaches every other whatever their transport.
+    pub fn and_listener<M: Listener>(self, other: M) -> BoundServer<R, Both<L, M>> {
+        BoundServer {
+            listener: Both::new(self.listener, other),
+            local_addr: self.local_addr,
+            engine: self.engine,
+            store_events: self.store_events,
+            options: self.options,
+            handle: self.handle,
+            requests: self.requests,
+            runtime: PhantomData,
+        }
     }
 
     /// A handle to stop or inspect the server once it serves.
@@ -257,12 +278,9 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                     engine.conn_events(R::now(), event, || inbound.try_recv().ok());
                 }
                 Wake::Accepted(Ok((transport, peer))) => {
-                    let Some((conn, queue, stop)) = engine.admit(
-                        R::now(),
-                        options.max_connections,
-                        peer,
-                        missive_core::wire::Link::stream(transport.channel_binding()),
-                    ) else {
+                    let Some((conn, queue, stop)) =
+                        engine.admit(R::now(), options.max_connections, peer, transport.link())
+                    else {
                         continue; // dropping the transport closes it
                     };
                     let (reader, writer) = transport.split();
@@ -309,10 +327,10 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
 
 /// Reads chunks from the connection and forwards them to the owner task
 /// until the peer closes, an error occurs, or the engine is done with the
-/// connection. The read buffer lives on the stack only during a poll: an
-/// idle connection holds none. `linger` is the time to drain the input of a
-/// connection the server closed.
-async fn read_loop<Rd: AsyncRead + Unpin, Linger: Future<Output = ()>>(
+/// connection. An idle connection's reader holds no read buffer (a byte
+/// stream's lives on the stack only during a poll). `linger` is the time to
+/// drain the input of a connection the server closed.
+async fn read_loop<Rd: ReadHalf, Linger: Future<Output = ()>>(
     conn: ConnId,
     mut reader: Rd,
     stop: StopSignal,
@@ -325,16 +343,12 @@ async fn read_loop<Rd: AsyncRead + Unpin, Linger: Future<Output = ()>>(
             if stopped.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            let mut buf = [0u8; READ_CHUNK];
-            Pin::new(&mut reader)
-                .poll_read(cx, &mut buf)
-                .map(|read| Some(read.map(|n| buf[..n].to_vec())))
+            reader.poll_chunk(cx).map(Some)
         })
         .await;
         let chunk = match read {
-            None => break,
-            Some(Ok(chunk)) if chunk.is_empty() => break,
-            Some(Ok(chunk)) => chunk,
+            None | Some(Ok(None)) => break,
+            Some(Ok(Some(chunk))) => chunk,
             Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Some(Err(e)) => {
                 tracing::debug!(conn = conn.0, "read failed: {e}");
@@ -359,10 +373,9 @@ async fn read_loop<Rd: AsyncRead + Unpin, Linger: Future<Output = ()>>(
         // destroy that frame.
         let drain = poll_fn(|cx| {
             loop {
-                let mut buf = [0u8; 1024];
-                match Pin::new(&mut reader).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
-                    Poll::Ready(Ok(_)) => {}
+                match reader.poll_chunk(cx) {
+                    Poll::Ready(Ok(None) | Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(Some(_))) => {}
                     Poll::Pending => return Poll::Pending,
                 }
             }
@@ -377,7 +390,7 @@ async fn read_loop<Rd: AsyncRead + Unpin, Linger: Future<Output = ()>>(
 
 /// Writes what the engine queues for the connection, in batches. Closing
 /// the output at the end waits at most until `close_timeout` resolves.
-async fn write_loop<W: AsyncWrite + Unpin, Wait: Future<Output = ()>>(
+async fn write_loop<W: WriteHalf, Wait: Future<Output = ()>>(
     mut writer: W,
     mut queue: OutboundReceiver,
     close_timeout: impl FnOnce() -> Wait,
@@ -388,15 +401,15 @@ async fn write_loop<W: AsyncWrite + Unpin, Wait: Future<Output = ()>>(
             WriterStep::Write => {
                 let written = {
                     let aborted = pin!(queue.aborted());
-                    let write = pin!(write_batch(&mut writer, &batch));
+                    let write = pin!(writer.write_batch(&batch));
                     match select(aborted, write).await {
                         Either::Left(((), _)) => return,
                         Either::Right((written, _)) => written,
                     }
                 };
                 batch.clear();
-                if batch.capacity() > MAX_IOVECS * 4 {
-                    batch.shrink_to(MAX_IOVECS);
+                if batch.capacity() > BATCH_CAPACITY * 4 {
+                    batch.shrink_to(BATCH_CAPACITY);
                 }
                 if let Err(e) = written {
                     tracing::debug!("write failed: {e}");
@@ -412,31 +425,12 @@ async fn write_loop<W: AsyncWrite + Unpin, Wait: Future<Output = ()>>(
     }
 }
 
-/// Writes every buffer of `batch`, with vectored writes.
-async fn write_batch<W: AsyncWrite + Unpin>(writer: &mut W, batch: &[Vec<u8>]) -> io::Result<()> {
-    if let [one] = batch {
-        return writer.write_all(one).await;
-    }
-    for group in batch.chunks(MAX_IOVECS) {
-        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest: &mut [IoSlice<'_>] = &mut slices;
-        while !rest.is_empty() {
-            let n = writer.write_vectored(rest).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut rest, n);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::transport::{StreamReader, StreamWriter};
     use crate::queue::{QueueLimits, outbound};
     use futures_util::io::{Cursor, sink};
-    use std::pin::Pin;
 
     /// An idle connection costs its reader no read buffer: the 16 KiB
     /// buffer lives on the stack only during a poll.
@@ -444,77 +438,17 @@ mod tests {
     fn idle_reader_and_writer_hold_no_buffer() {
         let (_tx, queue, stop) = outbound(QueueLimits::default());
         let (events, _inbound) = mpsc::channel(1);
-        let reader = read_loop(ConnId(1), Cursor::new(Vec::new()), stop, events, || {
-            std::future::ready(())
-        });
+        let reader = read_loop(
+            ConnId(1),
+            StreamReader(Cursor::new(Vec::new())),
+            stop,
+            events,
+            || std::future::ready(()),
+        );
         let size = std::mem::size_of_val(&reader);
         assert!(size < 2048, "reader future is {size} bytes");
-        let writer = write_loop(sink(), queue, || std::future::ready(()));
+        let writer = write_loop(StreamWriter(sink()), queue, || std::future::ready(()));
         let size = std::mem::size_of_val(&writer);
         assert!(size < 2048, "writer future is {size} bytes");
-    }
-
-    /// A writer that takes at most `limit` bytes per (vectored) write.
-    struct Trickle {
-        out: Vec<u8>,
-        limit: usize,
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            let mut taken = 0;
-            for buf in bufs {
-                let n = buf.len().min(self.limit - taken);
-                self.out.extend_from_slice(&buf[..n]);
-                taken += n;
-                if taken == self.limit {
-                    break;
-                }
-            }
-            Poll::Ready(Ok(taken))
-        }
-
-        fn poll_flush(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_close(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    proptest::proptest! {
-        /// Whatever the batch (of frames: never empty) and however little
-        /// each write takes, the buffers go out whole and in order (vectored writes of at most
-        /// `MAX_IOVECS` buffers, advanced over partial writes).
-        #[test]
-        fn a_batch_is_written_whole_and_in_order(
-            batch in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 0..200),
-            limit in 1usize..300,
-        ) {
-            let mut out = Trickle { out: Vec::new(), limit };
-            futures_util::FutureExt::now_or_never(write_batch(&mut out, &batch))
-                .expect("the writer never waits")
-                .unwrap();
-            proptest::prop_assert_eq!(out.out, batch.concat());
-        }
     }
 }

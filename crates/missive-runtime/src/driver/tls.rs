@@ -1,4 +1,4 @@
-//! TLS 1.3 over any [`Transport`]: a [`TlsListener`] wrapping any
+//! TLS 1.3 over any [`ByteStream`]: a [`TlsListener`] wrapping any
 //! [`Listener`] and a [`TlsConnector`] on any [`Runtime`]. One
 //! implementation (rustls with the ring provider, through `futures-rustls`)
 //! serves every runtime, since the driver speaks `futures-io`.
@@ -7,12 +7,12 @@
 //! channel binding ([`TlsTransport::channel_binding`], RFC 9266
 //! `tls-exporter`), the same value at both ends of one TLS session.
 
-use super::runtime::{Runtime, Task, timeout};
-use super::transport::{Connecting, Connector, Listener, Transport};
+use super::handshake::{HANDSHAKE_TIMEOUT, Handshakes};
+use super::runtime::{Runtime, timeout};
+use super::transport::{ByteStream, Connecting, Connector, Listener};
 use futures_rustls::TlsStream;
 use futures_util::io::{ReadHalf, WriteHalf};
-use futures_util::stream::FuturesUnordered;
-use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, Stream};
+use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
@@ -28,12 +28,9 @@ use std::time::Duration;
 pub const ALPN: &[u8] = b"missive/1";
 /// The RFC 9266 exporter label of the channel binding.
 pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
-/// Time a peer gets to finish the TLS handshake (as the protocol's own
-/// handshake deadline, 10 s).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes a listener runs at once; beyond it, it stops
-/// accepting until one ends.
-pub const MAX_HANDSHAKES: usize = 1024;
+/// The application protocol of a WebSocket over TLS (wss): HTTP/1.1, the
+/// only one browsers offer for it.
+pub const HTTP_1_1_ALPN: &[u8] = b"http/1.1";
 
 /// The RFC 9266 `tls-exporter` value of a TLS session (32 bytes).
 pub type ExporterValue = [u8; 32];
@@ -84,6 +81,22 @@ pub(crate) fn client_config_with_verifier(
     Ok(Arc::new(config))
 }
 
+/// `config` offering ALPN [`HTTP_1_1_ALPN`] instead, for a wss listener (the
+/// same certificate).
+pub fn websocket_server_config(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![HTTP_1_1_ALPN.to_vec()];
+    Arc::new(config)
+}
+
+/// `config` offering ALPN [`HTTP_1_1_ALPN`] instead, for a wss client (the
+/// same trust: roots or pinning).
+pub fn websocket_client_config(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![HTTP_1_1_ALPN.to_vec()];
+    Arc::new(config)
+}
+
 /// The web PKI's root certificate authorities (Mozilla's list).
 pub fn web_pki_roots() -> rustls::RootCertStore {
     rustls::RootCertStore {
@@ -118,23 +131,23 @@ pub fn certificate_fingerprint(certificate: &CertificateDer<'_>) -> String {
     format!("SHA256:{}", pairs.join(":"))
 }
 
-/// The two halves of a split [`Transport`] joined back into one stream, for
-/// TLS to run over.
+/// The two halves of a split [`ByteStream`] joined back into one stream, for
+/// TLS or WebSocket to run over.
 #[derive(Debug)]
-pub struct Joined<T: Transport> {
+pub struct Joined<T: ByteStream> {
     reader: T::Reader,
     writer: T::Writer,
 }
 
-impl<T: Transport> Joined<T> {
-    /// Joins the two halves of `transport` into one stream.
-    pub fn new(transport: T) -> Self {
-        let (reader, writer) = transport.split();
+impl<T: ByteStream> Joined<T> {
+    /// Joins the two halves of `stream` into one stream.
+    pub fn new(stream: T) -> Self {
+        let (reader, writer) = stream.split();
         Self { reader, writer }
     }
 }
 
-impl<T: Transport> AsyncRead for Joined<T> {
+impl<T: ByteStream> AsyncRead for Joined<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -144,7 +157,7 @@ impl<T: Transport> AsyncRead for Joined<T> {
     }
 }
 
-impl<T: Transport> AsyncWrite for Joined<T> {
+impl<T: ByteStream> AsyncWrite for Joined<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -170,20 +183,20 @@ impl<T: Transport> AsyncWrite for Joined<T> {
     }
 }
 
-/// A connection after its TLS handshake, over transport `T`.
-pub struct TlsTransport<T: Transport> {
+/// A connection after its TLS handshake, over byte stream `T`.
+pub struct TlsTransport<T: ByteStream> {
     stream: TlsStream<Joined<T>>,
     channel_binding: ExporterValue,
     peer_certificate: Option<CertificateDer<'static>>,
 }
 
-impl<T: Transport> std::fmt::Debug for TlsTransport<T> {
+impl<T: ByteStream> std::fmt::Debug for TlsTransport<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsTransport").finish_non_exhaustive()
     }
 }
 
-impl<T: Transport> TlsTransport<T> {
+impl<T: ByteStream> TlsTransport<T> {
     fn established(stream: TlsStream<Joined<T>>) -> io::Result<Self> {
         let (_, state) = stream.get_ref();
         let peer_certificate = state
@@ -223,12 +236,12 @@ impl<T: Transport> TlsTransport<T> {
     }
 }
 
-impl<T: Transport> Transport for TlsTransport<T> {
+impl<T: ByteStream> ByteStream for TlsTransport<T> {
     type Reader = ReadHalf<TlsStream<Joined<T>>>;
     type Writer = WriteHalf<TlsStream<Joined<T>>>;
 
     fn split(self) -> (Self::Reader, Self::Writer) {
-        self.stream.split()
+        AsyncReadExt::split(self.stream)
     }
 
     fn channel_binding(&self) -> missive_core::crypto::ChannelBinding {
@@ -236,101 +249,78 @@ impl<T: Transport> Transport for TlsTransport<T> {
     }
 }
 
-/// A finished (or failed) server handshake.
-type Handshake<T> = Task<Option<(TlsTransport<T>, Option<SocketAddr>)>>;
-
-/// Accepts TLS connections over the connections of listener `L`: each
-/// handshake runs in its own task (others are accepted meanwhile) and is cut
-/// at the handshake deadline; a failed handshake only closes its connection.
-pub struct TlsListener<R: Runtime, L: Listener> {
+/// Accepts TLS connections over the connections of listener `L` (a byte
+/// stream): each handshake runs in its own task (others are accepted
+/// meanwhile) and is cut at the handshake deadline; a failed handshake only
+/// closes its connection.
+pub struct TlsListener<R: Runtime, L: Listener>
+where
+    L::Transport: ByteStream,
+{
     inner: L,
     acceptor: futures_rustls::TlsAcceptor,
-    handshakes: FuturesUnordered<Handshake<L::Transport>>,
-    handshake_timeout: Duration,
-    max_handshakes: usize,
-    runtime: PhantomData<fn() -> R>,
+    handshakes: Handshakes<R, TlsTransport<L::Transport>>,
 }
 
-impl<R: Runtime, L: Listener> std::fmt::Debug for TlsListener<R, L> {
+impl<R: Runtime, L: Listener> std::fmt::Debug for TlsListener<R, L>
+where
+    L::Transport: ByteStream,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsListener")
-            .field("handshakes", &self.handshakes.len())
-            .field("handshake_timeout", &self.handshake_timeout)
+            .field("handshakes", &self.handshakes)
             .finish_non_exhaustive()
     }
 }
 
-impl<R: Runtime, L: Listener> TlsListener<R, L> {
+impl<R: Runtime, L: Listener> TlsListener<R, L>
+where
+    L::Transport: ByteStream,
+{
     /// Serves TLS with `config` over `inner`, with the default
-    /// [`HANDSHAKE_TIMEOUT`] and [`MAX_HANDSHAKES`].
+    /// [`HANDSHAKE_TIMEOUT`] and [`MAX_HANDSHAKES`](super::MAX_HANDSHAKES).
     pub fn new(inner: L, config: Arc<rustls::ServerConfig>) -> Self {
         Self {
             inner,
             acceptor: config.into(),
-            handshakes: FuturesUnordered::new(),
-            handshake_timeout: HANDSHAKE_TIMEOUT,
-            max_handshakes: MAX_HANDSHAKES,
-            runtime: PhantomData,
+            handshakes: Handshakes::new("TLS"),
         }
     }
 
     /// Sets the time a peer gets to finish its handshake.
     pub fn with_handshake_timeout(mut self, limit: Duration) -> Self {
-        self.handshake_timeout = limit;
+        self.handshakes.limit = limit;
         self
     }
 
     /// Sets the most handshakes run at once.
     pub fn with_max_handshakes(mut self, max: usize) -> Self {
-        self.max_handshakes = max.max(1);
+        self.handshakes.max = max.max(1);
         self
     }
 
-    fn start_handshake(&self, transport: L::Transport, peer: Option<SocketAddr>) {
-        let accept = self.acceptor.accept(Joined::new(transport));
-        let limit = self.handshake_timeout;
-        self.handshakes.push(Task::spawn::<R>(async move {
-            match timeout::<R, _>(limit, accept).await {
-                Some(Ok(stream)) => match TlsTransport::established(stream.into()) {
-                    Ok(transport) => Some((transport, peer)),
-                    Err(error) => {
-                        tracing::debug!(?peer, %error, "no channel binding");
-                        None
-                    }
-                },
-                Some(Err(error)) => {
-                    tracing::debug!(?peer, %error, "TLS handshake failed");
-                    None
-                }
-                None => {
-                    tracing::debug!(?peer, "TLS handshake cut at its deadline");
-                    None
-                }
-            }
-        }));
+    /// The listener underneath.
+    pub fn inner(&self) -> &L {
+        &self.inner
     }
 }
 
-impl<R: Runtime, L: Listener> Listener for TlsListener<R, L> {
+impl<R: Runtime, L: Listener> Listener for TlsListener<R, L>
+where
+    L::Transport: ByteStream,
+{
     type Transport = TlsTransport<L::Transport>;
 
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Self::Transport, Option<SocketAddr>)>> {
-        while self.handshakes.len() < self.max_handshakes {
-            match self.inner.poll_accept(cx) {
-                Poll::Ready(Ok((transport, peer))) => self.start_handshake(transport, peer),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => break,
-            }
-        }
-        while let Poll::Ready(Some(done)) = Pin::new(&mut self.handshakes).poll_next(cx) {
-            if let Some(accepted) = done {
-                return Poll::Ready(Ok(accepted));
-            }
-        }
-        Poll::Pending
+        let acceptor = &self.acceptor;
+        self.handshakes
+            .poll_accept(&mut self.inner, cx, |transport| {
+                let accept = acceptor.accept(Joined::new(transport));
+                async move { TlsTransport::established(accept.await?.into()) }
+            })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -372,7 +362,7 @@ impl<R: Runtime> TlsConnector<R> {
 }
 
 /// The host part of `host:port` (`[v6]:port` included), as a TLS server name.
-fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
+pub(crate) fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
     let host = match addr.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host,
         _ => addr,
