@@ -39,7 +39,9 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use clap::{Parser, ValueEnum};
-use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, SinkExt, StreamExt};
+use futures_util::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, SinkExt, StreamExt,
+};
 use missive_core::crypto::{
     AuthContext, AuthTranscript, ChannelBinding, ENVELOPE_VERSION, EnvelopeHeader, Identity,
     TranscriptVersion, open, seal,
@@ -526,6 +528,28 @@ impl Pipe {
     }
 }
 
+/// Most WebSocket messages one `fill` takes.
+const WS_BATCH: usize = 256;
+
+/// Queues the packet of one received WebSocket message (or handles a
+/// control message); the connection's end or a text message is an error.
+fn receive_message(
+    inbox: &mut VecDeque<ServerPacket>,
+    message: Option<Result<Message, async_tungstenite::tungstenite::Error>>,
+) -> Res<()> {
+    match message {
+        Some(Ok(Message::Binary(packet))) => inbox
+            .push_back(decode_packet::<ServerPacket>(&packet).map_err(|e| format!("decode: {e}"))?),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        Some(Ok(Message::Close(_))) | None => {
+            return Err("server closed the connection".into());
+        }
+        Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
+        Some(Err(e)) => return Err(format!("read: {e}")),
+    }
+    Ok(())
+}
+
 /// One protocol connection: its link, its channel binding and the session
 /// the server opened.
 struct Conn {
@@ -635,17 +659,19 @@ impl Conn {
                 }
                 dec.push(&buf[..n]);
             }
-            Pipe::WebSocket { ws, inbox, .. } => match ws.next().await {
-                Some(Ok(Message::Binary(packet))) => inbox.push_back(
-                    decode_packet::<ServerPacket>(&packet).map_err(|e| format!("decode: {e}"))?,
-                ),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err("server closed the connection".into());
+            Pipe::WebSocket { ws, inbox, .. } => {
+                let first = ws.next().await;
+                receive_message(inbox, first)?;
+                // Then whatever already arrived, without waiting, so that a
+                // caller handles a burst of messages as a batch (as a byte
+                // stream's one read), not one wake-up per message.
+                while inbox.len() < WS_BATCH {
+                    match ws.next().now_or_never() {
+                        Some(message) => receive_message(inbox, message)?,
+                        None => break,
+                    }
                 }
-                Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
-                Some(Err(e)) => return Err(format!("read: {e}")),
-            },
+            }
         }
         Ok(())
     }
