@@ -58,18 +58,26 @@ fn certificate(
 /// A TLS server with `config` on a fresh loopback port; its handle stops it
 /// when dropped with the runtime.
 fn tls_server(rt: &tokio::runtime::Runtime, config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let server = rt
-        .block_on(BoundServer::<Tokio, _>::bind_tls(
-            "127.0.0.1:0",
-            config,
-            ServerConfig::default(),
-            Box::new(MemoryStore::new()),
-            Default::default(),
-        ))
-        .unwrap();
+    let server = bind_tls_server(rt, config, "127.0.0.1:0".parse().unwrap());
     let addr = server.local_addr();
     rt.spawn(server.serve());
     addr
+}
+
+/// A TLS server with `config` and a memory store, bound to `addr`.
+fn bind_tls_server(
+    rt: &tokio::runtime::Runtime,
+    config: Arc<rustls::ServerConfig>,
+    addr: SocketAddr,
+) -> BoundServer<Tokio, TlsListener<Tokio, <Tokio as Runtime>::TcpListener>> {
+    rt.block_on(BoundServer::<Tokio, _>::bind_tls(
+        addr,
+        config,
+        ServerConfig::default(),
+        Box::new(MemoryStore::new()),
+        Default::default(),
+    ))
+    .unwrap()
 }
 
 fn connect_with<C: Connector>(
@@ -193,15 +201,7 @@ fn a_certificate_changed_while_reconnecting_stops_the_client_typed() {
     let home = tempfile::tempdir().unwrap();
     let known = KnownServers::new(home.path().join("known_servers"));
     let (first, config) = certificate(&["127.0.0.1"], None);
-    let server = rt
-        .block_on(BoundServer::<Tokio, _>::bind_tls(
-            "127.0.0.1:0",
-            config,
-            ServerConfig::default(),
-            Box::new(MemoryStore::new()),
-            Default::default(),
-        ))
-        .unwrap();
+    let server = bind_tls_server(&rt, config, "127.0.0.1:0".parse().unwrap());
     let addr = server.local_addr();
     let control = server.handle();
     let serving = rt.spawn(server.serve());
@@ -218,16 +218,7 @@ fn a_certificate_changed_while_reconnecting_stops_the_client_typed() {
     control.shutdown();
     rt.block_on(serving).unwrap().unwrap();
     let (second, config) = certificate(&["127.0.0.1"], None);
-    let replacement = rt
-        .block_on(BoundServer::<Tokio, _>::bind_tls(
-            addr,
-            config,
-            ServerConfig::default(),
-            Box::new(MemoryStore::new()),
-            Default::default(),
-        ))
-        .unwrap();
-    rt.spawn(replacement.serve());
+    rt.spawn(bind_tls_server(&rt, config, addr).serve());
 
     let ended = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(20), async {

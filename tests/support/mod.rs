@@ -29,16 +29,18 @@ use missive_runtime::client::{
 };
 use missive_runtime::driver::rustls::pki_types::ServerName;
 use missive_runtime::driver::{
-    self, BoundServer, ClientHandle, Connector, Listener, SUBPROTOCOL, TcpConnector, TlsConnector,
-    TlsListener, WsConnector, WsListener, listen_tcp, rustls, self_signed, websocket_client_config,
-    websocket_server_config,
+    self, BoundServer, ClientHandle, Connector, Listener, Runtime, SUBPROTOCOL, TcpConnector,
+    TlsConnector, TlsListener, WsConnector, WsListener, listen_tcp, rustls, self_signed,
+    websocket_client_config, websocket_server_config,
 };
 use missive_runtime::home::ClientHome;
-use missive_runtime::serve::ServeError;
+use missive_runtime::serve::{ServeError, ServeReport, ServerHandle, ServerOptions};
 use missive_runtime::session::ClientOptions;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -387,6 +389,59 @@ impl RunningServer for TokioServer {
     }
 }
 
+/// A server serving.
+type Serving = Pin<Box<dyn Future<Output = Result<ServeReport, ServeError>> + Send>>;
+
+/// Binds a server on runtime `R` with `security` at `addr` and hands its
+/// serving future to `spawn`: its address, its handle and what `spawn`
+/// returned.
+async fn bind_and_serve<R: Runtime, T>(
+    security: Security,
+    addr: &str,
+    config: ServerConfig,
+    store: Box<dyn Store>,
+    spawn: fn(Serving) -> T,
+) -> Result<(SocketAddr, ServerHandle, T), ServeError> {
+    fn started<R: Runtime, L: Listener, T>(
+        server: BoundServer<R, L>,
+        spawn: fn(Serving) -> T,
+    ) -> (SocketAddr, ServerHandle, T) {
+        let (addr, handle) = (server.local_addr(), server.handle());
+        (addr, handle, spawn(Box::pin(server.serve())))
+    }
+    let tcp = listen_tcp::<R>(addr).await?;
+    let max_frame = config.max_frame;
+    let options = ServerOptions::default();
+    Ok(match security {
+        Security::Plaintext => started(
+            BoundServer::<R, _>::with_listener(tcp, config, store, options).await?,
+            spawn,
+        ),
+        Security::Tls => {
+            let tls = TlsListener::<R, _>::new(tcp, Arc::clone(&tls().0));
+            started(
+                BoundServer::<R, _>::with_listener(tls, config, store, options).await?,
+                spawn,
+            )
+        }
+        Security::Ws => {
+            let ws = WsListener::<R, _>::new(tcp, max_frame);
+            started(
+                BoundServer::<R, _>::with_listener(ws, config, store, options).await?,
+                spawn,
+            )
+        }
+        Security::Wss => {
+            let ws =
+                WsListener::<R, _>::new(TlsListener::<R, _>::new(tcp, wss_config()), max_frame);
+            started(
+                BoundServer::<R, _>::with_listener(ws, config, store, options).await?,
+                spawn,
+            )
+        }
+    })
+}
+
 impl ServerDriver for Tokio {
     fn try_start(
         &self,
@@ -394,56 +449,11 @@ impl ServerDriver for Tokio {
         config: ServerConfig,
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
-        let rt = tokio_rt();
-        fn serve<L: Listener>(
-            server: BoundServer<missive_tokio::Tokio, L>,
-        ) -> (
-            SocketAddr,
-            missive_tokio::ServerHandle,
-            tokio::task::JoinHandle<Result<missive_tokio::ServeReport, ServeError>>,
-        ) {
-            let (addr, handle) = (server.local_addr(), server.handle());
-            (addr, handle, tokio_rt().spawn(server.serve()))
-        }
-        let (addr, handle, task) = match self.0 {
-            Security::Plaintext => {
-                serve(rt.block_on(missive_tokio::BoundServer::bind(addr, config, store))?)
-            }
-            Security::Tls => serve(rt.block_on(missive_tokio::TlsBoundServer::bind_tls(
-                addr,
-                Arc::clone(&tls().0),
-                config,
-                store,
-                Default::default(),
-            ))?),
-            Security::Ws => serve(rt.block_on(async {
-                let ws = WsListener::<missive_tokio::Tokio, _>::new(
-                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
-                    config.max_frame,
-                );
-                BoundServer::<missive_tokio::Tokio, _>::with_listener(
-                    ws,
-                    config,
-                    store,
-                    Default::default(),
-                )
-                .await
-            })?),
-            Security::Wss => serve(rt.block_on(async {
-                let tls = TlsListener::<missive_tokio::Tokio, _>::new(
-                    listen_tcp::<missive_tokio::Tokio>(addr).await?,
-                    wss_config(),
-                );
-                let ws = WsListener::<missive_tokio::Tokio, _>::new(tls, config.max_frame);
-                BoundServer::<missive_tokio::Tokio, _>::with_listener(
-                    ws,
-                    config,
-                    store,
-                    Default::default(),
-                )
-                .await
-            })?),
-        };
+        let (addr, handle, task) = tokio_rt().block_on(
+            bind_and_serve::<missive_tokio::Tokio, _>(self.0, addr, config, store, |serving| {
+                tokio_rt().spawn(serving)
+            }),
+        )?;
         Ok(Box::new(TokioServer {
             addr,
             security: self.0,
@@ -597,56 +607,14 @@ impl ServerDriver for AsyncStd {
         config: ServerConfig,
         store: Box<dyn Store>,
     ) -> Result<Box<dyn RunningServer>, ServeError> {
-        use async_std::task::block_on;
-        fn serve<L: Listener>(
-            server: BoundServer<missive_async_std::AsyncStd, L>,
-        ) -> (
-            SocketAddr,
-            missive_async_std::ServerHandle,
-            async_std::task::JoinHandle<Result<missive_async_std::ServeReport, ServeError>>,
-        ) {
-            let (addr, handle) = (server.local_addr(), server.handle());
-            (addr, handle, async_std::task::spawn(server.serve()))
-        }
-        let (addr, handle, task) = match self.0 {
-            Security::Plaintext => serve(block_on(missive_async_std::BoundServer::bind(
-                addr, config, store,
-            ))?),
-            Security::Tls => serve(block_on(missive_async_std::TlsBoundServer::bind_tls(
+        let (addr, handle, task) =
+            async_std::task::block_on(bind_and_serve::<missive_async_std::AsyncStd, _>(
+                self.0,
                 addr,
-                Arc::clone(&tls().0),
                 config,
                 store,
-                Default::default(),
-            ))?),
-            Security::Ws => serve(block_on(async {
-                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(
-                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
-                    config.max_frame,
-                );
-                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
-                    ws,
-                    config,
-                    store,
-                    Default::default(),
-                )
-                .await
-            })?),
-            Security::Wss => serve(block_on(async {
-                let tls = TlsListener::<missive_async_std::AsyncStd, _>::new(
-                    listen_tcp::<missive_async_std::AsyncStd>(addr).await?,
-                    wss_config(),
-                );
-                let ws = WsListener::<missive_async_std::AsyncStd, _>::new(tls, config.max_frame);
-                BoundServer::<missive_async_std::AsyncStd, _>::with_listener(
-                    ws,
-                    config,
-                    store,
-                    Default::default(),
-                )
-                .await
-            })?),
-        };
+                async_std::task::spawn,
+            ))?;
         Ok(Box::new(AsyncStdServer {
             addr,
             security: self.0,
