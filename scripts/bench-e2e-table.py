@@ -2,10 +2,17 @@
 """Side-by-side table (median [min-max] over runs) from bench-e2e.sh's JSON lines."""
 import json, statistics, sys
 
-TARGETS = ["missive-durable", "missive-memory", "mqtt", "relay"]
-NAMES = {"missive-durable": "Missive durable (redb)", "missive-memory": "Missive --memory",
-         "mqtt": "mosquitto QoS1", "relay": "raw relay"}
+STORES = {"missive-durable": "Missive durable (redb)", "missive-memory": "Missive --memory"}
+TRANSPORTS = ["tls", "ws", "wss"]  # plain TCP has no suffix
+PEERS = {"mqtt": "mosquitto QoS1", "relay": "raw relay"}
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+present = {r["target"] for r in rows}
+NAMES = {}
+for t, name in STORES.items():
+    NAMES[t] = name
+    NAMES.update({f"{t}-{x}": f"{name} {x.upper()}" for x in TRANSPORTS})
+NAMES.update(PEERS)
+TARGETS = [t for t in NAMES if t in present]
 
 def kind(r):
     s = r["scenario"]
@@ -53,10 +60,27 @@ def med(t, k, f):
     return statistics.median(v) if v else float("nan")
 
 print()
+stores = [t for t in STORES if t in present]
 m = lambda t: med(t, "online-sat", "msgs_per_s") / med("mqtt", "online-sat", "msgs_per_s")
-print(f"online saturated / mosquitto: memory {m('missive-memory'):.2f}x (target >= 3), durable {m('missive-durable'):.2f}x (target >= 2)")
-for t in ["missive-memory", "missive-durable"]:
+for t in (t for t in TARGETS if t.startswith("missive-")):
+    print(f"online saturated {t} / mosquitto: {m(t):.2f}x"
+          + {"missive-memory": " (target >= 3)", "missive-durable": " (target >= 2)"}.get(t, ""))
+for t in stores:
     p = med(t, "online@10k", "lat_p99_us"); q = med("mqtt", "online@10k", "lat_p99_us")
     print(f"p99 at 10k/s {t}: {p:,.0f} us vs mosquitto {q:,.0f} us ({p / q:.2f}x; target <= 1)")
-    d = med(t, "offline-drain", "drain_msgs_per_s") / med("mqtt", "offline-drain", "drain_msgs_per_s")
-    print(f"offline drain {t} / mosquitto: {d:.2f}x (target >= 1.5)")
+    if vals(t, "offline-drain", "drain_msgs_per_s"):
+        d = med(t, "offline-drain", "drain_msgs_per_s") / med("mqtt", "offline-drain", "drain_msgs_per_s")
+        print(f"offline drain {t} / mosquitto: {d:.2f}x (target >= 1.5)")
+# What each transport costs against plain TCP on the same store (issue #11 targets for TLS:
+# <= 15 % of saturated throughput, <= 10 us of server CPU per message at 10k msgs/s,
+# <= 8 KiB of server memory per idle connection).
+for t in stores:
+    for x in (x for x in TRANSPORTS if f"{t}-{x}" in present):
+        o = f"{t}-{x}"
+        cost = 1 - med(o, "online-sat", "msgs_per_s") / med(t, "online-sat", "msgs_per_s")
+        cpu = med(o, "online@10k", "server_cpu_us_per_msg") - med(t, "online@10k", "server_cpu_us_per_msg")
+        sat_cpu = med(o, "online-sat", "server_cpu_us_per_msg") - med(t, "online-sat", "server_cpu_us_per_msg")
+        print(f"{o} vs {t}: saturated throughput cost {cost * 100:.1f} %, server CPU/msg "
+              f"+{sat_cpu:.1f} us saturated, +{cpu:.1f} us at 10k msgs/s, idle conn "
+              f"{med(o, 'idle-conns', 'server_rss_bytes_per_conn'):,.0f} B "
+              f"(plain {med(t, 'idle-conns', 'server_rss_bytes_per_conn'):,.0f} B)")

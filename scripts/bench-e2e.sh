@@ -14,11 +14,15 @@ CONNS=${CONNS:-5000}       # idle connections (one fd per connection on each sid
 SAT_MSGS=${SAT_MSGS:-2000} # messages per sender, saturated runs (relay: 10x)
 RATE_MSGS=${RATE_MSGS:-300} # messages per sender at 10k msgs/s (3 s per run)
 SCENARIOS=${SCENARIOS:-"sat rate offline idle"} # subset, e.g. SCENARIOS=rate RUNS=5
-MQTT_PORT=18830; RELAY_PORT=18840; MISSIVE_PORT=17878
+STORES=${STORES:-"durable memory"} # Missive's stores, each run against a fresh server
+# Missive's transports: tcp (--plaintext), tls (TLS 1.3, logins bound to the exporter),
+# ws (WebSocket, --plaintext), wss (WebSocket over TLS). Offline-drain runs over the first only.
+TRANSPORTS=${TRANSPORTS:-tcp}
+PEERS=${PEERS:-"mqtt relay"} # peer-bench targets (a subset, e.g. PEERS=mqtt)
+MQTT_PORT=18830; RELAY_PORT=18840; MISSIVE_PORT=17878; MISSIVE_WS_PORT=17879
 # Benchmark limits for missive-server (defaults are for a public server: 100 sends/s/user,
 # 1000 queued per recipient, 50% per sender); the window stays at its default (256).
-# --plaintext: missive-bench speaks the wire protocol on plain TCP.
-SRVFLAGS=(--plaintext --send-rate 10000000 --send-burst 10000000 --queue-max-messages 1000000
+SRVFLAGS=(--send-rate 10000000 --send-burst 10000000 --queue-max-messages 1000000
           --queue-max-bytes 4294967296 --sender-share 100 --max-outstanding 10000000
           --max-connections 25000)
 
@@ -36,15 +40,28 @@ PB="$WORK/peer-bench/target/release/peer-bench"; PR="$WORK/peer-bench/target/rel
   echo "# bench, servers and other agents share these cores (no pinning)"
 } | tee "$WORK/env.txt"
 
+# TLS servers share one self-signed certificate (made by a first start), which the bench
+# trusts with --ca.
+CERT="$WORK/cert/tls/cert.pem"; KEY="$WORK/cert/tls/key.pem"
+if [[ " $TRANSPORTS " == *" tls "* || " $TRANSPORTS " == *" wss "* ]] && [ ! -f "$CERT" ]; then
+  "$MS" --listen 127.0.0.1:$MISSIVE_PORT --data "$WORK/cert" >> "$WORK/missive.log" 2>&1 &
+  CPID=$!
+  for _ in $(seq 200); do [ -f "$KEY" ] && [ -f "$CERT" ] && break; sleep 0.05; done
+  sleep 0.5; kill "$CPID"; wait "$CPID" 2>/dev/null || true
+fi
+
 PID=""
 wait_port() { for _ in $(seq 200); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; echo "port $1 not up" >&2; return 1; }
 stop() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""; fi; }
 trap stop EXIT
-start_missive() { # $1 = durable | memory
+start_missive() { # $1 = durable | memory, $2 = tcp | tls | ws | wss
   rm -rf "$WORK/data"; mkdir -p "$WORK/data"
   local store=(--data "$WORK/data"); [ "$1" = memory ] && store=(--memory)
-  RUST_LOG=warn "$MS" --listen 127.0.0.1:$MISSIVE_PORT "${store[@]}" "${SRVFLAGS[@]}" >> "$WORK/missive.log" 2>&1 &
-  PID=$!; wait_port $MISSIVE_PORT
+  local tls=(--plaintext) port=$MISSIVE_PORT
+  case "$2" in tls | wss) tls=(--tls-cert "$CERT" --tls-key "$KEY") ;; esac
+  case "$2" in ws | wss) tls+=(--ws-listen 127.0.0.1:$MISSIVE_WS_PORT); port=$MISSIVE_WS_PORT ;; esac
+  RUST_LOG=warn "$MS" --listen 127.0.0.1:$MISSIVE_PORT "${tls[@]}" "${store[@]}" "${SRVFLAGS[@]}" >> "$WORK/missive.log" 2>&1 &
+  PID=$!; wait_port $port
 }
 start_mosq() {
   rm -rf "$WORK/mdata"; mkdir -p "$WORK/mdata"
@@ -54,33 +71,42 @@ start_mosq() {
   PID=$!; wait_port $MQTT_PORT
 }
 start_relay() { "$PR" --listen 127.0.0.1:$RELAY_PORT >> "$WORK/relay.log" 2>&1 & PID=$!; wait_port $RELAY_PORT; }
-mb() { local store=$1; shift; echo "+ missive-bench $* ($store)" >&2
-  "$MB" "$@" --addr 127.0.0.1:$MISSIVE_PORT --server-pid "$PID" | sed "s/\"target\":\"missive\"/\"target\":\"missive-$store\"/" | tee -a "$OUT"; }
+mb() { # $1 = store, $2 = transport, then missive-bench's arguments
+  local store=$1 transport=$2 target="missive-$1" flags=() port=$MISSIVE_PORT; shift 2
+  [ "$transport" = tcp ] || target="$target-$transport"
+  case "$transport" in tls | wss) flags+=(--tls --ca "$CERT") ;; esac
+  case "$transport" in ws | wss) flags+=(--ws); port=$MISSIVE_WS_PORT ;; esac
+  echo "+ missive-bench $* ${flags[*]} ($store)" >&2
+  "$MB" "$@" "${flags[@]}" --addr 127.0.0.1:$port --server-pid "$PID" | sed "s/\"target\":\"missive\"/\"target\":\"$target\"/" | tee -a "$OUT"; }
+# Every Missive store over every transport (offline-drain: over the first transport only).
+missive_runs() { local scenario_transports=$1; shift
+  for t in $scenario_transports; do for s in $STORES; do start_missive $s $t; mb $s $t "$@"; stop; done; done; }
+has_peer() { [[ " $PEERS " == *" $1 "* ]]; }
 pb() { echo "+ peer-bench $*" >&2; "$PB" "$@" --server-pid "$PID" | tee -a "$OUT"; }
 
 for i in $(seq "$RUNS"); do
   L="--label run$i"
   if [[ " $SCENARIOS " == *" sat "* ]]; then
-    for s in durable memory; do start_missive $s; mb $s online --pairs 100 --msgs "$SAT_MSGS" $L; stop; done
-    start_mosq;  pb online --target mqtt --pairs 100 --msgs "$SAT_MSGS" $L; stop
-    start_relay; pb online --target relay --pairs 100 --msgs $((SAT_MSGS * 10)) $L; stop
+    missive_runs "$TRANSPORTS" online --pairs 100 --msgs "$SAT_MSGS" $L
+    if has_peer mqtt; then start_mosq;  pb online --target mqtt --pairs 100 --msgs "$SAT_MSGS" $L; stop; fi
+    if has_peer relay; then start_relay; pb online --target relay --pairs 100 --msgs $((SAT_MSGS * 10)) $L; stop; fi
   fi
   if [[ " $SCENARIOS " == *" rate "* ]]; then
-    for s in durable memory; do start_missive $s; mb $s online --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L; stop; done
-    start_mosq;  pb online --target mqtt --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L; stop
-    start_relay; pb online --target relay --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L; stop
+    missive_runs "$TRANSPORTS" online --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L
+    if has_peer mqtt; then start_mosq;  pb online --target mqtt --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L; stop; fi
+    if has_peer relay; then start_relay; pb online --target relay --pairs 100 --msgs "$RATE_MSGS" --rate 10000 $L; stop; fi
   fi
   if [[ " $SCENARIOS " == *" offline "* ]]; then
-    for s in durable memory; do start_missive $s; mb $s offline-drain --pairs 100 --msgs "$SAT_MSGS" $L; stop; done
-    start_mosq;  pb offline-drain --target mqtt --pairs 100 --msgs "$SAT_MSGS" $L; stop
+    missive_runs "${TRANSPORTS%% *}" offline-drain --pairs 100 --msgs "$SAT_MSGS" $L
+    if has_peer mqtt; then start_mosq;  pb offline-drain --target mqtt --pairs 100 --msgs "$SAT_MSGS" $L; stop; fi
   fi
 done
 [[ " $SCENARIOS " == *" idle "* ]] || IDLE_RUNS=0
 for i in $(seq "$IDLE_RUNS"); do
   L="--label run$i"
-  for s in durable memory; do start_missive $s; mb $s idle-conns --conns "$CONNS" --timeout 300 $L; stop; done
-  start_mosq;  pb idle-conns --target mqtt --conns "$CONNS" $L; stop
-  start_relay; pb idle-conns --target relay --conns "$CONNS" $L; stop
+  missive_runs "$TRANSPORTS" idle-conns --conns "$CONNS" --timeout 300 $L
+  if has_peer mqtt; then start_mosq;  pb idle-conns --target mqtt --conns "$CONNS" $L; stop; fi
+  if has_peer relay; then start_relay; pb idle-conns --target relay --conns "$CONNS" $L; stop; fi
 done
 echo "# loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$WORK/env.txt"
 python3 "$ROOT/scripts/bench-e2e-table.py" "$OUT"

@@ -24,24 +24,45 @@
 //!   refused), then receivers log in and drain.
 //! * `idle-conns`: `--conns` users registered (phase 1, not counted), then
 //!   that many connections logged in and idle; server RSS per connection.
+//!
+//! Transports (docs/PROTOCOL.md §3): plain TCP by default (a server started
+//! with `--plaintext`); `--tls` is TLS 1.3 with ALPN `missive/1` through the
+//! driver's own connector, the server trusted by `--ca` (for a self-signed
+//! server, its `DATA/tls/cert.pem`), and every login signs the v2 transcript
+//! bound to the connection's TLS exporter value; `--ws` is a WebSocket
+//! (subprotocol `missive.v1`, one packet per binary message, binding type
+//! `none`), over TLS (wss) with `--tls`.
 
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use clap::{Parser, ValueEnum};
+use futures_util::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, SinkExt, StreamExt,
+};
 use missive_core::crypto::{
-    AuthContext, AuthTranscript, ENVELOPE_VERSION, EnvelopeHeader, Identity, open, seal,
+    AuthContext, AuthTranscript, ChannelBinding, ENVELOPE_VERSION, EnvelopeHeader, Identity,
+    TranscriptVersion, open, seal,
 };
 use missive_core::rng::{CoreRng, bytes, derive, from_seed};
 use missive_core::wire::ErrorCode;
 use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Notice, PROTOCOL_VERSION, ServerPacket,
-    encode_frame_into,
+    decode_packet, encode_frame_into, encode_packet_into,
 };
 use missive_core::{MessageId, UserName};
+use missive_runtime::driver::{
+    ByteStream, Connector, Joined, SUBPROTOCOL, TcpConnector, TlsConnector, client_config,
+    load_certificate_authorities, web_pki_roots, websocket_client_config,
+};
+use missive_tokio::Tokio;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout_at;
 
@@ -113,9 +134,32 @@ struct Cfg {
     /// PKCS#8 DER key shared by all bench users (generated and saved if missing).
     #[arg(long, default_value = "/tmp/missive-bench-key.der")]
     key_file: String,
+    /// TLS 1.3 (ALPN `missive/1`), logins bound to the TLS exporter; with
+    /// --ws: wss.
+    #[arg(long)]
+    tls: bool,
+    /// --tls: trust the certificate authorities in this PEM file (a
+    /// self-signed server's own DATA/tls/cert.pem) instead of the web PKI.
+    #[arg(long, requires = "tls")]
+    ca: Option<PathBuf>,
+    /// WebSocket (subprotocol `missive.v1`, one packet per binary message).
+    #[arg(long)]
+    ws: bool,
     /// Copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+}
+
+impl Cfg {
+    /// The transport's name in the JSON line: `tcp`, `tls`, `ws` or `wss`.
+    fn transport(&self) -> &'static str {
+        match (self.ws, self.tls) {
+            (false, false) => "tcp",
+            (false, true) => "tls",
+            (true, false) => "ws",
+            (true, true) => "wss",
+        }
+    }
 }
 
 static BASE: OnceLock<Instant> = OnceLock::new();
@@ -389,6 +433,8 @@ struct Ctx {
     prefix: String,
     identity: Identity,
     deadline: tokio::time::Instant,
+    /// `--tls`: the driver's TLS connector (TLS 1.3, ALPN, exporter).
+    tls: Option<TlsConnector<Tokio>>,
 }
 
 impl Ctx {
@@ -397,12 +443,118 @@ impl Ctx {
     }
 }
 
-/// One protocol connection: socket, frame decoder, output buffer.
+/// A byte stream: TCP, or TLS over TCP.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+type Stream = Box<dyn Duplex>;
+
+/// How long closing a connection waits for the server's end to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How packets travel on one connection: the stream and its buffers.
+enum Pipe {
+    /// Length-prefixed frames on the byte stream (docs/PROTOCOL.md §2.1).
+    Frames {
+        stream: Stream,
+        dec: FrameDecoder,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+    },
+    /// One bare packet per binary WebSocket message.
+    WebSocket {
+        ws: Box<WebSocketStream<Stream>>,
+        out: Vec<Vec<u8>>,
+        inbox: VecDeque<ServerPacket>,
+    },
+}
+
+impl Pipe {
+    /// Opens the byte stream to `addr` (TCP, or TLS over it with `tls`)
+    /// and the channel binding of that stream.
+    async fn stream(
+        addr: &str,
+        tls: Option<&TlsConnector<Tokio>>,
+    ) -> Res<(Stream, ChannelBinding)> {
+        let Some(tls) = tls else {
+            let tcp = TcpConnector::<Tokio>::default()
+                .connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            return Ok((Box::new(Joined::new(tcp)), ChannelBinding::None));
+        };
+        let session = tls
+            .connect(addr)
+            .await
+            .map_err(|e| format!("TLS connect {addr}: {e}"))?;
+        let binding = session.channel_binding();
+        let (reader, writer) = session.split();
+        let stream = reader.reunite(writer).map_err(|e| e.to_string())?;
+        Ok((Box::new(stream), binding))
+    }
+
+    /// Connects with the transport `cfg` asks for; returns the link and the
+    /// channel binding its logins sign.
+    async fn open(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<(Pipe, ChannelBinding)> {
+        let (stream, binding) = Pipe::stream(&cfg.addr, tls).await?;
+        if !cfg.ws {
+            let link = Pipe::Frames {
+                stream,
+                dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
+                buf: vec![0; 64 * 1024],
+                out: Vec::with_capacity(64 * 1024),
+            };
+            return Ok((link, binding));
+        }
+        let scheme = if cfg.tls { "wss" } else { "ws" };
+        let mut request = format!("{scheme}://{}/", cfg.addr)
+            .into_client_request()
+            .map_err(|e| format!("WebSocket request: {e}"))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        let config = WebSocketConfig::default().max_message_size(Some(DEFAULT_MAX_FRAME as usize));
+        // The handshake fails unless the server echoes the subprotocol.
+        let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| format!("WebSocket handshake {}: {e}", cfg.addr))?;
+        let link = Pipe::WebSocket {
+            ws: Box::new(ws),
+            out: Vec::new(),
+            inbox: VecDeque::new(),
+        };
+        // A browser cannot read the TLS exporter: binding `none`, even over wss.
+        Ok((link, ChannelBinding::None))
+    }
+}
+
+/// Most WebSocket messages one `fill` takes.
+const WS_BATCH: usize = 256;
+
+/// Queues the packet of one received WebSocket message (or handles a
+/// control message); the connection's end or a text message is an error.
+fn receive_message(
+    inbox: &mut VecDeque<ServerPacket>,
+    message: Option<Result<Message, async_tungstenite::tungstenite::Error>>,
+) -> Res<()> {
+    match message {
+        Some(Ok(Message::Binary(packet))) => inbox
+            .push_back(decode_packet::<ServerPacket>(&packet).map_err(|e| format!("decode: {e}"))?),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        Some(Ok(Message::Close(_))) | None => {
+            return Err("server closed the connection".into());
+        }
+        Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
+        Some(Err(e)) => return Err(format!("read: {e}")),
+    }
+    Ok(())
+}
+
+/// One protocol connection: its link, its channel binding and the session
+/// the server opened.
 struct Conn {
-    stream: TcpStream,
-    dec: FrameDecoder,
-    buf: Vec<u8>,
-    out: Vec<u8>,
+    link: Pipe,
+    binding: ChannelBinding,
     server_id: [u8; 16],
     session_id: [u8; 16],
     /// Mailbox items waiting at login (`logged_in`'s `queued`).
@@ -410,16 +562,11 @@ struct Conn {
 }
 
 impl Conn {
-    async fn connect(addr: &str) -> Res<Conn> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    async fn connect(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<Conn> {
+        let (link, binding) = Pipe::open(cfg, tls).await?;
         let mut c = Conn {
-            stream,
-            dec: FrameDecoder::new(DEFAULT_MAX_FRAME),
-            buf: vec![0; 64 * 1024],
-            out: Vec::with_capacity(64 * 1024),
+            link,
+            binding,
             server_id: [0; 16],
             session_id: [0; 16],
             queued_at_login: 0,
@@ -442,39 +589,100 @@ impl Conn {
         }
     }
 
+    /// Closes the connection, waiting until the server has closed its end,
+    /// so the server has released it.
+    async fn close(mut self) {
+        let closed = async {
+            match &mut self.link {
+                Pipe::Frames { stream, buf, .. } => {
+                    let _ = stream.close().await;
+                    while matches!(stream.read(buf).await, Ok(n) if n > 0) {}
+                }
+                Pipe::WebSocket { ws, .. } => {
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+    }
+
     fn push(&mut self, p: &ClientPacket) {
-        encode_frame_into(p, DEFAULT_MAX_FRAME, &mut self.out).expect("bench frames fit");
+        match &mut self.link {
+            Pipe::Frames { out, .. } => {
+                encode_frame_into(p, DEFAULT_MAX_FRAME, out).expect("bench frames fit");
+            }
+            Pipe::WebSocket { out, .. } => {
+                let mut message = Vec::new();
+                encode_packet_into(p, DEFAULT_MAX_FRAME, &mut message).expect("bench packets fit");
+                out.push(message);
+            }
+        }
     }
 
     async fn flush(&mut self) -> Res<()> {
-        if !self.out.is_empty() {
-            self.stream
-                .write_all(&self.out)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            self.out.clear();
+        match &mut self.link {
+            Pipe::Frames { stream, out, .. } => {
+                if !out.is_empty() {
+                    stream
+                        .write_all(out)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                    stream.flush().await.map_err(|e| format!("write: {e}"))?;
+                    out.clear();
+                }
+            }
+            Pipe::WebSocket { ws, out, .. } => {
+                if !out.is_empty() {
+                    for packet in out.drain(..) {
+                        ws.feed(Message::Binary(packet.into()))
+                            .await
+                            .map_err(|e| format!("write: {e}"))?;
+                    }
+                    ws.flush().await.map_err(|e| format!("write: {e}"))?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Reads once from the socket into the decoder (cancel safe).
+    /// Reads once from the connection into its decoder or inbox (cancel
+    /// safe).
     async fn fill(&mut self) -> Res<()> {
-        let n = self
-            .stream
-            .read(&mut self.buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("server closed the connection".into());
+        match &mut self.link {
+            Pipe::Frames {
+                stream, dec, buf, ..
+            } => {
+                let n = stream.read(buf).await.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("server closed the connection".into());
+                }
+                dec.push(&buf[..n]);
+            }
+            Pipe::WebSocket { ws, inbox, .. } => {
+                let first = ws.next().await;
+                receive_message(inbox, first)?;
+                // Then whatever already arrived, without waiting, so that a
+                // caller handles a burst of messages as a batch (as a byte
+                // stream's one read), not one wake-up per message.
+                while inbox.len() < WS_BATCH {
+                    match ws.next().now_or_never() {
+                        Some(message) => receive_message(inbox, message)?,
+                        None => break,
+                    }
+                }
+            }
         }
-        self.dec.push(&self.buf[..n]);
         Ok(())
     }
 
     fn next(&mut self) -> Res<Option<ServerPacket>> {
-        self.dec
-            .next_packet::<ServerPacket>()
-            .map_err(|e| format!("decode: {e}"))
+        match &mut self.link {
+            Pipe::Frames { dec, .. } => dec
+                .next_packet::<ServerPacket>()
+                .map_err(|e| format!("decode: {e}")),
+            Pipe::WebSocket { inbox, .. } => Ok(inbox.pop_front()),
+        }
     }
 
     async fn recv(&mut self) -> Res<ServerPacket> {
@@ -503,9 +711,7 @@ impl Conn {
         };
         let client_nonce = bytes::<32>(rng);
         let signature = AuthTranscript {
-            version: missive_core::crypto::TranscriptVersion::V2(
-                missive_core::crypto::ChannelBinding::None,
-            ),
+            version: TranscriptVersion::V2(self.binding),
             context,
             server_id: self.server_id,
             session_id: self.session_id,
@@ -564,7 +770,7 @@ fn rng_for(tag: u64) -> CoreRng {
 /// Connect, register `user` (if asked) and log in (if asked).
 async fn session(ctx: &Ctx, user: &UserName, register: bool, login: bool) -> Res<Conn> {
     let mut rng = rng_for(now_ns());
-    let mut c = Conn::connect(&ctx.cfg.addr).await?;
+    let mut c = Conn::connect(&ctx.cfg, ctx.tls.as_ref()).await?;
     if register {
         c.register(user, &ctx.identity, &mut rng).await?;
     }
@@ -796,6 +1002,29 @@ async fn sessions(
     collect(hs).await
 }
 
+/// Registers `n` users, at most `--connect-par` at a time, each on its own
+/// connection closed right after: the server never holds more than that
+/// many of these connections, so its RSS afterwards is the user directory,
+/// not the high-water mark of `n` connections (freed, but kept by the
+/// allocator).
+async fn register_users(ctx: &Arc<Ctx>, role: char, n: usize) -> Res<()> {
+    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (ctx, par) = (ctx.clone(), par.clone());
+            tokio::spawn(async move {
+                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
+                session(&ctx, &ctx.user(role, i), true, false)
+                    .await?
+                    .close()
+                    .await;
+                Ok(())
+            })
+        })
+        .collect();
+    collect(hs).await.map(drop)
+}
+
 async fn online(ctx: Arc<Ctx>) -> Res<Value> {
     let cfg = &ctx.cfg;
     let recv_conns = sessions(&ctx, 'r', cfg.pairs, true, true).await?;
@@ -839,7 +1068,7 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
     let mut owed: Vec<Option<u64>> = vec![None; cfg.pairs];
     if cfg.phase != Phase::Drain {
         // 1. receivers exist but are offline (registered, never logged in)
-        drop(sessions(&ctx, 'r', cfg.pairs, true, false).await?);
+        register_users(&ctx, 'r', cfg.pairs).await?;
         let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss0 = rss_kb(pid);
@@ -931,7 +1160,7 @@ async fn idle_conns(ctx: Arc<Ctx>) -> Res<Value> {
     // Phase 1 (not counted): register the users, so the RSS delta of phase 2
     // is only the authenticated connections, not the user directory.
     let t0 = Instant::now();
-    drop(sessions(&ctx, 'i', cfg.conns, true, false).await?);
+    register_users(&ctx, 'i', cfg.conns).await?;
     let register_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = rss_kb(pid);
@@ -1009,6 +1238,26 @@ fn load_identity(path: &str) -> Res<Identity> {
     Ok(id)
 }
 
+/// `--tls`: the TLS connector trusting `--ca` (else the web PKI), with ALPN
+/// `missive/1` (`http/1.1` for wss).
+fn tls_connector(cfg: &Cfg) -> Res<Option<TlsConnector<Tokio>>> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    let roots = match &cfg.ca {
+        Some(ca) => load_certificate_authorities(ca).map_err(|e| e.to_string())?,
+        None => web_pki_roots(),
+    };
+    let config = client_config(roots).map_err(|e| e.to_string())?;
+    // wss names HTTP/1.1 in ALPN, as browsers do.
+    let config = if cfg.ws {
+        websocket_client_config(&config)
+    } else {
+        config
+    };
+    Ok(Some(TlsConnector::new(config)))
+}
+
 fn head(cfg: &Cfg) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     let scenario = match cfg.scenario {
@@ -1018,6 +1267,7 @@ fn head(cfg: &Cfg) -> serde_json::Map<String, Value> {
     };
     m.insert("scenario".into(), json!(scenario));
     m.insert("target".into(), json!("missive"));
+    m.insert("transport".into(), json!(cfg.transport()));
     if !cfg.label.is_empty() {
         m.insert("label".into(), json!(cfg.label));
     }
@@ -1053,12 +1303,20 @@ async fn main() {
             .unwrap_or(0);
         format!("mb{}", t % 100_000_000)
     });
+    let tls = match tls_connector(&cfg) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("missive-bench: TLS: {e}");
+            std::process::exit(1);
+        }
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.timeout);
     let ctx = Arc::new(Ctx {
         cfg,
         prefix,
         identity,
         deadline,
+        tls,
     });
     let r = match ctx.cfg.scenario {
         Scenario::Online => online(ctx.clone()).await,

@@ -140,7 +140,8 @@ pub struct Joined<T: ByteStream> {
 }
 
 impl<T: ByteStream> Joined<T> {
-    pub(crate) fn new(stream: T) -> Self {
+    /// Joins the two halves of `stream` into one stream.
+    pub fn new(stream: T) -> Self {
         let (reader, writer) = stream.split();
         Self { reader, writer }
     }
