@@ -688,8 +688,13 @@ async fn crash_test(store: &[&str], fault: Fault<'_>) {
         .filter(|i| !delivered.contains_key(i))
         .collect();
     println!(
-        "crash test ({fault_name}, store {store:?}): sent {N} ({submitted_before_kill} before the fault), accepted before it {}, \
+        "crash test ({fault_name}, {} store): sent {N} ({submitted_before_kill} before the fault), accepted before it {}, \
          accepted in total {}, delivered after restart {} ({} duplicates, {} accepted-but-lost) in {:.1} s",
+        if store.is_empty() {
+            "redb"
+        } else {
+            "PostgreSQL"
+        },
         accepted_before_kill.len(),
         accepted_total.len(),
         delivered.len(),

@@ -256,24 +256,43 @@ impl PostgresServer {
     ///
     /// # Panics
     ///
-    /// If the postmaster's pid cannot be read or `kill` fails.
+    /// If the server is not running or a process survives SIGKILL.
     pub fn kill9(&mut self) {
-        let postmaster = self.postmaster_pid().expect("postmaster.pid");
-        let mut pids = descendants(postmaster);
-        pids.push(postmaster);
-        let status = Command::new("kill")
+        assert!(self.running, "the server is not running");
+        let survivors = self.kill_all();
+        assert!(survivors.is_empty(), "survived SIGKILL: {survivors:?}");
+    }
+
+    /// SIGKILL to the postmaster and its descendants; waits up to 10 s for
+    /// them to die and returns those still alive. Once none is, removes
+    /// the stale lock files (`postmaster.pid` and the socket's): a killed
+    /// postmaster not yet reaped (a zombie) would otherwise make the next
+    /// start think a server still runs.
+    fn kill_all(&mut self) -> Vec<u32> {
+        self.running = false;
+        let Some(postmaster) = self.postmaster_pid() else {
+            return Vec::new();
+        };
+        // The postmaster first, so that it does not see its children die.
+        let mut pids = vec![postmaster];
+        pids.extend(descendants(postmaster));
+        // Some may have exited already: kill's status says nothing useful.
+        let _ = Command::new("kill")
             .arg("-KILL")
             .args(pids.iter().map(u32::to_string))
             .stderr(Stdio::null())
-            .status()
-            .expect("kill");
-        assert!(status.success() || pids.iter().all(|p| !alive(*p)));
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(|p| alive(*p)) {
-            assert!(Instant::now() < deadline, "postgres survived SIGKILL");
+        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.running = false;
+        pids.retain(|p| alive(*p));
+        if pids.is_empty() {
+            let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+            let socket_lock = format!(".s.PGSQL.{}.lock", self.port);
+            let _ = std::fs::remove_file(self.dir.path().join(socket_lock));
+        }
+        pids
     }
 
     /// Starts the server again on the same directory and port (after
@@ -396,11 +415,10 @@ impl Drop for PostgresServer {
     /// watchdog finish.
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            eprintln!("stopping the test PostgreSQL server: {e}");
-            if let Some(pid) = self.postmaster_pid() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+            eprintln!("stopping the test PostgreSQL server: {e}; killing it");
+            let survivors = self.kill_all();
+            if !survivors.is_empty() {
+                eprintln!("PostgreSQL processes survived SIGKILL: {survivors:?}");
             }
         }
         if let Some((mut child, mut stdin)) = self.watchdog.take() {
