@@ -82,7 +82,7 @@ pub const LOAD_CHUNK_ROWS: i32 = 10_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Key of the advisory lock held while migrating (any fixed number).
-const MIGRATION_LOCK: i64 = 0x6d69_7373_6976_65;
+const MIGRATION_LOCK: i64 = 0x006d_6973_7369_7665; // "missive"
 
 /// The schema, one migration per version: version `n` is `MIGRATIONS[n - 1]`.
 /// Append only; never edit a released migration.
@@ -450,14 +450,14 @@ impl Segment<'_> {
 enum Step<'a> {
     SetServerId(&'a [u8]),
     Register(i16, &'a str, &'a [u8]),
-    Mailboxes(Segment<'a>),
+    Mailboxes(Box<Segment<'a>>),
 }
 
 /// Ends the current segment (if it holds anything) as a step.
 fn close_segment<'a>(steps: &mut Vec<Step<'a>>, segment: &mut Segment<'a>) {
     let done = std::mem::take(segment);
     if !done.is_empty() {
-        steps.push(Step::Mailboxes(done));
+        steps.push(Step::Mailboxes(Box::new(done)));
     }
 }
 
@@ -788,7 +788,7 @@ mod tests {
         let segments: Vec<&Segment> = steps
             .iter()
             .map(|step| match step {
-                Step::Mailboxes(segment) => segment,
+                Step::Mailboxes(segment) => &**segment,
                 _ => panic!("not a segment"),
             })
             .collect();

@@ -473,7 +473,7 @@ fn find_binaries() -> Result<PathBuf, HarnessError> {
             Some((version, entry.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     let candidates: Vec<PathBuf> = versioned
         .into_iter()
         .map(|(_, dir)| dir)
