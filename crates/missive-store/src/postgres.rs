@@ -936,9 +936,11 @@ mod tests {
                  WHEN (NEW.seq = 2) EXECUTE FUNCTION refuse();",
             )
             .unwrap();
-        let batch: Vec<PersistCmd> = (0..5)
-            .map(|seq| message("bob", seq, "alice", 20))
-            .chain([register("carol")])
+        // Registering carol is a statement of its own before the failing
+        // one: it must not be kept either.
+        let batch: Vec<PersistCmd> = std::iter::once(register("carol"))
+            .chain((0..5).map(|seq| message("bob", seq, "alice", 20)))
+            .chain([register("dave")])
             .collect();
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("refused on purpose"), "{err}");
