@@ -78,14 +78,18 @@ run() { # $1 = target, rest = scenario arguments
     "$MB" "$@" --addr 127.0.0.1:$MISSIVE_PORT --server-pid "$PID" > "$WORK/line.json"
     local pg_s; pg_s=$(python3 -c "print(($(pg_ticks) - $before) / $(getconf CLK_TCK))")
     [ "$t" = postgres ] || pg_s=0
-    python3 - "$t" "$pg_s" < "$WORK/line.json" <<'EOF' | tee -a "$OUT"
+    python3 - "$t" "$pg_s" "$WORK/line.json" <<'EOF' | tee -a "$OUT"
 import json, sys
-r = json.loads(sys.stdin.read())
+r = json.loads(open(sys.argv[3]).read())
 r["target"] = "missive-" + sys.argv[1]
 pg = float(sys.argv[2]); r["postgres_cpu_s"] = pg
 cpu, per = r.get("server_cpu_s"), r.get("server_cpu_us_per_msg")
 if cpu and per:
     r["total_cpu_us_per_msg"] = round(per * (cpu + pg) / cpu, 2)
+elif r["scenario"] == "offline-drain" and r.get("sent"):
+    # Enqueue and drain, each per message, plus PostgreSQL over both.
+    per = r.get("enqueue_server_cpu_us_per_msg", 0) + r.get("drain_server_cpu_us_per_msg", 0)
+    r["total_cpu_us_per_msg"] = round(per + pg * 1e6 / r["sent"], 2)
 print(json.dumps(r))
 EOF
   fi

@@ -513,13 +513,13 @@ fn plan(batch: &[PersistCmd]) -> Result<Vec<Step<'_>>, StoreError> {
 
 /// Runs `statement` with `params` unless `rows` is empty.
 async fn execute_rows(
-    txn: &Transaction<'_>,
+    client: &Client,
     statement: &Statement,
     rows: &Rows<'_>,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<(), tokio_postgres::Error> {
     if !rows.shards.is_empty() {
-        txn.execute(statement, params).await?;
+        client.execute(statement, params).await?;
     }
     Ok(())
 }
@@ -530,34 +530,35 @@ impl Step<'_> {
     /// answers.
     async fn execute(
         &self,
-        txn: &Transaction<'_>,
+        client: &Client,
         statements: &Statements,
     ) -> Result<(), tokio_postgres::Error> {
         match self {
             Step::SetServerId(id) => {
-                txn.execute(&statements.set_server_id, &[id]).await?;
+                client.execute(&statements.set_server_id, &[id]).await?;
             }
             Step::Register(shard, name, key) => {
-                txn.execute(&statements.register, &[shard, name, key])
+                client
+                    .execute(&statements.register, &[shard, name, key])
                     .await?;
             }
             Step::Mailboxes(segment) => {
                 let (e, r, n) = (&segment.enqueued, &segment.removed, &segment.next_seqs);
                 futures_util::future::try_join3(
                     execute_rows(
-                        txn,
+                        client,
                         &statements.enqueue,
                         e,
                         &[&e.shards, &e.names, &e.numbers, &e.items],
                     ),
                     execute_rows(
-                        txn,
+                        client,
                         &statements.remove,
                         r,
                         &[&r.shards, &r.names, &r.numbers],
                     ),
                     execute_rows(
-                        txn,
+                        client,
                         &statements.raise_next_seq,
                         n,
                         &[&n.shards, &n.names, &n.numbers],
@@ -667,16 +668,24 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let steps = plan(batch)?;
-        let (client, statements) = (&mut self.client, &self.statements);
+        let (client, statements) = (&self.client, &self.statements);
         self.runtime.block_on(async {
-            let txn = client.transaction().await.map_err(database)?;
-            // Pipelined: every statement is sent before the first answer is
-            // awaited. On an error the transaction is dropped, which rolls
-            // it back: nothing of the batch is kept.
-            try_join_all(steps.iter().map(|step| step.execute(&txn, statements)))
-                .await
-                .map_err(database)?;
-            txn.commit().await.map_err(database)
+            // One round trip: BEGIN, the steps' statements and COMMIT are
+            // all sent before the first answer is awaited. If a statement
+            // fails, PostgreSQL aborts the transaction and answers the
+            // COMMIT with a rollback; the statement's error is returned.
+            let begin = async { client.batch_execute("BEGIN").await };
+            let steps = try_join_all(steps.iter().map(|step| step.execute(client, statements)));
+            let commit = async { client.batch_execute("COMMIT").await };
+            let outcome = futures_util::future::try_join3(begin, steps, commit).await;
+            if let Err(e) = outcome {
+                // A statement refused before it was sent leaves the others
+                // unsent, COMMIT included: end the transaction here (a
+                // no-op if it is over), so nothing of this batch is kept.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(database(e));
+            }
+            Ok(())
         })
     }
 }
