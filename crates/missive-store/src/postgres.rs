@@ -22,8 +22,9 @@
 //! delete the removed keys, raise `next_seq`. Registrations and the server
 //! id are single statements between segments. Since an item is delivered
 //! (and so acknowledged) only after the batch that stored it was committed,
-//! a batch under load is one segment: BEGIN, three statements, COMMIT. A
-//! proptest checks the segments against [`ServerState::apply`] in order.
+//! a batch under load is one segment: BEGIN, three statements, COMMIT, sent
+//! together (one round trip per commit). A proptest checks the segments
+//! against [`ServerState::apply`] in order.
 //!
 //! # Durability
 //!
