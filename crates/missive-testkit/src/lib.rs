@@ -186,8 +186,20 @@ impl PostgresServer {
             "initdb",
         )?;
         server.spawn_watchdog()?;
-        server.pg_ctl_start()?;
-        Ok(server)
+        // The free port may be taken between finding it and the start:
+        // then try another.
+        let mut attempts = 0;
+        loop {
+            match server.pg_ctl_start() {
+                Ok(()) => return Ok(server),
+                Err(e) if attempts < 2 && server.log_tail().contains("could not bind") => {
+                    eprintln!("retrying on another port: {e}");
+                    attempts += 1;
+                    server.port = free_port()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The server's port on 127.0.0.1.
