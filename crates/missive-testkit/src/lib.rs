@@ -495,6 +495,12 @@ fn find_binaries() -> Result<PathBuf, HarnessError> {
                 .flat_map(std::env::split_paths),
         )
         .collect();
+    first_complete(&candidates)
+}
+
+/// The first of `candidates` holding every PostgreSQL program the harness
+/// runs.
+fn first_complete(candidates: &[PathBuf]) -> Result<PathBuf, HarnessError> {
     let complete = |dir: &Path| {
         ["initdb", "pg_ctl", "psql", "postgres"]
             .iter()
@@ -567,6 +573,27 @@ fn stat_fields(stat: &str) -> Option<(&str, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binaries_are_found_only_all_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("partial");
+        let full = dir.path().join("full");
+        for (bin, programs) in [
+            (&partial, &["initdb", "pg_ctl"][..]),
+            (&full, &["initdb", "pg_ctl", "psql", "postgres"][..]),
+        ] {
+            std::fs::create_dir(bin).unwrap();
+            for program in programs {
+                std::fs::write(bin.join(program), "").unwrap();
+            }
+        }
+        assert!(matches!(
+            first_complete(std::slice::from_ref(&partial)),
+            Err(HarnessError::BinariesMissing { .. })
+        ));
+        assert_eq!(first_complete(&[partial, full.clone()]).unwrap(), full);
+    }
 
     #[test]
     fn stat_fields_handle_spaces_in_the_name() {
