@@ -53,7 +53,9 @@ const SUPERUSER: &str = "postgres";
 #[non_exhaustive]
 pub enum HarnessError {
     /// `initdb`, `pg_ctl`, `psql` and `postgres` were not found together.
-    #[error("PostgreSQL binaries not found (looked for initdb, pg_ctl, psql in {searched})")]
+    #[error(
+        "PostgreSQL binaries not found (looked for initdb, pg_ctl, psql, postgres in {searched})"
+    )]
     BinariesMissing {
         /// The directories searched.
         searched: String,
@@ -511,8 +513,9 @@ fn first_complete(candidates: &[PathBuf]) -> Result<PathBuf, HarnessError> {
         .find(|dir| complete(dir))
         .cloned()
         .ok_or_else(|| HarnessError::BinariesMissing {
-            searched: std::iter::once("/usr/lib/postgresql/*/bin".to_owned())
-                .chain(std::iter::once("PATH".to_owned()))
+            searched: candidates
+                .iter()
+                .map(|dir| dir.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         })
