@@ -599,7 +599,7 @@ impl Conn {
                     while matches!(stream.read(buf).await, Ok(n) if n > 0) {}
                 }
                 Pipe::WebSocket { ws, .. } => {
-                    let _ = ws.close(None).await;
+                    let _ = WebSocketStream::close(ws, None).await;
                     while let Some(Ok(_)) = ws.next().await {}
                 }
             }

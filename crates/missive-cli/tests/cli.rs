@@ -6,6 +6,7 @@ mod common;
 
 use common::{options, user};
 use missive_core::client::{ClientEvent, Registration};
+use missive_testkit::PostgresServer;
 use missive_tokio::ClientHandle;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -96,6 +97,11 @@ impl ServerProcess {
             "server exit status {status:?}, see {}",
             self.log.display()
         );
+    }
+
+    /// Waits for the server to exit on its own.
+    fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_timeout(&mut self.child, timeout)
     }
 
     /// SIGKILL: no chance to clean up.
@@ -449,6 +455,92 @@ fn cli_end_to_end_with_restart() {
     server.terminate();
 }
 
+/// Runs missive-server on `url` (from `--postgres`, or from
+/// `MISSIVE_POSTGRES` when `from_env`), which must fail to start: returns its
+/// standard error after checking the exit status is 1 and nothing panicked.
+fn postgres_start_error(url: &str, from_env: bool) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut command = Command::new(SERVER);
+    command
+        .args(["--plaintext", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path())
+        .env_remove("MISSIVE_POSTGRES");
+    if from_env {
+        command.env("MISSIVE_POSTGRES", url);
+    } else {
+        command.args(["--postgres", url]);
+    }
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout(&output).is_empty(),
+        "never listened: {}",
+        stdout(&output)
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("missive-server: cannot open the PostgreSQL store: "),
+        "{stderr}"
+    );
+    stderr
+}
+
+/// PostgreSQL unreachable, a wrong password, a missing database, a schema
+/// from a newer build: a clear message and exit status 1 at start.
+#[test]
+fn postgres_start_errors() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("postgres://postgres:secret@127.0.0.1:{free_port}/postgres");
+    let stderr = postgres_start_error(&unreachable, false);
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to postgres@127.0.0.1:{free_port}/postgres: error connecting to server"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "the password is not shown: {stderr}"
+    );
+
+    let url = pg.create_database();
+    let wrong_password = url.replace(pg.password(), "not-the-password");
+    let stderr = postgres_start_error(&wrong_password, true);
+    assert!(
+        stderr.contains("password authentication failed for user \"postgres\""),
+        "{stderr}"
+    );
+
+    let stderr = postgres_start_error(&pg.url("no_such_database"), false);
+    assert!(
+        stderr.contains("database \"no_such_database\" does not exist"),
+        "{stderr}"
+    );
+
+    // A schema written by a newer build: the version table says 999.
+    let database = url.rsplit('/').next().unwrap();
+    pg.psql(
+        database,
+        "CREATE TABLE schema_version (version integer PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO schema_version (version) VALUES (999)",
+    )
+    .unwrap();
+    let stderr = postgres_start_error(&url, false);
+    assert!(
+        stderr.contains("unsupported store format version 999 (this build reads version 1)"),
+        "{stderr}"
+    );
+}
+
 /// Sends of the crash test, `CONCURRENCY` at a time.
 struct Load {
     alice: Arc<ClientHandle>,
@@ -480,13 +572,53 @@ impl Load {
 /// once to the application; the sender's outbox brings the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_test_sigkill_mid_load() {
+    crash_test(&[], Fault::KillServer).await;
+}
+
+/// The same on the PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_sigkill_mid_load_postgres() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let url = pg.create_database();
+    crash_test(&["--postgres", &url], Fault::KillServer).await;
+}
+
+/// SIGKILL of PostgreSQL during a load: missive-server stops (fail-stop,
+/// non-zero exit, the store's error in its log) instead of accepting what
+/// it cannot make durable; once PostgreSQL and then missive-server are
+/// restarted (what a supervisor does), every accepted message is delivered
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_test_postgres_sigkill_mid_load() {
+    let Some(mut pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let url = pg.create_database();
+    crash_test(&["--postgres", &url], Fault::KillPostgres(&mut pg)).await;
+}
+
+/// What fails in the middle of a crash test's load.
+enum Fault<'a> {
+    /// SIGKILL of missive-server; then it is restarted.
+    KillServer,
+    /// SIGKILL of PostgreSQL (postmaster and backends): missive-server must
+    /// exit with a non-zero status; then both are restarted.
+    KillPostgres(&'a mut PostgresServer),
+}
+
+/// A load of sends, `fault` once a third is accepted, restarts, and the
+/// checks: every message accepted is delivered exactly once. `store` selects
+/// the store (none: redb in the test's data directory).
+async fn crash_test(store: &[&str], fault: Fault<'_>) {
     const N: usize = 2_000;
     const CONCURRENCY: usize = 256;
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let home = tmp.path().join("home");
-    let limits = [
+    let mut limits = vec![
         "--plaintext",
         "--queue-max-messages",
         "10000",
@@ -497,6 +629,7 @@ async fn crash_test_sigkill_mid_load() {
         "--send-burst",
         "100000",
     ];
+    limits.extend_from_slice(store);
     // The library client here speaks plaintext.
     let server = ServerProcess::start(&data, "127.0.0.1:0", &limits);
     let addr: std::net::SocketAddr = server.addr.parse().unwrap();
@@ -524,7 +657,30 @@ async fn crash_test_sigkill_mid_load() {
         load.send(next).await;
         next += 1;
     }
-    server.kill();
+    let mut fault_name = "SIGKILL of missive-server";
+    match fault {
+        Fault::KillServer => server.kill(),
+        Fault::KillPostgres(pg) => {
+            fault_name = "SIGKILL of PostgreSQL";
+            pg.kill9();
+            // A registration is a write the store must fail, in case no
+            // send was waiting for a commit.
+            let mut carol = options(addr, &home, "carol", 2);
+            carol.backoff_max = Duration::from_secs(30);
+            let write = tokio::spawn(ClientHandle::connect(carol));
+            let log = server.log.clone();
+            let status = server.wait_exit(Duration::from_secs(30));
+            write.abort();
+            assert!(
+                !status.success(),
+                "missive-server went on without its database: {status:?}"
+            );
+            let log = std::fs::read_to_string(log).unwrap();
+            assert!(log.contains("the store failed"), "{log}");
+            assert!(!log.contains("panicked"), "{log}");
+            pg.restart();
+        }
+    }
     let killed_after = started.elapsed();
     let accepted_before_kill = load.accepted.lock().unwrap().clone();
     let submitted_before_kill = next;
@@ -594,8 +750,13 @@ async fn crash_test_sigkill_mid_load() {
         .filter(|i| !delivered.contains_key(i))
         .collect();
     println!(
-        "crash test: sent {N} ({submitted_before_kill} before SIGKILL), accepted before SIGKILL {}, \
+        "crash test ({fault_name}, {} store): sent {N} ({submitted_before_kill} before the fault), accepted before it {}, \
          accepted in total {}, delivered after restart {} ({} duplicates, {} accepted-but-lost) in {:.1} s",
+        if store.is_empty() {
+            "redb"
+        } else {
+            "PostgreSQL"
+        },
         accepted_before_kill.len(),
         accepted_total.len(),
         delivered.len(),
@@ -604,7 +765,7 @@ async fn crash_test_sigkill_mid_load() {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "crash test timeline: SIGKILL at {:.1} s, all accepted at {:.1} s, all delivered at {:.1} s",
+        "crash test timeline: fault at {:.1} s, all accepted at {:.1} s, all delivered at {:.1} s",
         killed_after.as_secs_f64(),
         all_accepted_after.as_secs_f64(),
         delivered_after.as_secs_f64()

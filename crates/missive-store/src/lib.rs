@@ -11,6 +11,8 @@
 //!   file whose tables mirror the durable state (server id, users, next
 //!   sequence number per mailbox, queued items), updated in place rather than
 //!   appended to a log.
+//! - [`PostgresStore`]: a [`Store`] in a PostgreSQL database (schema,
+//!   shards and driver choice in the [`postgres`] module).
 //! - [`MemoryStore`]: a non-durable [`Store`] for tests and `--memory` runs.
 //! - [`StoreThread`]: runs a store on its own OS thread with group commit:
 //!   many commands, one transaction, one `fsync`.
@@ -40,11 +42,14 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
+pub mod postgres;
 mod redb_store;
+mod rows;
 mod thread;
 
 pub use memory::MemoryStore;
 pub use missive_core::server::{PersistCmd, ServerState};
+pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;
 pub use thread::{StoreEvent, StoreStats, StoreThread};
 
@@ -116,6 +121,16 @@ pub enum StoreError {
     /// The stored data is not what this crate writes.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The database server could not be reached, or refused the connection
+    /// (wrong password, no such database).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// `user@host:port/database` (never the password).
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The store was written by a newer, incompatible version.
     #[error("unsupported store format version {found} (this build reads version {supported})")]
     UnsupportedFormat {

@@ -1,8 +1,8 @@
 //! The durable store: one redb database file whose tables mirror the state.
 
+use crate::rows::{encode_item, restore_item, restore_next_seq, user_name};
 use crate::{Store, StoreError};
-use missive_core::server::{MailItem, PersistCmd, ServerState};
-use missive_core::{Seq, UserName};
+use missive_core::server::{PersistCmd, ServerState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// never go back, even after every item of a mailbox was removed.
 const NEXT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("next_seq");
 
-/// (user name, seq) → CBOR-encoded [`MailItem`].
+/// (user name, seq) → CBOR-encoded [`MailItem`](missive_core::server::MailItem).
 const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("items");
 
 /// A [`Store`] in a single redb database file, `missive.redb`, in a
@@ -38,7 +38,7 @@ const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("items")
 /// does not grow with the number of commands ever committed, only with what
 /// is queued): `meta` (format version, server id), `users` (name → key),
 /// `next_seq` (name → next mailbox sequence number) and `items`
-/// ((name, seq) → CBOR [`MailItem`]).
+/// ((name, seq) → CBOR [`MailItem`](missive_core::server::MailItem)).
 ///
 /// Every [`commit`](Store::commit) is one write transaction with immediate
 /// durability (redb writes and `fsync`s before it returns); a crash leaves
@@ -128,10 +128,6 @@ fn decode_format(bytes: &[u8]) -> Result<u32, StoreError> {
     Ok(u32::from_le_bytes(bytes))
 }
 
-fn user_name(name: &str) -> Result<UserName, StoreError> {
-    UserName::new(name).map_err(|e| StoreError::Corrupt(format!("bad user name {name:?}: {e}")))
-}
-
 impl Store for RedbStore {
     fn load(&mut self) -> Result<ServerState, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::database)?;
@@ -158,16 +154,7 @@ impl Store for RedbStore {
         for row in items.iter().map_err(StoreError::database)? {
             let (key, value) = row.map_err(StoreError::database)?;
             let (name, seq) = key.value();
-            let user = user_name(name)?;
-            if state.user(&user).is_none() {
-                return Err(StoreError::Corrupt(format!(
-                    "item {seq} queued for unregistered user {user}"
-                )));
-            }
-            let item: MailItem = ciborium::from_reader(value.value()).map_err(|e| {
-                StoreError::Corrupt(format!("item {seq} of {user} does not decode: {e}"))
-            })?;
-            state.apply(&PersistCmd::Enqueue { user, seq, item });
+            restore_item(&mut state, user_name(name)?, seq, value.value())?;
         }
 
         let next_seqs = txn.open_table(NEXT_SEQ).map_err(StoreError::database)?;
@@ -215,10 +202,7 @@ impl Store for RedbStore {
                             continue;
                         }
                         buf.clear();
-                        ciborium::into_writer(item, &mut buf).map_err(|e| StoreError::Encode {
-                            what: "mail item",
-                            detail: e.to_string(),
-                        })?;
+                        encode_item(item, &mut buf)?;
                         items
                             .insert((name, *seq), buf.as_slice())
                             .map_err(StoreError::database)?;
@@ -260,32 +244,12 @@ impl Store for RedbStore {
     }
 }
 
-/// Raises `user`'s mailbox `next_seq` to the stored value `next`, so
-/// sequence numbers never go back after a mailbox was emptied.
-fn restore_next_seq(state: &mut ServerState, user: UserName, next: Seq) -> Result<(), StoreError> {
-    let Some(record) = state.user(&user) else {
-        return Err(StoreError::Corrupt(format!(
-            "next sequence number stored for unregistered user {user}"
-        )));
-    };
-    let current = record.mailbox.next_seq;
-    if next < current {
-        return Err(StoreError::Corrupt(format!(
-            "next sequence number {next} of {user} is below a queued item's ({current})"
-        )));
-    }
-    state.apply(&PersistCmd::SetNextSeq {
-        user,
-        next_seq: next,
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use missive_core::MessageId;
+    use missive_core::server::MailItem;
     use missive_core::wire::Notice;
+    use missive_core::{MessageId, UserName};
 
     crate::store_conformance_tests!({
         let dir = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@ use missive_runtime::driver::{
     certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed, self_signed,
     websocket_server_config,
 };
-use missive_store::{MemoryStore, RedbStore, Store};
+use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,8 +38,20 @@ struct Args {
     #[arg(long, env = "MISSIVE_DATA", default_value = "./missive-data")]
     data: PathBuf,
     /// Keep everything in memory (nothing survives a restart).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres")]
     memory: bool,
+    /// Keep the state in this PostgreSQL database instead of the embedded
+    /// store (a `postgres://USER:PASSWORD@HOST:PORT/DATABASE` URL; the
+    /// schema is created or migrated at start). DATA still holds the
+    /// self-signed certificate. If the database fails while serving, the
+    /// server exits with a non-zero status: restart it with a supervisor.
+    #[arg(
+        long,
+        env = "MISSIVE_POSTGRES",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    postgres: Option<String>,
     /// Certificate chain (PEM, end-entity first) [default: a self-signed
     /// one in DATA/tls/cert.pem].
     #[arg(
@@ -286,6 +298,13 @@ async fn run(args: Args) -> Result<(), String> {
     let store: Box<dyn Store> = if args.memory {
         tracing::warn!("in-memory store: nothing survives a restart");
         Box::new(MemoryStore::new())
+    } else if let Some(url) = args.postgres.clone() {
+        let store = tokio::task::spawn_blocking(move || PostgresStore::connect(&url))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+        tracing::info!(database = store.target(), "PostgreSQL store opened");
+        Box::new(store)
     } else {
         std::fs::create_dir_all(&args.data).map_err(|e| format!("{}: {e}", args.data.display()))?;
         let data = args.data.clone();
@@ -458,6 +477,33 @@ mod tests {
             Args::try_parse_from(["missive-server", "--ws-allowed-origin", "https://a.example"])
                 .is_err(),
             "an origin without --ws-listen"
+        );
+    }
+
+    #[test]
+    fn postgres_url_from_flag_or_environment() {
+        use clap::Parser;
+        let args = Args::parse_from(["missive-server", "--postgres", "postgres://h/db"]);
+        assert_eq!(args.postgres.as_deref(), Some("postgres://h/db"));
+        assert!(
+            Args::try_parse_from([
+                "missive-server",
+                "--postgres",
+                "postgres://h/db",
+                "--memory"
+            ])
+            .is_err()
+        );
+        // The environment variable is read by clap's `env` (checked end to
+        // end in tests/postgres.rs, which sets it on the child process).
+        let command = <Args as clap::CommandFactory>::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "postgres")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("MISSIVE_POSTGRES"))
         );
     }
 

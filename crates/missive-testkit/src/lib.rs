@@ -1,0 +1,667 @@
+//! # missive-testkit: services for Missive's tests
+//!
+//! One place for the throwaway services tests start, reused by every test
+//! that needs them (the PostgreSQL store's conformance and fault tests, the
+//! `missive-server` crash tests, later the cluster).
+//!
+//! [`PostgresServer`] runs a private PostgreSQL server: `initdb` into a
+//! temporary directory (as the `postgres` user when the tests run as root,
+//! since `initdb` refuses root), `pg_ctl start` on a free 127.0.0.1 port with
+//! its Unix socket inside that directory, and `pg_ctl stop -m fast` when
+//! dropped, also while a panic unwinds. A watchdog shell tied to the test
+//! process by a pipe stops the server and removes the directory when the test
+//! process ends in any other way (even SIGKILL), so no server outlives a test
+//! run, including the one [`PostgresServer::shared`] keeps for a whole test
+//! binary.
+//!
+//! The binaries are looked up in `/usr/lib/postgresql/*/bin` (newest first;
+//! Debian's package does not put `initdb` on `PATH`), then on `PATH`. Where
+//! they are missing, [`PostgresServer::start_or_skip`] prints why and returns
+//! `None` so the test can skip, unless `MISSIVE_REQUIRE_SERVICES=1` is set
+//! (CI sets it after installing PostgreSQL): then it panics.
+//!
+//! ```no_run
+//! use missive_testkit::PostgresServer;
+//!
+//! let Some(mut pg) = PostgresServer::start_or_skip() else {
+//!     return; // no PostgreSQL here: skipped (and said why)
+//! };
+//! let url = pg.create_database(); // postgres://postgres:…@127.0.0.1:PORT/missive_test_N
+//! pg.kill9(); // crash it
+//! pg.restart(); // crash recovery, same port and password
+//! # drop(url);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Set to `1` to make a missing service a test failure instead of a skip.
+pub const REQUIRE_SERVICES_ENV: &str = "MISSIVE_REQUIRE_SERVICES";
+
+/// The superuser of every test server.
+const SUPERUSER: &str = "postgres";
+
+/// Why a [`PostgresServer`] could not be started or controlled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// `initdb`, `pg_ctl`, `psql` and `postgres` were not found together.
+    #[error(
+        "PostgreSQL binaries not found (looked for initdb, pg_ctl, psql, postgres in {searched})"
+    )]
+    BinariesMissing {
+        /// The directories searched.
+        searched: String,
+    },
+    /// A file-system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PostgreSQL program exited unsuccessfully.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// The program and what it was asked to do.
+        what: String,
+        /// Its exit status and output.
+        detail: String,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+/// A private PostgreSQL server in a temporary directory; see the crate
+/// documentation.
+pub struct PostgresServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    password: String,
+    /// Stops the server when the test process ends without dropping this
+    /// (its standard input closes).
+    watchdog: Option<(Child, ChildStdin)>,
+    running: bool,
+}
+
+impl std::fmt::Debug for PostgresServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresServer")
+            .field("dir", &self.dir.path())
+            .field("port", &self.port)
+            .field("running", &self.running)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresServer {
+    /// Starts a server, or returns `None` after printing why it cannot (no
+    /// PostgreSQL binaries, or they failed).
+    ///
+    /// # Panics
+    ///
+    /// Instead of returning `None`, when `MISSIVE_REQUIRE_SERVICES=1`.
+    pub fn start_or_skip() -> Option<Self> {
+        match Self::start() {
+            Ok(server) => Some(server),
+            Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but PostgreSQL: {e}"),
+            Err(e) => {
+                eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
+                None
+            }
+        }
+    }
+
+    /// One server for the whole test binary, started on first use (`None`
+    /// as [`start_or_skip`](Self::start_or_skip)). Tests sharing it create
+    /// their own database with [`create_database`](Self::create_database)
+    /// and must not stop or kill it. It stops when the test process exits.
+    pub fn shared() -> Option<&'static Self> {
+        static SHARED: OnceLock<Option<PostgresServer>> = OnceLock::new();
+        SHARED.get_or_init(Self::start_or_skip).as_ref()
+    }
+
+    /// Creates a database cluster in a new temporary directory and starts a
+    /// server on it.
+    pub fn start() -> Result<Self, HarnessError> {
+        let bin = find_binaries()?;
+        let dir = tempfile::Builder::new()
+            .prefix("missive-pg-")
+            .tempdir()
+            .map_err(io_error("temporary directory"))?;
+        let password = format!(
+            "pw{:x}{:x}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+            std::process::id()
+        );
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, &password).map_err(io_error("password file"))?;
+        if running_as_root() {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(SUPERUSER)
+                    .arg(dir.path()),
+                "chown",
+            )?;
+        }
+        let mut server = Self {
+            bin,
+            port: free_port()?,
+            password,
+            watchdog: None,
+            running: false,
+            dir,
+        };
+        run(
+            server
+                .as_owner("initdb")
+                .arg("--pgdata")
+                .arg(server.data_dir())
+                .args([
+                    "--username",
+                    SUPERUSER,
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C",
+                ])
+                .args(["--auth-local", "trust", "--auth-host", "scram-sha-256"])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .arg("--no-sync"),
+            "initdb",
+        )?;
+        server.spawn_watchdog()?;
+        // The free port may be taken between finding it and the start:
+        // then try another.
+        let mut attempts = 0;
+        loop {
+            match server.pg_ctl_start() {
+                Ok(()) => return Ok(server),
+                Err(e) if attempts < 2 && server.log_tail().contains("could not bind") => {
+                    eprintln!("retrying on another port: {e}");
+                    attempts += 1;
+                    server.port = free_port()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password (password authentication on TCP).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A connection URL for `database` as the superuser, over TCP.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// Creates a new, empty database and returns its [`url`](Self::url).
+    ///
+    /// # Panics
+    ///
+    /// If `psql` fails (the server is down).
+    pub fn create_database(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "missive_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.url(&name)
+    }
+
+    /// Runs `sql` in `database` with `psql` over the Unix socket; returns
+    /// what it printed (unaligned, tuples only).
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(self.dir.path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", database, "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("psql"))?;
+        if !output.status.success() {
+            return Err(HarnessError::Command {
+                what: format!("psql {sql:?}"),
+                detail: format!(
+                    "{}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Kills the postmaster and every backend with SIGKILL (a crash: no
+    /// shutdown checkpoint) and waits until they are gone.
+    ///
+    /// # Panics
+    ///
+    /// If the server is not running or a process survives SIGKILL.
+    pub fn kill9(&mut self) {
+        assert!(self.running, "the server is not running");
+        let survivors = self.kill_all();
+        assert!(survivors.is_empty(), "survived SIGKILL: {survivors:?}");
+    }
+
+    /// SIGKILL to the postmaster and its descendants; waits up to 10 s for
+    /// them to die and returns those still alive. Once none is, removes
+    /// the stale lock files (`postmaster.pid` and the socket's): a killed
+    /// postmaster not yet reaped (a zombie) would otherwise make the next
+    /// start think a server still runs.
+    fn kill_all(&mut self) -> Vec<u32> {
+        self.running = false;
+        let Some(postmaster) = self.postmaster_pid() else {
+            return Vec::new();
+        };
+        // The postmaster first, so that it does not see its children die.
+        let mut pids = vec![postmaster];
+        pids.extend(descendants(postmaster));
+        // Some may have exited already: kill's status says nothing useful.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(pids.iter().map(u32::to_string))
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pids.retain(|p| alive(*p));
+        if pids.is_empty() {
+            let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+            let socket_lock = format!(".s.PGSQL.{}.lock", self.port);
+            let _ = std::fs::remove_file(self.dir.path().join(socket_lock));
+        }
+        pids
+    }
+
+    /// Starts the server again on the same directory and port (after
+    /// [`kill9`](Self::kill9): crash recovery).
+    ///
+    /// # Panics
+    ///
+    /// If `pg_ctl start` fails.
+    pub fn restart(&mut self) {
+        if self.running {
+            self.stop().unwrap_or_else(|e| panic!("{e}"));
+        }
+        self.pg_ctl_start().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// `pg_ctl stop -m fast`, waiting until the server is down.
+    pub fn stop(&mut self) -> Result<(), HarnessError> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        run(
+            self.as_owner("pg_ctl")
+                .arg("stop")
+                .arg("--pgdata")
+                .arg(self.data_dir())
+                .args(["--mode", "fast", "--wait", "--timeout", "30"]),
+            "pg_ctl stop",
+        )
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    fn pg_ctl_start(&mut self) -> Result<(), HarnessError> {
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        run(
+            self.as_owner("pg_ctl")
+                .arg("start")
+                .arg("--pgdata")
+                .arg(self.data_dir())
+                .arg("--log")
+                .arg(self.dir.path().join("server.log"))
+                .args(["--wait", "--timeout", "60", "-o", &options]),
+            "pg_ctl start",
+        )
+        .map_err(|e| match e {
+            HarnessError::Command { what, detail } => HarnessError::Command {
+                what,
+                detail: format!("{detail}\nserver log:\n{}", self.log_tail()),
+            },
+            other => other,
+        })?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// The end of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// A shell that waits for its standard input to close (this process
+    /// ended), then stops the server and removes the directory.
+    fn spawn_watchdog(&mut self) -> Result<(), HarnessError> {
+        let prefix = if running_as_root() {
+            format!("runuser -u {SUPERUSER} -- ")
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "while read -r _; do :; done; {prefix}'{}' stop -D '{}' -m fast -w >/dev/null 2>&1; rm -rf '{}'",
+            self.bin.join("pg_ctl").display(),
+            self.data_dir().display(),
+            self.dir.path().display()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_error("watchdog shell"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        self.watchdog = Some((child, stdin));
+        Ok(())
+    }
+
+    /// A command running `program` of the PostgreSQL binaries as the owner
+    /// of the data directory.
+    fn as_owner(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        let mut command = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", SUPERUSER, "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        command.current_dir(self.dir.path());
+        command
+    }
+}
+
+impl Drop for PostgresServer {
+    /// Stops the server (`pg_ctl stop -m fast`, waiting), then lets the
+    /// watchdog finish.
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("stopping the test PostgreSQL server: {e}; killing it");
+            let survivors = self.kill_all();
+            if !survivors.is_empty() {
+                eprintln!("PostgreSQL processes survived SIGKILL: {survivors:?}");
+            }
+        }
+        if let Some((mut child, mut stdin)) = self.watchdog.take() {
+            let _ = stdin.flush();
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn required() -> bool {
+    std::env::var(REQUIRE_SERVICES_ENV).is_ok_and(|v| v == "1")
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Runs a command to completion; its output goes into the error if it fails.
+fn run(command: &mut Command, what: &str) -> Result<(), HarnessError> {
+    // Output into a file, not a pipe: `pg_ctl start` leaves the postmaster
+    // running, which would hold a pipe open.
+    let mut out = tempfile::tempfile().map_err(io_error("output file"))?;
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().map_err(io_error("output file"))?)
+        .stderr(out.try_clone().map_err(io_error("output file"))?)
+        .status()
+        .map_err(io_error(what))?;
+    if status.success() {
+        return Ok(());
+    }
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let _ = out.seek(std::io::SeekFrom::Start(0));
+    let _ = out.read_to_string(&mut text);
+    Err(HarnessError::Command {
+        what: what.to_owned(),
+        detail: format!("{status}: {}", text.trim()),
+    })
+}
+
+/// The first directory holding `initdb`, `pg_ctl`, `psql` and `postgres`:
+/// `/usr/lib/postgresql/*/bin`, newest version first, then `PATH`.
+fn find_binaries() -> Result<PathBuf, HarnessError> {
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    let candidates: Vec<PathBuf> = versioned
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths),
+        )
+        .collect();
+    first_complete(&candidates)
+}
+
+/// The first of `candidates` holding every PostgreSQL program the harness
+/// runs.
+fn first_complete(candidates: &[PathBuf]) -> Result<PathBuf, HarnessError> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "psql", "postgres"]
+            .iter()
+            .all(|program| dir.join(program).is_file())
+    };
+    candidates
+        .iter()
+        .find(|dir| complete(dir))
+        .cloned()
+        .ok_or_else(|| HarnessError::BinariesMissing {
+            searched: candidates
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+fn free_port() -> Result<u16, HarnessError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("free port"))?;
+    Ok(listener.local_addr().map_err(io_error("free port"))?.port())
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_fields(&stat).is_some_and(|(state, _)| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Every live descendant of `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, ppid) = stat_fields(&stat)?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The state and parent pid of a `/proc/PID/stat` line (the command name,
+/// in parentheses, may hold spaces).
+fn stat_fields(stat: &str) -> Option<(&str, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_found_only_all_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("partial");
+        let full = dir.path().join("full");
+        for (bin, programs) in [
+            (&partial, &["initdb", "pg_ctl"][..]),
+            (&full, &["initdb", "pg_ctl", "psql", "postgres"][..]),
+        ] {
+            std::fs::create_dir(bin).unwrap();
+            for program in programs {
+                std::fs::write(bin.join(program), "").unwrap();
+            }
+        }
+        assert!(matches!(
+            first_complete(std::slice::from_ref(&partial)),
+            Err(HarnessError::BinariesMissing { .. })
+        ));
+        assert_eq!(first_complete(&[partial, full.clone()]).unwrap(), full);
+    }
+
+    #[test]
+    fn stat_fields_handle_spaces_in_the_name() {
+        assert_eq!(
+            stat_fields("42 (postgres: walwriter ) S 7 42 42 0"),
+            Some(("S", 7))
+        );
+        assert_eq!(stat_fields("garbage"), None);
+    }
+
+    #[test]
+    fn start_kill_restart_stop_leaves_no_process() {
+        let Some(mut pg) = PostgresServer::start_or_skip() else {
+            return;
+        };
+        let postmaster = pg.postmaster_pid().unwrap();
+        pg.psql(
+            "postgres",
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (7)",
+        )
+        .unwrap();
+        pg.kill9();
+        assert!(!alive(postmaster));
+        assert!(pg.psql("postgres", "SELECT 1").is_err(), "server is down");
+        pg.restart();
+        assert_eq!(pg.psql("postgres", "SELECT x FROM t").unwrap(), "7");
+        let url = pg.create_database();
+        assert!(url.starts_with(&format!("postgres://postgres:{}@127.0.0.1:", pg.password())));
+        let postmaster = pg.postmaster_pid().unwrap();
+        let dir = pg.dir.path().to_owned();
+        let children = descendants(postmaster);
+        assert!(!children.is_empty(), "backends are found");
+        drop(pg);
+        assert!(!alive(postmaster));
+        assert!(children.iter().all(|p| !alive(*p)));
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn drop_after_a_panic_stops_the_server() {
+        let Some(pg) = PostgresServer::start_or_skip() else {
+            return;
+        };
+        let postmaster = pg.postmaster_pid().unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _owned = pg;
+            panic!("test failure while the server runs");
+        }));
+        assert!(result.is_err());
+        assert!(!alive(postmaster));
+    }
+
+    #[test]
+    fn watchdog_stops_the_server_when_the_process_ends() {
+        let Some(mut pg) = PostgresServer::start_or_skip() else {
+            return;
+        };
+        let postmaster = pg.postmaster_pid().unwrap();
+        let dir = pg.dir.path().to_owned();
+        // What the end of the test process does: the pipe closes.
+        let (mut child, stdin) = pg.watchdog.take().unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        assert!(!alive(postmaster));
+        assert!(!dir.exists());
+        pg.running = false;
+    }
+}
