@@ -21,9 +21,9 @@ use crate::serve::{
     ServeError, ServeReport, ServerHandle, ServerOptions, ServerRequest, ServerRequests, control,
 };
 use futures_channel::mpsc;
-use futures_util::Stream;
 use futures_util::future::{Either, join, select};
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, Stream};
 use missive_core::ConnId;
 use missive_core::server::ServerConfig;
 use missive_store::{Store, StoreEvent};
@@ -321,9 +321,14 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
 }
 
 /// A connection's task: its reader and its writer, each running until its
-/// own end (the queue and the [`StopSignal`] tie their ends together).
-async fn connection(reader: impl Future<Output = ()>, writer: impl Future<Output = ()>) {
-    join(reader, writer).await;
+/// own end (the queue and the [`StopSignal`] tie their ends together). Not
+/// an `async fn`: its state would hold the two futures twice (as arguments
+/// and inside the join).
+fn connection(
+    reader: impl Future<Output = ()>,
+    writer: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    join(reader, writer).map(|((), ())| ())
 }
 
 /// Reads chunks from the connection and forwards them to the owner task
@@ -445,10 +450,17 @@ mod tests {
             events,
             || std::future::ready(()),
         );
-        let size = std::mem::size_of_val(&reader);
-        assert!(size < 2048, "reader future is {size} bytes");
+        let reader_size = std::mem::size_of_val(&reader);
+        assert!(reader_size < 2048, "reader future is {reader_size} bytes");
         let writer = write_loop(StreamWriter(sink()), queue, || std::future::ready(()));
-        let size = std::mem::size_of_val(&writer);
-        assert!(size < 2048, "writer future is {size} bytes");
+        let writer_size = std::mem::size_of_val(&writer);
+        assert!(writer_size < 2048, "writer future is {writer_size} bytes");
+        // One task per connection: its state is the two loops', once each.
+        let task = connection(reader, writer);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= reader_size + writer_size + 16,
+            "connection future is {size} bytes"
+        );
     }
 }
