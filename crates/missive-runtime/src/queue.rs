@@ -1,12 +1,13 @@
 //! Bounded per-connection outbound queues between the task that owns the
-//! server core and a connection's writer (and reader) tasks.
+//! server core and a connection's writer (and reader).
 //!
 //! The engine pushes whole `Transmit` buffers with [`OutboundSender::try_send`];
 //! a full queue means the peer does not read fast enough (a *slow consumer*),
 //! and the engine drops the connection instead of buffering without bound.
-//! The writer task takes everything queued at once with
+//! The writer takes everything queued at once (with the queue's buffer:
+//! an idle connection's queue holds none) with
 //! [`OutboundReceiver::next_batch`] and writes it in one vectored write.
-//! The reader task watches a [`StopSignal`] to learn that the connection is
+//! The reader watches a [`StopSignal`] to learn that the connection is
 //! finished on the engine's side.
 //!
 //! Nothing here depends on an async runtime: wake-ups go through
@@ -137,7 +138,7 @@ impl Shared {
 }
 
 /// Creates the queue of one connection: the engine keeps the sender, the
-/// writer task takes the receiver, the reader task a [`StopSignal`].
+/// writer takes the receiver, the reader a [`StopSignal`].
 pub fn outbound(limits: QueueLimits) -> (OutboundSender, OutboundReceiver, StopSignal) {
     let shared = Arc::new(Shared {
         limits: QueueLimits::new(limits.max_frames, limits.max_bytes),
@@ -231,7 +232,7 @@ impl Drop for OutboundSender {
     }
 }
 
-/// The writer task's end of a connection's outbound queue.
+/// The writer's end of a connection's outbound queue.
 ///
 /// Dropping it tells the engine the writer is gone (further sends fail) and
 /// stops the reader.
@@ -305,7 +306,7 @@ impl Drop for OutboundReceiver {
     }
 }
 
-/// Tells a connection's reader task when to stop reading: the engine closed
+/// Tells a connection's reader when to stop reading: the engine closed
 /// or dropped the connection, or the writer failed.
 pub struct StopSignal {
     shared: Arc<Shared>,
