@@ -1,12 +1,13 @@
 //! Bounded per-connection outbound queues between the task that owns the
-//! server core and a connection's writer (and reader) tasks.
+//! server core and a connection's writer (and reader).
 //!
 //! The engine pushes whole `Transmit` buffers with [`OutboundSender::try_send`];
 //! a full queue means the peer does not read fast enough (a *slow consumer*),
 //! and the engine drops the connection instead of buffering without bound.
-//! The writer task takes everything queued at once with
+//! The writer takes everything queued at once (with the queue's buffer:
+//! an idle connection's queue holds none) with
 //! [`OutboundReceiver::next_batch`] and writes it in one vectored write.
-//! The reader task watches a [`StopSignal`] to learn that the connection is
+//! The reader watches a [`StopSignal`] to learn that the connection is
 //! finished on the engine's side.
 //!
 //! Nothing here depends on an async runtime: wake-ups go through
@@ -84,12 +85,19 @@ enum Phase {
     WriterGone,
 }
 
+/// An idle connection's queue holds no heap buffer: the writer takes the
+/// frames' buffer with the frames (see [`OutboundReceiver::next_batch`]),
+/// and the two stop wakers live inline.
 struct Inner {
     frames: VecDeque<Vec<u8>>,
     bytes: usize,
     phase: Phase,
+    /// The writer waiting for frames.
     writer: Option<Waker>,
-    stop: Vec<Waker>,
+    /// The [`StopSignal`]'s waiter (the reader): the last one to poll.
+    stopped: Option<Waker>,
+    /// The [`OutboundReceiver::aborted`] waiter: the last one to poll.
+    aborted: Option<Waker>,
 }
 
 struct Shared {
@@ -106,7 +114,7 @@ impl Shared {
 
     /// Moves to `phase` (unless already finished) and wakes everyone.
     fn set_phase(&self, phase: Phase) {
-        let (writer, stop) = {
+        let wakers = {
             let mut inner = self.lock();
             if inner.phase == phase || inner.phase == Phase::WriterGone {
                 return;
@@ -119,14 +127,18 @@ impl Shared {
                 inner.frames.clear();
                 inner.bytes = 0;
             }
-            (inner.writer.take(), std::mem::take(&mut inner.stop))
+            [
+                inner.writer.take(),
+                inner.stopped.take(),
+                inner.aborted.take(),
+            ]
         };
-        writer.into_iter().chain(stop).for_each(Waker::wake);
+        wakers.into_iter().flatten().for_each(Waker::wake);
     }
 }
 
 /// Creates the queue of one connection: the engine keeps the sender, the
-/// writer task takes the receiver, the reader task a [`StopSignal`].
+/// writer takes the receiver, the reader a [`StopSignal`].
 pub fn outbound(limits: QueueLimits) -> (OutboundSender, OutboundReceiver, StopSignal) {
     let shared = Arc::new(Shared {
         limits: QueueLimits::new(limits.max_frames, limits.max_bytes),
@@ -135,7 +147,8 @@ pub fn outbound(limits: QueueLimits) -> (OutboundSender, OutboundReceiver, StopS
             bytes: 0,
             phase: Phase::Open,
             writer: None,
-            stop: Vec::new(),
+            stopped: None,
+            aborted: None,
         }),
     });
     (
@@ -219,7 +232,7 @@ impl Drop for OutboundSender {
     }
 }
 
-/// The writer task's end of a connection's outbound queue.
+/// The writer's end of a connection's outbound queue.
 ///
 /// Dropping it tells the engine the writer is gone (further sends fail) and
 /// stops the reader.
@@ -235,8 +248,9 @@ impl fmt::Debug for OutboundReceiver {
 
 impl OutboundReceiver {
     /// Waits for work: moves every queued buffer into `batch` (which should
-    /// be empty) and returns [`WriterStep::Write`], or says to finish or
-    /// abort.
+    /// be empty: then it takes the queue's own buffer, so that the queue of
+    /// an idle connection holds none) and returns [`WriterStep::Write`], or
+    /// says to finish or abort.
     pub async fn next_batch(&mut self, batch: &mut Vec<Vec<u8>>) -> WriterStep {
         poll_fn(|cx| self.poll_next_batch(cx, batch)).await
     }
@@ -253,7 +267,13 @@ impl OutboundReceiver {
             Phase::Open | Phase::Closing => {}
         }
         if !inner.frames.is_empty() {
-            batch.extend(inner.frames.drain(..));
+            if batch.is_empty() {
+                // Hand the queue's buffer over with its frames (no copy when
+                // contiguous): an idle queue keeps no capacity.
+                *batch = Vec::from(std::mem::take(&mut inner.frames));
+            } else {
+                batch.extend(inner.frames.drain(..));
+            }
             inner.bytes = 0;
             return Poll::Ready(WriterStep::Write);
         }
@@ -265,14 +285,14 @@ impl OutboundReceiver {
     }
 
     /// Resolves when the engine dropped the connection: an in-progress write
-    /// should be abandoned (the peer is not reading).
+    /// should be abandoned (the peer is not reading). One waiter at a time.
     pub async fn aborted(&self) {
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
             if matches!(inner.phase, Phase::Aborted | Phase::WriterGone) {
                 Poll::Ready(())
             } else {
-                register(&mut inner.stop, cx.waker());
+                register(&mut inner.aborted, cx.waker());
                 Poll::Pending
             }
         })
@@ -286,7 +306,7 @@ impl Drop for OutboundReceiver {
     }
 }
 
-/// Tells a connection's reader task when to stop reading: the engine closed
+/// Tells a connection's reader when to stop reading: the engine closed
 /// or dropped the connection, or the writer failed.
 pub struct StopSignal {
     shared: Arc<Shared>,
@@ -313,14 +333,14 @@ impl StopSignal {
         self.shared.lock().phase == Phase::Closing
     }
 
-    /// Resolves once the reader should stop.
+    /// Resolves once the reader should stop. One waiter at a time.
     pub async fn stopped(&self) {
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
             if inner.phase != Phase::Open {
                 Poll::Ready(())
             } else {
-                register(&mut inner.stop, cx.waker());
+                register(&mut inner.stopped, cx.waker());
                 Poll::Pending
             }
         })
@@ -328,11 +348,13 @@ impl StopSignal {
     }
 }
 
-/// Adds `waker` to `wakers` unless it would wake the same task as one
-/// already there (futures are re-created and re-polled in `select!` loops).
-fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
-    if !wakers.iter().any(|w| w.will_wake(waker)) {
-        wakers.push(waker.clone());
+/// Keeps `waker` in `slot` unless it would wake the same task as the one
+/// there (futures are re-created and re-polled in `select!` loops): one
+/// waiter per signal, the last to poll.
+fn register(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(kept) if kept.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
     }
 }
 
@@ -346,6 +368,33 @@ mod tests {
     fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
         let mut cx = Context::from_waker(Waker::noop());
         pin!(f).poll(&mut cx)
+    }
+
+    /// Idle connections are most connections: once its frames are taken,
+    /// a queue keeps no buffer, and its waiters need no allocation.
+    #[test]
+    fn drained_queue_keeps_no_buffer() {
+        let (tx, mut rx, stop) = outbound(QueueLimits::default());
+        for i in 0..5 {
+            tx.try_send(vec![i; 8]).unwrap();
+        }
+        let mut batch = Vec::new();
+        assert_eq!(
+            poll_once(rx.next_batch(&mut batch)),
+            Poll::Ready(WriterStep::Write)
+        );
+        assert_eq!(batch.len(), 5);
+        assert!(batch.capacity() >= 5, "the batch took the queue's buffer");
+        assert_eq!(rx.shared.lock().frames.capacity(), 0);
+        // Waiting: the writer for frames, the reader for the stop signal,
+        // the writer for an abort.
+        batch = Vec::new();
+        assert_eq!(poll_once(rx.next_batch(&mut batch)), Poll::Pending);
+        assert_eq!(poll_once(stop.stopped()), Poll::Pending);
+        assert_eq!(poll_once(rx.aborted()), Poll::Pending);
+        let inner = rx.shared.lock();
+        assert_eq!(inner.frames.capacity(), 0);
+        assert!(inner.writer.is_some() && inner.stopped.is_some() && inner.aborted.is_some());
     }
 
     #[test]

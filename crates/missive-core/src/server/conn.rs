@@ -94,7 +94,8 @@ pub(crate) struct Conn {
     pub binding: ChannelBinding,
     /// Frames or bare packets (see `Server::poll_output`).
     pub framing: Framing,
-    pub challenge: Option<Challenge>,
+    /// Handshake-only, so out of line: most connections are logged in.
+    pub challenge: Option<Box<Challenge>>,
     /// Presence the session starts with (SetPresence before login sets it).
     pub start_online: bool,
     pub connected_at: Instant,
@@ -151,5 +152,20 @@ impl Conn {
             Phase::LoggedIn(s) => Some(s),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection's `Conn` sits in the server's map, handshake or
+    /// not: the handshake-only challenge is a pointer there.
+    #[test]
+    fn handshake_state_is_out_of_line() {
+        assert_eq!(std::mem::size_of::<Option<Box<Challenge>>>(), 8);
+        // 376 bytes with the challenge (112) inline.
+        let conn = std::mem::size_of::<Conn>();
+        assert!(conn <= 272, "Conn is {conn} bytes");
     }
 }

@@ -130,12 +130,12 @@ impl Server {
         // `expires_in_ms` tells the time the client really has.
         let expires =
             (now + self.config.challenge_ttl).min(self.config.handshake_deadline(c.connected_at));
-        c.challenge = Some(Challenge {
+        c.challenge = Some(Box::new(Challenge {
             nonce,
             transcript,
             expires,
             purpose,
-        });
+        }));
         self.send(
             conn,
             &ServerPacket::Challenge {

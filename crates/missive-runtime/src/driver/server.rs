@@ -4,11 +4,13 @@
 //! for: the shutdown signal, requests from [`ServerHandle`]s, durability
 //! reports of the store thread, [`ConnEvent`]s from the connections'
 //! readers, new connections, and the core's next timer — taking turns, so
-//! that no source starves the others under load. Every connection has a
-//! reader task (a 16 KiB buffer on its stack only during a poll: an idle
-//! connection holds none) forwarding chunks through one bounded channel to
-//! the owner task, and a writer task draining the connection's bounded
-//! outbound queue with vectored writes.
+//! that no source starves the others under load. Every connection is one
+//! task running two loops side by side: its reader (a 16 KiB buffer on the
+//! stack only during a poll: an idle connection holds none) forwarding
+//! chunks through one bounded channel to the owner task, and its writer
+//! draining the connection's bounded outbound queue with vectored writes.
+//! One task rather than two halves what a connection costs in task cells
+//! and handles.
 
 use super::runtime::{Alarm, Runtime, Task, sleep, timeout};
 use super::tls::TlsListener;
@@ -19,9 +21,9 @@ use crate::serve::{
     ServeError, ServeReport, ServerHandle, ServerOptions, ServerRequest, ServerRequests, control,
 };
 use futures_channel::mpsc;
-use futures_util::Stream;
-use futures_util::future::{Either, select};
+use futures_util::future::{Either, join, select};
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, Stream};
 use missive_core::ConnId;
 use missive_core::server::ServerConfig;
 use missive_store::{Store, StoreEvent};
@@ -34,8 +36,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-/// Buffers a writer's batch keeps room for between batches.
-const BATCH_CAPACITY: usize = 64;
 /// How long a closed connection's reader drains input before giving up.
 const LINGER: Duration = Duration::from_secs(2);
 /// How long a writer waits for the end of its output to be acknowledged.
@@ -284,16 +284,11 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                         continue; // dropping the transport closes it
                     };
                     let (reader, writer) = transport.split();
-                    tasks.push(Task::spawn::<R>(read_loop(
-                        conn,
-                        reader,
-                        stop,
-                        inbound_tx.clone(),
-                        || sleep::<R>(LINGER),
-                    )));
-                    tasks.push(Task::spawn::<R>(write_loop(writer, queue, || {
-                        sleep::<R>(CLOSE_TIMEOUT)
-                    })));
+                    let reader = read_loop(conn, reader, stop, inbound_tx.clone(), || {
+                        sleep::<R>(LINGER)
+                    });
+                    let writer = write_loop(writer, queue, || sleep::<R>(CLOSE_TIMEOUT));
+                    tasks.push(Task::spawn::<R>(connection(reader, writer)));
                 }
                 Wake::Accepted(Err(e)) => {
                     tracing::warn!("accept failed: {e}");
@@ -323,6 +318,17 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
         drop(tasks); // cancels the connections left
         ServeReport::outcome(failure, stopped, engine_stats)
     }
+}
+
+/// A connection's task: its reader and its writer, each running until its
+/// own end (the queue and the [`StopSignal`] tie their ends together). Not
+/// an `async fn`: its state would hold the two futures twice (as arguments
+/// and inside the join).
+fn connection(
+    reader: impl Future<Output = ()>,
+    writer: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    join(reader, writer).map(|((), ())| ())
 }
 
 /// Reads chunks from the connection and forwards them to the owner task
@@ -407,10 +413,9 @@ async fn write_loop<W: WriteHalf, Wait: Future<Output = ()>>(
                         Either::Right((written, _)) => written,
                     }
                 };
-                batch.clear();
-                if batch.capacity() > BATCH_CAPACITY * 4 {
-                    batch.shrink_to(BATCH_CAPACITY);
-                }
+                // The next batch takes the queue's buffer: an idle
+                // connection's writer keeps none.
+                batch = Vec::new();
                 if let Err(e) = written {
                     tracing::debug!("write failed: {e}");
                     return; // dropping the queue stops the reader
@@ -445,10 +450,17 @@ mod tests {
             events,
             || std::future::ready(()),
         );
-        let size = std::mem::size_of_val(&reader);
-        assert!(size < 2048, "reader future is {size} bytes");
+        let reader_size = std::mem::size_of_val(&reader);
+        assert!(reader_size < 2048, "reader future is {reader_size} bytes");
         let writer = write_loop(StreamWriter(sink()), queue, || std::future::ready(()));
-        let size = std::mem::size_of_val(&writer);
-        assert!(size < 2048, "writer future is {size} bytes");
+        let writer_size = std::mem::size_of_val(&writer);
+        assert!(writer_size < 2048, "writer future is {writer_size} bytes");
+        // One task per connection: its state is the two loops', once each.
+        let task = connection(reader, writer);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= reader_size + writer_size + 16,
+            "connection future is {size} bytes"
+        );
     }
 }
