@@ -981,7 +981,29 @@ async fn collect<T>(hs: Vec<tokio::task::JoinHandle<Res<T>>>) -> Res<Vec<T>> {
     Ok(out)
 }
 
-/// Opens `n` sessions, at most `par` at a time.
+/// Runs `job` for users 0..`n` of `role`, at most `--connect-par` at a
+/// time; their results in user order.
+async fn per_user<T, F, Fut>(ctx: &Arc<Ctx>, role: char, n: usize, job: F) -> Res<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Ctx>, UserName) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Res<T>> + Send,
+{
+    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
+    let hs: Vec<_> = (0..n)
+        .map(|i| {
+            let (ctx, par, job) = (ctx.clone(), par.clone(), job.clone());
+            tokio::spawn(async move {
+                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
+                let user = ctx.user(role, i);
+                job(ctx, user).await
+            })
+        })
+        .collect();
+    collect(hs).await
+}
+
+/// Opens `n` sessions, at most `--connect-par` at a time.
 async fn sessions(
     ctx: &Arc<Ctx>,
     role: char,
@@ -989,17 +1011,10 @@ async fn sessions(
     register: bool,
     login: bool,
 ) -> Res<Vec<Conn>> {
-    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
-    let hs: Vec<_> = (0..n)
-        .map(|i| {
-            let (ctx, par) = (ctx.clone(), par.clone());
-            tokio::spawn(async move {
-                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
-                session(&ctx, &ctx.user(role, i), register, login).await
-            })
-        })
-        .collect();
-    collect(hs).await
+    per_user(ctx, role, n, move |ctx, user| async move {
+        session(&ctx, &user, register, login).await
+    })
+    .await
 }
 
 /// Registers `n` users, at most `--connect-par` at a time, each on its own
@@ -1008,21 +1023,12 @@ async fn sessions(
 /// not the high-water mark of `n` connections (freed, but kept by the
 /// allocator).
 async fn register_users(ctx: &Arc<Ctx>, role: char, n: usize) -> Res<()> {
-    let par = Arc::new(Semaphore::new(ctx.cfg.connect_par.max(1)));
-    let hs: Vec<_> = (0..n)
-        .map(|i| {
-            let (ctx, par) = (ctx.clone(), par.clone());
-            tokio::spawn(async move {
-                let _permit = par.acquire_owned().await.map_err(|e| e.to_string())?;
-                session(&ctx, &ctx.user(role, i), true, false)
-                    .await?
-                    .close()
-                    .await;
-                Ok(())
-            })
-        })
-        .collect();
-    collect(hs).await.map(drop)
+    per_user(ctx, role, n, |ctx, user| async move {
+        session(&ctx, &user, true, false).await?.close().await;
+        Ok(())
+    })
+    .await
+    .map(drop)
 }
 
 async fn online(ctx: Arc<Ctx>) -> Res<Value> {
