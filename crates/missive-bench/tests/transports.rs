@@ -5,11 +5,11 @@
 
 use missive_core::server::ServerConfig;
 use missive_runtime::driver::{
-    BoundServer, CertifiedKey, TlsListener, WsListener, listen_tcp, load_or_create_self_signed,
-    server_config, websocket_server_config,
+    BoundServer, CertifiedKey, Listener, TlsListener, WsListener, listen_tcp,
+    load_or_create_self_signed, server_config, websocket_server_config,
 };
 use missive_store::MemoryStore;
-use missive_tokio::{ServerOptions, TlsBoundServer, Tokio};
+use missive_tokio::{ServeError, ServeReport, ServerHandle, ServerOptions, TlsBoundServer, Tokio};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -36,6 +36,25 @@ fn certificate(test: &str) -> (CertifiedKey, PathBuf) {
     (certificate, dir.join("cert.pem"))
 }
 
+/// Serves `listener` with `config` and a memory store: its address, handle
+/// and serving task.
+async fn serve<L: Listener>(
+    listener: L,
+    config: ServerConfig,
+) -> (
+    std::net::SocketAddr,
+    ServerHandle,
+    tokio::task::JoinHandle<Result<ServeReport, ServeError>>,
+) {
+    let store = Box::new(MemoryStore::new());
+    let server =
+        BoundServer::<Tokio, _>::with_listener(listener, config, store, ServerOptions::default())
+            .await
+            .unwrap();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    (addr, handle, tokio::spawn(server.serve()))
+}
+
 /// Runs the online scenario with `transport_flags` against a WebSocket
 /// server (over TLS with `tls`) and returns its JSON line.
 async fn online_over_websocket(tls: bool, transport_flags: &[&str]) -> Value {
@@ -43,24 +62,13 @@ async fn online_over_websocket(tls: bool, transport_flags: &[&str]) -> Value {
     config.send_rate_per_sec = 10_000;
     let max_frame = config.max_frame;
     let tcp = listen_tcp::<Tokio>("127.0.0.1:0").await.unwrap();
-    let (store, options) = (Box::new(MemoryStore::new()), ServerOptions::default());
     let (certificate, ca) = certificate(if tls { "wss" } else { "ws" });
     let (addr, handle, serving) = if tls {
         let tls = server_config(certificate.chain, certificate.key).unwrap();
         let tls = TlsListener::<Tokio, _>::new(tcp, websocket_server_config(&tls));
-        let ws = WsListener::<Tokio, _>::new(tls, max_frame);
-        let server = BoundServer::<Tokio, _>::with_listener(ws, config, store, options)
-            .await
-            .unwrap();
-        let (addr, handle) = (server.local_addr(), server.handle());
-        (addr, handle, tokio::spawn(server.serve()))
+        serve(WsListener::<Tokio, _>::new(tls, max_frame), config).await
     } else {
-        let ws = WsListener::<Tokio, _>::new(tcp, max_frame);
-        let server = BoundServer::<Tokio, _>::with_listener(ws, config, store, options)
-            .await
-            .unwrap();
-        let (addr, handle) = (server.local_addr(), server.handle());
-        (addr, handle, tokio::spawn(server.serve()))
+        serve(WsListener::<Tokio, _>::new(tcp, max_frame), config).await
     };
     let (pairs, msgs) = (PAIRS.to_string(), MSGS.to_string());
     let ca = ca.to_str().unwrap();
