@@ -693,6 +693,20 @@ mod tests {
         ServerPacket, WireLimits, decode_packet, encode_frame,
     };
 
+    /// A supervisor of a prepared client, started and connected (plaintext):
+    /// its actions (Connect, then the core's Hello) not yet polled.
+    fn connected(
+        home: &std::path::Path,
+        registration: Registration,
+    ) -> (ClientOptions, ClientSupervisor, LoginWaiter, Instant) {
+        let (options, prepared) = prepared(home, registration);
+        let (mut sup, login) = ClientSupervisor::new(prepared.engine, &options);
+        let now = Instant::now();
+        sup.start(now);
+        sup.connected(now, Link::PLAINTEXT);
+        (options, sup, login, now)
+    }
+
     fn prepared(
         home: &std::path::Path,
         registration: Registration,
@@ -751,12 +765,8 @@ mod tests {
     #[test]
     fn connection_lost_before_login_fails_the_connect_and_close_replies() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path(), Registration::IfUnknown);
-        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
-        let now = Instant::now();
-        sup.start(now);
+        let (_, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now, Link::PLAINTEXT);
         // The core says Hello.
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         sup.lost(now, io::ErrorKind::UnexpectedEof.into());
@@ -779,12 +789,8 @@ mod tests {
     #[test]
     fn login_deadline_closes_the_link_and_fails_the_connect() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path(), Registration::IfUnknown);
-        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
-        let now = Instant::now();
-        sup.start(now);
+        let (options, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
         assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
-        sup.connected(now, Link::PLAINTEXT);
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
         let deadline = now + options.connect_timeout;
         assert_eq!(
@@ -880,11 +886,7 @@ mod tests {
     #[test]
     fn login_refusal_reaches_the_login_waiter_typed() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path(), Registration::Never);
-        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
-        let now = Instant::now();
-        sup.start(now);
-        sup.connected(now, Link::PLAINTEXT);
+        let (_, mut sup, mut login, now) = connected(home.path(), Registration::Never);
         server_says(&mut sup, now, welcome());
         server_says(&mut sup, now, unknown_user("alice"));
         assert!(sup.is_stopped(), "a refused first login stops the client");
@@ -899,11 +901,7 @@ mod tests {
     #[test]
     fn presence_of_an_unknown_user_resolves_the_query() {
         let home = tempfile::tempdir().unwrap();
-        let (options, prepared) = prepared(home.path(), Registration::Never);
-        let (mut sup, mut login) = ClientSupervisor::new(prepared.engine, &options);
-        let now = Instant::now();
-        sup.start(now);
-        sup.connected(now, Link::PLAINTEXT);
+        let (_, mut sup, mut login, now) = connected(home.path(), Registration::Never);
         server_says(&mut sup, now, welcome());
         server_says(
             &mut sup,
