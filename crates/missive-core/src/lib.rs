@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod cluster;
 pub mod crypto;
 #[cfg(fuzzing)]
 pub mod fuzzing;

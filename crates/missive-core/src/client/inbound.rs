@@ -418,6 +418,7 @@ fn packet_name(packet: &ServerPacket) -> &'static str {
         ServerPacket::Notice { .. } => "notice",
         ServerPacket::Pong => "pong",
         ServerPacket::Presence { .. } => "presence",
+        ServerPacket::Redirect { .. } => "redirect",
         ServerPacket::Error { .. } => "error",
     }
 }

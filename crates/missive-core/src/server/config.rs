@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// accepts v2 with binding `none`, and v1). Connections with a
     /// `tls-exporter` binding always require v2.
     pub require_channel_binding: bool,
+    /// Run as one node of a cluster (docs/CLUSTER.md): serve only the
+    /// users of the shards the driver says this node owns (default `None`:
+    /// a single server owning every user).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +88,7 @@ impl Default for ServerConfig {
             send_burst: 1_000,
             dedupe_per_sender: 1_024,
             require_channel_binding: false,
+            cluster: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What goes into and comes out of the server state machine.
 
 use super::state::PersistCmd;
+use crate::cluster::{CallId, ForwardId, RemoteCall, RemoteReply, Shard};
 use crate::types::{ConnId, Lsn, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode, Link};
 
@@ -25,6 +26,46 @@ pub enum Input<'a> {
     Durable(Lsn),
     /// The time returned by `poll_timeout` has come (early calls are harmless).
     Timeout,
+    /// Cluster node only: this node now owns `shard`. `state` rebuilds the
+    /// shard as stored (its users' `RegisterUser`, `SetNextSeq` and
+    /// `Enqueue` commands, as [`ServerState::snapshot`](super::ServerState::snapshot)
+    /// gives them), read after the lease was taken.
+    ShardAcquired {
+        /// The shard.
+        shard: Shard,
+        /// Its stored content.
+        state: &'a [PersistCmd],
+    },
+    /// Cluster node only: this node no longer owns `shard` (its lease was
+    /// not renewed in time, was released, or a write was refused by the
+    /// store's fence). Fed before any later `Durable`: nothing the shard's
+    /// commands back is reported durable, its sessions close.
+    ShardLost(Shard),
+    /// Cluster node only: the node serving `shard` is now reachable at
+    /// `address` (what clients are redirected to), or nobody owns it.
+    OwnerChanged {
+        /// The shard.
+        shard: Shard,
+        /// The owner's advertised address (`None`: no owner).
+        address: Option<&'a str>,
+    },
+    /// Cluster node only: the answer to `Output::Forward { request, .. }`
+    /// (or [`RemoteReply::Unreachable`] from the driver).
+    Forwarded {
+        /// Which forward.
+        request: ForwardId,
+        /// The owner's answer.
+        reply: &'a RemoteReply,
+    },
+    /// Cluster node only: another node asks this one, as the owner of the
+    /// call's shard. Answered by `Output::Reply { call, .. }` (once, maybe
+    /// after durability).
+    Remote {
+        /// Names the call for the reply.
+        call: CallId,
+        /// What is asked.
+        request: &'a RemoteCall,
+    },
 }
 
 /// An output from [`super::Server::poll_output`].
@@ -53,6 +94,24 @@ pub enum Output {
     },
     /// Something worth logging or counting happened.
     Event(ServerEvent),
+    /// Cluster node only: send `call` to the owner of `shard` and feed its
+    /// answer back as `Input::Forwarded { request, .. }`
+    /// ([`RemoteReply::Unreachable`] when nobody answers in time).
+    Forward {
+        /// Names the forward.
+        request: ForwardId,
+        /// The shard whose owner must answer.
+        shard: Shard,
+        /// What to ask.
+        call: RemoteCall,
+    },
+    /// Cluster node only: the answer to `Input::Remote { call, .. }`.
+    Reply {
+        /// Which call.
+        call: CallId,
+        /// The answer.
+        reply: RemoteReply,
+    },
 }
 
 /// Observable happenings, for logs and metrics. Opaque to the protocol.

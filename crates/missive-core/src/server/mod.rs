@@ -40,6 +40,7 @@
 //! of new items are held back until the store has reported the command that
 //! backs them durable.
 
+mod cluster;
 mod config;
 mod conn;
 mod delivery;
@@ -261,6 +262,11 @@ impl Server {
             Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
+            Input::ShardAcquired { .. }
+            | Input::ShardLost(_)
+            | Input::OwnerChanged { .. }
+            | Input::Forwarded { .. }
+            | Input::Remote { .. } => self.on_cluster_input(now, input),
         }
         self.expiry.compact(&self.state);
     }

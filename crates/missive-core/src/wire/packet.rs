@@ -182,6 +182,14 @@ pub enum ServerPacket {
         /// since the server started).
         last_seen_ms: Option<UnixMillis>,
     },
+    /// Cluster: the user named in `register` or `login` is served by
+    /// another node. The server closes the connection after it; the client
+    /// connects to `address` and starts again (§2.7).
+    Redirect {
+        /// Where to connect: `host:port`, or a `ws://` / `wss://` URL on a
+        /// WebSocket listener.
+        address: String,
+    },
     /// Something went wrong. Fatal codes are followed by close.
     Error {
         /// Machine-readable code (see [`ErrorCode`]).
@@ -266,6 +274,12 @@ pub enum ErrorCode {
     /// recipient or another envelope): nothing was queued. Ids are unique
     /// per sender; only a retry of the same message reuses one.
     IdReused,
+    /// Cluster: the node serving the user concerned cannot be reached now
+    /// (failover in progress); nothing was done. Retry later.
+    Unavailable,
+    /// Cluster: this node no longer serves the logged-in user (its shard
+    /// moved). Reconnect: the server named in the configuration redirects.
+    Moved,
     /// A code this implementation does not know (forward compatibility).
     Unknown(u16),
     /// Undecodable frame or packet.
@@ -312,6 +326,7 @@ impl From<ErrorCode> for u16 {
             BadKey => 10,
             Busy => 11,
             IdReused => 12,
+            Unavailable => 13,
             Malformed => 100,
             UnsupportedVersion => 101,
             UnexpectedPacket => 102,
@@ -321,6 +336,7 @@ impl From<ErrorCode> for u16 {
             FrameTooLarge => 106,
             SlowConsumer => 107,
             ShuttingDown => 108,
+            Moved => 109,
             Unknown(n) => n,
         }
     }
@@ -342,6 +358,7 @@ impl From<u16> for ErrorCode {
             10 => BadKey,
             11 => Busy,
             12 => IdReused,
+            13 => Unavailable,
             100 => Malformed,
             101 => UnsupportedVersion,
             102 => UnexpectedPacket,
@@ -351,6 +368,7 @@ impl From<u16> for ErrorCode {
             106 => FrameTooLarge,
             107 => SlowConsumer,
             108 => ShuttingDown,
+            109 => Moved,
             n => Unknown(n),
         }
     }
