@@ -436,6 +436,9 @@ impl ServerEngine {
                     }
                 }
                 Output::Event(event) => log_event(&event),
+                // SKELETON: routed to the cluster coordinator once it exists;
+                // a single server's core never emits them.
+                Output::Forward { .. } | Output::Reply { .. } => {}
             }
         }
     }
