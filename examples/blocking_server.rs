@@ -194,6 +194,8 @@ fn drain(server: &mut Server, conns: &mut HashMap<ConnId, Conn>, store: &mut Mem
                     println!("connection {} logged in as {user}", conn.0);
                 }
                 Output::Event(_) => {}
+                // Cluster nodes only: a single server never forwards.
+                Output::Forward { .. } | Output::Reply { .. } => {}
             }
         }
         let Some(lsn) = durable else { return };

@@ -271,6 +271,8 @@ impl Sim {
                     }
                 }
                 Output::Event(_) => {}
+                // Cluster nodes only: a single server never forwards.
+                Output::Forward { .. } | Output::Reply { .. } => {}
             }
         }
     }

@@ -92,6 +92,9 @@ impl Harness {
                     }
                 }
                 Output::Event(e) => self.events.push(e),
+                Output::Forward { .. } | Output::Reply { .. } => {
+                    panic!("a single server forwards nothing")
+                }
             }
         }
     }
