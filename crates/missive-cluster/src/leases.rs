@@ -8,12 +8,12 @@
 use crate::CoordinatorOptions;
 use missive_core::cluster::Shard;
 use missive_core::server::PersistCmd;
-use missive_store::postgres::{LeaseOptions, Leases};
+use missive_store::postgres::{LeaseError, LeaseOptions, Leases};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// A lease epoch, as the store counts them.
-pub(crate) type Epoch = i64;
+pub(crate) type Epoch = u64;
 
 /// How many shards a node aims to hold: ⌈`shards` / `live_nodes`⌉ (all of
 /// them when it counts no live node, itself not yet included).
@@ -91,7 +91,7 @@ pub(crate) struct Acquired {
 /// on first use).
 pub(crate) async fn connect(
     options: &CoordinatorOptions,
-) -> Result<Leases, missive_store::StoreError> {
+) -> Result<Leases, LeaseError> {
     let lease_options = LeaseOptions {
         node_id: options.node_id.clone(),
         address: options.advertise.clone(),

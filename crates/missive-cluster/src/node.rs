@@ -252,7 +252,7 @@ impl Node {
         let Some(held) = self.held.remove(&shard) else {
             return;
         };
-        self.fence.release(shard);
+        self.fence.release_epoch(shard, held.epoch);
         if let Some(subscription) = held.subscription {
             subscription.abort();
         }
