@@ -69,8 +69,7 @@ fn wait_for_balance(pg: &PostgresServer, database: &str, nodes: &[&ClusterNode])
             .iter()
             .map(|n| owners.values().filter(|o| *o == n.node_id()).count())
             .collect();
-        if owners.len() == SHARDS as usize && counts.iter().all(|c| *c == SHARDS as usize / 2)
-        {
+        if owners.len() == SHARDS as usize && counts.iter().all(|c| *c == SHARDS as usize / 2) {
             return;
         }
         assert!(
@@ -88,7 +87,11 @@ fn user_on(owners: &HashMap<Shard, String>, owner: &str, taken: &[String]) -> St
     (0..1000)
         .map(|i| format!("user{i}"))
         .find(|name| {
-            !taken.contains(name) && owners.get(&shard_of(&user(name), SHARDS)).map(String::as_str) == Some(owner)
+            !taken.contains(name)
+                && owners
+                    .get(&shard_of(&user(name), SHARDS))
+                    .map(String::as_str)
+                    == Some(owner)
         })
         .expect("some name lands on every node")
 }
@@ -137,13 +140,23 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
             _ => None,
         })
         .await;
-        assert_eq!(redirected_to, second.addr(), "bob lands on his shard's owner");
+        assert_eq!(
+            redirected_to,
+            second.addr(),
+            "bob lands on his shard's owner"
+        );
 
         // Across the nodes, both ways.
         alice_client
             .send(user(&bob), "hello bob, from node 1")
             .await
-            .unwrap_or_else(|e| panic!("alice's send: {e}; logs:\n{}\n{}", first.log_tail(), second.log_tail()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "alice's send: {e}; logs:\n{}\n{}",
+                    first.log_tail(),
+                    second.log_tail()
+                )
+            });
         assert_eq!(
             next_message(&mut bob_events, WAIT).await,
             (alice.clone(), "hello bob, from node 1".into())

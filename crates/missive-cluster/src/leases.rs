@@ -89,9 +89,7 @@ pub(crate) struct Acquired {
 
 /// Connects to the lease table as this node (creating the cluster's rows
 /// on first use).
-pub(crate) async fn connect(
-    options: &CoordinatorOptions,
-) -> Result<Leases, LeaseError> {
+pub(crate) async fn connect(options: &CoordinatorOptions) -> Result<Leases, LeaseError> {
     let lease_options = LeaseOptions {
         node_id: options.node_id.clone(),
         address: options.advertise.clone(),
@@ -114,15 +112,13 @@ pub(crate) async fn round(
     let step_timeout = options.lease_ttl / 2;
     let mut leases = match leases {
         Some(leases) => leases,
-        None => {
-            match bounded(step_timeout, connect(options)).await {
-                Ok(leases) => leases,
-                Err(e) => {
-                    report.error = Some(format!("connecting: {e}"));
-                    return (None, report);
-                }
+        None => match bounded(step_timeout, connect(options)).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                report.error = Some(format!("connecting: {e}"));
+                return (None, report);
             }
-        }
+        },
     };
     match steps(&mut leases, step_timeout, options.shards, plan, &mut report).await {
         Ok(()) => (Some(leases), report),
@@ -223,6 +219,9 @@ mod tests {
             Duration::from_millis(100)
         );
         let ttl = Duration::from_secs(6);
-        assert!(renewal_margin(ttl) < ttl / 3, "a tick fits before the margin");
+        assert!(
+            renewal_margin(ttl) < ttl / 3,
+            "a tick fits before the margin"
+        );
     }
 }

@@ -26,7 +26,8 @@
 //! - PostgreSQL or NATS unreachable: retried with backoff for as long as
 //!   the node runs; the coordinator never gives up by itself.
 //!
-//! The coordinator stops when the engine says [`ClusterCommand::Shutdown`]
+//! The coordinator stops when the engine says
+//! [`ClusterCommand::Shutdown`](missive_runtime::cluster::ClusterCommand::Shutdown)
 //! (everything accepted is durable: it releases its leases) or is gone.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,7 +36,7 @@ mod leases;
 mod nats;
 mod node;
 
-use missive_runtime::cluster::{ClusterCommand, ClusterPort};
+use missive_runtime::cluster::ClusterPort;
 use missive_store::postgres::Fence;
 use std::io;
 use std::thread::JoinHandle;
@@ -119,7 +120,7 @@ impl Coordinator {
     }
 
     /// Waits until the coordinator has stopped (after
-    /// [`ClusterCommand::Shutdown`] or once the engine is gone): its leases
+    /// [`ClusterCommand::Shutdown`](missive_runtime::cluster::ClusterCommand::Shutdown) or once the engine is gone): its leases
     /// are released.
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take()

@@ -2,11 +2,11 @@
 //! turns between the engine's commands, the lease rounds (run beside it),
 //! the renewal deadlines and the requests of other nodes.
 
+use crate::CoordinatorOptions;
 use crate::leases::{
     Epoch, RoundPlan, RoundReport, connect, extras, fair_share, renewal_margin, round,
 };
 use crate::nats::{self, Incoming};
-use crate::CoordinatorOptions;
 use futures_util::StreamExt;
 use missive_core::cluster::{CallId, RemoteCall, RemoteReply, Shard};
 use missive_runtime::cluster::{ClusterCommand, ClusterEvent, ClusterPort};
@@ -90,7 +90,9 @@ pub(crate) async fn run(options: CoordinatorOptions, fence: Fence, port: Cluster
             let plan = node.plan();
             let options = node.options.clone();
             let connection = leases.take();
-            running = Some(Box::pin(async move { round(connection, &options, plan).await }));
+            running = Some(Box::pin(
+                async move { round(connection, &options, plan).await },
+            ));
         }
         let deadline = node.earliest_deadline(margin);
         tokio::select! {
@@ -178,9 +180,10 @@ impl Node {
                 continue;
             }
             self.fence.hold(acquired.shard, acquired.epoch);
-            let subscription = self.nats.clone().map(|client| {
-                nats::subscribe(client, acquired.shard, self.incoming.clone())
-            });
+            let subscription = self
+                .nats
+                .clone()
+                .map(|client| nats::subscribe(client, acquired.shard, self.incoming.clone()));
             self.held.insert(
                 acquired.shard,
                 Held {
@@ -282,7 +285,8 @@ impl Node {
                     Some(client) => {
                         tokio::spawn(async move {
                             let reply = nats::forward(&client, shard, &call, limit).await;
-                            let _ = events.unbounded_send(ClusterEvent::Forwarded { request, reply });
+                            let _ =
+                                events.unbounded_send(ClusterEvent::Forwarded { request, reply });
                         });
                     }
                     None => self.tell(ClusterEvent::Forwarded {

@@ -542,13 +542,13 @@ impl ServerEngine {
                     request,
                     shard,
                     call,
-                } => self.to_coordinator(ClusterCommand::Forward {
+                } => self.send_to_coordinator(ClusterCommand::Forward {
                     request,
                     shard,
                     call,
                 }),
                 Output::Reply { call, reply } => {
-                    self.to_coordinator(ClusterCommand::Reply { call, reply })
+                    self.send_to_coordinator(ClusterCommand::Reply { call, reply })
                 }
             }
         }
@@ -556,7 +556,7 @@ impl ServerEngine {
 
     /// A forward or a reply of the core (only a cluster node's core emits
     /// them; without a coordinator they have nowhere to go).
-    fn to_coordinator(&mut self, command: ClusterCommand) {
+    fn send_to_coordinator(&self, command: ClusterCommand) {
         match &self.cluster {
             Some(cluster) => {
                 if !cluster.send(command) {
@@ -763,6 +763,57 @@ mod tests {
         assert_eq!(engine.server().durable_lsn(), Lsn(1));
         let stats = engine.shutdown(Instant::now()).unwrap();
         assert_eq!((stats.commits, stats.commands), (1, 1));
+    }
+
+    /// On a cluster node, shards the store fenced reach the coordinator
+    /// (after the core lost them, before the durability report that
+    /// follows); a coordinator that is gone stops the node; the shutdown
+    /// tells the coordinator once everything is durable.
+    #[test]
+    fn fenced_shards_reach_the_coordinator_and_shutdown_releases() {
+        use crate::cluster::{ClusterCommand, cluster_link};
+        use missive_core::cluster::ClusterConfig;
+        use std::sync::{Arc, Mutex};
+        /// Records the commits; fences shard 3 on every one.
+        struct Fencing(Arc<Mutex<usize>>);
+        impl Store for Fencing {
+            fn load(&mut self) -> Result<missive_core::server::ServerState, StoreError> {
+                Ok(missive_core::server::ServerState::new())
+            }
+            fn commit(&mut self, _: &[PersistCmd]) -> Result<(), StoreError> {
+                *self.0.lock().unwrap() += 1;
+                Ok(())
+            }
+            fn take_fenced(&mut self) -> Vec<Shard> {
+                vec![Shard(3)]
+            }
+        }
+        let mut config = ServerConfig::default();
+        config.cluster = Some(ClusterConfig::default());
+        let commits = Arc::new(Mutex::new(0));
+        let (mut engine, mut events) = ServerEngine::start(
+            config,
+            Box::new(Fencing(commits.clone())),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let (link, mut port) = cluster_link();
+        let (_cluster_events, commands) = link.split();
+        engine.attach_cluster(commands);
+        settle(&mut engine, &mut events);
+        assert_eq!(*commits.lock().unwrap(), 1, "the server id");
+        assert_eq!(engine.stats().durable, Lsn(1));
+        assert_eq!(
+            port.commands.try_recv().unwrap(),
+            ClusterCommand::Fenced(vec![Shard(3)])
+        );
+        assert!(port.commands.try_recv().is_err(), "nothing else yet");
+        assert_eq!(
+            engine.cluster_report(Instant::now(), None),
+            Err(CoordinatorGone)
+        );
+        engine.shutdown(Instant::now()).unwrap();
+        assert_eq!(port.commands.try_recv().unwrap(), ClusterCommand::Shutdown);
     }
 
     /// A failing inline commit arrives on the events stream like a store

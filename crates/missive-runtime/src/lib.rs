@@ -45,9 +45,7 @@ pub use backoff::Backoff;
 pub use client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-pub use engine::{
-    ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents,
-};
+pub use engine::{ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents};
 pub use home::{ClientHome, HomeError, UserHome};
 pub use os::{os_seed, unix_ms_now};
 pub use queue::{

@@ -1013,14 +1013,21 @@ mod tests {
         redirected(&mut sup, now, "127.0.0.2:7000");
         let after = actions(&mut sup);
         assert!(after.contains(&LinkAction::Close), "{after:?}");
-        assert_eq!(after.last(), Some(&LinkAction::Connect), "at once: {after:?}");
+        assert_eq!(
+            after.last(),
+            Some(&LinkAction::Connect),
+            "at once: {after:?}"
+        );
         assert_eq!(sup.server(), "127.0.0.2:7000");
         assert!(poll_once(&mut login).is_pending(), "not a failure");
         // The node redirected to is unreachable: the configured server
         // again, after the usual backoff.
         sup.connect_failed(now, io::ErrorKind::ConnectionRefused.into());
         assert_eq!(sup.server(), options.server);
-        let retry = sup.link.reconnect_at().expect("a reconnection is scheduled");
+        let retry = sup
+            .link
+            .reconnect_at()
+            .expect("a reconnection is scheduled");
         assert!(retry > now && retry <= now + options.backoff_max);
         assert!(!sup.is_stopped());
         assert!(poll_once(&mut login).is_pending());

@@ -111,7 +111,10 @@ impl ClusterNode {
                 node.sigkill();
                 Err(HarnessError::Command {
                     what: format!("missive-server {}", node.args.node_id),
-                    detail: format!("not listening within {START_TIMEOUT:?}: {}", node.log_tail()),
+                    detail: format!(
+                        "not listening within {START_TIMEOUT:?}: {}",
+                        node.log_tail()
+                    ),
                 })
             }
         }

@@ -388,12 +388,11 @@ async fn run(args: Args) -> Result<(), String> {
         let url = cluster.options.postgres.clone();
         let fence = cluster.fence.clone();
         let shards = cluster.options.shards;
-        let store = tokio::task::spawn_blocking(move || {
-            PostgresStore::connect_node(&url, fence, shards)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+        let store =
+            tokio::task::spawn_blocking(move || PostgresStore::connect_node(&url, fence, shards))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
         tracing::info!(
             database = store.target(),
             node = %cluster.options.node_id,
@@ -667,21 +666,29 @@ mod tests {
         let options = args.coordinator().unwrap();
         assert_eq!(options.lease_ttl, Duration::from_secs(6));
         assert_eq!(options.advertise, "127.0.0.2:7878");
-        let args = Args::parse_from(
-            cluster
-                .iter()
-                .copied()
-                .chain(["--shards", "64", "--lease-ttl", "3s"]),
-        );
+        let args = Args::parse_from(cluster.iter().copied().chain([
+            "--shards",
+            "64",
+            "--lease-ttl",
+            "3s",
+        ]));
         assert_eq!(args.config().cluster.unwrap().shards, 64);
-        assert_eq!(args.coordinator().unwrap().lease_ttl, Duration::from_secs(3));
+        assert_eq!(
+            args.coordinator().unwrap().lease_ttl,
+            Duration::from_secs(3)
+        );
         assert!(
             Args::try_parse_from(cluster.iter().copied().chain(["--shards", "100"])).is_err(),
             "not a power of two"
         );
         assert!(
-            Args::try_parse_from(["missive-server", "--cluster", "--postgres", "postgres://h/db"])
-                .is_err(),
+            Args::try_parse_from([
+                "missive-server",
+                "--cluster",
+                "--postgres",
+                "postgres://h/db"
+            ])
+            .is_err(),
             "cluster mode needs NATS, a node id and an address"
         );
         assert!(
@@ -689,7 +696,10 @@ mod tests {
             "NATS only in cluster mode"
         );
         let single = Args::parse_from(["missive-server"]);
-        assert!(single.config().cluster.is_none(), "a single server by default");
+        assert!(
+            single.config().cluster.is_none(),
+            "a single server by default"
+        );
         assert!(single.coordinator().is_none());
     }
 

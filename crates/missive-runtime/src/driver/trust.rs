@@ -465,7 +465,10 @@ mod tests {
             io::ErrorKind::InvalidData,
             refused
         )));
-        assert!(redirected.first_use.lock().unwrap().is_none(), "nothing to pin");
+        assert!(
+            redirected.first_use.lock().unwrap().is_none(),
+            "nothing to pin"
+        );
         for configured in ["127.0.0.2:7000", "wss://127.0.0.2:7000/"] {
             let own = verifier(configured);
             assert!(verify(&own).is_ok(), "{configured}: trusted on first use");
