@@ -12,6 +12,11 @@ use missive_store::postgres::{LeaseError, LeaseOptions, Leases};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// Most shards acquired in one round: every acquired shard is loaded
+/// before the next renewal is sent, so a round must stay well within a
+/// lease's lifetime (a node starting alone takes 256 shards in 4 rounds).
+const MAX_ACQUIRED_PER_ROUND: usize = 64;
+
 /// A lease epoch, as the store counts them.
 pub(crate) type Epoch = u64;
 
@@ -151,7 +156,9 @@ async fn steps(
         .map_err(|e| format!("renewing: {e}"))?;
     let held = kept.len();
     report.renewed = Some((sent, kept));
-    let room = fair_share(shards, live).saturating_sub(held);
+    let room = fair_share(shards, live)
+        .saturating_sub(held)
+        .min(MAX_ACQUIRED_PER_ROUND);
     if room > 0 {
         let sent = Instant::now();
         let taken = bounded(step_timeout, leases.acquire(room))

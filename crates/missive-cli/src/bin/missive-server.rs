@@ -39,10 +39,12 @@ use tracing_subscriber::EnvFilter;
 /// NATS server of --nats. Give every node a certificate from one CA
 /// (--tls-cert/--tls-key, with the names of its --advertise address), and
 /// clients that CA (`missive --ca FILE`): clients are redirected from node
-/// to node. TLS to PostgreSQL: add `sslmode=require` to the URL — this
-/// build's PostgreSQL client has no TLS support, so such a URL is refused;
-/// reach the database over a private network or a TLS tunnel. TLS to NATS:
-/// a `tls://host:port` URL (verified with the system's web roots).
+/// to node. TLS to PostgreSQL is not available in this build: its
+/// PostgreSQL client has no TLS support, so a URL with `sslmode=require`
+/// is refused (the default `sslmode=prefer` talks plaintext); keep the
+/// database on a private network or behind a TLS tunnel. TLS to NATS: a
+/// `tls://host:port` URL (verified against the system's root certificates;
+/// no option for a private CA yet).
 #[derive(Debug, Parser)]
 #[command(name = "missive-server", version)]
 struct Args {
