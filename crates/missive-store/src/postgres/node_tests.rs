@@ -43,7 +43,7 @@ fn nodes_agree_on_the_cluster_and_another_shard_count_is_refused() {
     };
     let url = server.create_database();
     let rt = runtime();
-    rt.block_on(async {
+    let cluster_id = rt.block_on(async {
         let a = Leases::connect(&url, options("a", 16, LONG_TTL))
             .await
             .unwrap();
@@ -72,18 +72,19 @@ fn nodes_agree_on_the_cluster_and_another_shard_count_is_refused() {
                 .len(),
             16
         );
-        // A node's store announces the cluster's id and holds no user.
-        let mut store = PostgresStore::connect_node(&url, Fence::new(), 16).unwrap();
-        let mut expected = ServerState::new();
-        expected.apply(&PersistCmd::SetServerId {
-            server_id: a.cluster_id(),
-        });
-        assert_eq!(store.load().unwrap(), expected);
-        assert!(matches!(
-            PostgresStore::connect_node(&url, Fence::new(), 64),
-            Err(StoreError::ClusterMismatch { .. })
-        ));
+        a.cluster_id()
     });
+    // A node's store announces the cluster's id and holds no user.
+    let mut store = PostgresStore::connect_node(&url, Fence::new(), 16).unwrap();
+    let mut expected = ServerState::new();
+    expected.apply(&PersistCmd::SetServerId {
+        server_id: cluster_id,
+    });
+    assert_eq!(store.load().unwrap(), expected);
+    assert!(matches!(
+        PostgresStore::connect_node(&url, Fence::new(), 64),
+        Err(StoreError::ClusterMismatch { .. })
+    ));
     // No cluster created in a fresh database.
     assert!(matches!(
         PostgresStore::connect_node(&server.create_database(), Fence::new(), 16),
@@ -187,11 +188,18 @@ fn two_nodes_racing_for_a_shard_only_one_wins() {
 }
 
 /// Registers `names`, queues three messages for each and acknowledges the
-/// first (so `next_seq` matters), through a node store holding every shard.
-fn populate(url: &str, shards: u32, names: &[String]) -> Vec<PersistCmd> {
+/// first (so `next_seq` matters), through a node store holding every shard
+/// (acquired with `leases`).
+fn populate(
+    rt: &tokio::runtime::Runtime,
+    leases: &mut Leases,
+    url: &str,
+    names: &[String],
+) -> Vec<PersistCmd> {
+    let shards = leases.options().shards;
     let fence = Fence::new();
-    for shard in 0..shards {
-        fence.hold(Shard(shard), 1);
+    for (shard, epoch) in rt.block_on(leases.acquire(shards as usize)).unwrap() {
+        fence.hold(shard, epoch);
     }
     let mut store = PostgresStore::connect_node(url, fence, shards).unwrap();
     let mut cmds: Vec<PersistCmd> = names.iter().map(|n| register(n)).collect();
@@ -217,7 +225,7 @@ fn load_shard_returns_exactly_the_shards_users(shards: u32) {
         .block_on(Leases::connect(&url, options("a", shards, LONG_TTL)))
         .unwrap();
     let names: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
-    let cmds = populate(&url, shards, &names);
+    let cmds = populate(&rt, &mut leases, &url, &names);
     let mut users_seen = 0;
     for shard in (0..shards).map(Shard) {
         let loaded = rt.block_on(leases.load_shard(shard)).unwrap();
@@ -381,6 +389,9 @@ fn a_node_store_waits_out_a_postgres_crash() {
     );
     assert!(store.take_fenced().is_empty());
     let _server = restarted.join().unwrap();
+    // The lease connection was lost too: the call that finds out fails,
+    // the next connects again.
+    assert!(rt.block_on(leases.load_shard(Shard(0))).is_err());
     let loaded = rt.block_on(leases.load_shard(Shard(0))).unwrap();
     assert_eq!(
         ServerState::replay(&loaded),
