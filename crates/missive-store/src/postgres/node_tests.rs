@@ -364,30 +364,41 @@ fn a_node_store_waits_out_a_postgres_crash() {
     let url = server.create_database();
     let rt = runtime();
     let mut leases = rt
-        .block_on(Leases::connect(&url, options("a", 1, LONG_TTL)))
+        .block_on(Leases::connect(&url, options("a", 2, LONG_TTL)))
         .unwrap();
-    let held = rt.block_on(leases.acquire(1)).unwrap();
     let fence = Fence::new();
-    fence.hold(held[0].0, held[0].1);
-    let mut store = PostgresStore::connect_node(&url, fence, 1).unwrap();
-    store.commit(&[register("alice")]).unwrap();
+    for (shard, epoch) in rt.block_on(leases.acquire(2)).unwrap() {
+        fence.hold(shard, epoch);
+    }
+    let kept = names_in(Shard(0), 2, 2);
+    let lapsed = names_in(Shard(1), 2, 1).remove(0);
+    let mut store = PostgresStore::connect_node(&url, fence.clone(), 2).unwrap();
+    store
+        .commit(&[register(&kept[0]), register(&lapsed)])
+        .unwrap();
 
     server.kill9();
     let down = Duration::from_millis(1500);
     let restarted = std::thread::spawn(move || {
         std::thread::sleep(down);
+        // While the database is down, the coordinator drops a shard whose
+        // lease lapsed.
+        assert!(fence.release(Shard(1)));
         server.restart();
         server
     });
     let started = Instant::now();
-    store
-        .commit(&[register("bob"), message("alice", 0, "bob", 12)])
-        .unwrap();
+    let batch = [
+        register(&kept[1]),
+        message(&kept[0], 0, &kept[1], 12),
+        message(&lapsed, 0, &kept[1], 12),
+    ];
+    store.commit(&batch).unwrap();
     assert!(
         started.elapsed() >= down,
         "the commit waited for the server"
     );
-    assert!(store.take_fenced().is_empty());
+    assert_eq!(store.take_fenced(), vec![Shard(1)]);
     let _server = restarted.join().unwrap();
     // The lease connection was lost too: the call that finds out fails,
     // the next connects again.
@@ -395,10 +406,11 @@ fn a_node_store_waits_out_a_postgres_crash() {
     let loaded = rt.block_on(leases.load_shard(Shard(0))).unwrap();
     assert_eq!(
         ServerState::replay(&loaded),
-        ServerState::replay(&[
-            register("alice"),
-            register("bob"),
-            message("alice", 0, "bob", 12)
-        ])
+        ServerState::replay(&[register(&kept[0]), batch[0].clone(), batch[1].clone()])
+    );
+    let loaded = rt.block_on(leases.load_shard(Shard(1))).unwrap();
+    assert_eq!(
+        ServerState::replay(&loaded),
+        ServerState::replay(&[register(&lapsed)])
     );
 }
