@@ -194,6 +194,12 @@ pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(200);
 /// Longest pause between a node's store's reconnection attempts.
 pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// A node's session settings, besides `synchronous_commit = on`: a
+/// transaction left open (a node stopped between sending BEGIN and COMMIT)
+/// is ended by the server, so that the lease rows it locked `FOR SHARE`
+/// do not hold back another node's acquisition.
+const NODE_SESSION: &str = "SET idle_in_transaction_session_timeout = '2s'";
+
 /// The schema version this build writes: the number of [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -581,7 +587,11 @@ impl PostgresStore {
     ///   `fence`. Every row written carries its shard's epoch.
     /// - A lost connection is not an error: the commit connects again,
     ///   pausing [`RECONNECT_FIRST_DELAY`] doubling to
-    ///   [`RECONNECT_MAX_DELAY`], and retries until it commits.
+    ///   [`RECONNECT_MAX_DELAY`], and retries until it commits (without the
+    ///   commands of shards `fence` stopped holding meanwhile). Other
+    ///   failures fail the commit, as for a single server.
+    /// - The session ends a transaction idle for 2 s, so a node stopped
+    ///   mid-commit does not keep its lease rows locked.
     ///
     /// The cluster must exist ([`Leases::connect`] creates it). Fails as
     /// [`connect`](Self::connect), and with
@@ -589,6 +599,9 @@ impl PostgresStore {
     /// one with another shard count.
     pub fn connect_node(url: &str, fence: Fence, shards: u32) -> Result<Self, StoreError> {
         Self::open(url, move |runtime, client| {
+            runtime
+                .block_on(client.batch_execute(NODE_SESSION))
+                .map_err(database)?;
             let row = runtime
                 .block_on(client.query_opt("SELECT id, shards FROM cluster", &[]))
                 .map_err(database)?
@@ -662,7 +675,13 @@ impl PostgresStore {
             match attempt {
                 Ok((client, connection)) => {
                     drive(&self.runtime, connection);
-                    match self.runtime.block_on(prepare_session(&client)) {
+                    let prepared = self.runtime.block_on(async {
+                        if let Mode::Node(_) = self.mode {
+                            client.batch_execute(NODE_SESSION).await?;
+                        }
+                        prepare_session(&client).await
+                    });
+                    match prepared {
                         Ok(statements) => {
                             self.client = client;
                             self.statements = statements;
@@ -762,6 +781,18 @@ impl PostgresStore {
                 Err(Attempt::ConnectionLost(e)) => {
                     tracing::warn!(error = %PostgresError(e), "PostgreSQL connection lost; reconnecting");
                     self.reconnect();
+                    // Leases may have lapsed meanwhile: the coordinator
+                    // released those shards; their commands are dropped.
+                    let Mode::Node(node) = &mut self.mode else {
+                        unreachable!("commit_node is called in node mode only");
+                    };
+                    kept.retain(|(shard, _)| {
+                        let still_held = node.fence.epoch(*shard) == Some(held[shard]);
+                        if !still_held {
+                            node.fenced.insert(*shard);
+                        }
+                        still_held
+                    });
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
@@ -1349,7 +1380,10 @@ mod tests {
                     "SELECT string_agg(version::text, ',') FROM schema_version"
                 )
                 .unwrap(),
-            SCHEMA_VERSION.to_string()
+            (1..=SCHEMA_VERSION)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         // Connecting again migrates nothing.
         let url = server.url(&database);

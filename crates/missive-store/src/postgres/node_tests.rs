@@ -43,7 +43,7 @@ fn nodes_agree_on_the_cluster_and_another_shard_count_is_refused() {
     };
     let url = server.create_database();
     let rt = runtime();
-    rt.block_on(async {
+    let cluster_id = rt.block_on(async {
         let a = Leases::connect(&url, options("a", 16, LONG_TTL))
             .await
             .unwrap();
@@ -72,18 +72,19 @@ fn nodes_agree_on_the_cluster_and_another_shard_count_is_refused() {
                 .len(),
             16
         );
-        // A node's store announces the cluster's id and holds no user.
-        let mut store = PostgresStore::connect_node(&url, Fence::new(), 16).unwrap();
-        let mut expected = ServerState::new();
-        expected.apply(&PersistCmd::SetServerId {
-            server_id: a.cluster_id(),
-        });
-        assert_eq!(store.load().unwrap(), expected);
-        assert!(matches!(
-            PostgresStore::connect_node(&url, Fence::new(), 64),
-            Err(StoreError::ClusterMismatch { .. })
-        ));
+        a.cluster_id()
     });
+    // A node's store announces the cluster's id and holds no user.
+    let mut store = PostgresStore::connect_node(&url, Fence::new(), 16).unwrap();
+    let mut expected = ServerState::new();
+    expected.apply(&PersistCmd::SetServerId {
+        server_id: cluster_id,
+    });
+    assert_eq!(store.load().unwrap(), expected);
+    assert!(matches!(
+        PostgresStore::connect_node(&url, Fence::new(), 64),
+        Err(StoreError::ClusterMismatch { .. })
+    ));
     // No cluster created in a fresh database.
     assert!(matches!(
         PostgresStore::connect_node(&server.create_database(), Fence::new(), 16),
@@ -187,11 +188,18 @@ fn two_nodes_racing_for_a_shard_only_one_wins() {
 }
 
 /// Registers `names`, queues three messages for each and acknowledges the
-/// first (so `next_seq` matters), through a node store holding every shard.
-fn populate(url: &str, shards: u32, names: &[String]) -> Vec<PersistCmd> {
+/// first (so `next_seq` matters), through a node store holding every shard
+/// (acquired with `leases`).
+fn populate(
+    rt: &tokio::runtime::Runtime,
+    leases: &mut Leases,
+    url: &str,
+    names: &[String],
+) -> Vec<PersistCmd> {
+    let shards = leases.options().shards;
     let fence = Fence::new();
-    for shard in 0..shards {
-        fence.hold(Shard(shard), 1);
+    for (shard, epoch) in rt.block_on(leases.acquire(shards as usize)).unwrap() {
+        fence.hold(shard, epoch);
     }
     let mut store = PostgresStore::connect_node(url, fence, shards).unwrap();
     let mut cmds: Vec<PersistCmd> = names.iter().map(|n| register(n)).collect();
@@ -217,7 +225,7 @@ fn load_shard_returns_exactly_the_shards_users(shards: u32) {
         .block_on(Leases::connect(&url, options("a", shards, LONG_TTL)))
         .unwrap();
     let names: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
-    let cmds = populate(&url, shards, &names);
+    let cmds = populate(&rt, &mut leases, &url, &names);
     let mut users_seen = 0;
     for shard in (0..shards).map(Shard) {
         let loaded = rt.block_on(leases.load_shard(shard)).unwrap();
@@ -356,38 +364,53 @@ fn a_node_store_waits_out_a_postgres_crash() {
     let url = server.create_database();
     let rt = runtime();
     let mut leases = rt
-        .block_on(Leases::connect(&url, options("a", 1, LONG_TTL)))
+        .block_on(Leases::connect(&url, options("a", 2, LONG_TTL)))
         .unwrap();
-    let held = rt.block_on(leases.acquire(1)).unwrap();
     let fence = Fence::new();
-    fence.hold(held[0].0, held[0].1);
-    let mut store = PostgresStore::connect_node(&url, fence, 1).unwrap();
-    store.commit(&[register("alice")]).unwrap();
+    for (shard, epoch) in rt.block_on(leases.acquire(2)).unwrap() {
+        fence.hold(shard, epoch);
+    }
+    let kept = names_in(Shard(0), 2, 2);
+    let lapsed = names_in(Shard(1), 2, 1).remove(0);
+    let mut store = PostgresStore::connect_node(&url, fence.clone(), 2).unwrap();
+    store
+        .commit(&[register(&kept[0]), register(&lapsed)])
+        .unwrap();
 
     server.kill9();
     let down = Duration::from_millis(1500);
     let restarted = std::thread::spawn(move || {
         std::thread::sleep(down);
+        // While the database is down, the coordinator drops a shard whose
+        // lease lapsed.
+        assert!(fence.release(Shard(1)));
         server.restart();
         server
     });
     let started = Instant::now();
-    store
-        .commit(&[register("bob"), message("alice", 0, "bob", 12)])
-        .unwrap();
+    let batch = [
+        register(&kept[1]),
+        message(&kept[0], 0, &kept[1], 12),
+        message(&lapsed, 0, &kept[1], 12),
+    ];
+    store.commit(&batch).unwrap();
     assert!(
         started.elapsed() >= down,
         "the commit waited for the server"
     );
-    assert!(store.take_fenced().is_empty());
+    assert_eq!(store.take_fenced(), vec![Shard(1)]);
     let _server = restarted.join().unwrap();
+    // The lease connection was lost too: the call that finds out fails,
+    // the next connects again.
+    assert!(rt.block_on(leases.load_shard(Shard(0))).is_err());
     let loaded = rt.block_on(leases.load_shard(Shard(0))).unwrap();
     assert_eq!(
         ServerState::replay(&loaded),
-        ServerState::replay(&[
-            register("alice"),
-            register("bob"),
-            message("alice", 0, "bob", 12)
-        ])
+        ServerState::replay(&[register(&kept[0]), batch[0].clone(), batch[1].clone()])
+    );
+    let loaded = rt.block_on(leases.load_shard(Shard(1))).unwrap();
+    assert_eq!(
+        ServerState::replay(&loaded),
+        ServerState::replay(&[register(&lapsed)])
     );
 }
