@@ -92,9 +92,13 @@ pub(crate) struct Acquired {
     pub state: Vec<PersistCmd>,
 }
 
-/// Connects to the lease table as this node (creating the cluster's rows
-/// on first use).
-pub(crate) async fn connect(options: &CoordinatorOptions) -> Result<Leases, LeaseError> {
+/// Connects to the lease tables of the cluster in `options.postgres` as
+/// this node, creating the cluster (its id, shard count and lease rows) on
+/// first use; fails if the cluster was created with another shard count.
+/// Needs a tokio runtime. A node's store
+/// ([`PostgresStore::connect_node`](missive_store::PostgresStore::connect_node))
+/// opens only once the cluster exists.
+pub async fn connect(options: &CoordinatorOptions) -> Result<Leases, LeaseError> {
     let lease_options = LeaseOptions {
         node_id: options.node_id.clone(),
         address: options.advertise.clone(),

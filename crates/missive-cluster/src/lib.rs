@@ -42,7 +42,7 @@ use std::io;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use leases::{fair_share, renewal_margin};
+pub use leases::{connect as connect_leases, fair_share, renewal_margin};
 
 /// The NATS subject of a shard's owner.
 ///

@@ -387,6 +387,10 @@ async fn run(args: Args) -> Result<(), String> {
         fence: Fence::default(),
     });
     let store: Box<dyn Store> = if let Some(cluster) = &cluster {
+        // Creates the cluster on first use, or checks its shard count.
+        missive_cluster::connect_leases(&cluster.options)
+            .await
+            .map_err(|e| format!("cannot join the cluster: {e}"))?;
         let url = cluster.options.postgres.clone();
         let fence = cluster.fence.clone();
         let shards = cluster.options.shards;
