@@ -1,8 +1,8 @@
 //! Two `missive-server --cluster` nodes on 127.0.0.1 and 127.0.0.2 over one
 //! real PostgreSQL and one real NATS (the testkit's harnesses): the nodes
 //! share the shards out, users on different nodes exchange messages both
-//! ways, and a client that connects to the node not serving it is
-//! redirected to the one that does.
+//! ways, and a client (the library, and the `missive` CLI) that connects to
+//! the node not serving it is redirected to the one that does.
 
 #[path = "../../missive-tokio/tests/common/mod.rs"]
 mod common;
@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_missive-server");
+const CLI: &str = env!("CARGO_BIN_EXE_missive");
 const SHARDS: u32 = 16;
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -168,6 +169,33 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
         assert_eq!(
             next_message(&mut alice_events, WAIT).await,
             (bob.clone(), "hello alice, from node 2".into())
+        );
+
+        // The CLI follows redirects too: carol, served by the second node,
+        // registers and sends through the first.
+        let carol = user_on(&owners, second.node_id(), std::slice::from_ref(&bob));
+        let cli_home = dir.path().join("cli");
+        let cli = |args: &[&str]| {
+            let output = std::process::Command::new(CLI)
+                .args(["--server", first.addr(), "--plaintext", "--user", &carol])
+                .arg("--home")
+                .arg(&cli_home)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "missive {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        tokio::task::block_in_place(|| {
+            cli(&["register"]);
+            cli(&["send", &alice, "hello alice, from the CLI"]);
+        });
+        assert_eq!(
+            next_message(&mut alice_events, WAIT).await,
+            (carol.clone(), "hello alice, from the CLI".into())
         );
         alice_client.close().await.unwrap();
         bob_client.close().await.unwrap();

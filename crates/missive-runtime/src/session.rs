@@ -51,7 +51,7 @@ use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
-use missive_core::client::{Client, ClientConfig, Registration};
+use missive_core::client::{Client, ClientConfig, ConnectionError, Registration};
 use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::wire::Link;
 use missive_core::{MessageId, UserName};
@@ -401,6 +401,10 @@ pub struct ClientSupervisor {
     home_server: String,
     /// Redirects followed since the last login.
     redirects: u32,
+    /// Until when the first login may be retried after a cluster's
+    /// transient refusal (no node serves the user right now, or its shard
+    /// just moved).
+    first_login_by: Option<Instant>,
     reconnect: bool,
     connect_timeout: Duration,
     backoff: Backoff,
@@ -436,6 +440,7 @@ impl ClientSupervisor {
             server: options.server.clone(),
             home_server: options.server.clone(),
             redirects: 0,
+            first_login_by: None,
             reconnect: options.reconnect,
             connect_timeout: options.connect_timeout,
             backoff: Backoff::new(options.backoff_initial, options.backoff_max, seed),
@@ -462,6 +467,7 @@ impl ClientSupervisor {
 
     /// Starts the first connection attempt.
     pub fn start(&mut self, now: Instant) {
+        self.first_login_by = Some(now + self.connect_timeout);
         self.start_connecting(now);
     }
 
@@ -665,6 +671,15 @@ impl ClientSupervisor {
             return;
         }
         if let Some(refusal) = self.engine.take_refusal() {
+            if self.ready.is_some()
+                && self.reconnect
+                && is_cluster_transient(&refusal)
+                && self.first_login_by.is_some_and(|by| now < by)
+            {
+                tracing::info!("{refusal}: trying again");
+                self.schedule_reconnect(now);
+                return;
+            }
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Err(refusal));
                 self.stop = true;
@@ -767,6 +782,15 @@ impl ClientSupervisor {
             let _ = self.engine.take_transmit();
         }
     }
+}
+
+/// Whether a cluster refused the login only for now: no node serves the
+/// user at the moment (`unavailable`), or its shard just moved (`moved`).
+fn is_cluster_transient(refusal: &ConnectError) -> bool {
+    matches!(
+        refusal,
+        ConnectError::ConnectionLost(ConnectionError::Unavailable | ConnectionError::Moved)
+    )
 }
 
 #[cfg(test)]
@@ -1036,6 +1060,49 @@ mod tests {
         // Same identity and outbox: the core says Hello again.
         sup.connected(retry, Link::PLAINTEXT);
         assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
+    }
+
+    /// A cluster that serves nobody for the user right now (its shard is
+    /// between owners) is tried again until the connect deadline, then
+    /// the refusal is the connect's error.
+    #[test]
+    fn an_unavailable_cluster_is_retried_until_the_connect_deadline() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let unavailable = |sup: &mut ClientSupervisor, at: Instant| {
+            server_says(sup, at, welcome());
+            server_says(
+                sup,
+                at,
+                ServerPacket::Error {
+                    code: ErrorCode::Unavailable,
+                    id: None,
+                    user: None,
+                    detail: "no node serves alice right now".into(),
+                },
+            );
+            sup.lost(at, io::ErrorKind::UnexpectedEof.into());
+        };
+        unavailable(&mut sup, now);
+        assert!(!sup.is_stopped());
+        assert!(poll_once(&mut login).is_pending(), "tried again");
+        let retry = sup
+            .link
+            .reconnect_at()
+            .expect("a reconnection is scheduled");
+        sup.timeout(retry);
+        let _ = actions(&mut sup);
+        // Past the connect deadline: the refusal is reported.
+        let late = now + options.connect_timeout;
+        sup.connected(late, Link::PLAINTEXT);
+        unavailable(&mut sup, late);
+        assert!(sup.is_stopped());
+        assert!(matches!(
+            poll_once(&mut login),
+            Poll::Ready(Err(ConnectError::ConnectionLost(
+                ConnectionError::Unavailable
+            )))
+        ));
     }
 
     #[test]
