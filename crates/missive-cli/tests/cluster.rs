@@ -2,7 +2,9 @@
 //! real PostgreSQL and one real NATS (the testkit's harnesses): the nodes
 //! share the shards out, users on different nodes exchange messages both
 //! ways, and a client (the library, and the `missive` CLI) that connects to
-//! the node not serving it is redirected to the one that does.
+//! the node not serving it is redirected to the one that does; after a
+//! `kill -9` of a node the other takes its shards over and its clients come
+//! back through the configured server.
 
 #[path = "../../missive-tokio/tests/common/mod.rs"]
 mod common;
@@ -118,7 +120,7 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
     let database = postgres.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
-    let second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
+    let mut second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
     wait_for_balance(&pg, &database, &[&first, &second]);
     let owners = owners(&pg, &database);
     let alice = user_on(&owners, first.node_id(), &[]);
@@ -197,8 +199,37 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
             next_message(&mut alice_events, WAIT).await,
             (carol.clone(), "hello alice, from the CLI".into())
         );
+
+        // kill -9 of the second node: the first takes its shards over once
+        // their leases expire, and bob's client, finding his node gone,
+        // goes back to the configured server, which now serves him.
+        second.sigkill();
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            while owners_of(&pg, &database, first.node_id()) < SHARDS as usize {
+                assert!(
+                    Instant::now() < deadline,
+                    "no takeover: {}",
+                    first.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        alice_client
+            .send(user(&bob), "still there, bob?")
+            .await
+            .unwrap();
+        assert_eq!(
+            next_message(&mut bob_events, WAIT).await,
+            (alice.clone(), "still there, bob?".into())
+        );
         alice_client.close().await.unwrap();
         bob_client.close().await.unwrap();
     });
     drop((first, second));
+}
+
+/// How many shards `node` holds an unexpired lease on.
+fn owners_of(pg: &PostgresServer, database: &str, node: &str) -> usize {
+    owners(pg, database).values().filter(|o| *o == node).count()
 }
