@@ -33,6 +33,17 @@ fn free_port(host: &str) -> u16 {
 }
 
 fn start_node(id: &str, host: &str, postgres: &str, nats: &str, dir: &Path) -> ClusterNode {
+    start_node_with(id, host, postgres, nats, dir, vec!["--plaintext".into()])
+}
+
+fn start_node_with(
+    id: &str,
+    host: &str,
+    postgres: &str,
+    nats: &str,
+    dir: &Path,
+    extra: Vec<String>,
+) -> ClusterNode {
     ClusterNode::start(
         SERVER.as_ref(),
         NodeArgs {
@@ -43,7 +54,7 @@ fn start_node(id: &str, host: &str, postgres: &str, nats: &str, dir: &Path) -> C
             shards: SHARDS,
             lease_ttl: "2s".into(),
             data: dir.join(id),
-            extra: vec!["--plaintext".into()],
+            extra,
         },
     )
     .unwrap_or_else(|e| panic!("node {id}: {e}"))
@@ -232,4 +243,102 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
 /// How many shards `node` holds an unexpired lease on.
 fn owners_of(pg: &PostgresServer, database: &str, node: &str) -> usize {
     owners(pg, database).values().filter(|o| *o == node).count()
+}
+
+/// Writes a CA to `dir/ca.pem` and, for each host, a certificate it issued
+/// (`dir/HOST.pem`, `dir/HOST.key`).
+fn cluster_ca(dir: &Path, hosts: &[&str]) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for host in hosts {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![(*host).to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{host}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// TLS nodes with certificates from one CA: the CLI given that CA
+/// (`--ca`) is redirected from node to node and verifies each. (A redirect
+/// away from a certificate pinned on first use is refused: tests/redirect.rs
+/// at the workspace root.)
+#[test]
+fn tls_nodes_of_one_ca_redirect_a_cli_given_the_ca() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let postgres = pg.create_database();
+    let database = postgres.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["127.0.0.1", "127.0.0.2"];
+    cluster_ca(dir.path(), &hosts);
+    let tls = |host: &str| {
+        let file = |ext: &str| {
+            dir.path()
+                .join(format!("{host}.{ext}"))
+                .display()
+                .to_string()
+        };
+        vec![
+            "--tls-cert".to_owned(),
+            file("pem"),
+            "--tls-key".to_owned(),
+            file("key"),
+        ]
+    };
+    let first = start_node_with(
+        "n1",
+        hosts[0],
+        &postgres,
+        &nats.url(),
+        dir.path(),
+        tls(hosts[0]),
+    );
+    let second = start_node_with(
+        "n2",
+        hosts[1],
+        &postgres,
+        &nats.url(),
+        dir.path(),
+        tls(hosts[1]),
+    );
+    wait_for_balance(&pg, &database, &[&first, &second]);
+    let owners = owners(&pg, &database);
+    let dave = user_on(&owners, first.node_id(), &[]);
+    let erin = user_on(&owners, second.node_id(), &[]);
+    let ca = dir.path().join("ca.pem");
+    let cli = |name: &str, args: &[&str]| {
+        std::process::Command::new(CLI)
+            .args(["--server", first.addr(), "--user", name])
+            .arg("--home")
+            .arg(dir.path().join("clients"))
+            .arg("--ca")
+            .arg(&ca)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    ok(cli(&dave, &["register"]));
+    // erin is served by the second node: redirected, verified by the CA.
+    ok(cli(&erin, &["register"]));
+    ok(cli(&erin, &["send", &dave, "over TLS, across nodes"]));
+    let shown = ok(cli(&dave, &["listen", "--count", "1", "--timeout", "30"]));
+    assert!(shown.contains("over TLS, across nodes"), "{shown}");
 }
