@@ -350,9 +350,7 @@ fn a_stale_epoch_is_fenced_and_the_other_shards_commit() {
         server
             .psql(
                 &database,
-                "SELECT count(*) FROM items WHERE epoch = 1 AND name = '{lost_name}'"
-                    .replace("{lost_name}", &lost_name)
-                    .as_str()
+                &format!("SELECT count(*) FROM items WHERE name = '{lost_name}'")
             )
             .unwrap(),
         "0"
