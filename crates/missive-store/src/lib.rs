@@ -13,6 +13,9 @@
 //!   appended to a log.
 //! - [`PostgresStore`]: a [`Store`] in a PostgreSQL database (schema,
 //!   shards and driver choice in the [`postgres`] module).
+//! - [`postgres::Leases`] and [`postgres::Fence`]: a cluster node's shard
+//!   leases in PostgreSQL and the fenced writes of its store
+//!   ([`PostgresStore::connect_node`]).
 //! - [`MemoryStore`]: a non-durable [`Store`] for tests and `--memory` runs.
 //! - [`StoreThread`]: runs a store on its own OS thread with group commit:
 //!   many commands, one transaction, one `fsync`.

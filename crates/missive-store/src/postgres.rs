@@ -822,7 +822,12 @@ impl PostgresStore {
         match self.send_transaction(&steps, Some((&fence_shards, &fence_epochs))) {
             Ok(()) => Ok(()),
             Err(e) => match refused_shards(&e) {
-                Some(Ok(refused)) => Err(Attempt::Fenced(refused)),
+                Some(Ok(refused)) if refused.iter().all(|s| touched.contains(s)) => {
+                    Err(Attempt::Fenced(refused))
+                }
+                Some(Ok(refused)) => Err(Attempt::Failed(StoreError::Corrupt(format!(
+                    "the fence refused shards {refused:?}, not all of them written ({touched:?})"
+                )))),
                 Some(Err(corrupt)) => Err(Attempt::Failed(corrupt)),
                 None if connection_lost(&e) || self.client.is_closed() => {
                     Err(Attempt::ConnectionLost(e))
