@@ -342,3 +342,80 @@ fn tls_nodes_of_one_ca_redirect_a_cli_given_the_ca() {
     let shown = ok(cli(&dave, &["listen", "--count", "1", "--timeout", "30"]));
     assert!(shown.contains("over TLS, across nodes"), "{shown}");
 }
+
+/// SIGSTOP of a node past its leases: the other takes its shards over;
+/// after SIGCONT the frozen node drops them instead of serving them (its
+/// renewals are overdue), and its clients move to the new owner (redirect)
+/// and get their messages there.
+#[test]
+fn a_frozen_node_gives_its_shards_up_and_its_clients_move() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let postgres = pg.create_database();
+    let database = postgres.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
+    let second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
+    wait_for_balance(&pg, &database, &[&first, &second]);
+    let owners = owners(&pg, &database);
+    let alice = user_on(&owners, first.node_id(), &[]);
+    let bob = user_on(&owners, second.node_id(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let home = dir.path().join("clients");
+        let (alice_client, _alice_events) =
+            ClientHandle::connect(client_options(first.addr(), &home, &alice, 0))
+                .await
+                .unwrap();
+        // bob connects to his node directly.
+        let (bob_client, mut bob_events) =
+            ClientHandle::connect(client_options(second.addr(), &home, &bob, 1))
+                .await
+                .unwrap();
+        second.sigstop();
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            while owners_of(&pg, &database, first.node_id()) < SHARDS as usize {
+                assert!(
+                    Instant::now() < deadline,
+                    "no takeover: {}",
+                    first.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        second.sigcont();
+        alice_client
+            .send(user(&bob), "after the freeze")
+            .await
+            .unwrap();
+        // bob's node closed his session when it gave his shard up; it
+        // redirected him to the new owner, where the message waited.
+        let mut redirects = Vec::new();
+        let received = next_event(&mut bob_events, WAIT, |event| match event {
+            ClientEvent::Redirected { address } => {
+                redirects.push(address);
+                None
+            }
+            ClientEvent::MessageReceived { from, body, .. } => Some((from, body)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(received, (user(&alice), b"after the freeze".to_vec()));
+        assert_eq!(redirects, [first.addr()], "bob moved to the new owner");
+        alice_client.close().await.unwrap();
+        bob_client.close().await.unwrap();
+    });
+    // (It may have taken shards back since, the cluster rebalancing.)
+    let log = std::fs::read_to_string(second.log()).unwrap();
+    assert!(
+        log.contains("dropping the shard"),
+        "{}",
+        second.log_tail()
+    );
+    drop((first, second));
+}
