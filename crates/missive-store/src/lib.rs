@@ -13,6 +13,9 @@
 //!   appended to a log.
 //! - [`PostgresStore`]: a [`Store`] in a PostgreSQL database (schema,
 //!   shards and driver choice in the [`postgres`] module).
+//! - [`postgres::Leases`] and [`postgres::Fence`]: a cluster node's shard
+//!   leases in PostgreSQL and the fenced writes of its store
+//!   ([`PostgresStore::connect_node`]).
 //! - [`MemoryStore`]: a non-durable [`Store`] for tests and `--memory` runs.
 //! - [`StoreThread`]: runs a store on its own OS thread with group commit:
 //!   many commands, one transaction, one `fsync`.
@@ -28,6 +31,7 @@
 //! let state = store.load()?; // hand this to the server
 //! let thread = StoreThread::spawn(store, |event| match event {
 //!     StoreEvent::Durable(_lsn) => { /* feed Input::Durable(lsn) to the server */ }
+//!     StoreEvent::Fenced(_shards) => { /* a cluster node: drop these shards */ }
 //!     StoreEvent::Failed(_err) => { /* shut the server down */ }
 //!     _ => {}
 //! });
@@ -48,6 +52,7 @@ mod rows;
 mod thread;
 
 pub use memory::MemoryStore;
+pub use missive_core::cluster::Shard;
 pub use missive_core::server::{PersistCmd, ServerState};
 pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;
@@ -85,6 +90,17 @@ pub trait Store: Send + 'static {
     fn commits_inline(&self) -> bool {
         false
     }
+
+    /// The cluster shards whose commands the last commits dropped instead
+    /// of writing, since the previous call (each once, in shard order):
+    /// shards the node no longer holds or whose lease another node
+    /// acquired (the database's fence refused them). The rest of those
+    /// commits is durable; these shards' commands never will be. Empty for
+    /// every store but a cluster node's
+    /// ([`PostgresStore::connect_node`]).
+    fn take_fenced(&mut self) -> Vec<Shard> {
+        Vec::new()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -98,6 +114,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn commits_inline(&self) -> bool {
         (**self).commits_inline()
+    }
+
+    fn take_fenced(&mut self) -> Vec<Shard> {
+        (**self).take_fenced()
     }
 }
 
@@ -151,6 +171,14 @@ pub enum StoreError {
     /// (the core added a [`PersistCmd`] variant this crate predates).
     #[error("unsupported persistence command: {0}")]
     UnsupportedCommand(String),
+    /// A cluster node's store and the database disagree about the cluster:
+    /// none was created, it has another shard count, or the node was asked
+    /// to set a server id other than the cluster's.
+    #[error("cluster mismatch: {detail}")]
+    ClusterMismatch {
+        /// What disagrees.
+        detail: String,
+    },
     /// The [`StoreThread`] has stopped: an earlier commit failed (reported
     /// as [`StoreEvent::Failed`]) or the store panicked.
     #[error("the store thread has stopped after a failure")]

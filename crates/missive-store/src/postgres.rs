@@ -54,6 +54,27 @@
 //! rewrites the column. Keys lead with the shard, so one shard's rows can be
 //! read, locked or moved on their own.
 //!
+//! # Cluster nodes
+//!
+//! Several nodes share one database ([`PostgresStore::connect_node`],
+//! [`Leases`]; docs/CLUSTER.md). Migration 2 adds `cluster (id, shards,
+//! created)` (one row: the server id every node announces, and the cluster
+//! shard count N), `leases (shard, owner, address, epoch, expires_at)`,
+//! `nodes (node_id, address, expires_at)`, an `epoch` column on users and
+//! items (the lease epoch the row was written under; 0 for a single
+//! server) and the fence function [`FENCE_FUNCTION`]. A cluster shard's
+//! rows are found from the storage shard above ([`storage_shards`]): for
+//! N ≥ 64 storage shard `s mod 64`, filtered by `name_hash mod N`; for
+//! N < 64 storage shards `s, s + N, …`.
+//!
+//! A node's commit runs the fence function first, in the same pipelined
+//! transaction (still one round trip): it locks the lease rows of the
+//! shards the batch touches `FOR SHARE` (an acquisition by another node
+//! waits for the commit, then loads what it wrote) and raises SQLSTATE
+//! `MSV01` with the refused shards if an epoch is no longer the node's.
+//! The store then commits the batch without those shards' commands and
+//! reports them through [`Store::take_fenced`].
+//!
 //! # Load
 //!
 //! [`Store::load`] streams rows in one read-only repeatable-read
@@ -67,10 +88,21 @@ use crate::rows::{encode_item, restore_item, restore_next_seq, user_name};
 use crate::{Store, StoreError};
 use futures_util::{StreamExt, future::try_join_all, pin_mut};
 use missive_core::UserName;
+use missive_core::cluster::{self, Shard};
 use missive_core::server::{PersistCmd, ServerState};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement, Transaction};
+use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement, Transaction};
+
+mod fence;
+mod leases;
+#[cfg(test)]
+mod node_tests;
+
+pub use fence::Fence;
+pub use leases::{LeaseError, LeaseOptions, Leases, MAX_SHARDS};
 
 /// Number of shards users are spread over (see [`shard_of`]). Fixed.
 pub const SHARD_COUNT: u16 = 64;
@@ -107,7 +139,66 @@ pub const MIGRATIONS: &[&str] = &[
          item bytea NOT NULL,
          PRIMARY KEY (shard, name, seq)
      );",
+    // 2: cluster nodes: the cluster, shard leases, live nodes, the epoch a
+    // row was written under, and the fence function.
+    "CREATE TABLE cluster (
+         id bytea PRIMARY KEY CHECK (length(id) = 16),
+         shards integer NOT NULL
+             CHECK (shards BETWEEN 1 AND 65536 AND (shards & (shards - 1)) = 0),
+         created timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE UNIQUE INDEX cluster_is_one_row ON cluster ((true));
+     CREATE TABLE leases (
+         shard integer PRIMARY KEY CHECK (shard >= 0),
+         owner text,
+         address text,
+         epoch bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
+         expires_at timestamptz
+     );
+     CREATE TABLE nodes (
+         node_id text PRIMARY KEY,
+         address text NOT NULL,
+         expires_at timestamptz NOT NULL
+     );
+     ALTER TABLE users ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+     ALTER TABLE items ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+     CREATE FUNCTION missive_fence(held_shards integer[], held_epochs bigint[])
+     RETURNS void LANGUAGE plpgsql AS $$
+     DECLARE
+         refused text;
+     BEGIN
+         PERFORM 1 FROM leases WHERE shard = ANY(held_shards) ORDER BY shard FOR SHARE;
+         SELECT string_agg(h.shard::text, ',' ORDER BY h.shard) INTO refused
+         FROM unnest(held_shards, held_epochs) AS h (shard, epoch)
+         LEFT JOIN leases l ON l.shard = h.shard
+         WHERE l.epoch IS DISTINCT FROM h.epoch;
+         IF refused IS NOT NULL THEN
+             RAISE EXCEPTION USING ERRCODE = 'MSV01', MESSAGE = refused;
+         END IF;
+     END $$;",
 ];
+
+/// The fence function a node's commit calls first (migration 2):
+/// `missive_fence(shards integer[], epochs bigint[])` locks the lease rows
+/// of `shards` `FOR SHARE` and raises SQLSTATE [`FENCED_SQLSTATE`], the
+/// message being the comma-separated shards whose lease epoch differs.
+pub const FENCE_FUNCTION: &str = "missive_fence";
+
+/// The SQLSTATE of a write refused by [`FENCE_FUNCTION`].
+pub const FENCED_SQLSTATE: &str = "MSV01";
+
+/// First pause before a node's store connects again after losing its
+/// connection; it doubles up to [`RECONNECT_MAX_DELAY`].
+pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(200);
+
+/// Longest pause between a node's store's reconnection attempts.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// A node's session settings, besides `synchronous_commit = on`: a
+/// transaction left open (a node stopped between sending BEGIN and COMMIT)
+/// is ended by the server, so that the lease rows it locked `FOR SHARE`
+/// do not hold back another node's acquisition.
+const NODE_SESSION: &str = "SET idle_in_transaction_session_timeout = '2s'";
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -131,6 +222,30 @@ pub fn shard_of(user: &UserName) -> i16 {
     (hash % u64::from(SHARD_COUNT)) as i16
 }
 
+/// The storage shards ([`shard_of`], modulo [`SHARD_COUNT`]) holding the
+/// rows of cluster shard `shard` among `shards` (a power of two): for
+/// `shards` ≥ 64 the one storage shard `shard mod 64` (shared with other
+/// cluster shards: filter by [`cluster::shard_of`]), below 64 every storage
+/// shard `shard + k·shards`.
+///
+/// ```
+/// use missive_core::cluster::Shard;
+/// use missive_store::postgres::storage_shards;
+/// assert_eq!(storage_shards(Shard(300), 1024), vec![300 % 64]);
+/// assert_eq!(storage_shards(Shard(5), 16), vec![5, 21, 37, 53]);
+/// ```
+pub fn storage_shards(shard: Shard, shards: u32) -> Vec<i16> {
+    let count = u32::from(SHARD_COUNT);
+    if shards >= count {
+        vec![(shard.0 % count) as i16]
+    } else {
+        (shard.0..count)
+            .step_by(shards.max(1) as usize)
+            .map(|s| s as i16)
+            .collect()
+    }
+}
+
 /// Statements prepared once per connection.
 struct Statements {
     set_server_id: Statement,
@@ -138,6 +253,7 @@ struct Statements {
     enqueue: Statement,
     remove: Statement,
     raise_next_seq: Statement,
+    fence: Statement,
     load_server_id: Statement,
     load_users: Statement,
     load_items: Statement,
@@ -157,27 +273,29 @@ impl Statements {
             // first key.
             register: client
                 .prepare(
-                    "INSERT INTO users (shard, name, public_key) VALUES ($1, $2, $3)
+                    "INSERT INTO users (shard, name, public_key, epoch) VALUES ($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
                 )
                 .await?,
-            // Items (arrays of shard, name, seq, item): those of unknown
-            // users and those at a used seq are ignored; a stored item
-            // raises its mailbox's next_seq past it.
+            // Items (arrays of shard, name, seq, item, epoch): those of
+            // unknown users and those at a used seq are ignored; a stored
+            // item raises its mailbox's next_seq past it.
             enqueue: client
                 .prepare(
                     "WITH inserted AS (
-                         INSERT INTO items (shard, name, seq, item)
-                         SELECT n.shard, n.name, n.seq, n.item
-                         FROM unnest($1::smallint[], $2::text[], $3::bigint[], $4::bytea[])
-                              AS n (shard, name, seq, item)
+                         INSERT INTO items (shard, name, seq, item, epoch)
+                         SELECT n.shard, n.name, n.seq, n.item, n.epoch
+                         FROM unnest($1::smallint[], $2::text[], $3::bigint[], $4::bytea[],
+                                     $5::bigint[])
+                              AS n (shard, name, seq, item, epoch)
                          WHERE EXISTS (SELECT 1 FROM users u
                                        WHERE u.shard = n.shard AND u.name = n.name)
                          ON CONFLICT DO NOTHING
-                         RETURNING shard, name, seq
+                         RETURNING shard, name, seq, epoch
                      )
-                     UPDATE users u SET next_seq = GREATEST(u.next_seq, m.next_seq)
-                     FROM (SELECT shard, name, max(seq) + 1 AS next_seq
+                     UPDATE users u SET next_seq = GREATEST(u.next_seq, m.next_seq),
+                                        epoch = m.epoch
+                     FROM (SELECT shard, name, max(seq) + 1 AS next_seq, max(epoch) AS epoch
                            FROM inserted GROUP BY shard, name) m
                      WHERE u.shard = m.shard AND u.name = m.name",
                 )
@@ -190,16 +308,22 @@ impl Statements {
                      WHERE i.shard = r.shard AND i.name = r.name AND i.seq = r.seq",
                 )
                 .await?,
-            // (shard, name, next_seq) arrays: next_seq only goes up.
+            // (shard, name, next_seq, epoch) arrays: next_seq only goes up.
             raise_next_seq: client
                 .prepare(
-                    "UPDATE users u SET next_seq = GREATEST(u.next_seq, m.next_seq)
-                     FROM (SELECT shard, name, max(next_seq) AS next_seq
-                           FROM unnest($1::smallint[], $2::text[], $3::bigint[])
-                                AS s (shard, name, next_seq)
+                    "UPDATE users u SET next_seq = GREATEST(u.next_seq, m.next_seq),
+                                        epoch = m.epoch
+                     FROM (SELECT shard, name, max(next_seq) AS next_seq, max(epoch) AS epoch
+                           FROM unnest($1::smallint[], $2::text[], $3::bigint[], $4::bigint[])
+                                AS s (shard, name, next_seq, epoch)
                            GROUP BY shard, name) m
                      WHERE u.shard = m.shard AND u.name = m.name",
                 )
+                .await?,
+            fence: client
+                .prepare(&format!(
+                    "SELECT {FENCE_FUNCTION}($1::integer[], $2::bigint[])"
+                ))
                 .await?,
             load_server_id: client.prepare("SELECT server_id FROM server").await?,
             load_users: client
@@ -230,8 +354,43 @@ pub struct PostgresStore {
     client: Client,
     statements: Statements,
     runtime: tokio::runtime::Runtime,
+    /// How to connect again (a node's store, after losing the connection).
+    config: Config,
     /// `user@host:port/database`, for messages (never the password).
     target: String,
+    mode: Mode,
+}
+
+/// Whether the store serves a single server or one node of a cluster.
+enum Mode {
+    /// Every user, server id in `server`, epoch 0 on every row; a lost
+    /// connection fails the commit.
+    Single,
+    /// The shards of a [`Fence`] only.
+    Node(NodeMode),
+}
+
+/// The state of a node's store ([`PostgresStore::connect_node`]).
+struct NodeMode {
+    fence: Fence,
+    /// The cluster's shard count.
+    shards: u32,
+    /// The server id of the cluster (announced by every node).
+    cluster_id: [u8; 16],
+    /// Shards whose commands were dropped since the last
+    /// [`Store::take_fenced`].
+    fenced: BTreeSet<Shard>,
+}
+
+/// Why one attempt at a node's commit did not commit.
+enum Attempt {
+    /// The fence function refused these shards; nothing was written.
+    Fenced(Vec<Shard>),
+    /// The connection was lost (or the server is shutting down): connect
+    /// again and retry.
+    ConnectionLost(tokio_postgres::Error),
+    /// Any other failure: the commit fails.
+    Failed(StoreError),
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -292,6 +451,113 @@ fn describe(config: &Config) -> String {
     )
 }
 
+/// A connection's two halves.
+type Connected = (Client, Connection<Socket, NoTlsStream>);
+
+/// Parses `url` (defaults: [`CONNECT_TIMEOUT`], application name
+/// `missive-server`) and describes its target.
+fn parse_config(url: &str) -> Result<(Config, String), StoreError> {
+    let mut config: Config = url.parse().map_err(|source| StoreError::Connect {
+        target: "PostgreSQL (the URL does not parse)".to_owned(),
+        source: Box::new(PostgresError(source)),
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("missive-server");
+    let target = describe(&config);
+    Ok((config, target))
+}
+
+/// Opens a connection (not yet driven: spawn its second half).
+async fn open(config: &Config, target: &str) -> Result<Connected, StoreError> {
+    config
+        .connect(NoTls)
+        .await
+        .map_err(|source| StoreError::Connect {
+            target: target.to_owned(),
+            source: Box::new(PostgresError(source)),
+        })
+}
+
+/// Parses `url` and opens a connection to it.
+async fn connect_client(url: &str) -> Result<(Config, String, Connected), StoreError> {
+    let (config, target) = parse_config(url)?;
+    let connected = open(&config, &target).await?;
+    Ok((config, target, connected))
+}
+
+/// Drives `connection` on `runtime` (polled whenever the store blocks on
+/// it); it ends, and later requests fail, when the server goes away.
+fn drive(runtime: &tokio::runtime::Runtime, connection: Connection<Socket, NoTlsStream>) {
+    runtime.spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "PostgreSQL connection lost");
+        }
+    });
+}
+
+/// Makes a new connection ready for commits: `synchronous_commit = on`,
+/// statements prepared.
+async fn prepare_session(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+    client.batch_execute("SET synchronous_commit = on").await?;
+    Statements::prepare(client).await
+}
+
+/// Whether `err` means the connection is gone or the server is going
+/// down (a restart), rather than a refusal of the statement.
+fn connection_lost(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.as_db_error() {
+        // Admin shutdown, crash shutdown, cannot connect now, connection
+        // exceptions.
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("57P") || code.starts_with("08")
+        }
+        None => std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+/// The shards refused by the fence function, if `err` is its refusal.
+fn refused_shards(err: &tokio_postgres::Error) -> Option<Result<Vec<Shard>, StoreError>> {
+    let db = err.as_db_error()?;
+    if db.code().code() != FENCED_SQLSTATE {
+        return None;
+    }
+    Some(
+        db.message()
+            .split(',')
+            .map(|s| {
+                s.trim().parse().map(Shard).map_err(|_| {
+                    StoreError::Corrupt(format!("fence refusal {:?} is not shards", db.message()))
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The user a command is about (`None` for the server id).
+fn command_user(cmd: &PersistCmd) -> Option<&UserName> {
+    match cmd {
+        PersistCmd::RegisterUser { user, .. }
+        | PersistCmd::Enqueue { user, .. }
+        | PersistCmd::Ack { user, .. }
+        | PersistCmd::Expire { user, .. }
+        | PersistCmd::SetNextSeq { user, .. } => Some(user),
+        _ => None,
+    }
+}
+
+fn epoch_param(epoch: u64) -> Result<i64, StoreError> {
+    i64::try_from(epoch).map_err(|_| StoreError::Encode {
+        what: "lease epoch",
+        detail: format!("{epoch} does not fit a bigint"),
+    })
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a
     /// `key=value` connection string), sets `synchronous_commit = on`,
@@ -303,53 +569,272 @@ impl PostgresStore {
     /// [`StoreError::UnsupportedFormat`] if the schema is newer than this
     /// build.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config: Config = url.parse().map_err(|source| StoreError::Connect {
-            target: "PostgreSQL (the URL does not parse)".to_owned(),
-            source: Box::new(PostgresError(source)),
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.application_name("missive-server");
-        let target = describe(&config);
+        Self::open(url, |_, _| Ok(Mode::Single))
+    }
+
+    /// Connects as one node of a cluster whose shard count is `shards`: the
+    /// store of the shards `fence` holds.
+    ///
+    /// - [`Store::load`] returns a state holding only the cluster's server
+    ///   id; the users of a shard come with its acquisition
+    ///   ([`Leases::load_shard`]).
+    /// - [`Store::commit`] drops the commands of shards `fence` does not
+    ///   hold, runs the fence function first in the same transaction, and
+    ///   if it refuses shards (another node acquired them) commits the
+    ///   batch without their commands; both kinds are reported by
+    ///   [`Store::take_fenced`] (and as [`StoreEvent::Fenced`](crate::StoreEvent::Fenced)
+    ///   by a [`StoreThread`](crate::StoreThread)) and released from
+    ///   `fence`. Every row written carries its shard's epoch.
+    /// - A lost connection is not an error: the commit connects again,
+    ///   pausing [`RECONNECT_FIRST_DELAY`] doubling to
+    ///   [`RECONNECT_MAX_DELAY`], and retries until it commits (without the
+    ///   commands of shards `fence` stopped holding meanwhile). Other
+    ///   failures fail the commit, as for a single server.
+    /// - The session ends a transaction idle for 2 s, so a node stopped
+    ///   mid-commit does not keep its lease rows locked.
+    ///
+    /// The cluster must exist ([`Leases::connect`] creates it). Fails as
+    /// [`connect`](Self::connect), and with
+    /// [`StoreError::ClusterMismatch`] if the database holds no cluster or
+    /// one with another shard count.
+    pub fn connect_node(url: &str, fence: Fence, shards: u32) -> Result<Self, StoreError> {
+        Self::open(url, move |runtime, client| {
+            runtime
+                .block_on(client.batch_execute(NODE_SESSION))
+                .map_err(database)?;
+            let row = runtime
+                .block_on(client.query_opt("SELECT id, shards FROM cluster", &[]))
+                .map_err(database)?
+                .ok_or_else(|| StoreError::ClusterMismatch {
+                    detail: "the database holds no cluster (Leases::connect creates it)".into(),
+                })?;
+            let stored: i32 = row.try_get(1).map_err(database)?;
+            if i64::from(stored) != i64::from(shards) {
+                return Err(StoreError::ClusterMismatch {
+                    detail: format!(
+                        "the cluster has {stored} shards; this node is configured for {shards}"
+                    ),
+                });
+            }
+            let id: &[u8] = row.try_get(0).map_err(database)?;
+            let cluster_id = id
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("cluster id is {} bytes", id.len())))?;
+            Ok(Mode::Node(NodeMode {
+                fence,
+                shards,
+                cluster_id,
+                fenced: BTreeSet::new(),
+            }))
+        })
+    }
+
+    /// Connects, migrates, prepares, then decides the mode.
+    fn open(
+        url: &str,
+        mode: impl FnOnce(&tokio::runtime::Runtime, &Client) -> Result<Mode, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let (config, target) = parse_config(url)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        let connect_error = |source: tokio_postgres::Error| StoreError::Connect {
-            target: target.clone(),
-            source: Box::new(PostgresError(source)),
-        };
-        let (mut client, connection) = runtime
-            .block_on(config.connect(NoTls))
-            .map_err(connect_error)?;
-        // Polled whenever the store blocks on the runtime; ends (and later
-        // requests fail) when the server goes away.
-        runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "PostgreSQL connection lost");
-            }
-        });
+        let (mut client, connection) = runtime.block_on(open(&config, &target))?;
+        drive(&runtime, connection);
         let statements = runtime.block_on(async {
-            client
-                .batch_execute("SET synchronous_commit = on")
-                .await
-                .map_err(database)?;
             migrate(&mut client).await?;
-            Statements::prepare(&client).await.map_err(database)
+            prepare_session(&client).await.map_err(database)
         })?;
+        let mode = mode(&runtime, &client)?;
         tracing::debug!(%target, "connected to PostgreSQL");
         Ok(Self {
             client,
             statements,
             runtime,
+            config,
             target,
+            mode,
         })
     }
 
     /// `user@host:port/database` this store is connected to.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Connects again, pausing [`RECONNECT_FIRST_DELAY`] doubling to
+    /// [`RECONNECT_MAX_DELAY`] before each attempt, until it succeeds.
+    fn reconnect(&mut self) {
+        let mut delay = RECONNECT_FIRST_DELAY;
+        loop {
+            std::thread::sleep(delay);
+            let attempt = self.runtime.block_on(async {
+                let (client, connection) = open(&self.config, &self.target).await?;
+                Ok::<_, StoreError>((client, connection))
+            });
+            match attempt {
+                Ok((client, connection)) => {
+                    drive(&self.runtime, connection);
+                    let prepared = self.runtime.block_on(async {
+                        if let Mode::Node(_) = self.mode {
+                            client.batch_execute(NODE_SESSION).await?;
+                        }
+                        prepare_session(&client).await
+                    });
+                    match prepared {
+                        Ok(statements) => {
+                            self.client = client;
+                            self.statements = statements;
+                            tracing::info!(target = %self.target, "reconnected to PostgreSQL");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %PostgresError(e), "reconnecting"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reconnecting to PostgreSQL"),
+            }
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
+    }
+
+    /// Sends the batch's steps in one transaction, one round trip: BEGIN,
+    /// the fence call (a node's: `held` non-empty), the steps' statements
+    /// and COMMIT are all sent before the first answer is awaited. If a
+    /// statement fails, PostgreSQL aborts the transaction and answers the
+    /// COMMIT with a rollback; the first error is returned.
+    fn send_transaction(
+        &self,
+        steps: &[Step<'_>],
+        held: Option<(&[i32], &[i64])>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let (client, statements) = (&self.client, &self.statements);
+        self.runtime.block_on(async {
+            let begin = async { client.batch_execute("BEGIN").await };
+            let fence = async {
+                if let Some((shards, epochs)) = held {
+                    client
+                        .execute(&statements.fence, &[&shards, &epochs])
+                        .await?;
+                }
+                Ok(())
+            };
+            let steps = try_join_all(steps.iter().map(|step| step.execute(client, statements)));
+            let commit = async { client.batch_execute("COMMIT").await };
+            let outcome = futures_util::future::try_join4(begin, fence, steps, commit).await;
+            if let Err(e) = outcome {
+                // A statement refused before it was sent leaves the others
+                // unsent, COMMIT included: end the transaction here (a
+                // no-op if it is over), so nothing of this batch is kept.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+            Ok(())
+        })
+    }
+
+    /// A node's commit: see [`connect_node`](Self::connect_node).
+    fn commit_node(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
+        let Mode::Node(node) = &mut self.mode else {
+            unreachable!("commit_node is called in node mode only");
+        };
+        let held: HashMap<Shard, u64> = node.fence.held().into_iter().collect();
+        let shards = node.shards;
+        let mut kept: Vec<(Shard, &PersistCmd)> = Vec::with_capacity(batch.len());
+        for cmd in batch {
+            match command_user(cmd) {
+                Some(user) => {
+                    let shard = cluster::shard_of(user, shards);
+                    if held.contains_key(&shard) {
+                        kept.push((shard, cmd));
+                    } else {
+                        node.fenced.insert(shard);
+                    }
+                }
+                None => match cmd {
+                    PersistCmd::SetServerId { server_id } if *server_id == node.cluster_id => {}
+                    PersistCmd::SetServerId { .. } => {
+                        return Err(StoreError::ClusterMismatch {
+                            detail: "a node's server id is the cluster's; it cannot be set".into(),
+                        });
+                    }
+                    other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
+                },
+            }
+        }
+        loop {
+            if kept.is_empty() {
+                return Ok(());
+            }
+            match self.attempt_node(&kept, &held) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Fenced(refused)) => {
+                    let Mode::Node(node) = &mut self.mode else {
+                        unreachable!("commit_node is called in node mode only");
+                    };
+                    tracing::warn!(?refused, "writes refused: shards fenced");
+                    for shard in &refused {
+                        node.fence.release_epoch(*shard, held[shard]);
+                        node.fenced.insert(*shard);
+                    }
+                    kept.retain(|(shard, _)| !refused.contains(shard));
+                }
+                Err(Attempt::ConnectionLost(e)) => {
+                    tracing::warn!(error = %PostgresError(e), "PostgreSQL connection lost; reconnecting");
+                    self.reconnect();
+                    // Leases may have lapsed meanwhile: the coordinator
+                    // released those shards; their commands are dropped.
+                    let Mode::Node(node) = &mut self.mode else {
+                        unreachable!("commit_node is called in node mode only");
+                    };
+                    kept.retain(|(shard, _)| {
+                        let still_held = node.fence.epoch(*shard) == Some(held[shard]);
+                        if !still_held {
+                            node.fenced.insert(*shard);
+                        }
+                        still_held
+                    });
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One try of a node's commit of `kept` under the epochs of `held`.
+    fn attempt_node(
+        &self,
+        kept: &[(Shard, &PersistCmd)],
+        held: &HashMap<Shard, u64>,
+    ) -> Result<(), Attempt> {
+        let touched: BTreeSet<Shard> = kept.iter().map(|(shard, _)| *shard).collect();
+        let fence_shards: Vec<i32> = touched.iter().map(|s| s.0 as i32).collect();
+        let fence_epochs = touched
+            .iter()
+            .map(|s| epoch_param(held[s]))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(Attempt::Failed)?;
+        let epochs: HashMap<Shard, i64> = touched
+            .iter()
+            .copied()
+            .zip(fence_epochs.iter().copied())
+            .collect();
+        let steps =
+            plan(kept.iter().map(|(shard, cmd)| (*cmd, epochs[shard]))).map_err(Attempt::Failed)?;
+        match self.send_transaction(&steps, Some((&fence_shards, &fence_epochs))) {
+            Ok(()) => Ok(()),
+            Err(e) => match refused_shards(&e) {
+                Some(Ok(refused)) if refused.iter().all(|s| touched.contains(s)) => {
+                    Err(Attempt::Fenced(refused))
+                }
+                Some(Ok(refused)) => Err(Attempt::Failed(StoreError::Corrupt(format!(
+                    "the fence refused shards {refused:?}, not all of them written ({touched:?})"
+                )))),
+                Some(Err(corrupt)) => Err(Attempt::Failed(corrupt)),
+                None if connection_lost(&e) || self.client.is_closed() => {
+                    Err(Attempt::ConnectionLost(e))
+                }
+                None => Err(Attempt::Failed(database(e))),
+            },
+        }
     }
 }
 
@@ -401,20 +886,23 @@ fn seq_param(seq: u64) -> Result<i64, StoreError> {
 }
 
 /// Rows for one bulk statement: parallel arrays of shard, name, a number
-/// (seq or next_seq) and, for items, the CBOR item.
+/// (seq or next_seq), the lease epoch written under and, for items, the
+/// CBOR item.
 #[derive(Default)]
 struct Rows<'a> {
     shards: Vec<i16>,
     names: Vec<&'a str>,
     numbers: Vec<i64>,
+    epochs: Vec<i64>,
     items: Vec<Vec<u8>>,
 }
 
 impl<'a> Rows<'a> {
-    fn push(&mut self, user: &'a UserName, number: i64) {
+    fn push(&mut self, user: &'a UserName, number: i64, epoch: i64) {
         self.shards.push(shard_of(user));
         self.names.push(user.as_str());
         self.numbers.push(number);
+        self.epochs.push(epoch);
     }
 }
 
@@ -450,7 +938,8 @@ impl Segment<'_> {
 /// One step of a commit: one statement, or a segment's bulk statements.
 enum Step<'a> {
     SetServerId(&'a [u8]),
-    Register(i16, &'a str, &'a [u8]),
+    /// Shard, name, key, epoch.
+    Register(i16, &'a str, &'a [u8], i64),
     Mailboxes(Box<Segment<'a>>),
 }
 
@@ -465,11 +954,14 @@ fn close_segment<'a>(steps: &mut Vec<Step<'a>>, segment: &mut Segment<'a>) {
 /// Splits a batch into steps that, run in order, have the effect of
 /// applying its commands in order. In normal operation a batch is one
 /// segment: an item is acknowledged only after the batch that stored it
-/// was committed (delivery waits for durability).
-fn plan(batch: &[PersistCmd]) -> Result<Vec<Step<'_>>, StoreError> {
+/// was committed (delivery waits for durability). Each command comes with
+/// the lease epoch its rows are written under (0 for a single server).
+fn plan<'a>(
+    batch: impl IntoIterator<Item = (&'a PersistCmd, i64)>,
+) -> Result<Vec<Step<'a>>, StoreError> {
     let mut steps = Vec::new();
     let mut segment = Segment::default();
-    for cmd in batch {
+    for (cmd, epoch) in batch {
         match cmd {
             PersistCmd::SetServerId { server_id } => {
                 close_segment(&mut steps, &mut segment);
@@ -477,7 +969,12 @@ fn plan(batch: &[PersistCmd]) -> Result<Vec<Step<'_>>, StoreError> {
             }
             PersistCmd::RegisterUser { user, public_key } => {
                 close_segment(&mut steps, &mut segment);
-                steps.push(Step::Register(shard_of(user), user.as_str(), public_key));
+                steps.push(Step::Register(
+                    shard_of(user),
+                    user.as_str(),
+                    public_key,
+                    epoch,
+                ));
             }
             PersistCmd::Enqueue { user, seq, item } => {
                 let key = (user.as_str(), *seq);
@@ -489,7 +986,7 @@ fn plan(batch: &[PersistCmd]) -> Result<Vec<Step<'_>>, StoreError> {
                 segment.touched.insert(key, Touch::Enqueued);
                 let mut buf = Vec::new();
                 encode_item(item, &mut buf)?;
-                segment.enqueued.push(user, seq_param(*seq)?);
+                segment.enqueued.push(user, seq_param(*seq)?, epoch);
                 segment.enqueued.items.push(buf);
             }
             PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
@@ -500,10 +997,10 @@ fn plan(batch: &[PersistCmd]) -> Result<Vec<Step<'_>>, StoreError> {
                     None => {}
                 }
                 segment.touched.insert(key, Touch::Removed);
-                segment.removed.push(user, seq_param(*seq)?);
+                segment.removed.push(user, seq_param(*seq)?, epoch);
             }
             PersistCmd::SetNextSeq { user, next_seq } => {
-                segment.next_seqs.push(user, seq_param(*next_seq)?);
+                segment.next_seqs.push(user, seq_param(*next_seq)?, epoch);
             }
             other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
         }
@@ -538,9 +1035,9 @@ impl Step<'_> {
             Step::SetServerId(id) => {
                 client.execute(&statements.set_server_id, &[id]).await?;
             }
-            Step::Register(shard, name, key) => {
+            Step::Register(shard, name, key, epoch) => {
                 client
-                    .execute(&statements.register, &[shard, name, key])
+                    .execute(&statements.register, &[shard, name, key, epoch])
                     .await?;
             }
             Step::Mailboxes(segment) => {
@@ -550,7 +1047,7 @@ impl Step<'_> {
                         client,
                         &statements.enqueue,
                         e,
-                        &[&e.shards, &e.names, &e.numbers, &e.items],
+                        &[&e.shards, &e.names, &e.numbers, &e.items, &e.epochs],
                     ),
                     execute_rows(
                         client,
@@ -562,7 +1059,7 @@ impl Step<'_> {
                         client,
                         &statements.raise_next_seq,
                         n,
-                        &[&n.shards, &n.names, &n.numbers],
+                        &[&n.shards, &n.names, &n.numbers, &n.epochs],
                     ),
                 )
                 .await?;
@@ -618,6 +1115,13 @@ fn stored_seq(value: i64) -> Result<u64, StoreError> {
 
 impl Store for PostgresStore {
     fn load(&mut self) -> Result<ServerState, StoreError> {
+        if let Mode::Node(node) = &self.mode {
+            let mut state = ServerState::new();
+            state.apply(&PersistCmd::SetServerId {
+                server_id: node.cluster_id,
+            });
+            return Ok(state);
+        }
         let (client, statements) = (&mut self.client, &self.statements);
         self.runtime.block_on(async {
             let txn = client
@@ -668,26 +1172,18 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let steps = plan(batch)?;
-        let (client, statements) = (&self.client, &self.statements);
-        self.runtime.block_on(async {
-            // One round trip: BEGIN, the steps' statements and COMMIT are
-            // all sent before the first answer is awaited. If a statement
-            // fails, PostgreSQL aborts the transaction and answers the
-            // COMMIT with a rollback; the statement's error is returned.
-            let begin = async { client.batch_execute("BEGIN").await };
-            let steps = try_join_all(steps.iter().map(|step| step.execute(client, statements)));
-            let commit = async { client.batch_execute("COMMIT").await };
-            let outcome = futures_util::future::try_join3(begin, steps, commit).await;
-            if let Err(e) = outcome {
-                // A statement refused before it was sent leaves the others
-                // unsent, COMMIT included: end the transaction here (a
-                // no-op if it is over), so nothing of this batch is kept.
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(database(e));
-            }
-            Ok(())
-        })
+        if let Mode::Node(_) = self.mode {
+            return self.commit_node(batch);
+        }
+        let steps = plan(batch.iter().map(|cmd| (cmd, 0)))?;
+        self.send_transaction(&steps, None).map_err(database)
+    }
+
+    fn take_fenced(&mut self) -> Vec<Shard> {
+        match &mut self.mode {
+            Mode::Single => Vec::new(),
+            Mode::Node(node) => std::mem::take(&mut node.fenced).into_iter().collect(),
+        }
     }
 }
 
@@ -781,7 +1277,7 @@ mod tests {
 
     #[test]
     fn a_key_enqueued_and_removed_in_one_batch_splits_it() {
-        let batch = vec![
+        let batch = [
             message("ann", 0, "ben", 5),
             message("ann", 1, "ben", 5),
             ack("ann", 0),
@@ -792,7 +1288,7 @@ mod tests {
                 next_seq: 9,
             },
         ];
-        let steps = plan(&batch).unwrap();
+        let steps = plan(batch.iter().map(|cmd| (cmd, 0))).unwrap();
         // [E0 E1], [R0] (the repeated ack dropped), [E0 + next_seq].
         assert_eq!(steps.len(), 3);
         let segments: Vec<&Segment> = steps
@@ -809,9 +1305,13 @@ mod tests {
         assert_eq!(segments[2].next_seqs.numbers, vec![9]);
         // Registrations and server ids are steps of their own.
         assert_eq!(
-            plan(&[register("ann"), ack("ann", 0), register("ben")])
-                .unwrap()
-                .len(),
+            plan(
+                [register("ann"), ack("ann", 0), register("ben")]
+                    .iter()
+                    .map(|cmd| (cmd, 0))
+            )
+            .unwrap()
+            .len(),
             3
         );
     }
@@ -885,7 +1385,10 @@ mod tests {
                     "SELECT string_agg(version::text, ',') FROM schema_version"
                 )
                 .unwrap(),
-            SCHEMA_VERSION.to_string()
+            (1..=SCHEMA_VERSION)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         // Connecting again migrates nothing.
         let url = server.url(&database);

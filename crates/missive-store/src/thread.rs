@@ -2,6 +2,7 @@
 
 use crate::{Store, StoreError};
 use missive_core::Lsn;
+use missive_core::cluster::Shard;
 use missive_core::server::{MailItem, PersistCmd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,11 @@ pub enum StoreEvent {
     /// Every command submitted with an LSN up to and including this one is
     /// durable: feed `Input::Durable(lsn)` to the server.
     Durable(Lsn),
+    /// A cluster node's commit dropped these shards' commands (see
+    /// [`Store::take_fenced`]): the node must drop the shards. Reported
+    /// before the [`Durable`](StoreEvent::Durable) of that commit, so the
+    /// commands of these shards it covers are never taken for durable.
+    Fenced(Vec<Shard>),
     /// A commit failed. The commands of the failed batch and everything
     /// submitted after it are not durable and never will be; the thread has
     /// stopped and further calls return [`StoreError::Stopped`]. A driver
@@ -266,6 +272,10 @@ fn run(
             counters.durable_lsn.store(lsn.0, Ordering::Relaxed);
             tracing::trace!(commands = n, lsn = lsn.0, "committed");
             batch.clear();
+            let fenced = store.take_fenced();
+            if !fenced.is_empty() {
+                on_event(StoreEvent::Fenced(fenced));
+            }
             on_event(StoreEvent::Durable(lsn));
         }
         for done in waiters.drain(..) {
@@ -321,7 +331,7 @@ mod tests {
     fn durable(event: StoreEvent) -> Lsn {
         match event {
             StoreEvent::Durable(lsn) => lsn,
-            StoreEvent::Failed(e) => panic!("{e}"),
+            other => panic!("{other:?}"),
         }
     }
 

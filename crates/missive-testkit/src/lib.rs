@@ -20,6 +20,11 @@
 //! `None` so the test can skip, unless `MISSIVE_REQUIRE_SERVICES=1` is set
 //! (CI sets it after installing PostgreSQL): then it panics.
 //!
+//! [`NatsServer`] runs a private `nats-server` (core NATS only, no
+//! JetStream) on a free 127.0.0.1 port, found on `PATH` or in `/usr/sbin`
+//! (Debian's package), killed and reaped when dropped, with the same kind
+//! of watchdog and the same skip rule.
+//!
 //! ```no_run
 //! use missive_testkit::PostgresServer;
 //!
@@ -52,6 +57,22 @@ const SUPERUSER: &str = "postgres";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HarnessError {
+    /// `nats-server` was not found.
+    #[error("nats-server not found (looked in {searched})")]
+    NatsMissing {
+        /// The directories searched.
+        searched: String,
+    },
+    /// A server started but did not accept connections in time.
+    #[error("{what} did not accept connections within {waited:?}: {detail}")]
+    NotReady {
+        /// The server.
+        what: String,
+        /// How long the harness waited.
+        waited: Duration,
+        /// Its exit status or output, if any.
+        detail: String,
+    },
     /// `initdb`, `pg_ctl`, `psql` and `postgres` were not found together.
     #[error(
         "PostgreSQL binaries not found (looked for initdb, pg_ctl, psql, postgres in {searched})"
@@ -265,6 +286,17 @@ impl PostgresServer {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
+    /// Whether the server is running (started and neither stopped nor
+    /// killed since).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.postmaster_pid().filter(|pid| alive(*pid))
+    }
+
     /// Kills the postmaster and every backend with SIGKILL (a crash: no
     /// shutdown checkpoint) and waits until they are gone.
     ///
@@ -376,9 +408,7 @@ impl PostgresServer {
 
     /// The end of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.dir.path().join("server.log"))
     }
 
     /// A shell that waits for its standard input to close (this process
@@ -441,6 +471,209 @@ impl Drop for PostgresServer {
             let _ = child.wait();
         }
     }
+}
+
+/// How long [`NatsServer::start`] waits for the server to accept TCP.
+const NATS_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A private `nats-server` on a free 127.0.0.1 port (core NATS: no
+/// JetStream, no cluster, no authentication); see the crate
+/// documentation.
+///
+/// ```no_run
+/// use missive_testkit::NatsServer;
+/// let Some(nats) = NatsServer::start_or_skip() else {
+///     return; // no nats-server here: skipped (and said why)
+/// };
+/// let url = nats.url(); // nats://127.0.0.1:PORT
+/// # drop(url);
+/// ```
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    /// Its log file's directory.
+    dir: tempfile::TempDir,
+    /// Kills the server when the test process ends without dropping this.
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl std::fmt::Debug for NatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsServer")
+            .field("pid", &self.child.id())
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsServer {
+    /// Starts a server, or returns `None` after printing why it cannot (no
+    /// `nats-server`, or it failed).
+    ///
+    /// # Panics
+    ///
+    /// Instead of returning `None`, when `MISSIVE_REQUIRE_SERVICES=1`.
+    pub fn start_or_skip() -> Option<Self> {
+        match Self::start() {
+            Ok(server) => Some(server),
+            Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but NATS: {e}"),
+            Err(e) => {
+                eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
+                None
+            }
+        }
+    }
+
+    /// Starts `nats-server -a 127.0.0.1 -p PORT` on a free port and waits
+    /// until it accepts TCP connections (another port if the first was
+    /// taken meanwhile).
+    pub fn start() -> Result<Self, HarnessError> {
+        let program = find_nats()?;
+        let dir = tempfile::Builder::new()
+            .prefix("missive-nats-")
+            .tempdir()
+            .map_err(io_error("temporary directory"))?;
+        let mut attempts = 0;
+        loop {
+            match Self::spawn_on(&program, dir.path(), free_port()?) {
+                Ok((child, port)) => {
+                    let mut server = Self {
+                        child,
+                        port,
+                        dir,
+                        watchdog: None,
+                    };
+                    server.spawn_watchdog()?;
+                    return Ok(server);
+                }
+                Err(e) if attempts < 2 => {
+                    eprintln!("retrying nats-server on another port: {e}");
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Spawns the server on `port` and waits until it accepts; kills it
+    /// if it does not.
+    fn spawn_on(program: &Path, dir: &Path, port: u16) -> Result<(Child, u16), HarnessError> {
+        let log = dir.join("nats.log");
+        let mut child = Command::new(program)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_error("nats-server"))?;
+        let deadline = Instant::now() + NATS_READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(HarnessError::NotReady {
+                    what: "nats-server".into(),
+                    waited: NATS_READY_TIMEOUT,
+                    detail: format!("exited ({status}): {}", tail(&log)),
+                });
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok((child, port));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HarnessError::NotReady {
+                    what: "nats-server".into(),
+                    waited: NATS_READY_TIMEOUT,
+                    detail: tail(&log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The end of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.path().join("nats.log"))
+    }
+
+    /// A shell that waits for its standard input to close (this process
+    /// ended), then kills the server.
+    fn spawn_watchdog(&mut self) -> Result<(), HarnessError> {
+        let script = format!(
+            "while read -r _; do :; done; kill -KILL {} 2>/dev/null",
+            self.child.id()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_error("watchdog shell"))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        self.watchdog = Some((child, stdin));
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    /// Stops the watchdog (killed, so that it never signals a process id
+    /// reused after the server's), then kills the server and reaps it.
+    fn drop(&mut self) {
+        if let Some((mut child, stdin)) = self.watchdog.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            drop(stdin);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last 20 lines of the file at `path` (empty if unreadable).
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `nats-server` on `PATH`, else in `/usr/sbin` (Debian installs it there,
+/// off a normal user's `PATH`).
+fn find_nats() -> Result<PathBuf, HarnessError> {
+    let candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin")])
+        .collect();
+    candidates
+        .iter()
+        .map(|dir| dir.join("nats-server"))
+        .find(|path| path.is_file())
+        .ok_or_else(|| HarnessError::NatsMissing {
+            searched: candidates
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn required() -> bool {
@@ -633,6 +866,40 @@ mod tests {
         assert!(!alive(postmaster));
         assert!(children.iter().all(|p| !alive(*p)));
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn nats_accepts_then_leaves_no_process() {
+        let Some(nats) = NatsServer::start_or_skip() else {
+            return;
+        };
+        let pid = nats.pid();
+        assert!(alive(pid));
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", nats.port())).unwrap();
+        // A NATS server greets every client with its INFO line.
+        let mut greeting = [0u8; 4];
+        std::io::Read::read_exact(&mut stream, &mut greeting).unwrap();
+        assert_eq!(&greeting, b"INFO");
+        assert_eq!(nats.url(), format!("nats://127.0.0.1:{}", nats.port()));
+        drop(nats);
+        assert!(!alive(pid));
+    }
+
+    #[test]
+    fn nats_watchdog_kills_the_server_when_the_process_ends() {
+        let Some(mut nats) = NatsServer::start_or_skip() else {
+            return;
+        };
+        let pid = nats.pid();
+        let (mut child, stdin) = nats.watchdog.take().unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        // Killed; reaped by the drop below.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while nats.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(pid));
     }
 
     #[test]
