@@ -71,14 +71,13 @@ start_nodes() { # $1 = number of nodes; waits until every shard is owned and spr
       --data "$WORK/data$i" "${SRVFLAGS[@]}" >> "$WORK/node$i.log" 2>&1 &
     PIDS+=($!); wait_port $NODE_PORT
   done
-  local fair=$(( (SHARDS + $1 - 1) / $1 + 1 ))
+  local nodes=$1 fair=$(( (SHARDS + $1 - 1) / $1 + 1 )) owners most owned
   for _ in $(seq 600); do
-    local spread; spread=$(psql_q -d "cluster$DB" -c "SELECT count(*) || ' ' || coalesce(max(n), 0) FROM
-      (SELECT owner, count(*) AS n FROM leases WHERE owner IS NOT NULL AND expires_at > now() GROUP BY owner) o" \
-      -c "SELECT count(*) FROM leases WHERE owner IS NOT NULL AND expires_at > now()" | tr '\n' ' ')
-    set -- $spread "$1"
-    if [ "$1" = "$4" ] && [ "$2" -le "$fair" ] && [ "$3" = "$SHARDS" ]; then return 0; fi
-    set -- "$4"; sleep 0.1
+    read -r owners most owned < <(psql_q -d "cluster$DB" -c "SELECT count(*), coalesce(max(n), 0), coalesce(sum(n), 0)
+      FROM (SELECT owner, count(*) AS n FROM leases WHERE owner IS NOT NULL AND expires_at > now()
+            GROUP BY owner) o" -F ' ')
+    if [ "$owners" = "$nodes" ] && [ "$most" -le "$fair" ] && [ "$owned" = "$SHARDS" ]; then return 0; fi
+    sleep 0.1
   done
   echo "shards not spread over $1 nodes in time" >&2; return 1
 }
