@@ -153,6 +153,12 @@ fn server_packets() -> Vec<(&'static str, ServerPacket)> {
             },
         ),
         (
+            "server.redirect",
+            ServerPacket::Redirect {
+                address: "node2.example:7000".into(),
+            },
+        ),
+        (
             "server.error",
             ServerPacket::Error {
                 code: ErrorCode::QueueFull,

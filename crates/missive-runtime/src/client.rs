@@ -118,6 +118,30 @@ pub enum ConnectError {
     /// The home directory could not be read or written.
     #[error(transparent)]
     Home(#[from] HomeError),
+    /// Cluster nodes redirected the client this many times in a row
+    /// without a login (a misconfigured cluster, or its shards moving
+    /// faster than the client can follow).
+    #[error("redirected {redirects} times in a row without a login (last to {last})")]
+    RedirectLoop {
+        /// The last address redirected to.
+        last: String,
+        /// Redirects followed.
+        redirects: u32,
+    },
+    /// A cluster node redirected the client to a node whose certificate is
+    /// not trusted: in a cluster, every node's certificate must chain to a
+    /// CA the client is given (`missive --ca FILE`); certificates pinned on
+    /// first use are never extended to other nodes.
+    #[error(
+        "redirected to {to}, whose certificate is not trusted (give the client the cluster's CA): {source}"
+    )]
+    UntrustedRedirect {
+        /// The node redirected to.
+        to: String,
+        /// The refused handshake.
+        #[source]
+        source: io::Error,
+    },
     /// Another I/O failure.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -132,7 +156,8 @@ impl ConnectError {
             ConnectError::Login(_)
             | ConnectError::NoKey { .. }
             | ConnectError::Home(_)
-            | ConnectError::ServerCertificateChanged(_) => true,
+            | ConnectError::ServerCertificateChanged(_)
+            | ConnectError::UntrustedRedirect { .. } => true,
             ConnectError::ConnectionLost(reason) => {
                 matches!(reason, ConnectionError::UnsupportedVersion)
             }
@@ -267,6 +292,8 @@ pub struct ClientEngine {
     epoch: u64,
     login: Option<LoginInfo>,
     refusal: Option<ConnectError>,
+    /// Where a cluster node redirected the current connection.
+    redirect: Option<String>,
     /// Where the reason goes if the client gives up (see [`Events::gave_up`]).
     gave_up: Option<oneshot::Sender<ConnectError>>,
     dirty_since: Option<Instant>,
@@ -302,6 +329,7 @@ impl ClientEngine {
             epoch: 0,
             login: None,
             refusal: None,
+            redirect: None,
             gave_up: Some(gave_up),
             dirty_since: None,
             save_delay,
@@ -460,6 +488,12 @@ impl ClientEngine {
         self.refusal.take()
     }
 
+    /// Where a cluster node redirected the connection that just ended,
+    /// once.
+    pub fn take_redirect(&mut self) -> Option<String> {
+        self.redirect.take()
+    }
+
     /// Whether the current connection is logged in.
     pub fn is_logged_in(&self) -> bool {
         self.connection == Connection::LoggedIn
@@ -540,6 +574,7 @@ impl ClientEngine {
                 }
             }
             ClientEvent::LoginFailed(error) => self.refuse(ConnectError::Login(error.clone())),
+            ClientEvent::Redirected { address } => self.redirect = Some(address.clone()),
             ClientEvent::ConnectionLost { reason } if !self.is_logged_in() => {
                 self.refuse(ConnectError::ConnectionLost(reason.clone()))
             }

@@ -18,13 +18,22 @@
 //!    server), or [`store_event`](ServerEngine::store_event);
 //! 4. at [`poll_timeout`](ServerEngine::poll_timeout):
 //!    [`timeout`](ServerEngine::timeout);
-//! 5. to stop: [`shutdown`](ServerEngine::shutdown).
+//! 5. on a cluster node, on what the coordinator's [`ClusterEvents`] stream
+//!    yields: [`cluster_report`](ServerEngine::cluster_report);
+//! 6. to stop: [`shutdown`](ServerEngine::shutdown).
 //!
 //! Every call feeds the core and routes what comes out: `Transmit` into the
 //! connection's bounded queue (a full queue drops the connection as a slow
 //! consumer and reports it `Disconnected` to the core, which keeps its
 //! undelivered items queued), `Close` to the queue, `Persist` to the store
-//! thread, `Event` to `tracing`. The engine never looks inside a packet.
+//! thread, `Event` to `tracing`, `Forward` and `Reply` to the cluster
+//! coordinator ([`attach_cluster`](ServerEngine::attach_cluster)). The
+//! engine never looks inside a packet.
+//!
+//! On a cluster node the store may refuse a shard's writes (its lease moved
+//! to another node): the engine feeds `ShardLost` to the core for each such
+//! shard before the durability report that follows, and tells the
+//! coordinator ([`ClusterCommand::Fenced`]).
 //!
 //! A store whose [`Store::commits_inline`] is true (the in-memory store) gets
 //! no thread: the engine commits what an input produced right after it and
@@ -32,12 +41,14 @@
 //! per command round trip (latency at low load). Its failures still arrive
 //! on [`StoreEvents`].
 
+use crate::cluster::{ClusterCommand, ClusterCommands, ClusterEvent};
 use crate::os::{os_seed, unix_ms_now};
 use crate::queue::{
     OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound,
 };
 use futures_channel::mpsc;
 use futures_util::Stream;
+use missive_core::cluster::Shard;
 use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::wire::Link;
@@ -78,6 +89,12 @@ pub enum EngineError {
     #[error("cannot seed the server: {0}")]
     Seed(#[source] io::Error),
 }
+
+/// The cluster coordinator stopped while the node was serving: the node
+/// cannot keep its leases, so it must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster coordinator stopped")]
+pub struct CoordinatorGone;
 
 /// Durability reports of the store thread, in order. A `Stream`; also
 /// [`recv`](StoreEvents::recv).
@@ -163,6 +180,8 @@ pub struct ServerEngine {
     limits: QueueLimits,
     stats: EngineStats,
     store_stopped: bool,
+    /// Where forwards, replies and fenced shards go on a cluster node.
+    cluster: Option<ClusterCommands>,
 }
 
 impl fmt::Debug for ServerEngine {
@@ -214,9 +233,69 @@ impl ServerEngine {
             limits,
             stats: EngineStats::default(),
             store_stopped: false,
+            cluster: None,
         };
         engine.drain(now);
         Ok((engine, StoreEvents { rx }))
+    }
+
+    /// Makes this engine a cluster node's: the core's forwards and replies,
+    /// and the shards the store fences, go to the coordinator through
+    /// `commands`; feed the coordinator's reports to
+    /// [`cluster_report`](ServerEngine::cluster_report).
+    pub fn attach_cluster(&mut self, commands: ClusterCommands) {
+        self.cluster = Some(commands);
+    }
+
+    /// What the coordinator's [`ClusterEvents`](crate::cluster::ClusterEvents)
+    /// stream yielded. `None` (the coordinator is gone) is an error: the
+    /// node can no longer hold its shards, the driver must stop serving.
+    pub fn cluster_report(
+        &mut self,
+        now: Instant,
+        event: Option<ClusterEvent>,
+    ) -> Result<(), CoordinatorGone> {
+        match event {
+            Some(event) => {
+                self.cluster_event(now, event);
+                Ok(())
+            }
+            None => {
+                tracing::error!("the cluster coordinator stopped, shutting down");
+                Err(CoordinatorGone)
+            }
+        }
+    }
+
+    /// Feeds one report of the coordinator to the core.
+    pub fn cluster_event(&mut self, now: Instant, event: ClusterEvent) {
+        let input = match &event {
+            ClusterEvent::Acquired { shard, state } => {
+                tracing::info!(%shard, commands = state.len(), "shard acquired");
+                Input::ShardAcquired {
+                    shard: *shard,
+                    state,
+                }
+            }
+            ClusterEvent::Lost(shard) => {
+                tracing::info!(%shard, "shard lost");
+                Input::ShardLost(*shard)
+            }
+            ClusterEvent::Owner { shard, address } => Input::OwnerChanged {
+                shard: *shard,
+                address: address.as_deref(),
+            },
+            ClusterEvent::Forwarded { request, reply } => Input::Forwarded {
+                request: *request,
+                reply,
+            },
+            ClusterEvent::Remote { call, request } => Input::Remote {
+                call: *call,
+                request,
+            },
+        };
+        self.server.handle_input(now, input);
+        self.drain(now);
     }
 
     /// Registers a new transport connection (framing and channel binding in
@@ -297,6 +376,19 @@ impl ServerEngine {
         }
     }
 
+    /// The store refused the writes of `shards`: the core loses them (before
+    /// the durability report that follows) and the coordinator is told.
+    fn fenced(&mut self, now: Instant, shards: Vec<Shard>) {
+        tracing::warn!(?shards, "writes refused by the fence: shards lost");
+        for shard in &shards {
+            self.server.handle_input(now, Input::ShardLost(*shard));
+        }
+        self.drain(now);
+        if let Some(cluster) = &self.cluster {
+            cluster.send(ClusterCommand::Fenced(shards));
+        }
+    }
+
     /// A report of the store thread. Returns the store's error if a commit
     /// failed: the driver should then stop the server (nothing more will
     /// become durable).
@@ -311,6 +403,10 @@ impl ServerEngine {
             StoreEvent::Failed(e) => {
                 self.store_stopped = true;
                 Err(e)
+            }
+            StoreEvent::Fenced(shards) => {
+                self.fenced(now, shards);
+                Ok(())
             }
             other => {
                 tracing::debug!(?other, "store event");
@@ -369,11 +465,17 @@ impl ServerEngine {
         for (_, tx) in self.conns.drain() {
             tx.close();
         }
-        match self.store.take() {
+        let stopped = match self.store.take() {
             Some(Persistence::Thread(store)) => store.shutdown(),
             Some(Persistence::Inline(inline)) if !self.store_stopped => Ok(inline.stats),
             _ => Err(StoreError::Stopped),
+        };
+        // Everything accepted is durable (or the store failed): the leases
+        // can go.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.send(ClusterCommand::Shutdown);
         }
+        stopped
     }
 
     /// Routes every output of the core; with an inline store, commits what
@@ -436,10 +538,32 @@ impl ServerEngine {
                     }
                 }
                 Output::Event(event) => log_event(&event),
-                // SKELETON: routed to the cluster coordinator once it exists;
-                // a single server's core never emits them.
-                Output::Forward { .. } | Output::Reply { .. } => {}
+                Output::Forward {
+                    request,
+                    shard,
+                    call,
+                } => self.send_to_coordinator(ClusterCommand::Forward {
+                    request,
+                    shard,
+                    call,
+                }),
+                Output::Reply { call, reply } => {
+                    self.send_to_coordinator(ClusterCommand::Reply { call, reply })
+                }
             }
+        }
+    }
+
+    /// A forward or a reply of the core (only a cluster node's core emits
+    /// them; without a coordinator they have nowhere to go).
+    fn send_to_coordinator(&self, command: ClusterCommand) {
+        match &self.cluster {
+            Some(cluster) => {
+                if !cluster.send(command) {
+                    tracing::warn!("the cluster coordinator is gone: call dropped");
+                }
+            }
+            None => tracing::error!(?command, "a cluster output without a coordinator"),
         }
     }
 
@@ -639,6 +763,57 @@ mod tests {
         assert_eq!(engine.server().durable_lsn(), Lsn(1));
         let stats = engine.shutdown(Instant::now()).unwrap();
         assert_eq!((stats.commits, stats.commands), (1, 1));
+    }
+
+    /// On a cluster node, shards the store fenced reach the coordinator
+    /// (after the core lost them, before the durability report that
+    /// follows); a coordinator that is gone stops the node; the shutdown
+    /// tells the coordinator once everything is durable.
+    #[test]
+    fn fenced_shards_reach_the_coordinator_and_shutdown_releases() {
+        use crate::cluster::{ClusterCommand, cluster_link};
+        use missive_core::cluster::ClusterConfig;
+        use std::sync::{Arc, Mutex};
+        /// Records the commits; fences shard 3 on every one.
+        struct Fencing(Arc<Mutex<usize>>);
+        impl Store for Fencing {
+            fn load(&mut self) -> Result<missive_core::server::ServerState, StoreError> {
+                Ok(missive_core::server::ServerState::new())
+            }
+            fn commit(&mut self, _: &[PersistCmd]) -> Result<(), StoreError> {
+                *self.0.lock().unwrap() += 1;
+                Ok(())
+            }
+            fn take_fenced(&mut self) -> Vec<Shard> {
+                vec![Shard(3)]
+            }
+        }
+        let mut config = ServerConfig::default();
+        config.cluster = Some(ClusterConfig::default());
+        let commits = Arc::new(Mutex::new(0));
+        let (mut engine, mut events) = ServerEngine::start(
+            config,
+            Box::new(Fencing(commits.clone())),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let (link, mut port) = cluster_link();
+        let (_cluster_events, commands) = link.split();
+        engine.attach_cluster(commands);
+        settle(&mut engine, &mut events);
+        assert_eq!(*commits.lock().unwrap(), 1, "the server id");
+        assert_eq!(engine.stats().durable, Lsn(1));
+        assert_eq!(
+            port.commands.try_recv().unwrap(),
+            ClusterCommand::Fenced(vec![Shard(3)])
+        );
+        assert!(port.commands.try_recv().is_err(), "nothing else yet");
+        assert_eq!(
+            engine.cluster_report(Instant::now(), None),
+            Err(CoordinatorGone)
+        );
+        engine.shutdown(Instant::now()).unwrap();
+        assert_eq!(port.commands.try_recv().unwrap(), ClusterCommand::Shutdown);
     }
 
     /// A failing inline commit arrives on the events stream like a store

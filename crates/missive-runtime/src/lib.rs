@@ -9,6 +9,8 @@
 //! - [`driver`]: the connection driver itself — server and client, generic
 //!   over a [`Runtime`](driver::Runtime) trait and byte-stream
 //!   [`Transport`](driver::Transport)s; the runtime crates are adapters;
+//! - [`cluster`]: the channel between the engine and a cluster node's
+//!   coordinator (shard leases and calls between nodes);
 //! - [`engine`]: the server engine — the core server, the store thread and
 //!   one bounded outbound [`queue`] per connection, with the routing of
 //!   every output (including dropping slow consumers);
@@ -30,6 +32,7 @@
 
 mod backoff;
 pub mod client;
+pub mod cluster;
 pub mod driver;
 pub mod engine;
 pub mod home;
@@ -42,7 +45,7 @@ pub use backoff::Backoff;
 pub use client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-pub use engine::{ConnEvent, EngineError, EngineStats, ServerEngine, StoreEvents};
+pub use engine::{ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents};
 pub use home::{ClientHome, HomeError, UserHome};
 pub use os::{os_seed, unix_ms_now};
 pub use queue::{

@@ -93,6 +93,10 @@ pub enum ServeError {
     /// so the server stopped.
     #[error("the store failed: {0}")]
     StoreFailed(#[source] StoreError),
+    /// The cluster coordinator stopped: the node could no longer hold its
+    /// shards, so it stopped serving.
+    #[error(transparent)]
+    Cluster(#[from] crate::engine::CoordinatorGone),
     /// A task of the driver (on a blocking thread) panicked or was
     /// cancelled.
     #[error(transparent)]
@@ -128,15 +132,16 @@ impl ServeReport {
     }
 
     /// What a serve loop returns once stopped: the `failure` that stopped it
-    /// (from [`ServerEngine::store_report`]) if any, else the outcome of
+    /// (from [`ServerEngine::store_report`] or
+    /// [`ServerEngine::cluster_report`]) if any, else the outcome of
     /// [`ServerEngine::shutdown`] (`stopped`) with the `engine`'s counters.
     pub fn outcome(
-        failure: Option<StoreError>,
+        failure: Option<ServeError>,
         stopped: Result<StoreStats, StoreError>,
         engine: EngineStats,
     ) -> Result<Self, ServeError> {
         if let Some(e) = failure {
-            return Err(ServeError::StoreFailed(e));
+            return Err(e);
         }
         let store = stopped.map_err(ServeError::StoreFailed)?;
         tracing::info!(

@@ -9,8 +9,19 @@
 //!   application's handle to the client task (`futures-channel`, any
 //!   executor);
 //! - [`ClientSupervisor`]: connecting, the login deadline, reporting the
-//!   first login (or why it failed) to [`LoginWaiter`], reconnecting with
-//!   [`Backoff`] while keeping the outbox, and stopping.
+//!   first login (or why it failed) to [`LoginWaiter`], following a cluster
+//!   node's redirect, reconnecting with [`Backoff`] while keeping the
+//!   outbox, and stopping.
+//!
+//! A redirect (docs/PROTOCOL.md, cluster redirects) is followed at once:
+//! the same identity and outbox on a connection to the address given. If
+//! that node cannot be reached, the client goes back to the configured
+//! server after the usual backoff; at most [`MAX_REDIRECTS`] redirects are
+//! followed in a row without a login (then
+//! [`ConnectError::RedirectLoop`]). The address is verified like the
+//! configured one by the connector (a CA-issued certificate must name it);
+//! a certificate refused there is [`ConnectError::UntrustedRedirect`],
+//! never a pin of a new certificate.
 //!
 //! A driver's client task owns the supervisor, a socket and a timer, and
 //! loops:
@@ -35,12 +46,12 @@ use crate::backoff::Backoff;
 use crate::client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-use crate::driver::{CertificateChanged, WebSocketError};
+use crate::driver::{CertificateChanged, WebSocketError, certificate_refused};
 use crate::home::{ClientHome, HomeError};
 use crate::os::{os_seed, unix_ms_now};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
-use missive_core::client::{Client, ClientConfig, Registration};
+use missive_core::client::{Client, ClientConfig, ConnectionError, Registration};
 use missive_core::crypto::{DEFAULT_KEY_BITS, Fingerprint};
 use missive_core::wire::Link;
 use missive_core::{MessageId, UserName};
@@ -52,6 +63,10 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// Redirects followed in a row without a login before the client gives up
+/// on them ([`ConnectError::RedirectLoop`]).
+pub const MAX_REDIRECTS: u32 = 3;
 
 /// Settings of a client connection. Build with [`ClientOptions::new`] and
 /// adjust the fields.
@@ -379,7 +394,17 @@ impl LinkState {
 /// The connection policy of a client task. See the [module docs](self).
 pub struct ClientSupervisor {
     engine: ClientEngine,
+    /// Where the next connection goes: the configured server, or the node
+    /// it redirected to.
     server: String,
+    /// The configured server.
+    home_server: String,
+    /// Redirects followed since the last login.
+    redirects: u32,
+    /// Until when the first login may be retried after a cluster's
+    /// transient refusal (no node serves the user right now, or its shard
+    /// just moved).
+    first_login_by: Option<Instant>,
     reconnect: bool,
     connect_timeout: Duration,
     backoff: Backoff,
@@ -413,6 +438,9 @@ impl ClientSupervisor {
         let supervisor = Self {
             engine,
             server: options.server.clone(),
+            home_server: options.server.clone(),
+            redirects: 0,
+            first_login_by: None,
             reconnect: options.reconnect,
             connect_timeout: options.connect_timeout,
             backoff: Backoff::new(options.backoff_initial, options.backoff_max, seed),
@@ -426,7 +454,8 @@ impl ClientSupervisor {
         (supervisor, LoginWaiter { rx })
     }
 
-    /// The server's `host:port`.
+    /// Where to connect: the configured server's `host:port`, or the
+    /// address a cluster node redirected to.
     pub fn server(&self) -> &str {
         &self.server
     }
@@ -438,6 +467,7 @@ impl ClientSupervisor {
 
     /// Starts the first connection attempt.
     pub fn start(&mut self, now: Instant) {
+        self.first_login_by = Some(now + self.connect_timeout);
         self.start_connecting(now);
     }
 
@@ -504,6 +534,16 @@ impl ClientSupervisor {
     pub fn connect_failed(&mut self, now: Instant, source: io::Error) {
         tracing::debug!(server = %self.server, "connect failed: {source}");
         self.link = LinkState::Down;
+        if self.server != self.home_server {
+            let to = std::mem::replace(&mut self.server, self.home_server.clone());
+            if certificate_refused(&source) {
+                self.stop_with(ConnectError::UntrustedRedirect { to, source });
+            } else {
+                tracing::info!(node = %to, "the node redirected to is unreachable ({source}): back to the configured server");
+                self.schedule_reconnect(now);
+            }
+            return;
+        }
         if let Some(ready) = self.ready.take() {
             let certificate = CertificateChanged::find(&source);
             let websocket = WebSocketError::find(&source);
@@ -565,7 +605,10 @@ impl ClientSupervisor {
             if was_up {
                 self.engine.disconnected(now);
             }
-            if let Some(ready) = self.ready.take() {
+            if self.server != self.home_server {
+                tracing::info!(node = %self.server, "no login in time on the node redirected to: back to the configured server");
+                self.server = self.home_server.clone();
+            } else if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Err(ConnectError::Unreachable {
                     addr: self.server.clone(),
                     source: io::Error::new(io::ErrorKind::TimedOut, "no login in time"),
@@ -621,7 +664,22 @@ impl ClientSupervisor {
 
     /// After the link went down (the state is [`LinkState::Down`]).
     fn after_disconnect(&mut self, now: Instant) {
+        if let Some(address) = self.engine.take_redirect() {
+            // The connection ended because of the redirect: not a failure.
+            let _ = self.engine.take_refusal();
+            self.follow_redirect(now, address);
+            return;
+        }
         if let Some(refusal) = self.engine.take_refusal() {
+            if self.ready.is_some()
+                && self.reconnect
+                && is_cluster_transient(&refusal)
+                && self.first_login_by.is_some_and(|by| now < by)
+            {
+                tracing::info!("{refusal}: trying again");
+                self.schedule_reconnect(now);
+                return;
+            }
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Err(refusal));
                 self.stop = true;
@@ -634,12 +692,56 @@ impl ClientSupervisor {
             }
             tracing::info!("disconnected: {refusal}");
         }
-        if let Some(ready) = self.ready.take() {
+        if self.ready.is_some() && self.server != self.home_server {
+            tracing::info!(node = %self.server, "the node redirected to dropped the connection before the login: back to the configured server");
+            self.server = self.home_server.clone();
+        } else if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(ConnectError::Disconnected));
             self.stop = true;
             return;
         }
         self.schedule_reconnect(now);
+    }
+
+    /// Connects to `address` at once, unless that makes too many redirects
+    /// in a row without a login.
+    fn follow_redirect(&mut self, now: Instant, address: String) {
+        if self.redirects >= MAX_REDIRECTS {
+            let error = ConnectError::RedirectLoop {
+                last: address,
+                redirects: self.redirects,
+            };
+            self.redirects = 0;
+            self.server = self.home_server.clone();
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Err(error));
+                self.stop = true;
+                return;
+            }
+            tracing::warn!("{error}: back to the configured server");
+            self.schedule_reconnect(now);
+            return;
+        }
+        if self.ready.is_none() && !self.reconnect {
+            self.stop = true;
+            return;
+        }
+        self.redirects += 1;
+        tracing::info!(from = %self.server, to = %address, "redirected");
+        self.server = address;
+        self.start_connecting(now);
+    }
+
+    /// Stops the client for `error`: the first login fails with it, or the
+    /// running client gives up with it.
+    fn stop_with(&mut self, error: ConnectError) {
+        match self.ready.take() {
+            Some(ready) => {
+                let _ = ready.send(Err(error));
+            }
+            None => self.engine.give_up(error),
+        }
+        self.stop = true;
     }
 
     fn schedule_reconnect(&mut self, now: Instant) {
@@ -666,6 +768,7 @@ impl ClientSupervisor {
                 self.link = LinkState::LoggedIn;
             }
             self.backoff.reset();
+            self.redirects = 0;
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Ok(login));
             }
@@ -679,6 +782,15 @@ impl ClientSupervisor {
             let _ = self.engine.take_transmit();
         }
     }
+}
+
+/// Whether a cluster refused the login only for now: no node serves the
+/// user at the moment (`unavailable`), or its shard just moved (`moved`).
+fn is_cluster_transient(refusal: &ConnectError) -> bool {
+    matches!(
+        refusal,
+        ConnectError::ConnectionLost(ConnectionError::Unavailable | ConnectionError::Moved)
+    )
 }
 
 #[cfg(test)]
@@ -895,6 +1007,145 @@ mod tests {
                 assert_eq!(user.as_str(), "alice")
             }
             other => panic!("expected NotRegistered, got {other:?}"),
+        }
+    }
+
+    /// The node answers the login with a redirect to `address` and the
+    /// connection ends (the core closes it, or the server does).
+    fn redirected(sup: &mut ClientSupervisor, now: Instant, address: &str) {
+        server_says(sup, now, welcome());
+        server_says(
+            sup,
+            now,
+            ServerPacket::Redirect {
+                address: address.into(),
+            },
+        );
+        sup.lost(now, io::ErrorKind::UnexpectedEof.into());
+    }
+
+    /// The actions pending, in order.
+    fn actions(sup: &mut ClientSupervisor) -> Vec<LinkAction> {
+        std::iter::from_fn(|| sup.poll_action()).collect()
+    }
+
+    #[test]
+    fn a_redirect_is_followed_at_once_and_an_unreachable_node_falls_back() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let _ = actions(&mut sup);
+        redirected(&mut sup, now, "127.0.0.2:7000");
+        let after = actions(&mut sup);
+        assert!(after.contains(&LinkAction::Close), "{after:?}");
+        assert_eq!(
+            after.last(),
+            Some(&LinkAction::Connect),
+            "at once: {after:?}"
+        );
+        assert_eq!(sup.server(), "127.0.0.2:7000");
+        assert!(poll_once(&mut login).is_pending(), "not a failure");
+        // The node redirected to is unreachable: the configured server
+        // again, after the usual backoff.
+        sup.connect_failed(now, io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(sup.server(), options.server);
+        let retry = sup
+            .link
+            .reconnect_at()
+            .expect("a reconnection is scheduled");
+        assert!(retry > now && retry <= now + options.backoff_max);
+        assert!(!sup.is_stopped());
+        assert!(poll_once(&mut login).is_pending());
+        sup.timeout(retry);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        // Same identity and outbox: the core says Hello again.
+        sup.connected(retry, Link::PLAINTEXT);
+        assert!(matches!(sup.poll_action(), Some(LinkAction::Write(_))));
+    }
+
+    /// A cluster that serves nobody for the user right now (its shard is
+    /// between owners) is tried again until the connect deadline, then
+    /// the refusal is the connect's error.
+    #[test]
+    fn an_unavailable_cluster_is_retried_until_the_connect_deadline() {
+        let home = tempfile::tempdir().unwrap();
+        let (options, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let unavailable = |sup: &mut ClientSupervisor, at: Instant| {
+            server_says(sup, at, welcome());
+            server_says(
+                sup,
+                at,
+                ServerPacket::Error {
+                    code: ErrorCode::Unavailable,
+                    id: None,
+                    user: None,
+                    detail: "no node serves alice right now".into(),
+                },
+            );
+            sup.lost(at, io::ErrorKind::UnexpectedEof.into());
+        };
+        unavailable(&mut sup, now);
+        assert!(!sup.is_stopped());
+        assert!(poll_once(&mut login).is_pending(), "tried again");
+        let retry = sup
+            .link
+            .reconnect_at()
+            .expect("a reconnection is scheduled");
+        sup.timeout(retry);
+        let _ = actions(&mut sup);
+        // Past the connect deadline: the refusal is reported.
+        let late = now + options.connect_timeout;
+        sup.connected(late, Link::PLAINTEXT);
+        unavailable(&mut sup, late);
+        assert!(sup.is_stopped());
+        assert!(matches!(
+            poll_once(&mut login),
+            Poll::Ready(Err(ConnectError::ConnectionLost(
+                ConnectionError::Unavailable
+            )))
+        ));
+    }
+
+    #[test]
+    fn redirects_in_a_loop_fail_the_connect_typed() {
+        let home = tempfile::tempdir().unwrap();
+        let (_, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let _ = actions(&mut sup);
+        for hop in 0..MAX_REDIRECTS {
+            redirected(&mut sup, now, &format!("127.0.0.{}:7000", hop + 2));
+            assert_eq!(actions(&mut sup).last(), Some(&LinkAction::Connect));
+            sup.connected(now, Link::PLAINTEXT);
+            let _ = actions(&mut sup);
+        }
+        redirected(&mut sup, now, "127.0.0.9:7000");
+        assert!(sup.is_stopped());
+        match poll_once(&mut login) {
+            Poll::Ready(Err(ConnectError::RedirectLoop { last, redirects })) => {
+                assert_eq!(last, "127.0.0.9:7000");
+                assert_eq!(redirects, MAX_REDIRECTS);
+            }
+            other => panic!("expected a redirect loop, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_redirect_to_an_untrusted_certificate_fails_typed() {
+        let home = tempfile::tempdir().unwrap();
+        let (_, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let _ = actions(&mut sup);
+        redirected(&mut sup, now, "127.0.0.2:7000");
+        let _ = actions(&mut sup);
+        let refused = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        sup.connect_failed(now, refused);
+        assert!(sup.is_stopped(), "no retry, no prompt");
+        match poll_once(&mut login) {
+            Poll::Ready(Err(error @ ConnectError::UntrustedRedirect { .. })) => {
+                assert!(error.is_permanent());
+                assert!(error.to_string().contains("127.0.0.2:7000"), "{error}");
+            }
+            other => panic!("expected an untrusted redirect, got {other:?}"),
         }
     }
 

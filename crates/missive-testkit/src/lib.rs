@@ -4,6 +4,10 @@
 //! that needs them (the PostgreSQL store's conformance and fault tests, the
 //! `missive-server` crash tests, later the cluster).
 //!
+//! [`ClusterNode`] runs a `missive-server --cluster …` process, killed
+//! when dropped, with `sigkill`, `sigstop` and `sigcont` for the failover
+//! tests.
+//!
 //! [`PostgresServer`] runs a private PostgreSQL server: `initdb` into a
 //! temporary directory (as the `postgres` user when the tests run as root,
 //! since `initdb` refuses root), `pg_ctl start` on a free 127.0.0.1 port with
@@ -38,6 +42,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod node;
+
+pub use node::{ClusterNode, NodeArgs};
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -3,12 +3,16 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+use missive_cluster::{Coordinator, CoordinatorOptions};
+use missive_core::cluster::ClusterConfig;
 use missive_core::server::ServerConfig;
+use missive_runtime::cluster::cluster_link;
 use missive_runtime::driver::{
     self, AllowedOrigins, BoundServer, CertifiedKey, Listener, TlsListener, WsListener,
     certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed, self_signed,
     websocket_server_config,
 };
+use missive_store::postgres::Fence;
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use std::io::Write;
@@ -28,6 +32,19 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Durations accept a unit: `250ms`, `30s`, `5m`, `2h`, `30d` (a bare number
 /// is seconds).
+///
+/// With --cluster the server is one node of a cluster (docs/CLUSTER.md):
+/// the state is in the PostgreSQL database of --postgres, shared by every
+/// node, which also holds the shard leases; nodes call each other over the
+/// NATS server of --nats. Give every node a certificate from one CA
+/// (--tls-cert/--tls-key, with the names of its --advertise address), and
+/// clients that CA (`missive --ca FILE`): clients are redirected from node
+/// to node. TLS to PostgreSQL is not available in this build: its
+/// PostgreSQL client has no TLS support, so a URL with `sslmode=require`
+/// is refused (the default `sslmode=prefer` talks plaintext); keep the
+/// database on a private network or behind a TLS tunnel. TLS to NATS: a
+/// `tls://host:port` URL (verified against the system's root certificates;
+/// no option for a private CA yet).
 #[derive(Debug, Parser)]
 #[command(name = "missive-server", version)]
 struct Args {
@@ -137,6 +154,47 @@ struct Args {
     /// Most simultaneous connections [default: 10000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Run as one node of a cluster (needs --node-id, --advertise,
+    /// --postgres and --nats).
+    #[arg(
+        long,
+        requires_all = ["node_id", "advertise", "postgres", "nats"],
+        conflicts_with = "memory"
+    )]
+    cluster: bool,
+    /// This node's name, unique in the cluster.
+    #[arg(long, env = "MISSIVE_NODE_ID", value_name = "ID", requires = "cluster")]
+    node_id: Option<String>,
+    /// Where clients reach this node (`host:port`, or a ws:// / wss:// URL):
+    /// clients of its users are redirected there.
+    #[arg(long, value_name = "ADDR", requires = "cluster")]
+    advertise: Option<String>,
+    /// The NATS server the nodes call each other through
+    /// (`nats://host:port`, `tls://host:port` for TLS).
+    #[arg(
+        long,
+        env = "MISSIVE_NATS",
+        value_name = "URL",
+        requires = "cluster",
+        hide_env_values = true
+    )]
+    nats: Option<String>,
+    /// Shards the users are spread over: a power of two up to 65536, fixed
+    /// when the cluster is created (every node must say the same)
+    /// [default: 256].
+    #[arg(long, value_name = "N", requires = "cluster", value_parser = parse_shards)]
+    shards: Option<u32>,
+    /// How long a node's shard leases last without renewal [default: 6s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "cluster")]
+    lease_ttl: Option<Duration>,
+}
+
+/// A shard count: a power of two from 1 to 65536.
+fn parse_shards(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 65_536 => Ok(n),
+        _ => Err(format!("`{text}` is not a power of two from 1 to 65536")),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -207,7 +265,36 @@ impl Args {
         if let Some(v) = self.message_ttl {
             c.message_ttl = v;
         }
+        if self.cluster {
+            c.cluster = Some(ClusterConfig {
+                shards: self.shard_count(),
+                ..ClusterConfig::default()
+            });
+        }
         c
+    }
+
+    fn shard_count(&self) -> u32 {
+        self.shards.unwrap_or(ClusterConfig::default().shards)
+    }
+
+    /// How this node joins its cluster, with --cluster.
+    fn coordinator(&self) -> Option<CoordinatorOptions> {
+        let (true, Some(node_id), Some(advertise), Some(postgres), Some(nats)) = (
+            self.cluster,
+            &self.node_id,
+            &self.advertise,
+            &self.postgres,
+            &self.nats,
+        ) else {
+            return None;
+        };
+        let mut options = CoordinatorOptions::new(node_id, advertise, postgres, nats);
+        options.shards = self.shard_count();
+        if let Some(ttl) = self.lease_ttl {
+            options.lease_ttl = ttl;
+        }
+        Some(options)
     }
 
     fn options(&self) -> ServerOptions {
@@ -295,7 +382,31 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let store: Box<dyn Store> = if args.memory {
+    let cluster = args.coordinator().map(|options| Cluster {
+        options,
+        fence: Fence::default(),
+    });
+    let store: Box<dyn Store> = if let Some(cluster) = &cluster {
+        // Creates the cluster on first use, or checks its shard count.
+        missive_cluster::connect_leases(&cluster.options)
+            .await
+            .map_err(|e| format!("cannot join the cluster: {e}"))?;
+        let url = cluster.options.postgres.clone();
+        let fence = cluster.fence.clone();
+        let shards = cluster.options.shards;
+        let store =
+            tokio::task::spawn_blocking(move || PostgresStore::connect_node(&url, fence, shards))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+        tracing::info!(
+            database = store.target(),
+            node = %cluster.options.node_id,
+            shards,
+            "PostgreSQL store opened as a cluster node"
+        );
+        Box::new(store)
+    } else if args.memory {
         tracing::warn!("in-memory store: nothing survives a restart");
         Box::new(MemoryStore::new())
     } else if let Some(url) = args.postgres.clone() {
@@ -336,7 +447,7 @@ async fn run(args: Args) -> Result<(), String> {
             .ws_tcp()
             .await?
             .map(|tcp| WsListener::<Tokio, _>::new(tcp, max_frame).with_allowed_origins(origins));
-        return serve(server, "plaintext", ws, "ws").await;
+        return serve(server, "plaintext", ws, "ws", cluster).await;
     }
     let certificate = certificate(&args)?;
     let fingerprint = certificate_fingerprint(&certificate.chain[0]);
@@ -357,7 +468,14 @@ async fn run(args: Args) -> Result<(), String> {
         WsListener::<Tokio, _>::new(tls, max_frame).with_allowed_origins(origins)
     });
     let note = format!("TLS, certificate {fingerprint}");
-    serve(server, &note, ws, "wss").await
+    serve(server, &note, ws, "wss", cluster).await
+}
+
+/// What a cluster node needs besides a server: how to join, and the fence
+/// its store checks every write against.
+struct Cluster {
+    options: CoordinatorOptions,
+    fence: Fence,
 }
 
 /// The server's certificate: the files given, or the self-signed one of the
@@ -384,8 +502,34 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
 
 /// Prints `listening on ADDR (NOTE)` — and `listening on SCHEME://ADDR/
 /// (WebSocket, NOTE)` when it serves `ws` too — and serves until SIGINT or
-/// SIGTERM.
+/// SIGTERM; as a cluster node, with its coordinator, which it stops last.
 async fn serve<L: Listener, W: Listener>(
+    server: BoundServer<Tokio, L>,
+    note: &str,
+    ws: Option<W>,
+    scheme: &str,
+    cluster: Option<Cluster>,
+) -> Result<(), String> {
+    let (server, coordinator) = match cluster {
+        Some(Cluster { options, fence }) => {
+            let (link, port) = cluster_link();
+            let node = options.node_id.clone();
+            let coordinator = Coordinator::spawn(options, fence, port)
+                .map_err(|e| format!("cannot start the cluster coordinator: {e}"))?;
+            tracing::info!(%node, "cluster coordinator started");
+            (server.with_cluster(link), Some(coordinator))
+        }
+        None => (server, None),
+    };
+    let served = announce_and_serve(server, note, ws, scheme).await;
+    if let Some(coordinator) = coordinator {
+        // The engine told it to stop (or is gone): it hands its leases back.
+        let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
+    }
+    served
+}
+
+async fn announce_and_serve<L: Listener, W: Listener>(
     server: BoundServer<Tokio, L>,
     note: &str,
     ws: Option<W>,
@@ -505,6 +649,64 @@ mod tests {
             arg.get_env(),
             Some(std::ffi::OsStr::new("MISSIVE_POSTGRES"))
         );
+    }
+
+    #[test]
+    fn cluster_flags() {
+        use clap::Parser;
+        let cluster = [
+            "missive-server",
+            "--cluster",
+            "--node-id",
+            "n1",
+            "--advertise",
+            "127.0.0.2:7878",
+            "--postgres",
+            "postgres://h/db",
+            "--nats",
+            "nats://127.0.0.1:4222",
+        ];
+        let args = Args::parse_from(cluster);
+        let config = args.config().cluster.expect("cluster mode");
+        assert_eq!(config.shards, 256, "the default shard count");
+        let options = args.coordinator().unwrap();
+        assert_eq!(options.lease_ttl, Duration::from_secs(6));
+        assert_eq!(options.advertise, "127.0.0.2:7878");
+        let args = Args::parse_from(cluster.iter().copied().chain([
+            "--shards",
+            "64",
+            "--lease-ttl",
+            "3s",
+        ]));
+        assert_eq!(args.config().cluster.unwrap().shards, 64);
+        assert_eq!(
+            args.coordinator().unwrap().lease_ttl,
+            Duration::from_secs(3)
+        );
+        assert!(
+            Args::try_parse_from(cluster.iter().copied().chain(["--shards", "100"])).is_err(),
+            "not a power of two"
+        );
+        assert!(
+            Args::try_parse_from([
+                "missive-server",
+                "--cluster",
+                "--postgres",
+                "postgres://h/db"
+            ])
+            .is_err(),
+            "cluster mode needs NATS, a node id and an address"
+        );
+        assert!(
+            Args::try_parse_from(["missive-server", "--nats", "nats://h:1"]).is_err(),
+            "NATS only in cluster mode"
+        );
+        let single = Args::parse_from(["missive-server"]);
+        assert!(
+            single.config().cluster.is_none(),
+            "a single server by default"
+        );
+        assert!(single.coordinator().is_none());
     }
 
     #[test]

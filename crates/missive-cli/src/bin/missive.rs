@@ -32,10 +32,17 @@ Exit status:
   8  name taken (`register`: the name belongs to another key)
   9  timed out (no answer in time, or `listen --count` not reached)
  10  server certificate changed (differs from the pinned one; see `trust-server`)
+ 11  redirected to an untrusted node (its certificate does not chain to --ca)
 
 TLS: the server's certificate must chain to the web PKI roots (or to --ca);
 a self-signed one is trusted on first use and its fingerprint pinned in
-HOME/known_servers, like SSH's known_hosts.";
+HOME/known_servers, like SSH's known_hosts.
+
+Cluster: a node that does not serve --user redirects the client to the one
+that does, and the client follows (at most 3 redirects in a row). Give the
+cluster's CA with --ca: a node redirected to must present a certificate of
+that CA naming its address; a pinned self-signed certificate is never
+extended to another node.";
 
 /// Missive: end-to-end encrypted asynchronous 1:1 chat.
 ///
@@ -147,16 +154,20 @@ const QUEUE_FULL: u8 = 7;
 const NAME_TAKEN: u8 = 8;
 const TIMED_OUT: u8 = 9;
 const CERTIFICATE_CHANGED: u8 = 10;
+const UNTRUSTED_REDIRECT: u8 = 11;
 
 impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Self {
         let code = match &e {
-            ConnectError::Unreachable { .. } | ConnectError::Disconnected => UNREACHABLE,
+            ConnectError::Unreachable { .. }
+            | ConnectError::Disconnected
+            | ConnectError::RedirectLoop { .. } => UNREACHABLE,
             ConnectError::NoKey { .. } | ConnectError::Login(LoginError::NotRegistered { .. }) => {
                 NOT_REGISTERED
             }
             ConnectError::Login(LoginError::NameTaken { .. }) => NAME_TAKEN,
             ConnectError::ServerCertificateChanged(_) => CERTIFICATE_CHANGED,
+            ConnectError::UntrustedRedirect { .. } => UNTRUSTED_REDIRECT,
             _ => OTHER,
         };
         let hint = match &e {

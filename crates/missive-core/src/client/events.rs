@@ -147,6 +147,15 @@ pub enum ClientEvent {
     },
     /// The connection is gone; the driver may reconnect.
     Disconnected,
+    /// Cluster (§2.7): the user is served by the node at `address`. The
+    /// client asks the driver to close this connection
+    /// ([`ClientEvent::Disconnected`] follows); the driver connects to
+    /// `address` and the client starts again there (outbox and state are
+    /// kept).
+    Redirected {
+        /// `host:port`, or a `ws://` / `wss://` URL.
+        address: String,
+    },
     /// The server refused a request with a code the client has no use for
     /// (for example an `ack` the server does not know). The connection
     /// stays open; reported for diagnostics only.
@@ -235,6 +244,15 @@ pub enum ConnectionError {
         /// The server's explanation.
         detail: String,
     },
+    /// Cluster (§2.7): the node no longer serves this user (its shard
+    /// moved). Reconnect at once to the configured server, which
+    /// redirects; unacknowledged sends are resent there.
+    #[error("the server no longer serves this user; reconnect")]
+    Moved,
+    /// Cluster (§2.7): no node serves this user right now (failover in
+    /// progress). Reconnect after a pause.
+    #[error("no server serves this user right now; reconnect later")]
+    Unavailable,
     /// The server sent something the client cannot accept (undecodable
     /// data, a packet out of place, a limit too small to send a packet).
     #[error("the server violated the protocol: {detail}")]
@@ -253,6 +271,8 @@ impl ConnectionError {
             ErrorCode::Timeout => ConnectionError::TimedOut,
             ErrorCode::UnsupportedVersion => ConnectionError::UnsupportedVersion,
             ErrorCode::SlowConsumer => ConnectionError::SlowConsumer,
+            ErrorCode::Moved => ConnectionError::Moved,
+            ErrorCode::Unavailable => ConnectionError::Unavailable,
             code => ConnectionError::Closed { code, detail },
         }
     }

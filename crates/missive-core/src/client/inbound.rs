@@ -129,6 +129,10 @@ impl Client {
                 self.on_logged_in(user, queued)
             }
             (
+                Phase::AwaitChallenge(_) | Phase::AwaitLoggedIn | Phase::AwaitRegistered,
+                ServerPacket::Redirect { address },
+            ) => self.close_with(ClientEvent::Redirected { address }),
+            (
                 _,
                 ServerPacket::Error {
                     code,
@@ -311,10 +315,13 @@ impl Client {
             (Phase::AwaitLoggedIn | Phase::AwaitRegistered, ErrorCode::AuthFailed) => {
                 ClientEvent::LoginFailed(LoginError::SignatureRejected { user: me })
             }
-            // The server closes the connection after a fatal error.
-            (_, code) if code.is_fatal() => ClientEvent::ConnectionLost {
-                reason: ConnectionError::from_server(code, detail),
-            },
+            // The server closes the connection after a fatal error, and
+            // after `unavailable` during the handshake (cluster, §2.7).
+            (_, code) if code.is_fatal() || code == ErrorCode::Unavailable => {
+                ClientEvent::ConnectionLost {
+                    reason: ConnectionError::from_server(code, detail),
+                }
+            }
             (Phase::AwaitChallenge(AuthContext::Login), ErrorCode::UnknownUser)
                 if user.as_ref().is_none_or(|u| *u == me) =>
             {

@@ -206,7 +206,12 @@ impl Client {
         detail: String,
     ) {
         let retry_at = now.checked_add(self.config.retry_after).unwrap_or(now);
-        let retry = matches!(code, ErrorCode::RateLimited | ErrorCode::Busy);
+        // `unavailable` (cluster, §2.7): the owner of the recipient's
+        // shard is moving; the send or key fetch stays and is retried.
+        let retry = matches!(
+            code,
+            ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Unavailable
+        );
         if let Some(pos) = id.and_then(|id| self.state.outbox_position(&id)) {
             let id = self.state.outbox[pos].id;
             if let Some(conn) = self.conn.as_mut() {

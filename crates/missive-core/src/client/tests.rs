@@ -923,6 +923,85 @@ fn rate_limited_send_is_retried_after_retry_after() {
 }
 
 #[test]
+fn cluster_redirect_during_the_handshake_ends_the_connection_with_the_address() {
+    for after_prove in [false, true] {
+        let mut h = Harness::new();
+        h.connect();
+        h.recv(welcome());
+        if after_prove {
+            h.challenge(AuthContext::Login);
+        }
+        let address = "10.0.0.3:7000".to_string();
+        assert!(
+            h.recv(ServerPacket::Redirect {
+                address: address.clone()
+            })
+            .is_empty()
+        );
+        assert_eq!(h.events(), vec![ClientEvent::Redirected { address }]);
+        assert_eq!(h.closes, 1);
+    }
+}
+
+#[test]
+fn cluster_redirect_after_login_is_a_protocol_violation() {
+    let mut h = Harness::new();
+    h.login();
+    h.recv(ServerPacket::Redirect {
+        address: "10.0.0.3:7000".into(),
+    });
+    assert!(matches!(
+        h.events()[..],
+        [ClientEvent::ConnectionLost {
+            reason: ConnectionError::ProtocolViolation { .. }
+        }]
+    ));
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn cluster_moved_and_unavailable_at_login_end_the_connection_typed() {
+    let mut h = Harness::new();
+    h.login();
+    h.recv(error(ErrorCode::Moved, None, None));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::ConnectionLost {
+            reason: ConnectionError::Moved
+        }]
+    );
+    assert_eq!(h.closes, 1);
+    // `unavailable` is not fatal, but during the handshake the server
+    // closes after it: reconnect later.
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    h.recv(error(ErrorCode::Unavailable, None, Some("alice")));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::ConnectionLost {
+            reason: ConnectionError::Unavailable
+        }]
+    );
+    assert_eq!(h.closes, 1);
+}
+
+#[test]
+fn cluster_unavailable_send_stays_in_the_outbox_and_is_retried() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login();
+    let id = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    let first = sends(&h.drain());
+    assert!(
+        h.recv(error(ErrorCode::Unavailable, Some(id), None))
+            .is_empty()
+    );
+    assert!(h.events().is_empty());
+    assert_eq!(h.client.state().outbox().count(), 1);
+    assert_eq!(sends(&h.advance(Duration::from_secs(1))), first);
+}
+
+#[test]
 fn unknown_recipient_fails_its_messages() {
     let mut h = Harness::new();
     h.login();

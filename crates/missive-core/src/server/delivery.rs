@@ -4,7 +4,7 @@ use super::conn::Phase;
 use super::limits::{SendDigest, UsedId};
 use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
-use crate::types::{ConnId, MessageId, Seq, UserName};
+use crate::types::{ConnId, Lsn, MessageId, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
 use serde::Serialize;
 use std::time::Instant;
@@ -53,7 +53,7 @@ impl Server {
             return self.send_error(conn, ErrorCode::EnvelopeTooLarge, Some(id), None, &detail);
         }
         let digest = SendDigest::of(&self.hasher, &to, &envelope);
-        if let Some(used) = self.runtime(from_id, now).recent.get(&id) {
+        if let Some(used) = self.used_id(now, (&from, from_id), &to, &id) {
             if used.digest != digest {
                 return self.send_error(
                     conn,
@@ -73,6 +73,14 @@ impl Server {
                 },
             );
         }
+        // Cluster: a recipient served elsewhere (or a lane to its shard
+        // still busy, which keeps the order per pair) means a forward.
+        if let Some(node) = self.cluster.as_ref() {
+            let shard = node.shard_of(&to);
+            if self.foreign_shard(&to).is_some() || self.lane_busy(from_id, shard) {
+                return self.forward_send(now, conn, from_id, id, to, envelope, digest, shard);
+            }
+        }
         let Some(to_id) = self.state.id_of(&to) else {
             return self.send_error(
                 conn,
@@ -82,7 +90,7 @@ impl Server {
                 "no such user",
             );
         };
-        if let Err(detail) = self.check_quota(&from, from_id, to_id, envelope.len() as u64) {
+        if let Err(detail) = self.check_quota(&from, Some(from_id), to_id, envelope.len() as u64) {
             return self.send_error(conn, ErrorCode::QueueFull, Some(id), Some(to), detail);
         }
         let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
@@ -95,50 +103,68 @@ impl Server {
                 "send rate exceeded, retry later",
             );
         }
-        let seq = self.state.record(to_id).mailbox.next_seq;
+        let key = self.dedupe_key(&from, &to);
+        let answer = Held::Reply {
+            conn,
+            packet: ServerPacket::Accepted { id },
+        };
+        let enqueued_at = self.wall(now);
+        let lsn = self.enqueue_message(
+            now,
+            (from, Some(from_id)),
+            (to, to_id),
+            (id, envelope, enqueued_at),
+            answer,
+        );
+        self.remember_id(now, Some(from_id), key, id, UsedId { lsn, digest });
+    }
+
+    /// Queues a message from `from` (with its id, if registered here) for
+    /// `to`, checked: `answer` goes out, and the message becomes
+    /// deliverable, once it is durable. Returns the LSN of its command.
+    pub(super) fn enqueue_message(
+        &mut self,
+        now: Instant,
+        (from, from_id): (UserName, Option<UserId>),
+        (to_name, to): (UserName, UserId),
+        (id, envelope, enqueued_at): (MessageId, Vec<u8>, crate::types::UnixMillis),
+        answer: Held,
+    ) -> Lsn {
+        let seq = self.state.record(to).mailbox.next_seq;
         let item = MailItem::Message {
             from,
             id,
             envelope,
-            enqueued_at: self.wall(now),
+            enqueued_at,
         };
-        self.expiry.push(to_id, seq, &item);
+        self.expiry.push(to, seq, &item);
         let lsn = self.persist_resolved(
             PersistCmd::Enqueue {
-                user: to,
+                user: to_name,
                 seq,
                 item,
             },
-            to_id,
-            Some(from_id),
+            to,
+            from_id,
         );
-        let capacity = self.config.dedupe_per_sender;
-        self.runtime(from_id, now)
-            .recent
-            .insert(id, UsedId { lsn, digest }, capacity);
-        self.after_durable(
-            now,
-            lsn,
-            Held::Reply {
-                conn,
-                packet: ServerPacket::Accepted { id },
-            },
-        );
+        self.after_durable(now, lsn, answer);
         self.after_durable(
             now,
             lsn,
             Held::Deliverable {
-                user: to_id,
+                user: to,
                 end: seq + 1,
             },
         );
+        lsn
     }
 
-    /// Checks the recipient's quotas and the sender's share of them.
-    fn check_quota(
+    /// Checks the recipient's quotas and the sender's share of them (and,
+    /// for a sender registered here, its outstanding limit).
+    pub(super) fn check_quota(
         &self,
         from: &UserName,
-        from_id: UserId,
+        from_id: Option<UserId>,
         to: UserId,
         len: u64,
     ) -> Result<(), &'static str> {
@@ -154,7 +180,9 @@ impl Server {
         {
             return Err("your share of the recipient's queue is used up");
         }
-        if self.state.record(from_id).outstanding >= cfg.max_outstanding_per_sender {
+        if from_id
+            .is_some_and(|id| self.state.record(id).outstanding >= cfg.max_outstanding_per_sender)
+        {
             return Err("too many of your messages and notices are outstanding");
         }
         Ok(())
@@ -178,12 +206,12 @@ impl Server {
         }
         let user = session.id;
         let delivered = match self.state.record(user).mailbox.items.get(&seq) {
-            Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
+            Some(MailItem::Message { from, id, .. }) => Some((self.notice_to(from), *id)),
             Some(MailItem::Notice { .. }) => None,
             None => return self.pump(now, user), // expired meanwhile
         };
         let name = self.state.name(user).clone();
-        let from = delivered.and_then(|(from, _)| from);
+        let from = delivered.as_ref().and_then(|(from, _)| from.local());
         self.persist_resolved(
             PersistCmd::Ack {
                 user: name.clone(),
@@ -192,15 +220,15 @@ impl Server {
             user,
             from,
         );
-        if let Some((Some(from), id)) = delivered {
-            self.enqueue_notice(now, from, Notice::Delivered { to: name, id });
+        if let Some((from, id)) = delivered {
+            self.notify_sender(now, from, Notice::Delivered { to: name, id });
         }
         self.pump(now, user);
     }
 
     /// Queues a notice for `owner` (never refused: notices are bounded by
     /// the sender's outstanding limit checked at Send).
-    pub(super) fn enqueue_notice(&mut self, now: Instant, owner: UserId, notice: Notice) {
+    pub(super) fn enqueue_notice(&mut self, now: Instant, owner: UserId, notice: Notice) -> Lsn {
         let seq = self.state.record(owner).mailbox.next_seq;
         let item = MailItem::Notice {
             notice,
@@ -224,6 +252,7 @@ impl Server {
                 end: seq + 1,
             },
         );
+        lsn
     }
 
     /// Delivers what `user`'s window and presence allow. Frames are encoded

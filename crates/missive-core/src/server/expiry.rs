@@ -122,7 +122,9 @@ impl ExpiryQueue {
     }
 
     /// One entry per item queued in `state` (O(users + n): a heapify).
-    fn rebuild(&mut self, state: &ServerState) {
+    /// A cluster node calls it when users were removed, before their ids
+    /// can be reused.
+    pub fn rebuild(&mut self, state: &ServerState) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.clear();
         entries.extend(
@@ -174,12 +176,12 @@ impl Server {
     /// holding a window slot.
     pub(super) fn expire_item(&mut self, now: Instant, owner: UserId, seq: Seq) {
         let message = match self.state.record(owner).mailbox.items.get(&seq) {
-            Some(MailItem::Message { from, id, .. }) => Some((self.state.id_of(from), *id)),
+            Some(MailItem::Message { from, id, .. }) => Some((self.notice_to(from), *id)),
             Some(MailItem::Notice { .. }) => None,
             None => return,
         };
         let name = self.state.name(owner).clone();
-        let from = message.and_then(|(from, _)| from);
+        let from = message.as_ref().and_then(|(from, _)| from.local());
         self.persist_resolved(
             PersistCmd::Expire {
                 user: name.clone(),
@@ -188,8 +190,8 @@ impl Server {
             owner,
             from,
         );
-        if let Some((Some(from), id)) = message {
-            self.enqueue_notice(now, from, Notice::Expired { to: name, id });
+        if let Some((from, id)) = message {
+            self.notify_sender(now, from, Notice::Expired { to: name, id });
         }
         if let Some((conn, _)) = self.session_of(owner)
             && let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session_mut())

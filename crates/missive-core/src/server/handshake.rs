@@ -2,6 +2,7 @@
 
 use super::conn::{Challenge, ChallengePurpose, InFlight, LoggedIn, Phase};
 use super::{Held, PersistCmd, Server, ServerEvent};
+use crate::cluster::RemoteCall;
 use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, PublicKey, TranscriptVersion};
 use crate::rng;
 use crate::types::{ConnId, Lsn, UserName};
@@ -55,7 +56,7 @@ impl Server {
         user: UserName,
         public_key: &[u8],
     ) {
-        if self.refuse_if_logged_in(conn) {
+        if self.refuse_if_logged_in(conn) || self.refuse_unowned(now, conn, &user) {
             return;
         }
         let key = match PublicKey::from_spki_der(public_key) {
@@ -86,7 +87,7 @@ impl Server {
     }
 
     pub(super) fn on_login(&mut self, now: Instant, conn: ConnId, user: UserName) {
-        if self.refuse_if_logged_in(conn) {
+        if self.refuse_if_logged_in(conn) || self.refuse_unowned(now, conn, &user) {
             return;
         }
         if self.state.user(&user).is_none() {
@@ -172,6 +173,12 @@ impl Server {
                 );
             }
         };
+        // Cluster: the user's shard may have moved since the challenge.
+        let (ChallengePurpose::Register { user, .. } | ChallengePurpose::Login { user }) =
+            &challenge.purpose;
+        if self.refuse_unowned(now, conn, user) {
+            return;
+        }
         let (context, user, key) = match challenge.purpose {
             ChallengePurpose::Register { user, key } => (AuthContext::Register, user, *key),
             ChallengePurpose::Login { user } => {
@@ -327,7 +334,11 @@ impl Server {
         self.pump(now, id);
     }
 
-    pub(super) fn on_fetch_key(&mut self, conn: ConnId, user: UserName) {
+    pub(super) fn on_fetch_key(&mut self, now: Instant, conn: ConnId, user: UserName) {
+        if let Some(shard) = self.foreign_shard(&user) {
+            let call = RemoteCall::FetchKey { user: user.clone() };
+            return self.forward_query(now, conn, shard, call, user);
+        }
         match self.state.user(&user) {
             Some(record) => {
                 let public_key = record.public_key.clone();

@@ -157,6 +157,32 @@ pub enum ServerEvent {
         /// Why it could not be encoded.
         error: EncodeError,
     },
+    /// Cluster: this node now serves `shard`.
+    ShardAcquired {
+        /// The shard.
+        shard: Shard,
+        /// Its registered users, loaded.
+        users: usize,
+        /// Items queued in their mailboxes, loaded.
+        items: usize,
+    },
+    /// Cluster: this node no longer serves `shard`; its users were dropped
+    /// and their connections closed with `moved`.
+    ShardLost {
+        /// The shard.
+        shard: Shard,
+        /// Its users dropped from this node.
+        users: usize,
+        /// Connections closed with `moved` (sessions, and clients waiting
+        /// for an answer the shard's lost writes backed).
+        sessions_closed: usize,
+    },
+    /// Cluster: a forward to the owner of `shard` found no owner (or the
+    /// owner moved) and will be tried again after `forward_retry`.
+    ForwardRetried {
+        /// The shard called.
+        shard: Shard,
+    },
     /// A reply could not be encoded within `max_frame` and was not sent
     /// (a server bug: every reply the server builds is far smaller).
     ReplyNotSent {
@@ -176,4 +202,7 @@ pub enum CloseReason {
     /// The server closed it after sending this fatal error code (protocol
     /// violation, timeout, replaced session, shutdown).
     Error(ErrorCode),
+    /// Cluster: the server redirected the client to the node serving its
+    /// user.
+    Redirected,
 }

@@ -131,6 +131,11 @@ enum Held {
     Deliverable { user: UserId, end: Seq },
     /// An event about a durable change.
     Event(io::ServerEvent),
+    /// Cluster: the answer to another node's call.
+    RemoteReply {
+        call: crate::cluster::CallId,
+        reply: crate::cluster::RemoteReply,
+    },
 }
 
 /// The sans-IO server. See the [module docs](self) for the drive loop.
@@ -158,6 +163,8 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Deadlines of queued items (§4.7).
     expiry: expiry::ExpiryQueue,
+    /// Cluster node state (`ServerConfig::cluster`).
+    cluster: Option<Box<cluster::Node>>,
 }
 
 impl Server {
@@ -196,6 +203,7 @@ impl Server {
             expiry: expiry::ExpiryQueue::new(config.message_ttl, now, unix_ms, &state),
             rng: rng::derive(&mut rng),
             hasher: PeerKeyHasher::default(),
+            cluster: config.cluster.map(|c| Box::new(cluster::Node::new(c))),
             config,
             state,
         };
@@ -288,15 +296,17 @@ impl Server {
     }
 
     /// When to feed `Input::Timeout` next, if anything waits on time: the
-    /// earliest connection deadline or queued item's expiry deadline (or
+    /// earliest connection deadline, queued item's expiry deadline (or
     /// the deadline of an item acknowledged since the last timeout: an
-    /// early timeout is harmless and corrects it).
+    /// early timeout is harmless and corrects it) or, on a cluster node,
+    /// forward retry.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn_deadline = self.timers.peek().map(|Reverse((at, _))| *at);
-        match (conn_deadline, self.expiry.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let retry = self.cluster.as_ref().and_then(|node| node.next_retry());
+        [conn_deadline, self.expiry.next_deadline(), retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Tells every client the server is shutting down and closes every
@@ -476,7 +486,7 @@ impl Server {
                 client_nonce,
                 signature,
             } => self.on_prove(now, conn, client_nonce, &signature),
-            ClientPacket::FetchKey { user } => self.on_fetch_key(conn, user),
+            ClientPacket::FetchKey { user } => self.on_fetch_key(now, conn, user),
             ClientPacket::Send { id, to, envelope } => self.on_send(now, conn, id, to, envelope),
             ClientPacket::Ack { seq } => self.on_ack(now, conn, seq),
             ClientPacket::Ping => self.send(conn, &ServerPacket::Pong),
@@ -490,6 +500,7 @@ impl Server {
             return;
         }
         self.durable = lsn;
+        self.forget_backing(lsn);
         while self.held.front().is_some_and(|(at, _)| *at <= lsn) {
             if let Some((_, held)) = self.held.pop_front() {
                 self.run_held(now, held);
@@ -506,6 +517,7 @@ impl Server {
                 self.pump(now, user);
             }
             Held::Event(event) => self.event(event),
+            Held::RemoteReply { call, reply } => self.reply(call, reply),
         }
     }
 
@@ -514,6 +526,7 @@ impl Server {
         self.state.apply(&cmd);
         let lsn = Lsn(self.next_lsn);
         self.next_lsn += 1;
+        self.note_backing(lsn, &cmd);
         self.outputs.push_back(Output::Persist { lsn, cmd });
         lsn
     }
@@ -524,6 +537,7 @@ impl Server {
         self.state.apply_resolved(&cmd, user, from);
         let lsn = Lsn(self.next_lsn);
         self.next_lsn += 1;
+        self.note_backing(lsn, &cmd);
         self.outputs.push_back(Output::Persist { lsn, cmd });
         lsn
     }
@@ -591,6 +605,7 @@ impl Server {
         // may reuse the id for a new one.
         self.held
             .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
+        self.forget_conn_forwards(conn);
         if reason != CloseReason::TransportClosed {
             queue_transmits(conn, &mut c, &mut self.outputs);
             self.outputs.push_back(Output::Close { conn });

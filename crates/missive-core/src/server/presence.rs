@@ -1,7 +1,8 @@
 //! Presence, liveness and timers.
 
 use super::{Server, ServerEvent};
-use crate::types::{ConnId, UserName};
+use crate::cluster::RemoteCall;
+use crate::types::{ConnId, UnixMillis, UserName};
 use crate::wire::{ErrorCode, ServerPacket};
 use std::cmp::Reverse;
 use std::time::Instant;
@@ -38,7 +39,11 @@ impl Server {
         if self.conns.get(&conn).and_then(|c| c.user()).is_none() {
             return self.send_error(conn, ErrorCode::NotLoggedIn, None, None, "log in first");
         }
-        let Some(id) = self.state.id_of(&user) else {
+        if let Some(shard) = self.foreign_shard(&user) {
+            let call = RemoteCall::QueryPresence { user: user.clone() };
+            return self.forward_query(now, conn, shard, call, user);
+        }
+        let Some((online, last_seen_ms)) = self.presence_of(now, &user) else {
             return self.send_error(
                 conn,
                 ErrorCode::UnknownUser,
@@ -46,12 +51,6 @@ impl Server {
                 Some(user),
                 "no such user",
             );
-        };
-        let online = self.session_of(id).is_some_and(|(_, online)| online);
-        let last_seen_ms = if online {
-            Some(self.wall(now))
-        } else {
-            self.users.get(id.index()).and_then(|r| r.last_seen)
         };
         self.send(
             conn,
@@ -63,7 +62,24 @@ impl Server {
         );
     }
 
+    /// Whether a registered `user` is online, and when last seen.
+    pub(super) fn presence_of(
+        &self,
+        now: Instant,
+        user: &UserName,
+    ) -> Option<(bool, Option<UnixMillis>)> {
+        let id = self.state.id_of(user)?;
+        let online = self.session_of(id).is_some_and(|(_, online)| online);
+        let last_seen_ms = if online {
+            Some(self.wall(now))
+        } else {
+            self.users.get(id.index()).and_then(|r| r.last_seen)
+        };
+        Some((online, last_seen_ms))
+    }
+
     pub(super) fn on_timeout(&mut self, now: Instant) {
+        self.fire_retries(now);
         while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
             if at > now {
                 break;

@@ -147,9 +147,16 @@ pub struct ServerState {
     server_id: Option<[u8; 16]>,
     /// Name → position in `users`.
     index: PeerKeyMap<UserName, UserId>,
-    /// Registered users in registration order (users are never removed, so
-    /// a [`UserId`] stays valid for the life of the state).
-    users: Vec<Slot>,
+    /// Registered users in registration order. A single server never
+    /// removes users, so there a [`UserId`] stays valid for the life of the
+    /// state. A cluster node removes the users of a shard it loses
+    /// ([`Self::remove_user`]): their slots fall vacant (`None`) and are
+    /// reused by later registrations (`vacant`), so ids stay dense and
+    /// every lookup stays one index; the server forgets every reference to
+    /// a removed id before it can be reused.
+    users: Vec<Option<Slot>>,
+    /// Vacant slots, reused first.
+    vacant: Vec<UserId>,
     /// Items queued in all mailboxes.
     queued: usize,
     /// The hasher of `index` and of every mailbox's `per_sender` map.
@@ -168,6 +175,15 @@ impl UserId {
     }
 }
 
+/// The slot of a registered user (a borrow of the slots only, so the
+/// state's other fields stay usable).
+#[inline]
+fn occupied(users: &mut [Option<Slot>], id: UserId) -> &mut Slot {
+    users[id.index()]
+        .as_mut()
+        .expect("a user id names a registered user")
+}
+
 /// One registered user.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -178,10 +194,11 @@ struct Slot {
 impl PartialEq for ServerState {
     fn eq(&self, other: &Self) -> bool {
         self.server_id == other.server_id
-            && self.users.len() == other.users.len()
+            && self.user_count() == other.user_count()
             && self
                 .users
                 .iter()
+                .flatten()
                 .all(|slot| other.user(&slot.name) == Some(&slot.record))
     }
 }
@@ -230,7 +247,7 @@ impl ServerState {
             }
             PersistCmd::SetNextSeq { user, next_seq } => {
                 if let Some(id) = self.id_of(user) {
-                    let mailbox = &mut self.users[id.index()].record.mailbox;
+                    let mailbox = &mut self.slot_mut(id).record.mailbox;
                     mailbox.next_seq = mailbox.next_seq.max(*next_seq);
                 }
             }
@@ -242,9 +259,7 @@ impl ServerState {
         if let Some(id) = self.id_of(user) {
             return id;
         }
-        let id = UserId(u32::try_from(self.users.len()).expect("fewer than 2^32 users"));
-        self.index.insert(user.clone(), id);
-        self.users.push(Slot {
+        let slot = Slot {
             name: user.clone(),
             record: UserRecord {
                 public_key: public_key.to_vec(),
@@ -254,8 +269,53 @@ impl ServerState {
                 },
                 ..UserRecord::default()
             },
-        });
+        };
+        let id = match self.vacant.pop() {
+            Some(id) => {
+                self.users[id.index()] = Some(slot);
+                id
+            }
+            None => {
+                let id = UserId(u32::try_from(self.users.len()).expect("fewer than 2^32 users"));
+                self.users.push(Some(slot));
+                id
+            }
+        };
+        self.index.insert(user.clone(), id);
         id
+    }
+
+    /// Cluster: removes `user` with its mailbox (its shard moved to another
+    /// node). Its id falls vacant and may be reused by a later
+    /// registration. Senders still registered here stop counting the
+    /// removed mailbox's messages as outstanding; messages the removed user
+    /// sent stay queued in the other mailboxes. Returns the id it had.
+    pub(crate) fn remove_user(&mut self, user: &UserName) -> Option<UserId> {
+        let id = self.index.remove(user)?;
+        let slot = self.users[id.index()].take()?;
+        self.vacant.push(id);
+        self.queued -= slot.record.mailbox.items.len();
+        for item in slot.record.mailbox.items.values() {
+            if let MailItem::Message { from, .. } = item
+                && let Some(sender) = self.id_of(from)
+            {
+                let sender = &mut self.slot_mut(sender).record;
+                sender.outstanding = sender.outstanding.saturating_sub(1);
+            }
+        }
+        Some(id)
+    }
+
+    #[inline]
+    fn slot(&self, id: UserId) -> &Slot {
+        self.users[id.index()]
+            .as_ref()
+            .expect("a user id names a registered user")
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, id: UserId) -> &mut Slot {
+        occupied(&mut self.users, id)
     }
 
     /// [`Self::apply`] for a mailbox command whose owner is `user` and whose
@@ -293,7 +353,7 @@ impl ServerState {
     }
 
     fn enqueue(&mut self, id: UserId, seq: Seq, item: &MailItem, from_hint: Option<UserId>) {
-        let slot = &mut self.users[id.index()];
+        let slot = occupied(&mut self.users, id);
         let mailbox = &mut slot.record.mailbox;
         if mailbox.items.contains_key(&seq) {
             return;
@@ -322,7 +382,7 @@ impl ServerState {
                     }
                 }
                 if let Some(sender) = self.sender_id(from, from_hint) {
-                    self.users[sender.index()].record.outstanding += 1;
+                    self.slot_mut(sender).record.outstanding += 1;
                 }
             }
             MailItem::Notice { .. } => slot.record.outstanding += 1,
@@ -330,8 +390,7 @@ impl ServerState {
     }
 
     fn remove(&mut self, id: UserId, seq: Seq, from_hint: Option<UserId>) -> Option<MailItem> {
-        let slot = &mut self.users[id.index()];
-        let record = &mut slot.record;
+        let record = &mut occupied(&mut self.users, id).record;
         let mailbox = &mut record.mailbox;
         let item = mailbox.items.remove(&seq)?;
         self.queued -= 1;
@@ -347,7 +406,7 @@ impl ServerState {
                     }
                 }
                 if let Some(sender) = self.sender_id(from, from_hint) {
-                    let sender = &mut self.users[sender.index()].record;
+                    let sender = &mut self.slot_mut(sender).record;
                     sender.outstanding = sender.outstanding.saturating_sub(1);
                 }
             }
@@ -368,12 +427,15 @@ impl ServerState {
 
     /// All registered users (in registration order).
     pub fn users(&self) -> impl Iterator<Item = (&UserName, &UserRecord)> {
-        self.users.iter().map(|slot| (&slot.name, &slot.record))
+        self.users
+            .iter()
+            .flatten()
+            .map(|slot| (&slot.name, &slot.record))
     }
 
     /// Number of registered users.
     pub fn user_count(&self) -> usize {
-        self.users.len()
+        self.users.len() - self.vacant.len()
     }
 
     /// Items queued in all mailboxes.
@@ -389,7 +451,7 @@ impl ServerState {
         if let Some(server_id) = self.server_id {
             out.push(PersistCmd::SetServerId { server_id });
         }
-        let mut slots: Vec<&Slot> = self.users.iter().collect();
+        let mut slots: Vec<&Slot> = self.users.iter().flatten().collect();
         slots.sort_by(|a, b| a.name.cmp(&b.name));
         for slot in &slots {
             out.push(PersistCmd::RegisterUser {
@@ -428,7 +490,7 @@ impl ServerState {
         let mut index = PeerKeyMap::with_capacity_and_hasher(self.index.len(), hasher.clone());
         index.extend(self.index.drain());
         self.index = index;
-        for slot in &mut self.users {
+        for slot in self.users.iter_mut().flatten() {
             let usage = &mut slot.record.mailbox.per_sender;
             let mut rekeyed = PeerKeyMap::with_capacity_and_hasher(usage.len(), hasher.clone());
             rekeyed.extend(usage.drain());
@@ -446,24 +508,26 @@ impl ServerState {
     /// The record of a registered user.
     #[inline]
     pub(crate) fn record(&self, id: UserId) -> &UserRecord {
-        &self.users[id.index()].record
+        &self.slot(id).record
     }
 
     /// The name of a registered user.
     #[inline]
     pub(crate) fn name(&self, id: UserId) -> &UserName {
-        &self.users[id.index()].name
+        &self.slot(id).name
     }
 
     /// Every queued item with its owner, mailbox by mailbox.
     pub(crate) fn items_by_owner(&self) -> impl Iterator<Item = (UserId, Seq, &MailItem)> {
         self.users.iter().enumerate().flat_map(|(i, slot)| {
             let owner = UserId(i as u32);
-            slot.record
-                .mailbox
-                .items
-                .iter()
-                .map(move |(seq, item)| (owner, *seq, item))
+            slot.iter().flat_map(move |slot| {
+                slot.record
+                    .mailbox
+                    .items
+                    .iter()
+                    .map(move |(seq, item)| (owner, *seq, item))
+            })
         })
     }
 }

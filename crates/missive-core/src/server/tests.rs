@@ -13,21 +13,21 @@ use std::time::Duration;
 
 const T0_UNIX: UnixMillis = 1_700_000_000_000;
 
-fn name(s: &str) -> UserName {
+pub(super) fn name(s: &str) -> UserName {
     UserName::new(s).unwrap()
 }
 
 /// A server plus everything around it: an in-memory log standing in for
 /// the store, per-connection decoders, virtual time.
-struct Harness {
-    server: Server,
-    now: Instant,
-    log: Vec<(Lsn, PersistCmd)>,
-    auto_durable: bool,
+pub(super) struct Harness {
+    pub(super) server: Server,
+    pub(super) now: Instant,
+    pub(super) log: Vec<(Lsn, PersistCmd)>,
+    pub(super) auto_durable: bool,
     decoders: HashMap<ConnId, FrameDecoder>,
     inbox: HashMap<ConnId, VecDeque<ServerPacket>>,
-    closed: HashSet<ConnId>,
-    events: Vec<ServerEvent>,
+    pub(super) closed: HashSet<ConnId>,
+    pub(super) events: Vec<ServerEvent>,
     rng: CoreRng,
     /// Per connection: server id, session id, and the transcript the
     /// version chosen in Welcome signs over the connection's binding.
@@ -35,15 +35,22 @@ struct Harness {
     bindings: HashMap<ConnId, ChannelBinding>,
     /// Connections on a message transport (the others are byte streams).
     messages: HashSet<ConnId>,
+    /// Cluster: forwards asked for, and replies given to other nodes.
+    pub(super) forwards: Vec<(
+        crate::cluster::ForwardId,
+        crate::cluster::Shard,
+        crate::cluster::RemoteCall,
+    )>,
+    pub(super) replies: Vec<(crate::cluster::CallId, crate::cluster::RemoteReply)>,
 }
 
 impl Harness {
-    fn new(config: ServerConfig) -> Self {
+    pub(super) fn new(config: ServerConfig) -> Self {
         let now = Instant::now();
         Self::with_state(config, ServerState::new(), now)
     }
 
-    fn with_state(config: ServerConfig, state: ServerState, now: Instant) -> Self {
+    pub(super) fn with_state(config: ServerConfig, state: ServerState, now: Instant) -> Self {
         let mut h = Self {
             server: Server::new(config, state, [9; 32], now, T0_UNIX),
             now,
@@ -57,12 +64,14 @@ impl Harness {
             welcome: HashMap::new(),
             bindings: HashMap::new(),
             messages: HashSet::new(),
+            forwards: Vec::new(),
+            replies: Vec::new(),
         };
         h.drain();
         h
     }
 
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Transmit { conn, bytes } if self.messages.contains(&conn) => {
@@ -92,14 +101,29 @@ impl Harness {
                     }
                 }
                 Output::Event(e) => self.events.push(e),
-                Output::Forward { .. } | Output::Reply { .. } => {
-                    panic!("a single server forwards nothing")
+                Output::Forward {
+                    request,
+                    shard,
+                    call,
+                } => {
+                    assert!(
+                        self.server.config().cluster.is_some(),
+                        "a single server forwards nothing"
+                    );
+                    self.forwards.push((request, shard, call));
+                }
+                Output::Reply { call, reply } => {
+                    assert!(
+                        self.server.config().cluster.is_some(),
+                        "a single server replies to no node"
+                    );
+                    self.replies.push((call, reply));
                 }
             }
         }
     }
 
-    fn make_durable(&mut self) {
+    pub(super) fn make_durable(&mut self) {
         if let Some((lsn, _)) = self.log.last() {
             let lsn = *lsn;
             self.server.handle_input(self.now, Input::Durable(lsn));
@@ -107,15 +131,15 @@ impl Harness {
         }
     }
 
-    fn connect(&mut self, conn: u64) -> ConnId {
+    pub(super) fn connect(&mut self, conn: u64) -> ConnId {
         self.connect_with(conn, ChannelBinding::None)
     }
 
-    fn connect_with(&mut self, conn: u64, binding: ChannelBinding) -> ConnId {
+    pub(super) fn connect_with(&mut self, conn: u64, binding: ChannelBinding) -> ConnId {
         self.connect_over(conn, Link::stream(binding))
     }
 
-    fn connect_over(&mut self, conn: u64, link: Link) -> ConnId {
+    pub(super) fn connect_over(&mut self, conn: u64, link: Link) -> ConnId {
         let conn = ConnId(conn);
         self.bindings.insert(conn, link.binding);
         if link.framing == Framing::Messages {
@@ -127,13 +151,13 @@ impl Harness {
         conn
     }
 
-    fn bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+    pub(super) fn bytes(&mut self, conn: ConnId, bytes: &[u8]) {
         self.server
             .handle_input(self.now, Input::Bytes(conn, bytes));
         self.drain();
     }
 
-    fn send(&mut self, conn: ConnId, packet: &ClientPacket) {
+    pub(super) fn send(&mut self, conn: ConnId, packet: &ClientPacket) {
         let mut bytes = Vec::new();
         if self.messages.contains(&conn) {
             encode_packet_into(packet, DEFAULT_MAX_FRAME, &mut bytes).unwrap();
@@ -143,22 +167,22 @@ impl Harness {
         self.bytes(conn, &bytes);
     }
 
-    fn recv(&mut self, conn: ConnId) -> Option<ServerPacket> {
+    pub(super) fn recv(&mut self, conn: ConnId) -> Option<ServerPacket> {
         self.inbox.get_mut(&conn).and_then(|q| q.pop_front())
     }
 
-    fn recv_all(&mut self, conn: ConnId) -> Vec<ServerPacket> {
+    pub(super) fn recv_all(&mut self, conn: ConnId) -> Vec<ServerPacket> {
         self.inbox
             .get_mut(&conn)
             .map(|q| q.drain(..).collect())
             .unwrap_or_default()
     }
 
-    fn expect(&mut self, conn: ConnId) -> ServerPacket {
+    pub(super) fn expect(&mut self, conn: ConnId) -> ServerPacket {
         self.recv(conn).expect("a packet from the server")
     }
 
-    fn expect_error(&mut self, conn: ConnId, code: ErrorCode) -> ServerPacket {
+    pub(super) fn expect_error(&mut self, conn: ConnId, code: ErrorCode) -> ServerPacket {
         let p = self.expect(conn);
         match &p {
             ServerPacket::Error { code: c, .. } if *c == code => p,
@@ -166,24 +190,29 @@ impl Harness {
         }
     }
 
-    fn advance(&mut self, by: Duration) {
+    pub(super) fn advance(&mut self, by: Duration) {
         self.now += by;
         self.server.handle_input(self.now, Input::Timeout);
         self.drain();
     }
 
     /// A plaintext connection past Hello, speaking version 2.
-    fn hello(&mut self, conn: u64) -> ConnId {
+    pub(super) fn hello(&mut self, conn: u64) -> ConnId {
         self.hello_with(conn, ChannelBinding::None, &[2, 1])
     }
 
     /// A connection with `binding` past a Hello offering `versions`.
-    fn hello_with(&mut self, conn: u64, binding: ChannelBinding, versions: &[u16]) -> ConnId {
+    pub(super) fn hello_with(
+        &mut self,
+        conn: u64,
+        binding: ChannelBinding,
+        versions: &[u16],
+    ) -> ConnId {
         self.hello_over(conn, Link::stream(binding), versions)
     }
 
     /// A connection over `link` past a Hello offering `versions`.
-    fn hello_over(&mut self, conn: u64, link: Link, versions: &[u16]) -> ConnId {
+    pub(super) fn hello_over(&mut self, conn: u64, link: Link, versions: &[u16]) -> ConnId {
         let binding = link.binding;
         let conn = self.connect_over(conn, link);
         let versions = versions.to_vec();
@@ -208,14 +237,20 @@ impl Harness {
         conn
     }
 
-    fn prove(&mut self, conn: ConnId, context: AuthContext, user: &UserName, identity: &Identity) {
+    pub(super) fn prove(
+        &mut self,
+        conn: ConnId,
+        context: AuthContext,
+        user: &UserName,
+        identity: &Identity,
+    ) {
         let transcript = self.welcome[&conn].2;
         self.prove_over(conn, context, user, identity, transcript);
     }
 
     /// Answers the challenge with a signature over `transcript`, which may
     /// differ from the connection's (a relayed login).
-    fn prove_over(
+    pub(super) fn prove_over(
         &mut self,
         conn: ConnId,
         context: AuthContext,
@@ -248,7 +283,7 @@ impl Harness {
         );
     }
 
-    fn register(&mut self, conn: ConnId, user: &str, identity: &Identity) {
+    pub(super) fn register(&mut self, conn: ConnId, user: &str, identity: &Identity) {
         let user = name(user);
         let public_key = identity.public_key().to_spki_der().to_vec();
         self.send(
@@ -261,14 +296,14 @@ impl Harness {
         self.prove(conn, AuthContext::Register, &user, identity);
     }
 
-    fn login(&mut self, conn: ConnId, user: &str, identity: &Identity) {
+    pub(super) fn login(&mut self, conn: ConnId, user: &str, identity: &Identity) {
         let user = name(user);
         self.send(conn, &ClientPacket::Login { user: user.clone() });
         self.prove(conn, AuthContext::Login, &user, identity);
     }
 
     /// A connection logged in as `user` (registered first if needed).
-    fn user(&mut self, conn: u64, user: &str, identity: &Identity) -> ConnId {
+    pub(super) fn user(&mut self, conn: u64, user: &str, identity: &Identity) -> ConnId {
         let conn = self.hello(conn);
         if self.server.state().user(&name(user)).is_none() {
             self.register(conn, user, identity);
@@ -282,7 +317,7 @@ impl Harness {
         conn
     }
 
-    fn send_msg(&mut self, conn: ConnId, id: u8, to: &str, body: &[u8]) {
+    pub(super) fn send_msg(&mut self, conn: ConnId, id: u8, to: &str, body: &[u8]) {
         self.send(
             conn,
             &ClientPacket::Send {
@@ -294,7 +329,7 @@ impl Harness {
     }
 }
 
-fn ids() -> &'static [Identity; 3] {
+pub(super) fn ids() -> &'static [Identity; 3] {
     identities()
 }
 

@@ -500,6 +500,9 @@ mod tests {
                 online: false,
                 last_seen_ms: None,
             },
+            ServerPacket::Redirect {
+                address: "wss://node-2.example:443/missive".into(),
+            },
             ServerPacket::Error {
                 code: ErrorCode::Unknown(4000),
                 id: Some(id),
@@ -547,6 +550,17 @@ mod tests {
         /// Whenever the fast path accepts bytes (here: a valid packet with
         /// one byte changed, or cut short), ciborium accepts them too and
         /// decodes the same packet.
+        /// A redirect to any address takes the fast path and decodes like
+        /// ciborium, whole; cut short, the fast path gives up.
+        #[test]
+        fn redirects_take_the_fast_path(address in ".{0,80}", at in 0usize..200) {
+            let packet = ServerPacket::Redirect { address };
+            let bytes = cbor(&packet);
+            proptest::prop_assert_eq!(decode::<ServerPacket>(&bytes), Some(packet));
+            let cut = &bytes[..at % bytes.len()];
+            proptest::prop_assert!(decode::<ServerPacket>(cut).is_none());
+        }
+
         #[test]
         fn fast_path_agrees_with_ciborium(
             envelope in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),

@@ -404,6 +404,9 @@ mod tests {
         });
         same_as_ciborium(&ServerPacket::Accepted { id });
         same_as_ciborium(&ServerPacket::Pong);
+        same_as_ciborium(&ServerPacket::Redirect {
+            address: "node-2.example:7000".into(),
+        });
         same_as_ciborium(&ServerPacket::Presence {
             user: name("z"),
             online: false,

@@ -434,7 +434,7 @@ mod tests {
         assert!(!ErrorCode::QueueFull.is_fatal());
     }
 
-    const NAMED: [(ErrorCode, u16); 21] = [
+    const NAMED: [(ErrorCode, u16); 23] = [
         (ErrorCode::UnknownUser, 1),
         (ErrorCode::NameTaken, 2),
         (ErrorCode::QueueFull, 3),
@@ -456,6 +456,8 @@ mod tests {
         (ErrorCode::FrameTooLarge, 106),
         (ErrorCode::SlowConsumer, 107),
         (ErrorCode::ShuttingDown, 108),
+        (ErrorCode::Unavailable, 13),
+        (ErrorCode::Moved, 109),
     ];
 
     #[test]

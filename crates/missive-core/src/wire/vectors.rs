@@ -212,6 +212,14 @@ fn server_packet_vectors() {
             },
             "a1 68 70726573656e6365 a3 64 75736572 63 626f62 66 6f6e6c696e65 f5 6c 6c6173745f7365656e5f6d73 f6",
         ),
+        // {"redirect": {"address": "node2:7000"}}
+        (
+            "redirect",
+            ServerPacket::Redirect {
+                address: "node2:7000".into(),
+            },
+            "a1 68 7265646972656374 a1 67 61646472657373 6a 6e6f6465323a37303030",
+        ),
         // {"error": {"code": 1, "id": null, "user": "carol", "detail": "no such user"}}
         (
             "error",

@@ -44,7 +44,7 @@ pub use transport::{
     StreamWriter, TcpConnector, Transport, WriteHalf,
 };
 pub use trust::{
-    CertificateChanged, CertificateFileError, KnownServers, load_certificate,
+    CertificateChanged, CertificateFileError, KnownServers, certificate_refused, load_certificate,
     load_certificate_authorities, load_or_create_self_signed, pinning_client_config,
 };
 pub use ws::{

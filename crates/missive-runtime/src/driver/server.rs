@@ -3,7 +3,8 @@
 //! One task owns the [`ServerEngine`] (and so the core server). It waits
 //! for: the shutdown signal, requests from [`ServerHandle`]s, durability
 //! reports of the store thread, [`ConnEvent`]s from the connections'
-//! readers, new connections, and the core's next timer — taking turns, so
+//! readers, new connections, the core's next timer and, on a cluster node,
+//! the reports of the cluster coordinator — taking turns, so
 //! that no source starves the others under load. Every connection is one
 //! task running two loops side by side: its reader (a 16 KiB buffer on the
 //! stack only during a poll: an idle connection holds none) forwarding
@@ -15,6 +16,7 @@
 use super::runtime::{Alarm, Runtime, Task, sleep, timeout};
 use super::tls::TlsListener;
 use super::transport::{Both, Listener, ReadHalf, Transport, WriteHalf};
+use crate::cluster::{ClusterEvent, ClusterEvents, ClusterLink};
 use crate::engine::{ConnEvent, EngineError, ServerEngine, StoreEvents};
 use crate::queue::{OutboundReceiver, StopSignal, WriterStep};
 use crate::serve::{
@@ -43,7 +45,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Sources the owner task waits on besides the shutdown signal.
-const SOURCES: usize = 5;
+const SOURCES: usize = 6;
 
 /// A server bound to its address with its store loaded, not yet serving.
 pub struct BoundServer<R: Runtime, L: Listener = <R as Runtime>::TcpListener> {
@@ -51,6 +53,7 @@ pub struct BoundServer<R: Runtime, L: Listener = <R as Runtime>::TcpListener> {
     local_addr: SocketAddr,
     engine: ServerEngine,
     store_events: StoreEvents,
+    cluster_events: Option<ClusterEvents>,
     options: ServerOptions,
     handle: ServerHandle,
     requests: ServerRequests,
@@ -74,6 +77,7 @@ enum Wake<T> {
     Inbound(ConnEvent),
     Accepted(io::Result<(T, Option<SocketAddr>)>),
     Timer,
+    Cluster(Option<ClusterEvent>),
 }
 
 impl<R: Runtime> BoundServer<R> {
@@ -154,6 +158,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
             local_addr,
             engine,
             store_events,
+            cluster_events: None,
             options,
             handle,
             requests,
@@ -180,11 +185,24 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
             local_addr: self.local_addr,
             engine: self.engine,
             store_events: self.store_events,
+            cluster_events: self.cluster_events,
             options: self.options,
             handle: self.handle,
             requests: self.requests,
             runtime: PhantomData,
         }
+    }
+
+    /// Serves as a cluster node: the core's forwards and replies go to the
+    /// coordinator at the other end of `link`, and its reports are fed to
+    /// the core (see [`crate::cluster`]). The server's config must say
+    /// `cluster`. If the coordinator stops, the server stops with
+    /// [`ServeError::Cluster`].
+    pub fn with_cluster(mut self, link: ClusterLink) -> Self {
+        let (events, commands) = link.split();
+        self.engine.attach_cluster(commands);
+        self.cluster_events = Some(events);
+        self
     }
 
     /// A handle to stop or inspect the server once it serves.
@@ -211,6 +229,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
             local_addr,
             mut engine,
             mut store_events,
+            mut cluster_events,
             options,
             handle,
             mut requests,
@@ -251,6 +270,10 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                         },
                         3 => listener.poll_accept(cx).map(Wake::Accepted),
                         4 => alarm.poll(cx).map(|()| Wake::Timer),
+                        5 => match cluster_events.as_mut() {
+                            Some(events) => Pin::new(events).poll_next(cx).map(Wake::Cluster),
+                            None => Poll::Pending,
+                        },
                         _ => Poll::Pending,
                     };
                     if ready.is_ready() {
@@ -270,7 +293,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                 Wake::Request(None) => handles_alive = false, // every handle is gone
                 Wake::Store(event) => {
                     if let Err(e) = engine.store_report(R::now(), event) {
-                        failure = Some(e);
+                        failure = Some(ServeError::StoreFailed(e));
                         break;
                     }
                 }
@@ -295,6 +318,12 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                     sleep::<R>(ACCEPT_BACKOFF).await;
                 }
                 Wake::Timer => engine.timeout(R::now()),
+                Wake::Cluster(event) => {
+                    if let Err(e) = engine.cluster_report(R::now(), event) {
+                        failure = Some(e.into());
+                        break;
+                    }
+                }
             }
         }
 

@@ -6,7 +6,10 @@
 //! [`KnownServers`], like SSH's `known_hosts`; a changed certificate is
 //! refused with [`CertificateChanged`] until the pin is forgotten.
 
-use super::tls::{CertifiedKey, certificate_fingerprint, client_config_with_verifier, provider};
+use super::tls::{
+    CertifiedKey, certificate_fingerprint, client_config_with_verifier, provider, server_name,
+};
+use super::ws::WsAddress;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -160,6 +163,17 @@ impl CertificateChanged {
     }
 }
 
+/// Whether `error` is a TLS handshake that refused the server's
+/// certificate (untrusted, wrong name, expired, or changed since pinned).
+pub fn certificate_refused(error: &io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_))
+    )
+}
+
 /// The client's pinned server certificates: one line per server,
 /// `ADDRESS SHA256:…`.
 #[derive(Debug, Clone)]
@@ -234,7 +248,9 @@ impl KnownServers {
 
 /// A client configuration for `server` accepting a certificate that chains
 /// to `roots`, or a valid self-signed one (its name and validity still
-/// checked) trusted on first use and pinned in `known`.
+/// checked) trusted on first use and pinned in `known`. Only `server`'s own
+/// host is trusted on first use: another host (a cluster node redirected
+/// to) must present a certificate that chains to `roots`.
 pub fn pinning_client_config(
     server: &str,
     roots: RootCertStore,
@@ -278,6 +294,15 @@ fn other_error(error: impl std::error::Error + Send + Sync + 'static) -> rustls:
     )))
 }
 
+impl PinningVerifier {
+    /// Whether `name` is the host of the configured server (`host:port`
+    /// or a `ws://` / `wss://` URL).
+    fn is_configured_host(&self, name: &ServerName<'_>) -> bool {
+        let addr = WsAddress::parse(&self.server).map_or(self.server.clone(), |ws| ws.addr);
+        server_name(&addr).is_ok_and(|configured| configured == *name)
+    }
+}
+
 impl ServerCertVerifier for PinningVerifier {
     fn verify_server_cert(
         &self,
@@ -300,6 +325,10 @@ impl ServerCertVerifier for PinningVerifier {
             },
             None => rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         };
+        if !self.is_configured_host(server_name) {
+            // A redirect to another node: pins are never extended to it.
+            return Err(chain_error);
+        }
         // Self-signed: valid against itself (signature, name, dates).
         let mut own = RootCertStore::empty();
         own.add(end_entity.clone().into_owned())
@@ -410,6 +439,42 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// A redirect must not turn into a trust-on-first-use of another node:
+    /// only the configured host's self-signed certificate may be pinned.
+    #[test]
+    fn only_the_configured_host_is_trusted_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = KnownServers::new(dir.path().join("known_servers"));
+        let node = super::super::tls::self_signed(vec!["127.0.0.2".into()]).unwrap();
+        let verifier = |server: &str| PinningVerifier {
+            server: server.into(),
+            chained: None,
+            known: known.clone(),
+            first_use: Mutex::new(None),
+            provider: provider(),
+        };
+        let name = ServerName::try_from("127.0.0.2").unwrap();
+        let verify = |v: &PinningVerifier| {
+            v.verify_server_cert(&node.chain[0], &[], &name, &[], UnixTime::now())
+        };
+        let redirected = verifier("127.0.0.1:7000");
+        let refused = verify(&redirected).unwrap_err();
+        assert!(certificate_refused(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            refused
+        )));
+        assert!(
+            redirected.first_use.lock().unwrap().is_none(),
+            "nothing to pin"
+        );
+        for configured in ["127.0.0.2:7000", "wss://127.0.0.2:7000/"] {
+            let own = verifier(configured);
+            assert!(verify(&own).is_ok(), "{configured}: trusted on first use");
+            assert!(own.first_use.lock().unwrap().is_some());
+        }
+        assert_eq!(known.pinned("127.0.0.1:7000").unwrap(), None);
     }
 
     #[test]

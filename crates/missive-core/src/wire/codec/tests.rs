@@ -118,6 +118,9 @@ fn sample_server_packets() -> Vec<ServerPacket> {
             online: true,
             last_seen_ms: None,
         },
+        ServerPacket::Redirect {
+            address: "node2.example:7000".into(),
+        },
         ServerPacket::Error {
             code: ErrorCode::UnknownUser,
             id: Some(id),
@@ -850,6 +853,7 @@ fn server_packet() -> impl Strategy<Value = ServerPacket> {
                 last_seen_ms
             }
         ),
+        ".{0,64}".prop_map(|address| ServerPacket::Redirect { address }),
         error_packet(),
     ]
 }
