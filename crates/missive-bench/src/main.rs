@@ -75,6 +75,15 @@ enum Scenario {
     IdleConns,
 }
 
+/// Where a cluster benchmark's receivers are served (`--pairing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pairing {
+    /// By the sender's node: no forward between nodes.
+    SameNode,
+    /// By another node: every message is forwarded over NATS.
+    CrossNode,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Phase {
     All,
@@ -116,9 +125,16 @@ struct Cfg {
     /// idle-conns: seconds to wait after connecting before reading RSS.
     #[arg(long, default_value_t = 5)]
     hold: u64,
-    /// Server pid, for CPU time and VmRSS from /proc.
+    /// Server pid, for CPU time and VmRSS from /proc (repeat it for the
+    /// nodes of a cluster: their CPU times are added up, VmRSS is the
+    /// first's).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// Cluster (online): pair each sender with a receiver served by the
+    /// same node, or by another node. Users land on their shard's owner by
+    /// following redirects; the pairing is chosen from where they landed.
+    #[arg(long, value_enum)]
+    pairing: Option<Pairing>,
     /// offline-drain: all, or enqueue / drain (to restart the server in between).
     #[arg(long, value_enum, default_value_t = Phase::All)]
     phase: Phase,
@@ -175,11 +191,18 @@ fn rss_kb(pid: Option<u32>) -> Option<u64> {
 }
 
 /// utime+stime of a process in seconds (100 clock ticks/s, the Linux default).
-fn cpu_s(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_string(),
-    };
+/// CPU seconds of the server processes (added up), or of this process
+/// with no pid.
+fn cpu_s(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return cpu_of("/proc/self/stat");
+    }
+    pids.iter()
+        .map(|p| cpu_of(&format!("/proc/{p}/stat")))
+        .sum()
+}
+
+fn cpu_of(path: &str) -> Option<f64> {
     let s = std::fs::read_to_string(path).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -198,12 +221,12 @@ fn merge_into(v: &mut Value, extra: Value) {
     }
 }
 
-fn cpu_json(server0: Option<f64>, self0: Option<f64>, pid: Option<u32>, msgs: u64) -> Value {
+fn cpu_json(server0: Option<f64>, self0: Option<f64>, pids: &[u32], msgs: u64) -> Value {
     let mut v = json!({});
-    if let (Some(a), Some(b)) = (self0, cpu_s(None)) {
+    if let (Some(a), Some(b)) = (self0, cpu_s(&[])) {
         merge_into(&mut v, json!({"bench_cpu_s": round2(b - a)}));
     }
-    if let (Some(a), Some(b)) = (server0, cpu_s(pid)) {
+    if let (Some(a), Some(b)) = (server0, cpu_s(pids)) {
         merge_into(
             &mut v,
             json!({"server_cpu_s": round2(b - a),
@@ -435,10 +458,16 @@ struct Ctx {
     deadline: tokio::time::Instant,
     /// `--tls`: the driver's TLS connector (TLS 1.3, ALPN, exporter).
     tls: Option<TlsConnector<Tokio>>,
+    /// `--pairing`: receiver `i` is candidate `receivers[i]` (role `c`).
+    receivers: OnceLock<Vec<usize>>,
 }
 
 impl Ctx {
     fn user(&self, role: char, i: usize) -> UserName {
+        let (role, i) = match (role, self.receivers.get()) {
+            ('r', Some(map)) => ('c', map[i]),
+            _ => (role, i),
+        };
         UserName::new(format!("{}-{role}{i}", self.prefix)).expect("valid bench user name")
     }
 }
@@ -494,8 +523,12 @@ impl Pipe {
 
     /// Connects with the transport `cfg` asks for; returns the link and the
     /// channel binding its logins sign.
-    async fn open(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<(Pipe, ChannelBinding)> {
-        let (stream, binding) = Pipe::stream(&cfg.addr, tls).await?;
+    async fn open(
+        cfg: &Cfg,
+        addr: &str,
+        tls: Option<&TlsConnector<Tokio>>,
+    ) -> Res<(Pipe, ChannelBinding)> {
+        let (stream, binding) = Pipe::stream(addr, tls).await?;
         if !cfg.ws {
             let link = Pipe::Frames {
                 stream,
@@ -506,7 +539,7 @@ impl Pipe {
             return Ok((link, binding));
         }
         let scheme = if cfg.tls { "wss" } else { "ws" };
-        let mut request = format!("{scheme}://{}/", cfg.addr)
+        let mut request = format!("{scheme}://{addr}/")
             .into_client_request()
             .map_err(|e| format!("WebSocket request: {e}"))?;
         request.headers_mut().insert(
@@ -517,7 +550,7 @@ impl Pipe {
         // The handshake fails unless the server echoes the subprotocol.
         let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
-            .map_err(|e| format!("WebSocket handshake {}: {e}", cfg.addr))?;
+            .map_err(|e| format!("WebSocket handshake {addr}: {e}"))?;
         let link = Pipe::WebSocket {
             ws: Box::new(ws),
             out: Vec::new(),
@@ -559,17 +592,20 @@ struct Conn {
     session_id: [u8; 16],
     /// Mailbox items waiting at login (`logged_in`'s `queued`).
     queued_at_login: u64,
+    /// Where a cluster node redirected the last register or login.
+    redirected: Option<String>,
 }
 
 impl Conn {
-    async fn connect(cfg: &Cfg, tls: Option<&TlsConnector<Tokio>>) -> Res<Conn> {
-        let (link, binding) = Pipe::open(cfg, tls).await?;
+    async fn connect(cfg: &Cfg, addr: &str, tls: Option<&TlsConnector<Tokio>>) -> Res<Conn> {
+        let (link, binding) = Pipe::open(cfg, addr, tls).await?;
         let mut c = Conn {
             link,
             binding,
             server_id: [0; 16],
             session_id: [0; 16],
             queued_at_login: 0,
+            redirected: None,
         };
         c.push(&ClientPacket::Hello {
             versions: vec![PROTOCOL_VERSION],
@@ -707,6 +743,10 @@ impl Conn {
         self.flush().await?;
         let nonce = match self.recv().await? {
             ServerPacket::Challenge { nonce, .. } => nonce,
+            ServerPacket::Redirect { address } => {
+                self.redirected = Some(address);
+                return Err(format!("{user}: redirected"));
+            }
             other => return Err(format!("{user}: expected challenge, got {other:?}")),
         };
         let client_nonce = bytes::<32>(rng);
@@ -728,28 +768,64 @@ impl Conn {
         self.recv().await
     }
 
-    async fn register(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<()> {
+    /// Registers `user`; `Some(address)` when a cluster node redirected.
+    async fn register(
+        &mut self,
+        user: &UserName,
+        id: &Identity,
+        rng: &mut CoreRng,
+    ) -> Res<Option<String>> {
         let first = ClientPacket::Register {
             user: user.clone(),
             public_key: id.public_key().to_spki_der().to_vec(),
         };
         match self
-            .auth(first, AuthContext::Register, user, id, rng)
+            .first_answer(first, AuthContext::Register, user, id, rng)
             .await?
         {
-            ServerPacket::Registered { .. } => Ok(()),
-            other => Err(format!("{user}: register: {other:?}")),
+            Err(address) => Ok(Some(address)),
+            Ok(ServerPacket::Registered { .. }) => Ok(None),
+            Ok(other) => Err(format!("{user}: register: {other:?}")),
         }
     }
 
-    async fn login(&mut self, user: &UserName, id: &Identity, rng: &mut CoreRng) -> Res<()> {
+    /// Logs in as `user`; `Some(address)` when a cluster node redirected.
+    async fn login(
+        &mut self,
+        user: &UserName,
+        id: &Identity,
+        rng: &mut CoreRng,
+    ) -> Res<Option<String>> {
         let first = ClientPacket::Login { user: user.clone() };
-        match self.auth(first, AuthContext::Login, user, id, rng).await? {
-            ServerPacket::LoggedIn { queued, .. } => {
+        match self
+            .first_answer(first, AuthContext::Login, user, id, rng)
+            .await?
+        {
+            Err(address) => Ok(Some(address)),
+            Ok(ServerPacket::LoggedIn { queued, .. }) => {
                 self.queued_at_login = queued;
-                Ok(())
+                Ok(None)
             }
-            other => Err(format!("{user}: login: {other:?}")),
+            Ok(other) => Err(format!("{user}: login: {other:?}")),
+        }
+    }
+
+    /// [`Conn::auth`], or `Err(address)` when the server answered the first
+    /// packet with a redirect (docs/PROTOCOL.md, cluster redirects).
+    async fn first_answer(
+        &mut self,
+        first: ClientPacket,
+        context: AuthContext,
+        user: &UserName,
+        identity: &Identity,
+        rng: &mut CoreRng,
+    ) -> Res<Result<ServerPacket, String>> {
+        match self.auth(first, context, user, identity, rng).await {
+            Err(e) => match self.redirected.take() {
+                Some(address) => Ok(Err(address)),
+                None => Err(e),
+            },
+            Ok(packet) => Ok(Ok(packet)),
         }
     }
 }
@@ -767,17 +843,42 @@ fn rng_for(tag: u64) -> CoreRng {
     derive(&mut root)
 }
 
-/// Connect, register `user` (if asked) and log in (if asked).
+/// Redirects a session follows before it gives up.
+const MAX_REDIRECTS: usize = 3;
+
+/// Connect, register `user` (if asked) and log in (if asked), following
+/// cluster redirects.
 async fn session(ctx: &Ctx, user: &UserName, register: bool, login: bool) -> Res<Conn> {
+    Ok(landed_session(ctx, user, register, login).await?.0)
+}
+
+/// [`session`], and the address of the node it landed on.
+async fn landed_session(
+    ctx: &Ctx,
+    user: &UserName,
+    register: bool,
+    login: bool,
+) -> Res<(Conn, String)> {
     let mut rng = rng_for(now_ns());
-    let mut c = Conn::connect(&ctx.cfg, ctx.tls.as_ref()).await?;
-    if register {
-        c.register(user, &ctx.identity, &mut rng).await?;
+    let mut addr = ctx.cfg.addr.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut c = Conn::connect(&ctx.cfg, &addr, ctx.tls.as_ref()).await?;
+        let mut redirect = None;
+        if register {
+            redirect = c.register(user, &ctx.identity, &mut rng).await?;
+        }
+        if login && redirect.is_none() {
+            redirect = c.login(user, &ctx.identity, &mut rng).await?;
+        }
+        match redirect {
+            None => return Ok((c, addr)),
+            Some(to) => {
+                c.close().await;
+                addr = to;
+            }
+        }
     }
-    if login {
-        c.login(user, &ctx.identity, &mut rng).await?;
-    }
-    Ok(c)
+    Err(format!("{user}: more than {MAX_REDIRECTS} redirects"))
 }
 
 // ---------------------------------------------------------------- pumps
@@ -1031,8 +1132,42 @@ async fn register_users(ctx: &Arc<Ctx>, role: char, n: usize) -> Res<()> {
     .map(drop)
 }
 
+/// Receiver candidates registered per pair for `--pairing`.
+const CANDIDATES_PER_PAIR: usize = 4;
+
+/// `--pairing`: registers the senders and a pool of candidates (role `c`),
+/// notes the node each landed on, and makes receiver `i` a candidate served
+/// by sender `i`'s node (same-node) or by another one (cross-node).
+async fn choose_receivers(ctx: &Arc<Ctx>, pairing: Pairing) -> Res<()> {
+    let landed = |ctx: Arc<Ctx>, user: UserName| async move {
+        let (c, addr) = landed_session(&ctx, &user, true, false).await?;
+        c.close().await;
+        Ok(addr)
+    };
+    let senders = per_user(ctx, 's', ctx.cfg.pairs, landed).await?;
+    let candidates = per_user(ctx, 'c', ctx.cfg.pairs * CANDIDATES_PER_PAIR, landed).await?;
+    let mut taken = vec![false; candidates.len()];
+    let mut receivers = Vec::with_capacity(senders.len());
+    for node in &senders {
+        let same = pairing == Pairing::SameNode;
+        let j = (0..candidates.len())
+            .find(|&j| !taken[j] && (candidates[j] == *node) == same)
+            .ok_or_else(|| {
+                format!("no {pairing:?} receiver left for a sender on {node} (one node only?)")
+            })?;
+        taken[j] = true;
+        receivers.push(j);
+    }
+    ctx.receivers
+        .set(receivers)
+        .map_err(|_| "receivers chosen twice".to_string())
+}
+
 async fn online(ctx: Arc<Ctx>) -> Res<Value> {
     let cfg = &ctx.cfg;
+    if let Some(pairing) = cfg.pairing {
+        choose_receivers(&ctx, pairing).await?;
+    }
     let recv_conns = sessions(&ctx, 'r', cfg.pairs, true, true).await?;
     let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
     let (start_tx, start_rx) = watch::channel(false);
@@ -1050,7 +1185,7 @@ async fn online(ctx: Arc<Ctx>) -> Res<Value> {
         .enumerate()
         .map(|(i, (c, owed))| tokio::spawn(sender(ctx.clone(), c, i, true, start_rx.clone(), owed)))
         .collect();
-    let (c0, s0) = (cpu_s(cfg.server_pid), cpu_s(None));
+    let (c0, s0) = (cpu_s(&cfg.server_pid), cpu_s(&[]));
     let start_ns = now_ns();
     start_tx.send(true).map_err(|e| e.to_string())?;
     let sends = collect(sends).await?;
@@ -1059,14 +1194,14 @@ async fn online(ctx: Arc<Ctx>) -> Res<Value> {
     merge_into(&mut v, send_summary(&sends, start_ns));
     merge_into(
         &mut v,
-        cpu_json(c0, s0, cfg.server_pid, cfg.pairs as u64 * cfg.msgs),
+        cpu_json(c0, s0, &cfg.server_pid, cfg.pairs as u64 * cfg.msgs),
     );
     Ok(v)
 }
 
 async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
     let cfg = &ctx.cfg;
-    let pid = cfg.server_pid;
+    let pid = cfg.server_pid.as_slice();
     let total = cfg.pairs as u64 * cfg.msgs;
     let mut out = json!({"prefix": ctx.prefix});
     // Per pair, the messages accepted for the receiver (unknown in a
@@ -1077,7 +1212,7 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
         register_users(&ctx, 'r', cfg.pairs).await?;
         let send_conns = sessions(&ctx, 's', cfg.pairs, true, true).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss0 = rss_kb(pid);
+        let rss0 = rss_kb(pid.first().copied());
         // 2. senders enqueue everything
         let (start_tx, start_rx) = watch::channel(false);
         let sends: Vec<_> = send_conns
@@ -1103,7 +1238,7 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss1 = rss_kb(pid);
+        let rss1 = rss_kb(pid.first().copied());
         merge_into(
             &mut out,
             json!({"enqueue_accepted": s["accepted"], "enqueue_refused": s["refused"],
@@ -1152,7 +1287,7 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
                 json!({"drain_server_cpu_us_per_msg": round2((b - a) * 1e6 / total as f64)}),
             );
         }
-        if let Some(r) = rss_kb(pid) {
+        if let Some(r) = rss_kb(pid.first().copied()) {
             merge_into(&mut out, json!({"server_rss_after_drain_kb": r}));
         }
     }
@@ -1161,15 +1296,15 @@ async fn offline_drain(ctx: Arc<Ctx>) -> Res<Value> {
 
 async fn idle_conns(ctx: Arc<Ctx>) -> Res<Value> {
     let cfg = &ctx.cfg;
-    let pid = cfg.server_pid;
-    let rss_start = rss_kb(pid);
+    let pid = cfg.server_pid.as_slice();
+    let rss_start = rss_kb(pid.first().copied());
     // Phase 1 (not counted): register the users, so the RSS delta of phase 2
     // is only the authenticated connections, not the user directory.
     let t0 = Instant::now();
     register_users(&ctx, 'i', cfg.conns).await?;
     let register_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss0 = rss_kb(pid);
+    let rss0 = rss_kb(pid.first().copied());
     // Phase 2: log in every user and hold the connections open.
     let par = Arc::new(Semaphore::new(cfg.connect_par.max(1)));
     let (tx, mut rx) = mpsc::channel::<Res<()>>(cfg.conns.max(1));
@@ -1211,7 +1346,7 @@ async fn idle_conns(ctx: Arc<Ctx>) -> Res<Value> {
     }
     let connect_s = t1.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(cfg.hold)).await;
-    let rss1 = rss_kb(pid);
+    let rss1 = rss_kb(pid.first().copied());
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
@@ -1323,6 +1458,7 @@ async fn main() {
         identity,
         deadline,
         tls,
+        receivers: OnceLock::new(),
     });
     let r = match ctx.cfg.scenario {
         Scenario::Online => online(ctx.clone()).await,

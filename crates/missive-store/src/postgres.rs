@@ -203,7 +203,7 @@ const NODE_SESSION: &str = "SET idle_in_transaction_session_timeout = '2s'";
 /// The schema version this build writes: the number of [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// The shard of `user`: FNV-1a 64 of the name's UTF-8 bytes, modulo
+/// The storage shard of `user`: [`name_hash`](missive_core::cluster::name_hash) (FNV-1a 64 of the name), modulo
 /// [`SHARD_COUNT`]. Stable across versions and platforms.
 ///
 /// ```
@@ -213,13 +213,8 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn shard_of(user: &UserName) -> i16 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = user.as_str().bytes().fold(OFFSET_BASIS, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
     // Below SHARD_COUNT (64), so it fits.
-    (hash % u64::from(SHARD_COUNT)) as i16
+    (missive_core::cluster::name_hash(user) % u64::from(SHARD_COUNT)) as i16
 }
 
 /// The storage shards ([`shard_of`], modulo [`SHARD_COUNT`]) holding the

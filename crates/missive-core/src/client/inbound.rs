@@ -333,9 +333,12 @@ impl Client {
                 }
                 ClientEvent::LoginFailed(LoginError::NotRegistered { user: me })
             }
-            (Phase::AwaitChallenge(AuthContext::Register), ErrorCode::NameTaken) => {
-                ClientEvent::LoginFailed(LoginError::NameTaken { user: me })
-            }
+            // Before the challenge, or after the proof when another
+            // registration of the name won meanwhile (§4.2).
+            (
+                Phase::AwaitChallenge(AuthContext::Register) | Phase::AwaitRegistered,
+                ErrorCode::NameTaken,
+            ) => ClientEvent::LoginFailed(LoginError::NameTaken { user: me }),
             (Phase::AwaitChallenge(AuthContext::Register), ErrorCode::BadKey) => {
                 ClientEvent::LoginFailed(LoginError::KeyRejected { detail })
             }

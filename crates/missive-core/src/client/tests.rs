@@ -391,6 +391,30 @@ fn unknown_user_without_registration_closes() {
     assert_eq!(h.client.poll_timeout(), None, "timers stop once closed");
 }
 
+/// Two registrations of one name race: this one proved its key, but the
+/// other became durable first, so the server answers the proof with
+/// `name_taken` (§4.2). Fails on the old code: it reported
+/// `Refused { code: NameTaken }`.
+#[test]
+fn name_taken_after_the_proof_is_name_taken() {
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    h.recv(error(ErrorCode::UnknownUser, None, Some("alice")));
+    h.challenge(AuthContext::Register);
+    assert!(
+        h.recv(error(ErrorCode::NameTaken, None, Some("alice")))
+            .is_empty()
+    );
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::LoginFailed(LoginError::NameTaken {
+            user: name("alice")
+        })]
+    );
+    assert_eq!(h.closes, 1);
+}
+
 #[test]
 fn name_taken_reports_and_closes() {
     let mut h = Harness::new();
