@@ -412,10 +412,6 @@ fn a_frozen_node_gives_its_shards_up_and_its_clients_move() {
     });
     // (It may have taken shards back since, the cluster rebalancing.)
     let log = std::fs::read_to_string(second.log()).unwrap();
-    assert!(
-        log.contains("dropping the shard"),
-        "{}",
-        second.log_tail()
-    );
+    assert!(log.contains("dropping the shard"), "{}", second.log_tail());
     drop((first, second));
 }
