@@ -484,6 +484,12 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         return load_certificate(cert, key).map_err(|e| e.to_string());
     }
+    if args.cluster {
+        tracing::warn!(
+            "a self-signed certificate on a cluster node: clients refuse redirects to it; \
+             give every node a certificate of one CA (--tls-cert, --tls-key) and clients that CA (--ca)"
+        );
+    }
     let host = args
         .listen
         .rsplit_once(':')
