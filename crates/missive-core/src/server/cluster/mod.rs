@@ -395,11 +395,9 @@ impl Server {
             );
         }
         self.drop_forwards_of(&ids, shard);
+        // Their ids may be reused: their volatile state starts afresh.
         for (name, id) in &users {
             self.state.remove_user(name);
-            if let Some(runtime) = self.users.get_mut(id.index()) {
-                runtime.session = None;
-            }
             let fresh = self.new_runtime(now);
             if let Some(runtime) = self.users.get_mut(id.index()) {
                 *runtime = fresh;
