@@ -548,6 +548,7 @@ impl Sim {
                 _ => lost.push(*shard),
             }
         }
+        lost.sort_unstable(); // deterministic order, whatever the map's
         let mut acquired = Vec::new();
         let share = (SHARDS as usize).div_ceil(NODES);
         for shard in (0..SHARDS).map(Shard) {
