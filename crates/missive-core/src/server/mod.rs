@@ -227,33 +227,16 @@ impl Server {
     /// deduplication (per sender the newest `dedupe_per_sender`, by the time
     /// they were queued).
     fn rebuild_runtime(&mut self, now: Instant) {
-        let mut queued: Vec<(UnixMillis, UserId, MessageId, UsedId)> = Vec::new();
-        for (to, record) in self.state.users() {
+        for (_, record) in self.state.users() {
             let mut runtime = self.new_runtime(now);
             runtime.deliverable_end = record.mailbox.next_seq;
             self.users.push(runtime);
-            for item in record.mailbox.items.values() {
-                if let MailItem::Message {
-                    from,
-                    id,
-                    envelope,
-                    enqueued_at,
-                } = item
-                    && let Some(from) = self.state.id_of(from)
-                {
-                    let used = UsedId {
-                        lsn: Lsn(0),
-                        digest: SendDigest::of(&self.hasher, to, envelope),
-                    };
-                    queued.push((*enqueued_at, from, *id, used));
-                }
-            }
         }
-        // Stable: items queued in the same millisecond keep mailbox order.
-        queued.sort_by_key(|(enqueued_at, ..)| *enqueued_at);
         let capacity = self.config.dedupe_per_sender;
-        for (_, from, id, used) in queued {
-            self.users[from.index()].recent.insert(id, used, capacity);
+        for (from, id, used) in queued_ids(&self.hasher, self.state.users()) {
+            if let Some(from) = self.state.id_of(from) {
+                self.users[from.index()].recent.insert(id, used, capacity);
+            }
         }
     }
 
@@ -632,6 +615,39 @@ impl Server {
     fn event(&mut self, event: ServerEvent) {
         self.outputs.push_back(Output::Event(event));
     }
+}
+
+/// The ids of the messages queued in `mailboxes` as deduplication memory
+/// rebuilt from stored state (at start, or when a cluster node acquires a
+/// shard): by sender, all durable, oldest first (stable: items queued in
+/// the same millisecond keep mailbox order).
+fn queued_ids<'a>(
+    hasher: &PeerKeyHasher,
+    mailboxes: impl IntoIterator<Item = (&'a UserName, &'a UserRecord)>,
+) -> Vec<(&'a UserName, MessageId, UsedId)> {
+    let mut queued: Vec<(UnixMillis, &UserName, MessageId, UsedId)> = Vec::new();
+    for (to, record) in mailboxes {
+        for item in record.mailbox.items.values() {
+            if let MailItem::Message {
+                from,
+                id,
+                envelope,
+                enqueued_at,
+            } = item
+            {
+                let used = UsedId {
+                    lsn: Lsn(0),
+                    digest: SendDigest::of(hasher, to, envelope),
+                };
+                queued.push((*enqueued_at, from, *id, used));
+            }
+        }
+    }
+    queued.sort_by_key(|(enqueued_at, ..)| *enqueued_at);
+    queued
+        .into_iter()
+        .map(|(_, from, id, used)| (from, id, used))
+        .collect()
 }
 
 /// Hands a connection's queued frames out as `Transmit`s: all at once on a

@@ -531,3 +531,59 @@ impl ServerState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::MessageId;
+
+    fn name(s: &str) -> UserName {
+        UserName::new(s).unwrap()
+    }
+
+    fn message(from: &str, to: &str, seq: Seq) -> PersistCmd {
+        PersistCmd::Enqueue {
+            user: name(to),
+            seq,
+            item: MailItem::Message {
+                from: name(from),
+                id: MessageId([seq as u8; 16]),
+                envelope: vec![1, 2],
+                enqueued_at: 0,
+            },
+        }
+    }
+
+    /// A removed user's slot falls vacant and is reused; lookups, counts,
+    /// equality and snapshots see only registered users, and senders stop
+    /// counting the removed mailbox's messages as outstanding.
+    #[test]
+    fn removed_users_leave_a_vacant_slot_that_is_reused() {
+        let mut state = ServerState::new();
+        for user in ["a", "b", "c"] {
+            state.apply(&PersistCmd::RegisterUser {
+                user: name(user),
+                public_key: vec![1],
+            });
+        }
+        state.apply(&message("a", "b", 0));
+        state.apply(&message("a", "c", 0));
+        assert_eq!(state.user(&name("a")).unwrap().outstanding, 2);
+        let b = state.remove_user(&name("b")).unwrap();
+        assert_eq!(state.remove_user(&name("b")), None);
+        assert_eq!(state.user(&name("b")), None);
+        assert_eq!((state.user_count(), state.queued_items()), (2, 1));
+        assert_eq!(state.user(&name("a")).unwrap().outstanding, 1);
+        assert_eq!(state.users().count(), 2);
+        assert_eq!(ServerState::replay(&state.snapshot()), state);
+        // A new user takes the vacant id.
+        state.apply(&PersistCmd::RegisterUser {
+            user: name("d"),
+            public_key: vec![2],
+        });
+        assert_eq!(state.id_of(&name("d")), Some(b));
+        assert_eq!(state.user(&name("d")).unwrap().mailbox.items.len(), 0);
+        assert_eq!(state.user_count(), 3);
+        assert_eq!(state.items_by_owner().count(), 1);
+    }
+}

@@ -32,11 +32,11 @@ mod remote;
 #[cfg(test)]
 mod tests;
 
-use super::limits::{RecentIds, SendDigest, UsedId};
-use super::state::{MailItem, PersistCmd, UserId};
+use super::limits::{RecentIds, UsedId};
+use super::state::{PersistCmd, UserId};
 use super::{CloseReason, Held, Input, Server, ServerEvent};
 use crate::cluster::{ClusterConfig, ForwardId, RemoteReply, Shard, shard_of};
-use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, PeerKeyMap, UnixMillis, UserName};
+use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, PeerKeyMap, UserName};
 use crate::wire::{ErrorCode, ServerPacket};
 
 use forward::{Forward, OutgoingSend};
@@ -277,7 +277,6 @@ impl Server {
         }
         // Fresh volatile state for the shard's users, as at start: all that
         // is queued is durable; deadlines and ids are remembered.
-        let mut queued: Vec<(UnixMillis, UserName, MessageId, UsedId)> = Vec::new();
         let mut items = 0;
         for user in &names {
             let Some(id) = self.state.id_of(user) else {
@@ -289,28 +288,16 @@ impl Server {
             for (seq, item) in mailbox.items.iter() {
                 items += 1;
                 self.expiry.push(id, *seq, item);
-                if let MailItem::Message {
-                    from,
-                    id: message,
-                    envelope,
-                    enqueued_at,
-                } = item
-                {
-                    let used = UsedId {
-                        lsn: Lsn(0),
-                        digest: SendDigest::of(&self.hasher, user, envelope),
-                    };
-                    queued.push((*enqueued_at, from.clone(), *message, used));
-                }
             }
             *self.runtime(id, now) = runtime;
         }
-        // Stable: items queued in the same millisecond keep mailbox order.
-        queued.sort_by_key(|(enqueued_at, ..)| *enqueued_at);
+        let records = names
+            .iter()
+            .filter_map(|user| Some((user, self.state.user(user)?)));
         let capacity = self.config.dedupe_per_sender;
         if let Some(node) = self.cluster.as_mut() {
-            for (_, from, id, used) in queued {
-                node.remember(&self.hasher, shard, &from, id, used, capacity);
+            for (from, id, used) in super::queued_ids(&self.hasher, records) {
+                node.remember(&self.hasher, shard, from, id, used, capacity);
             }
         }
         self.event(ServerEvent::ShardAcquired {
@@ -395,11 +382,9 @@ impl Server {
             );
         }
         self.drop_forwards_of(&ids, shard);
+        // Their ids may be reused: their volatile state starts afresh.
         for (name, id) in &users {
             self.state.remove_user(name);
-            if let Some(runtime) = self.users.get_mut(id.index()) {
-                runtime.session = None;
-            }
             let fresh = self.new_runtime(now);
             if let Some(runtime) = self.users.get_mut(id.index()) {
                 *runtime = fresh;
