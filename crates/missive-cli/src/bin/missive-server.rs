@@ -43,8 +43,8 @@ use tracing_subscriber::EnvFilter;
 /// PostgreSQL client has no TLS support, so a URL with `sslmode=require`
 /// is refused (the default `sslmode=prefer` talks plaintext); keep the
 /// database on a private network or behind a TLS tunnel. TLS to NATS: a
-/// `tls://host:port` URL (verified against the system's root certificates;
-/// no option for a private CA yet).
+/// `tls://host:port` URL, its certificate verified against the system's
+/// root certificates or the CA of --nats-ca.
 #[derive(Debug, Parser)]
 #[command(name = "missive-server", version)]
 struct Args {
@@ -179,6 +179,10 @@ struct Args {
         hide_env_values = true
     )]
     nats: Option<String>,
+    /// Verify a tls:// NATS server's certificate against the CAs in FILE
+    /// (PEM) instead of the system's root certificates.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_ca: Option<PathBuf>,
     /// Shards the users are spread over: a power of two up to 65536, fixed
     /// when the cluster is created (every node must say the same)
     /// [default: 256].
@@ -291,6 +295,7 @@ impl Args {
         };
         let mut options = CoordinatorOptions::new(node_id, advertise, postgres, nats);
         options.shards = self.shard_count();
+        options.nats_ca = self.nats_ca.clone();
         if let Some(ttl) = self.lease_ttl {
             options.lease_ttl = ttl;
         }
