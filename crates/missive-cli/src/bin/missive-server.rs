@@ -694,6 +694,16 @@ mod tests {
             args.coordinator().unwrap().lease_ttl,
             Duration::from_secs(3)
         );
+        assert_eq!(
+            args.coordinator().unwrap().nats_ca,
+            None,
+            "the system's roots"
+        );
+        let args = Args::parse_from(cluster.iter().copied().chain(["--nats-ca", "ca.pem"]));
+        assert_eq!(
+            args.coordinator().unwrap().nats_ca,
+            Some(PathBuf::from("ca.pem"))
+        );
         assert!(
             Args::try_parse_from(cluster.iter().copied().chain(["--shards", "100"])).is_err(),
             "not a power of two"
