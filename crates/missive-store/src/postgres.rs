@@ -26,6 +26,15 @@
 //! together (one round trip per commit). A proptest checks the segments
 //! against [`ServerState::apply`] in order.
 //!
+//! # TLS
+//!
+//! A URL with `sslmode=require` (or `prefer`) connects over TLS (rustls,
+//! ring, TLS 1.3), the server's certificate verified against the web PKI
+//! roots plus an optional CA file ([`PostgresTls`]); without `sslmode` it
+//! stays plaintext. Details, and how this differs from libpq, at
+//! [`PostgresTls`]. The store and the [`Leases`] open every connection,
+//! reconnections included, through one connector.
+//!
 //! # Durability
 //!
 //! A batch is one transaction; the session sets `synchronous_commit = on`
@@ -458,7 +467,7 @@ struct Connector {
     config: Config,
     /// `user@host:port/database`, for messages (never the password).
     target: String,
-    /// Used only if the URL's `sslmode` asks for TLS ([`tls`] module).
+    /// Used only if the URL's `sslmode` asks for TLS ([`PostgresTls`]).
     tls: MakeRustlsConnect,
 }
 

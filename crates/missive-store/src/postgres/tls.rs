@@ -1,27 +1,6 @@
 //! TLS to PostgreSQL: how a URL's `sslmode` is read and the one connector
-//! every connection (the store's, the leases') is opened with.
-//!
-//! - No `sslmode` in the URL, or `sslmode=disable`: no TLS (as before TLS
-//!   was supported; libpq's default would be `prefer`, see below).
-//! - `sslmode=prefer`: TLS if the server offers it, plaintext if it does
-//!   not; `sslmode=require`: TLS or no connection.
-//! - With TLS the server's certificate is **always verified** (rustls has
-//!   no unverified mode): its chain must lead to one of the web PKI roots
-//!   ([`webpki_roots`]) or to a certificate of [`PostgresTls::ca_file`],
-//!   and it must name the URL's host. So `require` here means what libpq
-//!   calls `verify-full`, and `prefer` fails on a server whose certificate
-//!   does not verify instead of falling back to plaintext. That is also
-//!   why a URL without `sslmode` stays plaintext: a server with a
-//!   self-signed certificate (Debian's default `ssl = on` with its
-//!   "snakeoil" certificate) would otherwise refuse a setup that works.
-//! - tokio-postgres refuses libpq's `sslrootcert` in a URL; a private CA
-//!   is given as [`PostgresTls::ca_file`] (`missive-server --postgres-ca
-//!   FILE`, `MISSIVE_POSTGRES_CA`).
-//! - TLS 1.3 only (the workspace's rustls is built without TLS 1.2):
-//!   PostgreSQL built with OpenSSL 1.1.1 or later offers it.
-//!
-//! SCRAM logins over TLS are channel-bound (`tls-server-end-point`) by
-//! [`tokio_postgres_rustls`].
+//! every connection (the store's, the leases') is opened with; the rules
+//! are on [`PostgresTls`].
 
 use crate::StoreError;
 use rustls::RootCertStore;
@@ -40,7 +19,30 @@ pub(super) type TlsStream =
 /// The ALPN protocol PostgreSQL 17 expects (and libpq 17 sends).
 const POSTGRESQL_ALPN: &[u8] = b"postgresql";
 
-/// What TLS connections to PostgreSQL trust besides the web PKI roots.
+/// How connections to PostgreSQL use TLS, and what they trust besides
+/// the web PKI roots.
+///
+/// - No `sslmode` in the URL, or `sslmode=disable`: plaintext (libpq's
+///   default would be `prefer`; why not here: below).
+/// - `sslmode=prefer`: TLS if the server offers it, plaintext if it does
+///   not; `sslmode=require`: TLS or no connection.
+/// - With TLS the server's certificate is **always verified** (rustls has
+///   no unverified mode): its chain must lead to one of the web PKI roots
+///   ([`webpki_roots`]) or to a certificate of [`PostgresTls::ca_file`],
+///   and it must name the URL's host. So `require` here means what libpq
+///   calls `verify-full`, and `prefer` fails on a server whose certificate
+///   does not verify instead of falling back to plaintext. That is also
+///   why a URL without `sslmode` stays plaintext: a server with a
+///   self-signed certificate (Debian's default `ssl = on` with its
+///   "snakeoil" certificate) would otherwise refuse a setup that works.
+/// - tokio-postgres refuses libpq's `sslrootcert` in a URL; a private CA
+///   is given as [`PostgresTls::ca_file`] (`missive-server --postgres-ca
+///   FILE`, `MISSIVE_POSTGRES_CA`).
+/// - TLS 1.3 only (the workspace's rustls is built without TLS 1.2):
+///   PostgreSQL built with OpenSSL 1.1.1 or later offers it.
+///
+/// SCRAM logins over TLS are channel-bound (`tls-server-end-point`, for
+/// certificates signed with RSA or ECDSA) by [`tokio_postgres_rustls`].
 ///
 /// ```
 /// use missive_store::postgres::PostgresTls;
@@ -112,7 +114,7 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), StoreError>
 
 /// Parses a `postgres://` URL or `key=value` string; without an `sslmode`
 /// in it the connection is plaintext (`disable`), not tokio-postgres's
-/// default `prefer` (see the [module documentation](self)).
+/// default `prefer` (see the [`PostgresTls`]).
 pub(super) fn parse_url(url: &str) -> Result<Config, tokio_postgres::Error> {
     let mut config: Config = url.parse()?;
     if !names_ssl_mode(url) {
