@@ -536,7 +536,7 @@ fn postgres_start_errors() {
     .unwrap();
     let stderr = postgres_start_error(&url, false);
     assert!(
-        stderr.contains("unsupported store format version 999 (this build reads version 1)"),
+        stderr.contains("unsupported store format version 999 (this build reads version 2)"),
         "{stderr}"
     );
 }

@@ -2,7 +2,9 @@
 //! real PostgreSQL and one real NATS (the testkit's harnesses): the nodes
 //! share the shards out, users on different nodes exchange messages both
 //! ways, and a client (the library, and the `missive` CLI) that connects to
-//! the node not serving it is redirected to the one that does.
+//! the node not serving it is redirected to the one that does; after a
+//! `kill -9` of a node the other takes its shards over and its clients come
+//! back through the configured server.
 
 #[path = "../../missive-tokio/tests/common/mod.rs"]
 mod common;
@@ -31,6 +33,17 @@ fn free_port(host: &str) -> u16 {
 }
 
 fn start_node(id: &str, host: &str, postgres: &str, nats: &str, dir: &Path) -> ClusterNode {
+    start_node_with(id, host, postgres, nats, dir, vec!["--plaintext".into()])
+}
+
+fn start_node_with(
+    id: &str,
+    host: &str,
+    postgres: &str,
+    nats: &str,
+    dir: &Path,
+    extra: Vec<String>,
+) -> ClusterNode {
     ClusterNode::start(
         SERVER.as_ref(),
         NodeArgs {
@@ -41,7 +54,7 @@ fn start_node(id: &str, host: &str, postgres: &str, nats: &str, dir: &Path) -> C
             shards: SHARDS,
             lease_ttl: "2s".into(),
             data: dir.join(id),
-            extra: vec!["--plaintext".into()],
+            extra,
         },
     )
     .unwrap_or_else(|e| panic!("node {id}: {e}"))
@@ -118,7 +131,7 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
     let database = postgres.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
-    let second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
+    let mut second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
     wait_for_balance(&pg, &database, &[&first, &second]);
     let owners = owners(&pg, &database);
     let alice = user_on(&owners, first.node_id(), &[]);
@@ -197,8 +210,208 @@ fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
             next_message(&mut alice_events, WAIT).await,
             (carol.clone(), "hello alice, from the CLI".into())
         );
+
+        // kill -9 of the second node: the first takes its shards over once
+        // their leases expire, and bob's client, finding his node gone,
+        // goes back to the configured server, which now serves him.
+        second.sigkill();
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            while owners_of(&pg, &database, first.node_id()) < SHARDS as usize {
+                assert!(
+                    Instant::now() < deadline,
+                    "no takeover: {}",
+                    first.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        alice_client
+            .send(user(&bob), "still there, bob?")
+            .await
+            .unwrap();
+        assert_eq!(
+            next_message(&mut bob_events, WAIT).await,
+            (alice.clone(), "still there, bob?".into())
+        );
         alice_client.close().await.unwrap();
         bob_client.close().await.unwrap();
     });
+    drop((first, second));
+}
+
+/// How many shards `node` holds an unexpired lease on.
+fn owners_of(pg: &PostgresServer, database: &str, node: &str) -> usize {
+    owners(pg, database).values().filter(|o| *o == node).count()
+}
+
+/// Writes a CA to `dir/ca.pem` and, for each host, a certificate it issued
+/// (`dir/HOST.pem`, `dir/HOST.key`).
+fn cluster_ca(dir: &Path, hosts: &[&str]) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for host in hosts {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![(*host).to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{host}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// TLS nodes with certificates from one CA: the CLI given that CA
+/// (`--ca`) is redirected from node to node and verifies each. (A redirect
+/// away from a certificate pinned on first use is refused: tests/redirect.rs
+/// at the workspace root.)
+#[test]
+fn tls_nodes_of_one_ca_redirect_a_cli_given_the_ca() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let postgres = pg.create_database();
+    let database = postgres.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["127.0.0.1", "127.0.0.2"];
+    cluster_ca(dir.path(), &hosts);
+    let tls = |host: &str| {
+        let file = |ext: &str| {
+            dir.path()
+                .join(format!("{host}.{ext}"))
+                .display()
+                .to_string()
+        };
+        vec![
+            "--tls-cert".to_owned(),
+            file("pem"),
+            "--tls-key".to_owned(),
+            file("key"),
+        ]
+    };
+    let first = start_node_with(
+        "n1",
+        hosts[0],
+        &postgres,
+        &nats.url(),
+        dir.path(),
+        tls(hosts[0]),
+    );
+    let second = start_node_with(
+        "n2",
+        hosts[1],
+        &postgres,
+        &nats.url(),
+        dir.path(),
+        tls(hosts[1]),
+    );
+    wait_for_balance(&pg, &database, &[&first, &second]);
+    let owners = owners(&pg, &database);
+    let dave = user_on(&owners, first.node_id(), &[]);
+    let erin = user_on(&owners, second.node_id(), &[]);
+    let ca = dir.path().join("ca.pem");
+    let cli = |name: &str, args: &[&str]| {
+        std::process::Command::new(CLI)
+            .args(["--server", first.addr(), "--user", name])
+            .arg("--home")
+            .arg(dir.path().join("clients"))
+            .arg("--ca")
+            .arg(&ca)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    ok(cli(&dave, &["register"]));
+    // erin is served by the second node: redirected, verified by the CA.
+    ok(cli(&erin, &["register"]));
+    ok(cli(&erin, &["send", &dave, "over TLS, across nodes"]));
+    let shown = ok(cli(&dave, &["listen", "--count", "1", "--timeout", "30"]));
+    assert!(shown.contains("over TLS, across nodes"), "{shown}");
+}
+
+/// SIGSTOP of a node past its leases: the other takes its shards over;
+/// after SIGCONT the frozen node drops them instead of serving them (its
+/// renewals are overdue), and its clients move to the new owner (redirect)
+/// and get their messages there.
+#[test]
+fn a_frozen_node_gives_its_shards_up_and_its_clients_move() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let Some(nats) = NatsServer::start_or_skip() else {
+        return;
+    };
+    let postgres = pg.create_database();
+    let database = postgres.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
+    let second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
+    wait_for_balance(&pg, &database, &[&first, &second]);
+    let owners = owners(&pg, &database);
+    let alice = user_on(&owners, first.node_id(), &[]);
+    let bob = user_on(&owners, second.node_id(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let home = dir.path().join("clients");
+        let (alice_client, _alice_events) =
+            ClientHandle::connect(client_options(first.addr(), &home, &alice, 0))
+                .await
+                .unwrap();
+        // bob connects to his node directly.
+        let (bob_client, mut bob_events) =
+            ClientHandle::connect(client_options(second.addr(), &home, &bob, 1))
+                .await
+                .unwrap();
+        second.sigstop();
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            while owners_of(&pg, &database, first.node_id()) < SHARDS as usize {
+                assert!(
+                    Instant::now() < deadline,
+                    "no takeover: {}",
+                    first.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        second.sigcont();
+        alice_client
+            .send(user(&bob), "after the freeze")
+            .await
+            .unwrap();
+        // bob's node closed his session when it gave his shard up; it
+        // redirected him to the new owner, where the message waited.
+        let mut redirects = Vec::new();
+        let received = next_event(&mut bob_events, WAIT, |event| match event {
+            ClientEvent::Redirected { address } => {
+                redirects.push(address);
+                None
+            }
+            ClientEvent::MessageReceived { from, body, .. } => Some((from, body)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(received, (user(&alice), b"after the freeze".to_vec()));
+        assert_eq!(redirects, [first.addr()], "bob moved to the new owner");
+        alice_client.close().await.unwrap();
+        bob_client.close().await.unwrap();
+    });
+    // (It may have taken shards back since, the cluster rebalancing.)
+    let log = std::fs::read_to_string(second.log()).unwrap();
+    assert!(log.contains("dropping the shard"), "{}", second.log_tail());
     drop((first, second));
 }

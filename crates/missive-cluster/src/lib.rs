@@ -39,6 +39,7 @@ mod node;
 use missive_runtime::cluster::ClusterPort;
 use missive_store::postgres::{Fence, PostgresTls};
 use std::io;
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -71,6 +72,9 @@ pub struct CoordinatorOptions {
     pub postgres_tls: PostgresTls,
     /// The NATS URL (`nats://host:port`, `tls://host:port` for TLS).
     pub nats: String,
+    /// The certificate authorities (PEM) that NATS's TLS certificate must
+    /// chain to; `None`: the system's root certificates.
+    pub nats_ca: Option<PathBuf>,
     /// The cluster's shard count, fixed when it was created.
     pub shards: u32,
     /// How long a lease lasts without renewal (default 6 s).
@@ -94,6 +98,7 @@ impl CoordinatorOptions {
             postgres: postgres.into(),
             postgres_tls: PostgresTls::default(),
             nats: nats.into(),
+            nats_ca: None,
             shards: 256,
             lease_ttl: Duration::from_secs(6),
             forward_timeout: Duration::from_secs(2),

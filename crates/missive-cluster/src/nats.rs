@@ -16,11 +16,16 @@ pub(crate) struct Incoming {
 /// Connects in the background: the client works at once, its requests
 /// fail until the server is reached, and it reconnects (re-subscribing)
 /// for as long as it lives. Only a malformed URL or unusable TLS settings
-/// fail here.
+/// fail here. A `tls://` server's certificate is verified against
+/// `options.nats_ca`, or the system's roots.
 pub(crate) async fn connect(
     options: &CoordinatorOptions,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+    let mut connect = async_nats::ConnectOptions::new();
+    if let Some(ca) = &options.nats_ca {
+        connect = connect.add_root_certificates(ca.clone());
+    }
+    connect
         .name(format!("missive node {}", options.node_id))
         .retry_on_initial_connect()
         .max_reconnects(None)

@@ -382,3 +382,151 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::Acquired;
+
+    /// A node as the loop has it, without NATS, and the engine's end of
+    /// its reports.
+    fn node() -> (Node, futures_channel::mpsc::UnboundedReceiver<ClusterEvent>) {
+        let mut options =
+            CoordinatorOptions::new("n1", "me:1", "postgres://unused", "nats://unused");
+        options.shards = 4;
+        let (events, reports) = futures_channel::mpsc::unbounded();
+        let (incoming, _) = mpsc::unbounded_channel();
+        let node = Node {
+            options,
+            fence: Fence::new(),
+            events,
+            held: BTreeMap::new(),
+            owners: HashMap::new(),
+            release: Vec::new(),
+            nats: None,
+            incoming,
+            calls: HashMap::new(),
+            next_call: 1,
+        };
+        (node, reports)
+    }
+
+    fn reports(
+        rx: &mut futures_channel::mpsc::UnboundedReceiver<ClusterEvent>,
+    ) -> Vec<ClusterEvent> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn acquired(shard: u32, epoch: Epoch, sent: Instant) -> Acquired {
+        Acquired {
+            shard: Shard(shard),
+            epoch,
+            sent,
+            state: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn owners_are_told_once_and_this_node_never_as_another_shards_owner() {
+        let (mut node, mut rx) = node();
+        let owners = vec![
+            (Shard(0), Some("other:1".to_owned())),
+            // A lease of this node it no longer serves.
+            (Shard(1), Some("me:1".to_owned())),
+            (Shard(2), None),
+        ];
+        node.owners_seen(owners.clone());
+        assert_eq!(
+            reports(&mut rx),
+            vec![
+                ClusterEvent::Owner {
+                    shard: Shard(0),
+                    address: Some("other:1".into())
+                },
+                ClusterEvent::Owner {
+                    shard: Shard(1),
+                    address: None
+                },
+                ClusterEvent::Owner {
+                    shard: Shard(2),
+                    address: None
+                },
+                ClusterEvent::Owner {
+                    shard: Shard(3),
+                    address: None
+                },
+            ]
+        );
+        node.owners_seen(owners);
+        assert!(reports(&mut rx).is_empty(), "nothing changed");
+    }
+
+    #[test]
+    fn acquired_shards_are_fenced_renewed_and_dropped_when_overdue() {
+        let (mut node, mut rx) = node();
+        let start = Instant::now();
+        node.apply(RoundReport {
+            renewed: Some((start, Vec::new())),
+            live_nodes: Some(1),
+            acquired: vec![acquired(0, 5, start), acquired(1, 6, start)],
+            owners: None,
+            error: None,
+        });
+        assert_eq!(
+            reports(&mut rx),
+            vec![
+                ClusterEvent::Acquired {
+                    shard: Shard(0),
+                    state: Vec::new()
+                },
+                ClusterEvent::Acquired {
+                    shard: Shard(1),
+                    state: Vec::new()
+                },
+            ]
+        );
+        assert_eq!(node.fence.held(), vec![(Shard(0), 5), (Shard(1), 6)]);
+        assert_eq!(node.plan().renew, vec![(Shard(0), 5), (Shard(1), 6)]);
+        // A later renewal keeps shard 0 only: shard 1 is lost at once.
+        let later = start + Duration::from_secs(2);
+        node.apply(RoundReport {
+            renewed: Some((later, vec![Shard(0)])),
+            ..RoundReport::default()
+        });
+        assert_eq!(reports(&mut rx), vec![ClusterEvent::Lost(Shard(1))]);
+        assert_eq!(node.fence.held(), vec![(Shard(0), 5)]);
+        // No renewal since: dropped before the lease can expire.
+        let margin = renewal_margin(node.options.lease_ttl);
+        let deadline = node.earliest_deadline(margin).unwrap();
+        assert_eq!(deadline, later + node.options.lease_ttl - margin);
+        node.expire(deadline - Duration::from_millis(1), margin);
+        assert!(reports(&mut rx).is_empty(), "not yet");
+        node.expire(deadline, margin);
+        assert_eq!(reports(&mut rx), vec![ClusterEvent::Lost(Shard(0))]);
+        assert!(node.fence.held().is_empty());
+        // Both leases are handed back in the next round.
+        assert_eq!(node.plan().release, vec![(Shard(1), 6), (Shard(0), 5)]);
+    }
+
+    #[test]
+    fn a_node_above_its_fair_share_hands_shards_over() {
+        let (mut node, mut rx) = node();
+        let now = Instant::now();
+        node.apply(RoundReport {
+            live_nodes: Some(1),
+            acquired: (0..4).map(|s| acquired(s, 1, now)).collect(),
+            ..RoundReport::default()
+        });
+        let _ = reports(&mut rx);
+        // Three nodes now: a fair share of 2, and 4 > 2 + 1.
+        node.apply(RoundReport {
+            live_nodes: Some(3),
+            ..RoundReport::default()
+        });
+        assert_eq!(
+            reports(&mut rx),
+            vec![ClusterEvent::Lost(Shard(2)), ClusterEvent::Lost(Shard(3))]
+        );
+        assert_eq!(node.held.len(), 2);
+    }
+}

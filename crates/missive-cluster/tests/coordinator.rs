@@ -14,6 +14,7 @@ use missive_runtime::cluster::{
 use missive_store::postgres::Fence;
 use missive_testkit::{NatsServer, PostgresServer};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 const SHARDS: u32 = 8;
@@ -31,7 +32,12 @@ struct Node {
 
 impl Node {
     fn start(id: &str, postgres: &str, nats: &str) -> Self {
+        Self::start_with(id, postgres, nats, None)
+    }
+
+    fn start_with(id: &str, postgres: &str, nats: &str, nats_ca: Option<&Path>) -> Self {
         let mut options = CoordinatorOptions::new(id, format!("{id}.test:7878"), postgres, nats);
+        options.nats_ca = nats_ca.map(Path::to_path_buf);
         options.shards = SHARDS;
         options.lease_ttl = Duration::from_millis(1500);
         options.forward_timeout = Duration::from_millis(500);
@@ -207,6 +213,104 @@ fn without_nats_leases_are_held_and_forwards_are_unreachable() {
         node.until("the forward's answer", |_, e| {
             matches!(e, ClusterEvent::Forwarded { request, reply }
                 if *request == ForwardId(1) && *reply == RemoteReply::Unreachable)
+        })
+        .await;
+        node.stop();
+    });
+}
+
+/// NATS over TLS: a coordinator given the CA of the NATS server's
+/// certificate (`--nats-ca`) carries a call (here to its own shard) and its
+/// reply; one verifying against the system's roots cannot reach NATS, so
+/// its forwards are `Unreachable`.
+#[test]
+fn nats_over_tls_is_verified_against_the_given_ca() {
+    let Some(pg) = PostgresServer::start_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let file = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let ca_file = file("ca.pem", ca.pem());
+    let (cert_file, key_file) = (
+        file("nats.pem", cert.pem()),
+        file("nats.key", key.serialize_pem()),
+    );
+    let nats = match NatsServer::start_tls(&cert_file, &key_file) {
+        Ok(nats) => nats,
+        Err(e) if std::env::var("MISSIVE_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("NATS with TLS: {e}")
+        }
+        Err(e) => return eprintln!("skipping: {e}"),
+    };
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let postgres = pg.create_database();
+        let mut node = Node::start_with("tls", &postgres, &url, Some(&ca_file));
+        node.until("every shard", |n, _| n.held.len() == SHARDS as usize)
+            .await;
+        let forward = |request| ClusterCommand::Forward {
+            request: ForwardId(request),
+            shard: Shard(2),
+            call: fetch_key(),
+        };
+        // The subscription may still be on its way to the server: ask
+        // until the call comes round.
+        let mut received = None;
+        for request in 1.. {
+            assert!(node.commands.send(forward(request)));
+            node.until("the call or its failure", |_, e| match e {
+                ClusterEvent::Remote { call, .. } => {
+                    received = Some(*call);
+                    true
+                }
+                ClusterEvent::Forwarded { .. } => true,
+                _ => false,
+            })
+            .await;
+            if received.is_some() || request == 20 {
+                break;
+            }
+        }
+        let call = received.expect("the call came over TLS");
+        assert!(node.commands.send(ClusterCommand::Reply {
+            call,
+            reply: RemoteReply::NotOwner,
+        }));
+        node.until("the reply over TLS", |_, e| {
+            matches!(
+                e,
+                ClusterEvent::Forwarded {
+                    reply: RemoteReply::NotOwner,
+                    ..
+                }
+            )
+        })
+        .await;
+        node.stop();
+
+        // Without the CA the server's certificate is not trusted.
+        let postgres = pg.create_database();
+        let mut node = Node::start_with("no-ca", &postgres, &url, None);
+        node.until("every shard", |n, _| n.held.len() == SHARDS as usize)
+            .await;
+        assert!(node.commands.send(forward(100)));
+        node.until("the forward's answer", |_, e| {
+            matches!(e, ClusterEvent::Forwarded { request, reply }
+                if *request == ForwardId(100) && *reply == RemoteReply::Unreachable)
         })
         .await;
         node.stop();

@@ -133,13 +133,6 @@ pub struct ClusterEvents {
     rx: mpsc::UnboundedReceiver<ClusterEvent>,
 }
 
-impl ClusterEvents {
-    /// The next report if one is waiting.
-    pub fn try_next(&mut self) -> Option<ClusterEvent> {
-        self.rx.try_recv().ok()
-    }
-}
-
 impl Stream for ClusterEvents {
     type Item = ClusterEvent;
 

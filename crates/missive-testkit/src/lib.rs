@@ -670,6 +670,18 @@ impl NatsServer {
     /// until it accepts TCP connections (another port if the first was
     /// taken meanwhile).
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), serving TLS only with the certificate
+    /// chain `cert` and its key `key` (PEM files): clients connect to
+    /// `tls://127.0.0.1:PORT`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, HarnessError> {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key])
+    }
+
+    fn start_with(extra: &[&str]) -> Result<Self, HarnessError> {
         let program = find_nats()?;
         let dir = tempfile::Builder::new()
             .prefix("missive-nats-")
@@ -677,7 +689,7 @@ impl NatsServer {
             .map_err(io_error("temporary directory"))?;
         let mut attempts = 0;
         loop {
-            match Self::spawn_on(&program, dir.path(), free_port()?) {
+            match Self::spawn_on(&program, dir.path(), free_port()?, extra) {
                 Ok((child, port)) => {
                     let mut server = Self {
                         child,
@@ -699,10 +711,16 @@ impl NatsServer {
 
     /// Spawns the server on `port` and waits until it accepts; kills it
     /// if it does not.
-    fn spawn_on(program: &Path, dir: &Path, port: u16) -> Result<(Child, u16), HarnessError> {
+    fn spawn_on(
+        program: &Path,
+        dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<(Child, u16), HarnessError> {
         let log = dir.join("nats.log");
         let mut child = Command::new(program)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .arg("-l")
             .arg(&log)
             .stdin(Stdio::null())

@@ -41,8 +41,8 @@ use tracing_subscriber::EnvFilter;
 /// clients that CA (`missive --ca FILE`): clients are redirected from node
 /// to node. TLS to PostgreSQL as for a single server (`sslmode=require` in
 /// the --postgres URL, --postgres-ca for a private CA). TLS to NATS: a
-/// `tls://host:port` URL (verified against the system's root certificates;
-/// no option for a private CA yet).
+/// `tls://host:port` URL, its certificate verified against the system's
+/// root certificates or the CA of --nats-ca.
 #[derive(Debug, Parser)]
 #[command(name = "missive-server", version)]
 struct Args {
@@ -192,6 +192,10 @@ struct Args {
         hide_env_values = true
     )]
     nats: Option<String>,
+    /// Verify a tls:// NATS server's certificate against the CAs in FILE
+    /// (PEM) instead of the system's root certificates.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_ca: Option<PathBuf>,
     /// Shards the users are spread over: a power of two up to 65536, fixed
     /// when the cluster is created (every node must say the same)
     /// [default: 256].
@@ -312,6 +316,7 @@ impl Args {
         let mut options = CoordinatorOptions::new(node_id, advertise, postgres, nats);
         options.postgres_tls = self.postgres_tls();
         options.shards = self.shard_count();
+        options.nats_ca = self.nats_ca.clone();
         if let Some(ttl) = self.lease_ttl {
             options.lease_ttl = ttl;
         }
@@ -507,6 +512,12 @@ struct Cluster {
 fn certificate(args: &Args) -> Result<CertifiedKey, String> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         return load_certificate(cert, key).map_err(|e| e.to_string());
+    }
+    if args.cluster {
+        tracing::warn!(
+            "a self-signed certificate on a cluster node: clients refuse redirects to it; \
+             give every node a certificate of one CA (--tls-cert, --tls-key) and clients that CA (--ca)"
+        );
     }
     let host = args
         .listen
@@ -754,6 +765,16 @@ mod tests {
         assert_eq!(
             args.coordinator().unwrap().lease_ttl,
             Duration::from_secs(3)
+        );
+        assert_eq!(
+            args.coordinator().unwrap().nats_ca,
+            None,
+            "the system's roots"
+        );
+        let args = Args::parse_from(cluster.iter().copied().chain(["--nats-ca", "ca.pem"]));
+        assert_eq!(
+            args.coordinator().unwrap().nats_ca,
+            Some(PathBuf::from("ca.pem"))
         );
         assert!(
             Args::try_parse_from(cluster.iter().copied().chain(["--shards", "100"])).is_err(),
