@@ -50,13 +50,14 @@
 #![warn(missing_docs)]
 
 mod node;
+mod watchdog;
 
 pub use node::{ClusterNode, NodeArgs};
+use watchdog::Watchdog;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -131,7 +132,7 @@ pub struct PostgresServer {
     password: String,
     /// Stops the server when the test process ends without dropping this
     /// (its standard input closes).
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
     running: bool,
     /// Whether it serves TLS (`ssl = on`; see [`start_tls`](Self::start_tls)).
     tls: bool,
@@ -562,21 +563,12 @@ impl PostgresServer {
             String::new()
         };
         let script = format!(
-            "while read -r _; do :; done; {prefix}'{}' stop -D '{}' -m fast -w >/dev/null 2>&1; rm -rf '{}'",
+            "{prefix}'{}' stop -D '{}' -m fast -w >/dev/null 2>&1; rm -rf '{}'",
             self.bin.join("pg_ctl").display(),
             self.data_dir().display(),
             self.dir.path().display()
         );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("watchdog shell"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        self.watchdog = Some((child, stdin));
+        self.watchdog = Some(Watchdog::spawn(&script)?);
         Ok(())
     }
 
@@ -607,10 +599,8 @@ impl Drop for PostgresServer {
                 eprintln!("PostgreSQL processes survived SIGKILL: {survivors:?}");
             }
         }
-        if let Some((mut child, mut stdin)) = self.watchdog.take() {
-            let _ = stdin.flush();
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.fire();
         }
     }
 }
@@ -636,7 +626,7 @@ pub struct NatsServer {
     /// Its log file's directory.
     dir: tempfile::TempDir,
     /// Kills the server when the test process ends without dropping this.
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -776,20 +766,8 @@ impl NatsServer {
     /// A shell that waits for its standard input to close (this process
     /// ended), then kills the server.
     fn spawn_watchdog(&mut self) -> Result<(), HarnessError> {
-        let script = format!(
-            "while read -r _; do :; done; kill -KILL {} 2>/dev/null",
-            self.child.id()
-        );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("watchdog shell"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        self.watchdog = Some((child, stdin));
+        let script = format!("kill -KILL {} 2>/dev/null", self.child.id());
+        self.watchdog = Some(Watchdog::spawn(&script)?);
         Ok(())
     }
 }
@@ -798,10 +776,8 @@ impl Drop for NatsServer {
     /// Stops the watchdog (killed, so that it never signals a process id
     /// reused after the server's), then kills the server and reaps it.
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(stdin);
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1064,9 +1040,7 @@ mod tests {
             return;
         };
         let pid = nats.pid();
-        let (mut child, stdin) = nats.watchdog.take().unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        assert!(nats.watchdog.take().unwrap().fire());
         // Killed; reaped by the drop below.
         let deadline = Instant::now() + Duration::from_secs(5);
         while nats.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -1097,9 +1071,7 @@ mod tests {
         let postmaster = pg.postmaster_pid().unwrap();
         let dir = pg.dir.path().to_owned();
         // What the end of the test process does: the pipe closes.
-        let (mut child, stdin) = pg.watchdog.take().unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        assert!(pg.watchdog.take().unwrap().fire());
         assert!(!alive(postmaster));
         assert!(!dir.exists());
         pg.running = false;
