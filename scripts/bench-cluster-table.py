@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Table (median [min-max] over runs) from bench-cluster.sh's JSON lines. CPU per message counts
 every node, PostgreSQL and nats-server together (total_cpu_us_per_msg); mosquitto's own."""
-import json, statistics, sys
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_table import load, median, print_table
 
 TARGETS = ["one", "three-same", "three-cross", "mqtt"]
 NAMES = {"one": "1 node", "three-same": "3 nodes, same-node pairs",
          "three-cross": "3 nodes, cross-node pairs", "mqtt": "mosquitto QoS1"}
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = load(sys.argv[1])
 
 def kind(r):
     return "rate" if r.get("rate") else "sat"
@@ -24,22 +26,15 @@ ROWS = [
     ("*", "duplicates", "duplicates (sum over runs)"),
 ]
 
-def vals(t, k, f):
-    get = f if callable(f) else (lambda r: r.get(f))
-    return [get(r) for r in rows if r["target"] == t and (k == "*" or kind(r) == k)
-            and isinstance(get(r), (int, float))]
+print_table(rows, kind, TARGETS, NAMES, ROWS)
 
-def fmt(v, k):
-    if not v:
-        return "-"
-    if k == "*":
-        return f"{int(sum(v))}"
-    s = lambda x: f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
-    m = statistics.median(v)
-    return s(m) if len(v) == 1 else f"{s(m)} [{s(min(v))}-{s(max(v))}]"
+def med(t, k, f):
+    return median(rows, kind, t, k, f)
 
-present = [t for t in TARGETS if any(r["target"] == t for r in rows)]
-print("| | " + " | ".join(NAMES[t] for t in present) + " |")
-print("|---" * (len(present) + 1) + "|")
-for k, f, label in ROWS:
-    print(f"| {label} | " + " | ".join(fmt(vals(t, k, f), k) for t in present) + " |")
+print()
+print(f"cross-node / same-node CPU per message at 1k msgs/s: "
+      f"{med('three-cross', 'rate', cpu) / med('three-same', 'rate', cpu):.2f}x; "
+      f"p99: {med('three-cross', 'rate', 'lat_p99_us') / med('three-same', 'rate', 'lat_p99_us'):.2f}x")
+print(f"three nodes / one node saturated (same-node pairs): "
+      f"{med('three-same', 'sat', 'msgs_per_s') / med('one', 'sat', 'msgs_per_s'):.2f}x; "
+      f"one node / mosquitto saturated: {med('one', 'sat', 'msgs_per_s') / med('mqtt', 'sat', 'msgs_per_s'):.2f}x")

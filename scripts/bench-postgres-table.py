@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Table (median [min-max] over runs) from bench-postgres.sh's JSON lines. CPU per message for
 Missive on PostgreSQL counts missive-server and PostgreSQL together (total_cpu_us_per_msg)."""
-import json, statistics, sys
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_table import load, median, print_table
 
 TARGETS = ["missive-postgres", "missive-durable", "mqtt"]
 NAMES = {"missive-postgres": "Missive on PostgreSQL", "missive-durable": "Missive on redb",
          "mqtt": "mosquitto QoS1"}
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = load(sys.argv[1])
 
 def kind(r):
     if r["scenario"] == "online":
@@ -34,28 +36,10 @@ ROWS = [
     ("*", "duplicates", "duplicates (sum over runs)"),
 ]
 
-def vals(t, k, f):
-    get = f if callable(f) else (lambda r: r.get(f))
-    return [get(r) for r in rows if r["target"] == t and (k == "*" or kind(r) == k)
-            and isinstance(get(r), (int, float))]
-
-def fmt(v, k):
-    if not v:
-        return "-"
-    if k == "*":
-        return f"{int(sum(v))}"
-    s = lambda x: f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
-    m = statistics.median(v)
-    return s(m) if len(v) == 1 else f"{s(m)} [{s(min(v))}-{s(max(v))}]"
-
-print("| metric | " + " | ".join(NAMES[t] for t in TARGETS) + " |")
-print("|---|" + "---|" * len(TARGETS))
-for k, f, label in ROWS:
-    print(f"| {label} | " + " | ".join(fmt(vals(t, k, f), k) for t in TARGETS) + " |")
+print_table(rows, kind, TARGETS, NAMES, ROWS)
 
 def med(t, k, f):
-    v = vals(t, k, f)
-    return statistics.median(v) if v else float("nan")
+    return median(rows, kind, t, k, f)
 
 print()
 print(f"PostgreSQL saturated / mosquitto: {med('missive-postgres', 'online-sat', 'msgs_per_s') / med('mqtt', 'online-sat', 'msgs_per_s'):.2f}x (target >= 1)")

@@ -584,22 +584,43 @@ struct Report {
     survivors: Vec<u32>,
 }
 
+impl Report {
+    fn new(summary: String, failures: Vec<String>) -> Self {
+        Self {
+            summary,
+            longest_gap: Duration::ZERO,
+            failover: Duration::ZERO,
+            failures,
+            survivors: Vec::new(),
+        }
+    }
+}
+
 /// Runs `scenario` on a runtime of its own (on this thread), one scenario
 /// at a time; `None` when the engines are not installed.
-fn run<F, Fut>(scenario: F) -> Option<Report>
-where
-    F: FnOnce(Cluster) -> Fut,
-    Fut: Future<Output = Report>,
-{
+/// Once it is over, the cluster is dropped and its processes must be gone.
+fn run(scenario: impl AsyncFnOnce(&mut Cluster) -> Report) -> Option<Report> {
     let _one_at_a_time = scenario_lock();
     let (pg, nats) = engines()?;
-    let cluster = Cluster::start(pg, nats);
+    let mut cluster = Cluster::start(pg, nats);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    Some(runtime.block_on(scenario(cluster)))
+    let mut report = runtime.block_on(scenario(&mut cluster));
+    let pids = cluster.pids();
+    drop(cluster);
+    report.survivors = survivors(pids);
+    Some(report)
+}
+
+/// The checks every scenario's test makes: no send failed, no process
+/// survived (the checker's own assertions ran inside the scenario).
+fn assert_clean(report: Option<Report>) {
+    let Some(report) = report else { return };
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.survivors.is_empty(), "{:?}", report.survivors);
 }
 
 /// Checks the child processes of a finished scenario are all gone.
@@ -619,7 +640,7 @@ fn owner_killed_under_load() -> Option<&'static Report> {
     static REPORT: OnceLock<Option<Report>> = OnceLock::new();
     REPORT
         .get_or_init(|| {
-            run(|mut cluster| async move {
+            run(async |cluster| {
                 let home = cluster.dir.path().join("home");
                 let mut load =
                     Load::connect(&home, cluster.nodes[0].addr(), 0..USERS, 0..USERS).await;
@@ -660,14 +681,10 @@ fn owner_killed_under_load() -> Option<&'static Report> {
                 };
                 println!("{summary}");
                 load.close().await;
-                let pids = cluster.pids();
-                drop(cluster);
                 Report {
-                    summary,
                     longest_gap,
                     failover,
-                    failures,
-                    survivors: survivors(pids),
+                    ..Report::new(summary, failures)
                 }
             })
         })
@@ -725,7 +742,7 @@ fn failover_gap_is_at_most_the_lease_ttl_plus_3_s() {
 /// epochs) and every accepted message is kept.
 #[test]
 fn a_paused_owner_is_fenced_when_it_resumes() {
-    let report = run(|cluster| async move {
+    let report = run(async |cluster| {
         let home = cluster.dir.path().join("home");
         let mut load = Load::connect(&home, cluster.nodes[0].addr(), 0..USERS, 0..USERS).await;
         load.start_sending();
@@ -776,26 +793,16 @@ fn a_paused_owner_is_fenced_when_it_resumes() {
             "the stale node never noticed it lost its shards: {log}"
         );
         load.close().await;
-        let pids = cluster.pids();
-        drop(cluster);
-        Report {
-            summary,
-            longest_gap: Duration::ZERO,
-            failover: Duration::ZERO,
-            failures,
-            survivors: survivors(pids),
-        }
+        Report::new(summary, failures)
     });
-    let Some(report) = report else { return };
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert!(report.survivors.is_empty(), "{:?}", report.survivors);
+    assert_clean(report);
 }
 
 /// Item 5 of the issue: The same 50 names registered at once through all three nodes: one
 /// winner each, the others told `NameTaken`.
 #[test]
 fn a_name_registered_through_three_nodes_at_once_has_one_winner() {
-    let report = run(|cluster| async move {
+    let report = run(async |cluster| {
         let mut attempts = tokio::task::JoinSet::new();
         for n in 0..50 {
             for (node, addr) in cluster.addrs().into_iter().enumerate() {
@@ -839,25 +846,19 @@ fn a_name_registered_through_three_nodes_at_once_has_one_winner() {
             .parse()
             .unwrap();
         assert_eq!(stored, 50);
-        let pids = cluster.pids();
-        drop(cluster);
-        Report {
-            summary: "50 names, 150 contenders: one winner each".into(),
-            longest_gap: Duration::ZERO,
-            failover: Duration::ZERO,
-            failures: Vec::new(),
-            survivors: survivors(pids),
-        }
+        Report::new(
+            "50 names, 150 contenders: one winner each".into(),
+            Vec::new(),
+        )
     });
-    let Some(report) = report else { return };
-    assert!(report.survivors.is_empty(), "{:?}", report.survivors);
+    assert_clean(report);
 }
 
 /// Item 6 of the issue: kill -9 of PostgreSQL under load, then its restart: nothing accepted
 /// is lost, the nodes (still running) take their shards again.
 #[test]
 fn postgres_killed_under_load_loses_nothing_and_nodes_reacquire() {
-    let report = run(|mut cluster| async move {
+    let report = run(async |cluster| {
         let home = cluster.dir.path().join("home");
         let mut load = Load::connect(&home, cluster.nodes[0].addr(), 0..USERS, 0..USERS).await;
         load.start_sending();
@@ -891,26 +892,16 @@ fn postgres_killed_under_load_loses_nothing_and_nodes_reacquire() {
         );
         println!("{summary}");
         load.close().await;
-        let pids = cluster.pids();
-        drop(cluster);
-        Report {
-            summary,
-            longest_gap: Duration::ZERO,
-            failover: Duration::ZERO,
-            failures,
-            survivors: survivors(pids),
-        }
+        Report::new(summary, failures)
     });
-    let Some(report) = report else { return };
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert!(report.survivors.is_empty(), "{:?}", report.survivors);
+    assert_clean(report);
 }
 
 /// Item 7 of the issue: A full cluster restart reloads every mailbox; clients land on the
 /// owners by redirect.
 #[test]
 fn a_full_cluster_restart_reloads_every_mailbox() {
-    let report = run(|mut cluster| async move {
+    let report = run(async |cluster| {
         let home = cluster.dir.path().join("home");
         let (senders, recipients) = (0..USERS / 2, USERS / 2..USERS);
         let first = cluster.nodes[0].addr().to_string();
@@ -958,19 +949,9 @@ fn a_full_cluster_restart_reloads_every_mailbox() {
         println!("{summary}");
         load.close().await;
         back.close().await;
-        let pids = cluster.pids();
-        drop(cluster);
-        Report {
-            summary,
-            longest_gap: Duration::ZERO,
-            failover: Duration::ZERO,
-            failures,
-            survivors: survivors(pids),
-        }
+        Report::new(summary, failures)
     });
-    let Some(report) = report else { return };
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert!(report.survivors.is_empty(), "{:?}", report.survivors);
+    assert_clean(report);
 }
 
 /// Item 8 of the issue: No child process (nodes, PostgreSQL, NATS) survives a scenario.

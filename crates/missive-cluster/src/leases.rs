@@ -105,7 +105,7 @@ pub async fn connect(options: &CoordinatorOptions) -> Result<Leases, LeaseError>
         shards: options.shards,
         ttl: options.lease_ttl,
     };
-    Leases::connect(&options.postgres, lease_options).await
+    Leases::connect_with(&options.postgres, &options.postgres_tls, lease_options).await
 }
 
 /// A lease round: connects if needed, releases, heartbeats, renews,

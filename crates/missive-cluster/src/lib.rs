@@ -37,7 +37,7 @@ mod nats;
 mod node;
 
 use missive_runtime::cluster::ClusterPort;
-use missive_store::postgres::Fence;
+use missive_store::postgres::{Fence, PostgresTls};
 use std::io;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -66,6 +66,10 @@ pub struct CoordinatorOptions {
     pub advertise: String,
     /// The PostgreSQL URL (the cluster's one store and lease arbiter).
     pub postgres: String,
+    /// What TLS connections to PostgreSQL trust (`sslmode=prefer` or
+    /// `require` in [`postgres`](Self::postgres)); default: the web PKI
+    /// roots only.
+    pub postgres_tls: PostgresTls,
     /// The NATS URL (`nats://host:port`, `tls://host:port` for TLS).
     pub nats: String,
     /// The certificate authorities (PEM) that NATS's TLS certificate must
@@ -80,8 +84,8 @@ pub struct CoordinatorOptions {
 }
 
 impl CoordinatorOptions {
-    /// Options with the default shard count (256), lease TTL (6 s) and
-    /// forward timeout (2 s).
+    /// Options with the default shard count (256), lease TTL (6 s),
+    /// forward timeout (2 s) and PostgreSQL TLS trust (the web PKI roots).
     pub fn new(
         node_id: impl Into<String>,
         advertise: impl Into<String>,
@@ -92,6 +96,7 @@ impl CoordinatorOptions {
             node_id: node_id.into(),
             advertise: advertise.into(),
             postgres: postgres.into(),
+            postgres_tls: PostgresTls::default(),
             nats: nats.into(),
             nats_ca: None,
             shards: 256,

@@ -151,6 +151,17 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// The CA certificates for TLS to the database server could not be
+    /// used: the file is unreadable, not PEM, or holds no valid
+    /// certificate.
+    #[error("CA file {}: {source}", path.display())]
+    CaFile {
+        /// The PEM file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The store was written by a newer, incompatible version.
     #[error("unsupported store format version {found} (this build reads version {supported})")]
     UnsupportedFormat {

@@ -26,6 +26,15 @@
 //! together (one round trip per commit). A proptest checks the segments
 //! against [`ServerState::apply`] in order.
 //!
+//! # TLS
+//!
+//! A URL with `sslmode=require` (or `prefer`) connects over TLS (rustls,
+//! ring, TLS 1.3), the server's certificate verified against the web PKI
+//! roots plus an optional CA file ([`PostgresTls`]); without `sslmode` it
+//! stays plaintext. Details, and how this differs from libpq, at
+//! [`PostgresTls`]. The store and the [`Leases`] open every connection,
+//! reconnections included, through one connector.
+//!
 //! # Durability
 //!
 //! A batch is one transaction; the session sets `synchronous_commit = on`
@@ -92,17 +101,21 @@ use missive_core::cluster::{self, Shard};
 use missive_core::server::{PersistCmd, ServerState};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement, Transaction};
+use tokio_postgres::{Client, Config, Connection, Row, Socket, Statement, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod fence;
 mod leases;
 #[cfg(test)]
 mod node_tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use fence::Fence;
 pub use leases::{LeaseError, LeaseOptions, Leases, MAX_SHARDS};
+pub use tls::PostgresTls;
 
 /// Number of shards users are spread over (see [`shard_of`]). Fixed.
 pub const SHARD_COUNT: u16 = 64;
@@ -350,9 +363,7 @@ pub struct PostgresStore {
     statements: Statements,
     runtime: tokio::runtime::Runtime,
     /// How to connect again (a node's store, after losing the connection).
-    config: Config,
-    /// `user@host:port/database`, for messages (never the password).
-    target: String,
+    connector: Connector,
     mode: Mode,
 }
 
@@ -391,7 +402,7 @@ enum Attempt {
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("target", &self.target)
+            .field("target", &self.connector.target)
             .finish_non_exhaustive()
     }
 }
@@ -447,44 +458,55 @@ fn describe(config: &Config) -> String {
 }
 
 /// A connection's two halves.
-type Connected = (Client, Connection<Socket, NoTlsStream>);
+type Connected = (Client, Connection<Socket, tls::TlsStream>);
 
-/// Parses `url` (defaults: [`CONNECT_TIMEOUT`], application name
-/// `missive-server`) and describes its target.
-fn parse_config(url: &str) -> Result<(Config, String), StoreError> {
-    let mut config: Config = url.parse().map_err(|source| StoreError::Connect {
-        target: "PostgreSQL (the URL does not parse)".to_owned(),
-        source: Box::new(PostgresError(source)),
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    config.application_name("missive-server");
-    let target = describe(&config);
-    Ok((config, target))
+/// How to open connections to one database, parsed and built once: the
+/// store's and the [`Leases`]' first connection and every reconnection.
+#[derive(Clone)]
+struct Connector {
+    config: Config,
+    /// `user@host:port/database`, for messages (never the password).
+    target: String,
+    /// Used only if the URL's `sslmode` asks for TLS ([`PostgresTls`]).
+    tls: MakeRustlsConnect,
 }
 
-/// Opens a connection (not yet driven: spawn its second half).
-async fn open(config: &Config, target: &str) -> Result<Connected, StoreError> {
-    config
-        .connect(NoTls)
-        .await
-        .map_err(|source| StoreError::Connect {
-            target: target.to_owned(),
+impl Connector {
+    /// Parses `url` (defaults: [`CONNECT_TIMEOUT`], application name
+    /// `missive-server`, no TLS without `sslmode`) and builds the TLS
+    /// connector trusting `tls`.
+    fn new(url: &str, tls: &PostgresTls) -> Result<Self, StoreError> {
+        let mut config = tls::parse_url(url).map_err(|source| StoreError::Connect {
+            target: "PostgreSQL (the URL does not parse)".to_owned(),
             source: Box::new(PostgresError(source)),
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("missive-server");
+        let target = describe(&config);
+        Ok(Self {
+            config,
+            target,
+            tls: tls.connector()?,
         })
-}
+    }
 
-/// Parses `url` and opens a connection to it.
-async fn connect_client(url: &str) -> Result<(Config, String, Connected), StoreError> {
-    let (config, target) = parse_config(url)?;
-    let connected = open(&config, &target).await?;
-    Ok((config, target, connected))
+    /// Opens a connection (not yet driven: spawn its second half).
+    async fn open(&self) -> Result<Connected, StoreError> {
+        self.config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|source| StoreError::Connect {
+                target: self.target.clone(),
+                source: Box::new(PostgresError(source)),
+            })
+    }
 }
 
 /// Drives `connection` on `runtime` (polled whenever the store blocks on
 /// it); it ends, and later requests fail, when the server goes away.
-fn drive(runtime: &tokio::runtime::Runtime, connection: Connection<Socket, NoTlsStream>) {
+fn drive(runtime: &tokio::runtime::Runtime, connection: Connection<Socket, tls::TlsStream>) {
     runtime.spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %e, "PostgreSQL connection lost");
@@ -559,12 +581,24 @@ impl PostgresStore {
     /// migrates the schema to [`SCHEMA_VERSION`] and prepares the
     /// statements.
     ///
+    /// TLS as the URL's `sslmode` says (none without one), verified
+    /// against the web PKI roots; see [`connect_with`](Self::connect_with)
+    /// for a private CA.
+    ///
     /// Fails with [`StoreError::Connect`] if the server cannot be reached or
-    /// refuses the connection (wrong password, no such database), with
+    /// refuses the connection (wrong password, no such database, a TLS
+    /// certificate that does not verify), with
     /// [`StoreError::UnsupportedFormat`] if the schema is newer than this
     /// build.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::open(url, |_, _| Ok(Mode::Single))
+        Self::connect_with(url, &PostgresTls::default())
+    }
+
+    /// [`connect`](Self::connect), trusting `tls` for TLS connections
+    /// (`sslmode=prefer` or `require`; see [`PostgresTls`]). Fails also
+    /// with [`StoreError::CaFile`] if its CA file cannot be used.
+    pub fn connect_with(url: &str, tls: &PostgresTls) -> Result<Self, StoreError> {
+        Self::open(url, tls, |_, _| Ok(Mode::Single))
     }
 
     /// Connects as one node of a cluster whose shard count is `shards`: the
@@ -593,7 +627,19 @@ impl PostgresStore {
     /// [`StoreError::ClusterMismatch`] if the database holds no cluster or
     /// one with another shard count.
     pub fn connect_node(url: &str, fence: Fence, shards: u32) -> Result<Self, StoreError> {
-        Self::open(url, move |runtime, client| {
+        Self::connect_node_with(url, &PostgresTls::default(), fence, shards)
+    }
+
+    /// [`connect_node`](Self::connect_node), trusting `tls` for TLS
+    /// connections (as [`connect_with`](Self::connect_with)); reconnections
+    /// use it too.
+    pub fn connect_node_with(
+        url: &str,
+        tls: &PostgresTls,
+        fence: Fence,
+        shards: u32,
+    ) -> Result<Self, StoreError> {
+        Self::open(url, tls, move |runtime, client| {
             runtime
                 .block_on(client.batch_execute(NODE_SESSION))
                 .map_err(database)?;
@@ -627,34 +673,34 @@ impl PostgresStore {
     /// Connects, migrates, prepares, then decides the mode.
     fn open(
         url: &str,
+        tls: &PostgresTls,
         mode: impl FnOnce(&tokio::runtime::Runtime, &Client) -> Result<Mode, StoreError>,
     ) -> Result<Self, StoreError> {
-        let (config, target) = parse_config(url)?;
+        let connector = Connector::new(url, tls)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        let (mut client, connection) = runtime.block_on(open(&config, &target))?;
+        let (mut client, connection) = runtime.block_on(connector.open())?;
         drive(&runtime, connection);
         let statements = runtime.block_on(async {
             migrate(&mut client).await?;
             prepare_session(&client).await.map_err(database)
         })?;
         let mode = mode(&runtime, &client)?;
-        tracing::debug!(%target, "connected to PostgreSQL");
+        tracing::debug!(target = %connector.target, "connected to PostgreSQL");
         Ok(Self {
             client,
             statements,
             runtime,
-            config,
-            target,
+            connector,
             mode,
         })
     }
 
     /// `user@host:port/database` this store is connected to.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.connector.target
     }
 
     /// Connects again, pausing [`RECONNECT_FIRST_DELAY`] doubling to
@@ -663,10 +709,7 @@ impl PostgresStore {
         let mut delay = RECONNECT_FIRST_DELAY;
         loop {
             std::thread::sleep(delay);
-            let attempt = self.runtime.block_on(async {
-                let (client, connection) = open(&self.config, &self.target).await?;
-                Ok::<_, StoreError>((client, connection))
-            });
+            let attempt = self.runtime.block_on(self.connector.open());
             match attempt {
                 Ok((client, connection)) => {
                     drive(&self.runtime, connection);
@@ -680,7 +723,7 @@ impl PostgresStore {
                         Ok(statements) => {
                             self.client = client;
                             self.statements = statements;
-                            tracing::info!(target = %self.target, "reconnected to PostgreSQL");
+                            tracing::info!(target = %self.connector.target, "reconnected to PostgreSQL");
                             return;
                         }
                         Err(e) => tracing::warn!(error = %PostgresError(e), "reconnecting"),

@@ -24,6 +24,12 @@
 //! `None` so the test can skip, unless `MISSIVE_REQUIRE_SERVICES=1` is set
 //! (CI sets it after installing PostgreSQL): then it panics.
 //!
+//! [`PostgresServer::start_tls`] (and [`PostgresServer::shared_tls`]) start
+//! one with `ssl = on`, its certificate (for `127.0.0.1` and `localhost`)
+//! issued by a [`TestCa`] made for it: clients trust
+//! [`PostgresServer::ca_file`] and connect with
+//! [`PostgresServer::url_tls`] (`sslmode=require`).
+//!
 //! [`NatsServer`] runs a private `nats-server` (core NATS only, no
 //! JetStream) on a free 127.0.0.1 port, found on `PATH` or in `/usr/sbin`
 //! (Debian's package), killed and reaped when dropped, with the same kind
@@ -44,13 +50,14 @@
 #![warn(missing_docs)]
 
 mod node;
+mod watchdog;
 
 pub use node::{ClusterNode, NodeArgs};
+use watchdog::Watchdog;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -98,6 +105,9 @@ pub enum HarnessError {
         #[source]
         source: std::io::Error,
     },
+    /// A test certificate could not be made.
+    #[error("cannot make a test certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
     /// A PostgreSQL program exited unsuccessfully.
     #[error("{what} failed: {detail}")]
     Command {
@@ -122,9 +132,69 @@ pub struct PostgresServer {
     password: String,
     /// Stops the server when the test process ends without dropping this
     /// (its standard input closes).
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
     running: bool,
+    /// Whether it serves TLS (`ssl = on`; see [`start_tls`](Self::start_tls)).
+    tls: bool,
 }
+
+/// A throwaway certificate authority for tests (ECDSA P-256, made with
+/// rcgen): issues server certificates.
+pub struct TestCa {
+    certificate: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+impl TestCa {
+    /// A new CA whose certificate's common name is `name`.
+    pub fn new(name: &str) -> Result<Self, HarnessError> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let certificate = params.self_signed(&key)?;
+        Ok(Self { certificate, key })
+    }
+
+    /// The CA's certificate (PEM): what clients trust.
+    pub fn certificate_pem(&self) -> String {
+        self.certificate.pem()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) and
+    /// its private key, both PEM.
+    pub fn issue_server(&self, names: &[&str]) -> Result<(String, String), HarnessError> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params.signed_by(&key, &self.certificate, &self.key)?;
+        Ok((certificate.pem(), key.serialize_pem()))
+    }
+}
+
+/// File names, inside the server's directory, of its TLS material.
+const TLS_CA_FILE: &str = "ca.pem";
+const TLS_CERT_FILE: &str = "server.crt";
+const TLS_KEY_FILE: &str = "server.key";
 
 impl std::fmt::Debug for PostgresServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,14 +214,7 @@ impl PostgresServer {
     ///
     /// Instead of returning `None`, when `MISSIVE_REQUIRE_SERVICES=1`.
     pub fn start_or_skip() -> Option<Self> {
-        match Self::start() {
-            Ok(server) => Some(server),
-            Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but PostgreSQL: {e}"),
-            Err(e) => {
-                eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
-                None
-            }
-        }
+        skip_unless_required(Self::start())
     }
 
     /// One server for the whole test binary, started on first use (`None`
@@ -163,9 +226,31 @@ impl PostgresServer {
         SHARED.get_or_init(Self::start_or_skip).as_ref()
     }
 
+    /// [`shared`](Self::shared), but a server started with
+    /// [`start_tls`](Self::start_tls) (another one).
+    pub fn shared_tls() -> Option<&'static Self> {
+        static SHARED: OnceLock<Option<PostgresServer>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| skip_unless_required(Self::start_tls()))
+            .as_ref()
+    }
+
     /// Creates a database cluster in a new temporary directory and starts a
     /// server on it.
     pub fn start() -> Result<Self, HarnessError> {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start), serving TLS too (`ssl = on`; plaintext
+    /// connections are still accepted): a new [`TestCa`] issues its
+    /// certificate for `127.0.0.1` and `localhost`; the CA certificate is
+    /// at [`ca_file`](Self::ca_file), the key file is owned by the server's
+    /// user with mode 0600 (PostgreSQL refuses it otherwise).
+    pub fn start_tls() -> Result<Self, HarnessError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self, HarnessError> {
         let bin = find_binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("missive-pg-")
@@ -196,8 +281,12 @@ impl PostgresServer {
             password,
             watchdog: None,
             running: false,
+            tls,
             dir,
         };
+        if tls {
+            server.write_tls_files()?;
+        }
         run(
             server
                 .as_owner("initdb")
@@ -249,6 +338,45 @@ impl PostgresServer {
             "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
             self.password, self.port
         )
+    }
+
+    /// A connection URL for `database` as the superuser over TLS
+    /// (`sslmode=require`); clients must trust [`ca_file`](Self::ca_file).
+    ///
+    /// # Panics
+    ///
+    /// If the server was not started with [`start_tls`](Self::start_tls).
+    pub fn url_tls(&self, database: &str) -> String {
+        assert!(self.tls, "the server was started without TLS");
+        format!("{}?sslmode=require", self.url(database))
+    }
+
+    /// The PEM file of the CA that issued the server's certificate (a
+    /// server started with [`start_tls`](Self::start_tls)).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.path().join(TLS_CA_FILE))
+    }
+
+    /// Makes a CA and a server certificate and writes them into the
+    /// server's directory, owned by its user; the key with mode 0600.
+    fn write_tls_files(&self) -> Result<(), HarnessError> {
+        use std::os::unix::fs::PermissionsExt;
+        let ca = TestCa::new("missive test PostgreSQL CA")?;
+        let (certificate, key) = ca.issue_server(&["127.0.0.1", "localhost"])?;
+        for (name, contents, mode) in [
+            (TLS_CA_FILE, ca.certificate_pem(), 0o644),
+            (TLS_CERT_FILE, certificate, 0o644),
+            (TLS_KEY_FILE, key, 0o600),
+        ] {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, contents).map_err(io_error(format!("writing {name}")))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(io_error(format!("chmod {name}")))?;
+            if running_as_root() {
+                run(Command::new("chown").arg(SUPERUSER).arg(&path), "chown")?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates a new, empty database and returns its [`url`](Self::url).
@@ -388,11 +516,18 @@ impl PostgresServer {
     }
 
     fn pg_ctl_start(&mut self) -> Result<(), HarnessError> {
-        let options = format!(
+        let mut options = format!(
             "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=on",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                self.dir.path().join(TLS_CERT_FILE).display(),
+                self.dir.path().join(TLS_KEY_FILE).display()
+            ));
+        }
         run(
             self.as_owner("pg_ctl")
                 .arg("start")
@@ -428,21 +563,12 @@ impl PostgresServer {
             String::new()
         };
         let script = format!(
-            "while read -r _; do :; done; {prefix}'{}' stop -D '{}' -m fast -w >/dev/null 2>&1; rm -rf '{}'",
+            "{prefix}'{}' stop -D '{}' -m fast -w >/dev/null 2>&1; rm -rf '{}'",
             self.bin.join("pg_ctl").display(),
             self.data_dir().display(),
             self.dir.path().display()
         );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("watchdog shell"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        self.watchdog = Some((child, stdin));
+        self.watchdog = Some(Watchdog::spawn(&script)?);
         Ok(())
     }
 
@@ -473,10 +599,8 @@ impl Drop for PostgresServer {
                 eprintln!("PostgreSQL processes survived SIGKILL: {survivors:?}");
             }
         }
-        if let Some((mut child, mut stdin)) = self.watchdog.take() {
-            let _ = stdin.flush();
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.fire();
         }
     }
 }
@@ -502,7 +626,7 @@ pub struct NatsServer {
     /// Its log file's directory.
     dir: tempfile::TempDir,
     /// Kills the server when the test process ends without dropping this.
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -642,20 +766,8 @@ impl NatsServer {
     /// A shell that waits for its standard input to close (this process
     /// ended), then kills the server.
     fn spawn_watchdog(&mut self) -> Result<(), HarnessError> {
-        let script = format!(
-            "while read -r _; do :; done; kill -KILL {} 2>/dev/null",
-            self.child.id()
-        );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("watchdog shell"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        self.watchdog = Some((child, stdin));
+        let script = format!("kill -KILL {} 2>/dev/null", self.child.id());
+        self.watchdog = Some(Watchdog::spawn(&script)?);
         Ok(())
     }
 }
@@ -664,10 +776,8 @@ impl Drop for NatsServer {
     /// Stops the watchdog (killed, so that it never signals a process id
     /// reused after the server's), then kills the server and reaps it.
     fn drop(&mut self) {
-        if let Some((mut child, stdin)) = self.watchdog.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(stdin);
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -700,6 +810,19 @@ fn find_nats() -> Result<PathBuf, HarnessError> {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// The started server, or `None` after printing why not (a panic with
+/// [`REQUIRE_SERVICES_ENV`]`=1`).
+fn skip_unless_required(started: Result<PostgresServer, HarnessError>) -> Option<PostgresServer> {
+    match started {
+        Ok(server) => Some(server),
+        Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but PostgreSQL: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
+            None
+        }
+    }
 }
 
 fn required() -> bool {
@@ -917,9 +1040,7 @@ mod tests {
             return;
         };
         let pid = nats.pid();
-        let (mut child, stdin) = nats.watchdog.take().unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        assert!(nats.watchdog.take().unwrap().fire());
         // Killed; reaped by the drop below.
         let deadline = Instant::now() + Duration::from_secs(5);
         while nats.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -950,9 +1071,7 @@ mod tests {
         let postmaster = pg.postmaster_pid().unwrap();
         let dir = pg.dir.path().to_owned();
         // What the end of the test process does: the pipe closes.
-        let (mut child, stdin) = pg.watchdog.take().unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        assert!(pg.watchdog.take().unwrap().fire());
         assert!(!alive(postmaster));
         assert!(!dir.exists());
         pg.running = false;

@@ -2,10 +2,11 @@
 //! tests, killed when dropped (and by a watchdog when the test process
 //! ends any other way).
 
+use crate::watchdog::Watchdog;
 use crate::{HarnessError, io_error};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ pub struct ClusterNode {
     log: PathBuf,
     /// Kills the node when the test process ends without dropping this
     /// (its standard input closes).
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 impl ClusterNode {
@@ -82,7 +83,7 @@ impl ClusterNode {
             .stderr(log_file)
             .spawn()
             .map_err(io_error("missive-server"))?;
-        let watchdog = spawn_watchdog(child.id())?;
+        let watchdog = Watchdog::spawn(&format!("kill -9 {} 2>/dev/null; true", child.id()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut node = Self {
             child,
@@ -209,26 +210,8 @@ impl Drop for ClusterNode {
         self.sigkill();
         // The node is reaped: its pid may be reused, so the watchdog must
         // not kill it any more.
-        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            drop(stdin);
-            let _ = watchdog.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
         }
     }
-}
-
-/// A shell that waits for its standard input to close (the test process
-/// ended, or the node was dropped), then kills `pid` if it still runs.
-fn spawn_watchdog(pid: u32) -> Result<(Child, ChildStdin), HarnessError> {
-    let script = format!("while read -r _; do :; done; kill -9 {pid} 2>/dev/null; true");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_error("watchdog shell"))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    Ok((child, stdin))
 }

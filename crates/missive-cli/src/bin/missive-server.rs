@@ -12,7 +12,7 @@ use missive_runtime::driver::{
     certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed, self_signed,
     websocket_server_config,
 };
-use missive_store::postgres::Fence;
+use missive_store::postgres::{Fence, PostgresTls};
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use std::io::Write;
@@ -39,10 +39,8 @@ use tracing_subscriber::EnvFilter;
 /// NATS server of --nats. Give every node a certificate from one CA
 /// (--tls-cert/--tls-key, with the names of its --advertise address), and
 /// clients that CA (`missive --ca FILE`): clients are redirected from node
-/// to node. TLS to PostgreSQL is not available in this build: its
-/// PostgreSQL client has no TLS support, so a URL with `sslmode=require`
-/// is refused (the default `sslmode=prefer` talks plaintext); keep the
-/// database on a private network or behind a TLS tunnel. TLS to NATS: a
+/// to node. TLS to PostgreSQL as for a single server (`sslmode=require` in
+/// the --postgres URL, --postgres-ca for a private CA). TLS to NATS: a
 /// `tls://host:port` URL, its certificate verified against the system's
 /// root certificates or the CA of --nats-ca.
 #[derive(Debug, Parser)]
@@ -62,6 +60,11 @@ struct Args {
     /// schema is created or migrated at start). DATA still holds the
     /// self-signed certificate. If the database fails while serving, the
     /// server exits with a non-zero status: restart it with a supervisor.
+    /// TLS: add `?sslmode=require` (TLS or no connection) or
+    /// `sslmode=prefer` (TLS if the server offers it); without `sslmode`
+    /// the connection is plaintext. The server's certificate is always
+    /// verified (libpq's `verify-full`), against the web PKI roots and
+    /// --postgres-ca; TLS 1.3 only.
     #[arg(
         long,
         env = "MISSIVE_POSTGRES",
@@ -69,6 +72,16 @@ struct Args {
         hide_env_values = true
     )]
     postgres: Option<String>,
+    /// CA certificates (PEM) the PostgreSQL server's TLS certificate may
+    /// be issued by, besides the web PKI roots (a private CA; libpq's
+    /// `sslrootcert`, which the URL cannot carry here).
+    #[arg(
+        long,
+        env = "MISSIVE_POSTGRES_CA",
+        value_name = "FILE",
+        requires = "postgres"
+    )]
+    postgres_ca: Option<PathBuf>,
     /// Certificate chain (PEM, end-entity first) [default: a self-signed
     /// one in DATA/tls/cert.pem].
     #[arg(
@@ -278,6 +291,13 @@ impl Args {
         c
     }
 
+    /// What TLS connections to PostgreSQL trust (--postgres-ca).
+    fn postgres_tls(&self) -> PostgresTls {
+        self.postgres_ca
+            .as_ref()
+            .map_or_else(PostgresTls::default, PostgresTls::with_ca_file)
+    }
+
     fn shard_count(&self) -> u32 {
         self.shards.unwrap_or(ClusterConfig::default().shards)
     }
@@ -294,6 +314,7 @@ impl Args {
             return None;
         };
         let mut options = CoordinatorOptions::new(node_id, advertise, postgres, nats);
+        options.postgres_tls = self.postgres_tls();
         options.shards = self.shard_count();
         options.nats_ca = self.nats_ca.clone();
         if let Some(ttl) = self.lease_ttl {
@@ -397,13 +418,15 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot join the cluster: {e}"))?;
         let url = cluster.options.postgres.clone();
+        let tls = cluster.options.postgres_tls.clone();
         let fence = cluster.fence.clone();
         let shards = cluster.options.shards;
-        let store =
-            tokio::task::spawn_blocking(move || PostgresStore::connect_node(&url, fence, shards))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
+        let store = tokio::task::spawn_blocking(move || {
+            PostgresStore::connect_node_with(&url, &tls, fence, shards)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
         tracing::info!(
             database = store.target(),
             node = %cluster.options.node_id,
@@ -415,7 +438,8 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::warn!("in-memory store: nothing survives a restart");
         Box::new(MemoryStore::new())
     } else if let Some(url) = args.postgres.clone() {
-        let store = tokio::task::spawn_blocking(move || PostgresStore::connect(&url))
+        let tls = args.postgres_tls();
+        let store = tokio::task::spawn_blocking(move || PostgresStore::connect_with(&url, &tls))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?;
@@ -659,6 +683,54 @@ mod tests {
         assert_eq!(
             arg.get_env(),
             Some(std::ffi::OsStr::new("MISSIVE_POSTGRES"))
+        );
+    }
+
+    #[test]
+    fn postgres_ca_from_flag_or_environment() {
+        use clap::Parser;
+        let url = "postgres://h/db?sslmode=require";
+        let args = Args::parse_from(["missive-server", "--postgres", url]);
+        assert_eq!(args.postgres_tls(), PostgresTls::default());
+        let args = Args::parse_from([
+            "missive-server",
+            "--postgres",
+            url,
+            "--postgres-ca",
+            "ca.pem",
+        ]);
+        assert_eq!(args.postgres_tls(), PostgresTls::with_ca_file("ca.pem"));
+        assert!(
+            Args::try_parse_from(["missive-server", "--postgres-ca", "ca.pem"]).is_err(),
+            "a CA without --postgres"
+        );
+        let cluster = Args::parse_from([
+            "missive-server",
+            "--cluster",
+            "--node-id",
+            "n1",
+            "--advertise",
+            "127.0.0.2:7878",
+            "--postgres",
+            url,
+            "--postgres-ca",
+            "ca.pem",
+            "--nats",
+            "nats://127.0.0.1:4222",
+        ]);
+        assert_eq!(
+            cluster.coordinator().unwrap().postgres_tls,
+            PostgresTls::with_ca_file("ca.pem"),
+            "the leases trust it too"
+        );
+        let command = <Args as clap::CommandFactory>::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "postgres_ca")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("MISSIVE_POSTGRES_CA"))
         );
     }
 

@@ -7,7 +7,7 @@
 //! function ([`FENCE_FUNCTION`](super::FENCE_FUNCTION)) checks before any
 //! write of the shard.
 
-use super::{PostgresError, connect_client, database, migrate, storage_shards};
+use super::{Connector, PostgresTls, database, migrate, storage_shards};
 use crate::StoreError;
 use crate::rows::{decode_item, user_name};
 use futures_util::{StreamExt, pin_mut};
@@ -15,7 +15,7 @@ use missive_core::cluster::{Shard, shard_of};
 use missive_core::server::PersistCmd;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Most shards a cluster may have.
 pub const MAX_SHARDS: u32 = 65_536;
@@ -160,8 +160,8 @@ impl LeaseStatements {
 /// was lost, the next call connects again first (and fails with
 /// [`StoreError::Connect`] if it cannot; the caller tries again later).
 pub struct Leases {
-    config: Config,
-    target: String,
+    /// How to connect again (the same URL and TLS trust).
+    connector: Connector,
     client: Client,
     statements: LeaseStatements,
     options: LeaseOptions,
@@ -171,7 +171,7 @@ pub struct Leases {
 impl std::fmt::Debug for Leases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Leases")
-            .field("target", &self.target)
+            .field("target", &self.connector.target)
             .field("node_id", &self.options.node_id)
             .field("shards", &self.options.shards)
             .finish_non_exhaustive()
@@ -211,11 +211,26 @@ impl Leases {
     /// [`LeaseOptions::shards`], with [`LeaseError::ShardCountMismatch`] if
     /// the cluster exists with another count, and as
     /// [`PostgresStore::connect`](super::PostgresStore::connect) otherwise.
+    /// TLS as the URL's `sslmode` says, verified against the web PKI roots
+    /// ([`connect_with`](Self::connect_with) for a private CA).
     pub async fn connect(url: &str, options: LeaseOptions) -> Result<Self, LeaseError> {
+        Self::connect_with(url, &PostgresTls::default(), options).await
+    }
+
+    /// [`connect`](Self::connect), trusting `tls` for TLS connections
+    /// (`sslmode=prefer` or `require`; see [`PostgresTls`]), now and on
+    /// every reconnection. Fails also with [`StoreError::CaFile`] if its
+    /// CA file cannot be used.
+    pub async fn connect_with(
+        url: &str,
+        tls: &PostgresTls,
+        options: LeaseOptions,
+    ) -> Result<Self, LeaseError> {
         if !options.shards.is_power_of_two() || options.shards > MAX_SHARDS {
             return Err(LeaseError::InvalidShardCount(options.shards));
         }
-        let (config, target, (mut client, connection)) = connect_client(url).await?;
+        let connector = Connector::new(url, tls)?;
+        let (mut client, connection) = connector.open().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "lease connection to PostgreSQL lost");
@@ -225,8 +240,7 @@ impl Leases {
         let cluster_id = create_cluster(&mut client, options.shards).await?;
         let statements = LeaseStatements::prepare(&client).await.map_err(database)?;
         Ok(Self {
-            config,
-            target,
+            connector,
             client,
             statements,
             options,
@@ -441,14 +455,7 @@ impl Leases {
         if !self.client.is_closed() {
             return Ok(());
         }
-        let (client, connection) =
-            self.config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|source| StoreError::Connect {
-                    target: self.target.clone(),
-                    source: Box::new(PostgresError(source)),
-                })?;
+        let (client, connection) = self.connector.open().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "lease connection to PostgreSQL lost");
@@ -456,7 +463,7 @@ impl Leases {
         });
         self.statements = LeaseStatements::prepare(&client).await.map_err(database)?;
         self.client = client;
-        tracing::info!(target = %self.target, "lease connection to PostgreSQL re-established");
+        tracing::info!(target = %self.connector.target, "lease connection to PostgreSQL re-established");
         Ok(())
     }
 }
