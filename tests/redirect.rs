@@ -5,7 +5,7 @@
 //! verified there like the first node, against the CA it was given. A
 //! redirect to a node whose certificate does not chain to that CA, or away
 //! from a certificate pinned on first use, fails typed; redirects in a loop
-//! fail typed.
+//! fail typed once the connect deadline has passed.
 
 mod support;
 
@@ -191,7 +191,9 @@ fn connect<C: Connector>(
     first: SocketAddr,
     home: &std::path::Path,
 ) -> Result<String, ConnectError> {
-    let options = opts(first, home, "alice", 0).client_options();
+    let mut options = opts(first, home, "alice", 0).client_options();
+    // A loop of redirects is retried (after a pause) until this deadline.
+    options.connect_timeout = Duration::from_secs(2);
     rt.block_on(async {
         let (client, mut events) = tokio::time::timeout(
             Duration::from_secs(20),

@@ -17,8 +17,10 @@
 //! the same identity and outbox on a connection to the address given. If
 //! that node cannot be reached, the client goes back to the configured
 //! server after the usual backoff; at most [`MAX_REDIRECTS`] redirects are
-//! followed in a row without a login (then
-//! [`ConnectError::RedirectLoop`]). The address is verified like the
+//! followed in a row without a login, then the client goes back to the
+//! configured server after the usual backoff (shards may be moving between
+//! nodes) — and a first connect still without a login at its deadline
+//! fails with [`ConnectError::RedirectLoop`]. The address is verified like the
 //! configured one by the connector (a CA-issued certificate must name it);
 //! a certificate refused there is [`ConnectError::UntrustedRedirect`],
 //! never a pin of a new certificate.
@@ -713,12 +715,14 @@ impl ClientSupervisor {
             };
             self.redirects = 0;
             self.server = self.home_server.clone();
-            if let Some(ready) = self.ready.take() {
-                let _ = ready.send(Err(error));
-                self.stop = true;
+            // Shards may be moving between nodes (a node joined or left):
+            // the first login tries again until its deadline.
+            let first_login_over = self.first_login_by.is_none_or(|by| now >= by);
+            if self.ready.is_some() && (first_login_over || !self.reconnect) {
+                self.stop_with(error);
                 return;
             }
-            tracing::warn!("{error}: back to the configured server");
+            tracing::warn!("{error}: back to the configured server after a pause");
             self.schedule_reconnect(now);
             return;
         }
@@ -1106,17 +1110,36 @@ mod tests {
     }
 
     #[test]
-    fn redirects_in_a_loop_fail_the_connect_typed() {
+    fn redirects_in_a_loop_pause_then_fail_the_connect_typed_at_its_deadline() {
         let home = tempfile::tempdir().unwrap();
-        let (_, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
+        let (options, mut sup, mut login, now) = connected(home.path(), Registration::IfUnknown);
         let _ = actions(&mut sup);
-        for hop in 0..MAX_REDIRECTS {
-            redirected(&mut sup, now, &format!("127.0.0.{}:7000", hop + 2));
-            assert_eq!(actions(&mut sup).last(), Some(&LinkAction::Connect));
-            sup.connected(now, Link::PLAINTEXT);
-            let _ = actions(&mut sup);
-        }
-        redirected(&mut sup, now, "127.0.0.9:7000");
+        let hops = |sup: &mut ClientSupervisor, at: Instant| {
+            for hop in 0..MAX_REDIRECTS {
+                redirected(sup, at, &format!("127.0.0.{}:7000", hop + 2));
+                assert_eq!(actions(sup).last(), Some(&LinkAction::Connect), "at once");
+                sup.connected(at, Link::PLAINTEXT);
+                let _ = actions(sup);
+            }
+            redirected(sup, at, "127.0.0.9:7000");
+        };
+        hops(&mut sup, now);
+        // One redirect too many: a pause, then the configured server again.
+        assert!(!actions(&mut sup).contains(&LinkAction::Connect), "a pause");
+        assert!(!sup.is_stopped());
+        assert!(poll_once(&mut login).is_pending());
+        assert_eq!(sup.server(), options.server);
+        let retry = sup
+            .link
+            .reconnect_at()
+            .expect("a pause before trying again");
+        sup.timeout(retry);
+        assert_eq!(sup.poll_action(), Some(LinkAction::Connect));
+        // Still looping at the connect deadline: the loop is the error.
+        let late = now + options.connect_timeout;
+        sup.connected(late, Link::PLAINTEXT);
+        let _ = actions(&mut sup);
+        hops(&mut sup, late);
         assert!(sup.is_stopped());
         match poll_once(&mut login) {
             Poll::Ready(Err(ConnectError::RedirectLoop { last, redirects })) => {
