@@ -215,6 +215,16 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// A failed scenario keeps its directory (the nodes' logs) for a look.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!("the nodes' logs are kept in {}", self.dir.path().display());
+        }
+    }
+}
+
 /// Whether process `pid` still exists (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
