@@ -196,6 +196,7 @@ impl Node {
             tracing::info!(shard = %acquired.shard, epoch = acquired.epoch, "shard acquired");
             self.tell(ClusterEvent::Acquired {
                 shard: acquired.shard,
+                epoch: acquired.epoch,
                 state: acquired.state,
             });
         }
@@ -477,10 +478,12 @@ mod tests {
             vec![
                 ClusterEvent::Acquired {
                     shard: Shard(0),
+                    epoch: 5,
                     state: Vec::new()
                 },
                 ClusterEvent::Acquired {
                     shard: Shard(1),
+                    epoch: 6,
                     state: Vec::new()
                 },
             ]

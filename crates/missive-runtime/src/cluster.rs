@@ -29,6 +29,9 @@ pub enum ClusterEvent {
     Acquired {
         /// The shard.
         shard: Shard,
+        /// The epoch of the lease taken (the store writes the commands the
+        /// core issues for the shard under it).
+        epoch: u64,
         /// Its users' stored commands, read after the lease was taken.
         state: Vec<PersistCmd>,
     },

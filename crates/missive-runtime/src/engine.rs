@@ -48,7 +48,7 @@ use crate::queue::{
 };
 use futures_channel::mpsc;
 use futures_util::Stream;
-use missive_core::cluster::Shard;
+use missive_core::cluster::{Shard, shard_of};
 use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::wire::Link;
@@ -182,6 +182,11 @@ pub struct ServerEngine {
     store_stopped: bool,
     /// Where forwards, replies and fenced shards go on a cluster node.
     cluster: Option<ClusterCommands>,
+    /// On a cluster node: the shards the core serves, with the lease epoch
+    /// it serves each under. Every command is submitted with its shard's
+    /// epoch here, so the store writes it under the ownership that issued
+    /// it, never a later one ([`Store::commit_under`]).
+    served: HashMap<Shard, u64>,
 }
 
 impl fmt::Debug for ServerEngine {
@@ -234,6 +239,7 @@ impl ServerEngine {
             stats: EngineStats::default(),
             store_stopped: false,
             cluster: None,
+            served: HashMap::new(),
         };
         engine.drain(now);
         Ok((engine, StoreEvents { rx }))
@@ -270,8 +276,13 @@ impl ServerEngine {
     /// Feeds one report of the coordinator to the core.
     pub fn cluster_event(&mut self, now: Instant, event: ClusterEvent) {
         let input = match &event {
-            ClusterEvent::Acquired { shard, state } => {
-                tracing::info!(%shard, commands = state.len(), "shard acquired");
+            ClusterEvent::Acquired {
+                shard,
+                epoch,
+                state,
+            } => {
+                tracing::info!(%shard, epoch, commands = state.len(), "shard acquired");
+                self.served.insert(*shard, *epoch);
                 Input::ShardAcquired {
                     shard: *shard,
                     state,
@@ -279,6 +290,7 @@ impl ServerEngine {
             }
             ClusterEvent::Lost(shard) => {
                 tracing::info!(%shard, "shard lost");
+                self.served.remove(shard);
                 Input::ShardLost(*shard)
             }
             ClusterEvent::Owner { shard, address } => Input::OwnerChanged {
@@ -381,6 +393,7 @@ impl ServerEngine {
     fn fenced(&mut self, now: Instant, shards: Vec<Shard>) {
         tracing::warn!(?shards, "writes refused by the fence: shards lost");
         for shard in &shards {
+            self.served.remove(shard);
             self.server.handle_input(now, Input::ShardLost(*shard));
         }
         self.drain(now);
@@ -523,6 +536,13 @@ impl ServerEngine {
                 Output::Persist { lsn, cmd } => {
                     self.stats.persisted += 1;
                     let submitted = match &mut self.store {
+                        Some(Persistence::Thread(store)) if self.cluster.is_some() => {
+                            let epoch = self.server.config().cluster.and_then(|cluster| {
+                                let user = cmd.user()?;
+                                self.served.get(&shard_of(user, cluster.shards)).copied()
+                            });
+                            store.submit_under(lsn, cmd, epoch)
+                        }
                         Some(Persistence::Thread(store)) => store.submit(lsn, cmd),
                         Some(Persistence::Inline(inline)) => {
                             inline.batch.push(cmd);

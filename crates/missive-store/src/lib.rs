@@ -82,6 +82,23 @@ pub trait Store: Send + 'static {
     /// key, removing an absent item does nothing).
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError>;
 
+    /// [`commit`](Store::commit) on a cluster node: `epochs[i]` is the
+    /// lease epoch under which the node served the shard of `batch[i]` when
+    /// its core issued the command (`None`: not served then, or a command
+    /// of no shard). A store that fences writes (the PostgreSQL store in
+    /// node mode) writes each command only under its own epoch, never under
+    /// the one the node holds when the commit runs: a command issued before
+    /// the node lost a shard must not be written after it took the shard
+    /// again. Other stores ignore the epochs.
+    fn commit_under(
+        &mut self,
+        batch: &[PersistCmd],
+        epochs: &[Option<u64>],
+    ) -> Result<(), StoreError> {
+        let _ = epochs;
+        self.commit(batch)
+    }
+
     /// Whether [`commit`](Store::commit) is cheap enough (no I/O, a few
     /// microseconds) to run on the driver's own thread right after each
     /// input, instead of on a [`StoreThread`]: then a driver reports
@@ -110,6 +127,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
         (**self).commit(batch)
+    }
+
+    fn commit_under(
+        &mut self,
+        batch: &[PersistCmd],
+        epochs: &[Option<u64>],
+    ) -> Result<(), StoreError> {
+        (**self).commit_under(batch, epochs)
     }
 
     fn commits_inline(&self) -> bool {

@@ -388,6 +388,20 @@ struct NodeMode {
     fenced: BTreeSet<Shard>,
 }
 
+impl NodeMode {
+    /// Writes of `shard` under `epoch` can no longer be made: out of the
+    /// fence, and reported fenced — unless the node already serves the
+    /// shard under a newer epoch (it lost the old one and took it again:
+    /// the loss was reported then, and reporting it now would drop the new
+    /// ownership).
+    fn lose(&mut self, shard: Shard, epoch: u64) {
+        self.fence.release_epoch(shard, epoch);
+        if self.fence.epoch(shard).is_none_or(|held| held <= epoch) {
+            self.fenced.insert(shard);
+        }
+    }
+}
+
 /// Why one attempt at a node's commit did not commit.
 enum Attempt {
     /// The fence function refused these shards; nothing was written.
@@ -556,18 +570,6 @@ fn refused_shards(err: &tokio_postgres::Error) -> Option<Result<Vec<Shard>, Stor
     )
 }
 
-/// The user a command is about (`None` for the server id).
-fn command_user(cmd: &PersistCmd) -> Option<&UserName> {
-    match cmd {
-        PersistCmd::RegisterUser { user, .. }
-        | PersistCmd::Enqueue { user, .. }
-        | PersistCmd::Ack { user, .. }
-        | PersistCmd::Expire { user, .. }
-        | PersistCmd::SetNextSeq { user, .. } => Some(user),
-        _ => None,
-    }
-}
-
 fn epoch_param(epoch: u64) -> Result<i64, StoreError> {
     i64::try_from(epoch).map_err(|_| StoreError::Encode {
         what: "lease epoch",
@@ -607,8 +609,13 @@ impl PostgresStore {
     /// - [`Store::load`] returns a state holding only the cluster's server
     ///   id; the users of a shard come with its acquisition
     ///   ([`Leases::load_shard`]).
-    /// - [`Store::commit`] drops the commands of shards `fence` does not
-    ///   hold, runs the fence function first in the same transaction, and
+    /// - [`Store::commit_under`] writes each command under the epoch it
+    ///   was issued under (a [`StoreThread::submit_under`](crate::StoreThread::submit_under)
+    ///   tag): a shard's commands under an older epoch than its newest one
+    ///   in the batch, issued before the node lost the shard and took it
+    ///   again, are dropped; [`Store::commit`] takes the epochs `fence`
+    ///   holds at commit time instead. Either drops the commands of shards
+    ///   not served, runs the fence function first in the same transaction, and
     ///   if it refuses shards (another node acquired them) commits the
     ///   batch without their commands; both kinds are reported by
     ///   [`Store::take_fenced`] (and as [`StoreEvent::Fenced`](crate::StoreEvent::Fenced)
@@ -770,25 +777,48 @@ impl PostgresStore {
         })
     }
 
-    /// A node's commit: see [`connect_node`](Self::connect_node).
-    fn commit_node(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
+    /// A node's commit: see [`connect_node`](Self::connect_node). `tags`:
+    /// the epoch each command was issued under (`commit_under`), or `None`
+    /// for the epochs the fence holds now (`commit`).
+    fn commit_node(
+        &mut self,
+        batch: &[PersistCmd],
+        tags: Option<&[Option<u64>]>,
+    ) -> Result<(), StoreError> {
         let Mode::Node(node) = &mut self.mode else {
             unreachable!("commit_node is called in node mode only");
         };
-        let held: HashMap<Shard, u64> = node.fence.held().into_iter().collect();
         let shards = node.shards;
+        let mut issued: Vec<(Option<Shard>, Option<u64>)> = Vec::with_capacity(batch.len());
+        for (i, cmd) in batch.iter().enumerate() {
+            let shard = cmd.user().map(|user| cluster::shard_of(user, shards));
+            let epoch = match (tags, shard) {
+                (Some(tags), _) => tags.get(i).copied().flatten(),
+                (None, Some(shard)) => node.fence.epoch(shard),
+                (None, None) => None,
+            };
+            issued.push((shard, epoch));
+        }
+        // Each shard is written under the newest epoch it was issued under
+        // in this batch.
+        let mut held: HashMap<Shard, u64> = HashMap::new();
+        for (shard, epoch) in &issued {
+            if let (Some(shard), Some(epoch)) = (shard, epoch) {
+                let newest = held.entry(*shard).or_insert(*epoch);
+                *newest = (*newest).max(*epoch);
+            }
+        }
         let mut kept: Vec<(Shard, &PersistCmd)> = Vec::with_capacity(batch.len());
-        for cmd in batch {
-            match command_user(cmd) {
-                Some(user) => {
-                    let shard = cluster::shard_of(user, shards);
-                    if held.contains_key(&shard) {
-                        kept.push((shard, cmd));
-                    } else {
-                        node.fenced.insert(shard);
-                    }
+        for (cmd, (shard, epoch)) in batch.iter().zip(&issued) {
+            match (shard, epoch) {
+                (Some(shard), Some(epoch)) if held[shard] == *epoch => kept.push((*shard, cmd)),
+                // Issued before the node lost the shard and took it again:
+                // the core dropped what it backed with the shard.
+                (Some(_), Some(_)) => {}
+                (Some(shard), None) => {
+                    node.fenced.insert(*shard);
                 }
-                None => match cmd {
+                (None, _) => match cmd {
                     PersistCmd::SetServerId { server_id } if *server_id == node.cluster_id => {}
                     PersistCmd::SetServerId { .. } => {
                         return Err(StoreError::ClusterMismatch {
@@ -811,8 +841,7 @@ impl PostgresStore {
                     };
                     tracing::warn!(?refused, "writes refused: shards fenced");
                     for shard in &refused {
-                        node.fence.release_epoch(*shard, held[shard]);
-                        node.fenced.insert(*shard);
+                        node.lose(*shard, held[shard]);
                     }
                     kept.retain(|(shard, _)| !refused.contains(shard));
                 }
@@ -827,7 +856,7 @@ impl PostgresStore {
                     kept.retain(|(shard, _)| {
                         let still_held = node.fence.epoch(*shard) == Some(held[shard]);
                         if !still_held {
-                            node.fenced.insert(*shard);
+                            node.lose(*shard, held[shard]);
                         }
                         still_held
                     });
@@ -1211,10 +1240,21 @@ impl Store for PostgresStore {
             return Ok(());
         }
         if let Mode::Node(_) = self.mode {
-            return self.commit_node(batch);
+            return self.commit_node(batch, None);
         }
         let steps = plan(batch.iter().map(|cmd| (cmd, 0)))?;
         self.send_transaction(&steps, None).map_err(database)
+    }
+
+    fn commit_under(
+        &mut self,
+        batch: &[PersistCmd],
+        epochs: &[Option<u64>],
+    ) -> Result<(), StoreError> {
+        match self.mode {
+            Mode::Node(_) if !batch.is_empty() => self.commit_node(batch, Some(epochs)),
+            _ => self.commit(batch),
+        }
     }
 
     fn take_fenced(&mut self) -> Vec<Shard> {

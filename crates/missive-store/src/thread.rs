@@ -70,7 +70,8 @@ struct Counters {
 }
 
 enum Msg {
-    Cmd(Lsn, PersistCmd),
+    /// A command, and the lease epoch of its shard when it was issued.
+    Cmd(Lsn, PersistCmd, Option<u64>),
     /// Answer once everything before this message is durable. Dropped
     /// unanswered if the thread stops.
     Flush(Sender<()>),
@@ -147,7 +148,21 @@ impl StoreThread {
     ///
     /// Fails with [`StoreError::Stopped`] after a commit failed.
     pub fn submit(&self, lsn: Lsn, cmd: PersistCmd) -> Result<(), StoreError> {
-        self.send(Msg::Cmd(lsn, cmd))
+        self.send(Msg::Cmd(lsn, cmd, None))
+    }
+
+    /// [`submit`](StoreThread::submit) on a cluster node: `epoch` is the
+    /// lease epoch under which the node serves the command's shard now, as
+    /// its core issued the command (see [`Store::commit_under`]). On a node
+    /// every command goes through here: one submitted without an epoch is
+    /// one of a shard the node does not serve.
+    pub fn submit_under(
+        &self,
+        lsn: Lsn,
+        cmd: PersistCmd,
+        epoch: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.send(Msg::Cmd(lsn, cmd, epoch))
     }
 
     /// Blocks until every command submitted so far is durable (and its
@@ -232,6 +247,7 @@ fn run(
     counters: &Counters,
 ) {
     let mut batch: Vec<PersistCmd> = Vec::new();
+    let mut epochs: Vec<Option<u64>> = Vec::new();
     let mut waiters: Vec<Sender<()>> = Vec::new();
     // Blocks for the first message of each batch; ends when every sender
     // is gone and the queue is empty.
@@ -241,10 +257,11 @@ fn run(
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Cmd(lsn, cmd) => {
+                Msg::Cmd(lsn, cmd, epoch) => {
                     highest = highest.max(Some(lsn));
                     bytes += cmd_size(&cmd);
                     batch.push(cmd);
+                    epochs.push(epoch);
                 }
                 Msg::Flush(done) => waiters.push(done),
             }
@@ -256,7 +273,7 @@ fn run(
             }
         }
         if let Some(lsn) = highest {
-            if let Err(err) = store.commit(&batch) {
+            if let Err(err) = store.commit_under(&batch, &epochs) {
                 tracing::error!(error = %err, commands = batch.len(), "store commit failed");
                 on_event(StoreEvent::Failed(err));
                 // Close the queue before failing the waiters, so that a caller
@@ -272,6 +289,7 @@ fn run(
             counters.durable_lsn.store(lsn.0, Ordering::Relaxed);
             tracing::trace!(commands = n, lsn = lsn.0, "committed");
             batch.clear();
+            epochs.clear();
             let fenced = store.take_fenced();
             if !fenced.is_empty() {
                 on_event(StoreEvent::Fenced(fenced));

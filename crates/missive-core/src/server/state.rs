@@ -90,6 +90,21 @@ pub enum MailItem {
     },
 }
 
+impl PersistCmd {
+    /// The user whose record the command changes (`None` for the server's
+    /// own id). On a cluster node it decides the command's shard.
+    pub fn user(&self) -> Option<&UserName> {
+        match self {
+            PersistCmd::RegisterUser { user, .. }
+            | PersistCmd::Enqueue { user, .. }
+            | PersistCmd::Ack { user, .. }
+            | PersistCmd::Expire { user, .. }
+            | PersistCmd::SetNextSeq { user, .. } => Some(user),
+            PersistCmd::SetServerId { .. } => None,
+        }
+    }
+}
+
 impl MailItem {
     /// When the item was queued.
     pub fn enqueued_at(&self) -> UnixMillis {

@@ -230,7 +230,8 @@ fn load_shard_returns_exactly_the_shards_users(shards: u32) {
     for shard in (0..shards).map(Shard) {
         let loaded = rt.block_on(leases.load_shard(shard)).unwrap();
         let in_shard = |cmd: &&PersistCmd| {
-            command_user(cmd).is_some_and(|u| cluster::shard_of(u, shards) == shard)
+            cmd.user()
+                .is_some_and(|u| cluster::shard_of(u, shards) == shard)
         };
         assert!(loaded.iter().all(|cmd| in_shard(&cmd)), "shard {shard}");
         let expected = ServerState::replay(cmds.iter().filter(in_shard));
@@ -311,11 +312,12 @@ fn a_stale_epoch_is_fenced_and_the_other_shards_commit() {
     let thread = StoreThread::spawn(thread_store, move |event| {
         let _ = tx.send(event);
     });
+    // Issued while a served both shards under epoch 1.
     thread
-        .submit(Lsn(1), message(&lost_name, 0, &kept_name, 10))
+        .submit_under(Lsn(1), message(&lost_name, 0, &kept_name, 10), Some(1))
         .unwrap();
     thread
-        .submit(Lsn(2), message(&kept_name, 0, &lost_name, 10))
+        .submit_under(Lsn(2), message(&kept_name, 0, &lost_name, 10), Some(1))
         .unwrap();
     thread.flush().unwrap();
     let got: Vec<StoreEvent> = events.try_iter().collect();
@@ -337,7 +339,7 @@ fn a_stale_epoch_is_fenced_and_the_other_shards_commit() {
 
     // Later commands of the dropped shard are dropped (and reported) too.
     thread
-        .submit(Lsn(3), message(&lost_name, 1, &kept_name, 10))
+        .submit_under(Lsn(3), message(&lost_name, 1, &kept_name, 10), Some(1))
         .unwrap();
     thread.flush().unwrap();
     let got: Vec<StoreEvent> = events.try_iter().collect();
@@ -355,6 +357,64 @@ fn a_stale_epoch_is_fenced_and_the_other_shards_commit() {
             .unwrap(),
         "0"
     );
+}
+
+/// A command issued while the node served a shard under epoch 1 reaches
+/// the store only after the node lost the shard and took it again under
+/// epoch 3 (PostgreSQL was down meanwhile, the store was reconnecting): it
+/// is not written — the core dropped what it backed, and the new owner's
+/// state, loaded at epoch 3, does not have it. Written under the fence's
+/// epoch at commit time (what `commit` does), it would land beside the new
+/// owner's own writes: here at a sequence number the new owner hands out
+/// again, so the new owner's message would be dropped by the conflict and
+/// lost. Nor is the shard reported fenced: the node serves it.
+#[test]
+fn a_command_issued_under_an_older_epoch_is_not_written_under_a_newer_one() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    let url = server.create_database();
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let rt = runtime();
+    let mut a = rt
+        .block_on(Leases::connect(&url, options("a", 4, LONG_TTL)))
+        .unwrap();
+    let shard = Shard(1);
+    let name = names_in(shard, 4, 1).remove(0);
+    let fence = Fence::new();
+    for (shard, epoch) in rt.block_on(a.acquire(4)).unwrap() {
+        fence.hold(shard, epoch);
+    }
+    let mut store = PostgresStore::connect_node(&url, fence.clone(), 4).unwrap();
+    store.commit_under(&[register(&name)], &[Some(1)]).unwrap();
+    // Lost and taken again: epoch 1 → (released) → 2 → (released) → 3.
+    for epoch in [1, 2] {
+        rt.block_on(a.release(shard, epoch)).unwrap();
+        fence.release_epoch(shard, epoch);
+        let taken = rt.block_on(a.acquire(1)).unwrap();
+        assert_eq!(taken, vec![(shard, epoch + 1)]);
+        fence.hold(shard, epoch + 1);
+    }
+    let stale = message(&name, 0, &name, 10);
+    let fresh = message(&name, 0, &name, 20);
+    // In one batch, the stale command first (issued before the loss).
+    store
+        .commit_under(&[stale.clone(), fresh.clone()], &[Some(1), Some(3)])
+        .unwrap();
+    assert!(store.take_fenced().is_empty());
+    // Alone in a batch of its own, it is refused by the database's fence.
+    store.commit_under(&[stale], &[Some(1)]).unwrap();
+    assert!(store.take_fenced().is_empty(), "the node serves the shard");
+    assert_eq!(fence.epoch(shard), Some(3));
+    let rows = server
+        .psql(
+            &database,
+            "SELECT seq, length(item) > 0, epoch FROM items ORDER BY seq",
+        )
+        .unwrap();
+    assert_eq!(rows, "0|t|3", "only the command issued under epoch 3");
+    let loaded = rt.block_on(a.load_shard(shard)).unwrap();
+    assert!(loaded.contains(&fresh), "{loaded:?}");
 }
 
 #[test]

@@ -120,14 +120,7 @@ impl Node {
 
 /// The shard a command changes, if it is a user's.
 fn shard_of_cmd(cmd: &PersistCmd, shards: u32) -> Option<Shard> {
-    match cmd {
-        PersistCmd::RegisterUser { user, .. }
-        | PersistCmd::Enqueue { user, .. }
-        | PersistCmd::Ack { user, .. }
-        | PersistCmd::Expire { user, .. }
-        | PersistCmd::SetNextSeq { user, .. } => Some(shard_of(user, shards)),
-        _ => None,
-    }
+    cmd.user().map(|user| shard_of(user, shards))
 }
 
 impl Server {
