@@ -12,7 +12,7 @@ mod common;
 use common::{install_key, next_event, next_message, user};
 use missive_core::client::ClientEvent;
 use missive_core::cluster::{Shard, shard_of};
-use missive_testkit::{ClusterNode, NatsServer, NodeArgs, PostgresServer};
+use missive_testkit::{ClusterEngines, ClusterNode, NodeArgs, PostgresServer};
 use missive_tokio::{ClientHandle, ClientOptions};
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,14 +121,15 @@ fn client_options(server: &str, home: &Path, name: &str, key: usize) -> ClientOp
 
 #[test]
 fn two_nodes_exchange_messages_both_ways_and_redirect_clients() {
-    let Some(pg) = PostgresServer::start_or_skip() else {
+    let Some(ClusterEngines {
+        pg,
+        nats,
+        postgres,
+        database,
+    }) = ClusterEngines::start_or_skip()
+    else {
         return;
     };
-    let Some(nats) = NatsServer::start_or_skip() else {
-        return;
-    };
-    let postgres = pg.create_database();
-    let database = postgres.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
     let mut second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());
@@ -270,14 +271,15 @@ fn cluster_ca(dir: &Path, hosts: &[&str]) {
 /// at the workspace root.)
 #[test]
 fn tls_nodes_of_one_ca_redirect_a_cli_given_the_ca() {
-    let Some(pg) = PostgresServer::start_or_skip() else {
+    let Some(ClusterEngines {
+        pg,
+        nats,
+        postgres,
+        database,
+    }) = ClusterEngines::start_or_skip()
+    else {
         return;
     };
-    let Some(nats) = NatsServer::start_or_skip() else {
-        return;
-    };
-    let postgres = pg.create_database();
-    let database = postgres.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let hosts = ["127.0.0.1", "127.0.0.2"];
     cluster_ca(dir.path(), &hosts);
@@ -349,14 +351,15 @@ fn tls_nodes_of_one_ca_redirect_a_cli_given_the_ca() {
 /// and get their messages there.
 #[test]
 fn a_frozen_node_gives_its_shards_up_and_its_clients_move() {
-    let Some(pg) = PostgresServer::start_or_skip() else {
+    let Some(ClusterEngines {
+        pg,
+        nats,
+        postgres,
+        database,
+    }) = ClusterEngines::start_or_skip()
+    else {
         return;
     };
-    let Some(nats) = NatsServer::start_or_skip() else {
-        return;
-    };
-    let postgres = pg.create_database();
-    let database = postgres.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let first = start_node("n1", "127.0.0.1", &postgres, &nats.url(), dir.path());
     let second = start_node("n2", "127.0.0.2", &postgres, &nats.url(), dir.path());

@@ -14,7 +14,7 @@ use common::{install_key, user};
 use missive_core::UserName;
 use missive_core::client::{ClientEvent, LoginError, Registration};
 use missive_core::cluster::{Shard, shard_of};
-use missive_testkit::{ClusterNode, NatsServer, NodeArgs, PostgresServer};
+use missive_testkit::{ClusterEngines, ClusterNode, NatsServer, NodeArgs, PostgresServer};
 use missive_tokio::{ClientHandle, ClientOptions, ConnectError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -39,14 +39,6 @@ const PACE: Duration = Duration::from_millis(250);
 fn scenario_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether the engines are installed (else the test skips with a message,
-/// unless MISSIVE_REQUIRE_SERVICES=1, where the harnesses panic).
-fn engines() -> Option<(PostgresServer, NatsServer)> {
-    let pg = PostgresServer::start_or_skip()?;
-    let nats = NatsServer::start_or_skip()?;
-    Some((pg, nats))
 }
 
 // ---------------------------------------------------------------- nodes
@@ -131,12 +123,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(pg: PostgresServer, nats: NatsServer) -> Self {
+    fn start(engines: ClusterEngines) -> Self {
+        let ClusterEngines {
+            pg,
+            nats,
+            postgres,
+            database,
+        } = engines;
         let dir = tempfile::tempdir().unwrap();
-        let url = pg.create_database();
-        let database = url.rsplit('/').next().unwrap().to_string();
         let mut nodes: Vec<Node> = (0..3)
-            .map(|i| Node::new(dir.path(), i, &url, &nats.url()))
+            .map(|i| Node::new(dir.path(), i, &postgres, &nats.url()))
             .collect();
         for node in &mut nodes {
             node.start();
@@ -611,8 +607,9 @@ impl Report {
 /// Once it is over, the cluster is dropped and its processes must be gone.
 fn run(scenario: impl AsyncFnOnce(&mut Cluster) -> Report) -> Option<Report> {
     let _one_at_a_time = scenario_lock();
-    let (pg, nats) = engines()?;
-    let mut cluster = Cluster::start(pg, nats);
+    // Skips (with a message) when an engine is not installed, unless
+    // MISSIVE_REQUIRE_SERVICES=1, where the harnesses panic.
+    let mut cluster = Cluster::start(ClusterEngines::start_or_skip()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

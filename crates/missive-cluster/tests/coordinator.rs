@@ -12,7 +12,7 @@ use missive_runtime::cluster::{
     ClusterCommand, ClusterCommands, ClusterEvent, ClusterEvents, cluster_link,
 };
 use missive_store::postgres::Fence;
-use missive_testkit::{NatsServer, PostgresServer};
+use missive_testkit::{ClusterEngines, NatsServer, PostgresServer};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -98,14 +98,15 @@ fn fetch_key() -> RemoteCall {
 
 #[test]
 fn coordinators_share_shards_carry_calls_and_hand_leases_back() {
-    let Some(pg) = PostgresServer::start_or_skip() else {
+    let Some(ClusterEngines {
+        pg,
+        nats,
+        postgres,
+        database,
+    }) = ClusterEngines::start_or_skip()
+    else {
         return;
     };
-    let Some(nats) = NatsServer::start_or_skip() else {
-        return;
-    };
-    let postgres = pg.create_database();
-    let database = postgres.rsplit('/').next().unwrap().to_owned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         // Alone, the first node takes every shard, each into the fence.

@@ -605,6 +605,37 @@ impl Drop for PostgresServer {
     }
 }
 
+/// What a cluster test runs on: a private PostgreSQL with a fresh database
+/// and a private NATS server.
+#[derive(Debug)]
+pub struct ClusterEngines {
+    /// The PostgreSQL server.
+    pub pg: PostgresServer,
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// The URL of the fresh database (`--postgres`).
+    pub postgres: String,
+    /// Its name (for [`PostgresServer::psql`]).
+    pub database: String,
+}
+
+impl ClusterEngines {
+    /// Both engines, or `None` (the test skips, with a message) when one
+    /// is not installed; panics instead under `MISSIVE_REQUIRE_SERVICES=1`.
+    pub fn start_or_skip() -> Option<Self> {
+        let pg = PostgresServer::start_or_skip()?;
+        let nats = NatsServer::start_or_skip()?;
+        let postgres = pg.create_database();
+        let database = postgres.rsplit('/').next().unwrap_or_default().to_owned();
+        Some(Self {
+            pg,
+            nats,
+            postgres,
+            database,
+        })
+    }
+}
+
 /// How long [`NatsServer::start`] waits for the server to accept TCP.
 const NATS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 

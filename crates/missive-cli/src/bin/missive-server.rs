@@ -675,15 +675,14 @@ mod tests {
         );
         // The environment variable is read by clap's `env` (checked end to
         // end in tests/postgres.rs, which sets it on the child process).
+        assert_eq!(env_of("postgres").as_deref(), Some("MISSIVE_POSTGRES"));
+    }
+
+    /// The environment variable clap reads argument `id` from.
+    fn env_of(id: &str) -> Option<String> {
         let command = <Args as clap::CommandFactory>::command();
-        let arg = command
-            .get_arguments()
-            .find(|a| a.get_id() == "postgres")
-            .unwrap();
-        assert_eq!(
-            arg.get_env(),
-            Some(std::ffi::OsStr::new("MISSIVE_POSTGRES"))
-        );
+        let arg = command.get_arguments().find(|a| a.get_id() == id)?;
+        arg.get_env().map(|env| env.to_string_lossy().into_owned())
     }
 
     #[test]
@@ -723,14 +722,9 @@ mod tests {
             PostgresTls::with_ca_file("ca.pem"),
             "the leases trust it too"
         );
-        let command = <Args as clap::CommandFactory>::command();
-        let arg = command
-            .get_arguments()
-            .find(|a| a.get_id() == "postgres_ca")
-            .unwrap();
         assert_eq!(
-            arg.get_env(),
-            Some(std::ffi::OsStr::new("MISSIVE_POSTGRES_CA"))
+            env_of("postgres_ca").as_deref(),
+            Some("MISSIVE_POSTGRES_CA")
         );
     }
 
