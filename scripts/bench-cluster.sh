@@ -71,12 +71,17 @@ start_nodes() { # $1 = number of nodes; waits until every shard is owned and spr
       --data "$WORK/data$i" "${SRVFLAGS[@]}" >> "$WORK/node$i.log" 2>&1 &
     PIDS+=($!); wait_port $NODE_PORT
   done
-  local nodes=$1 fair=$(( (SHARDS + $1 - 1) / $1 + 1 )) owners most owned
+  local nodes=$1 fair=$(( (SHARDS + $1 - 1) / $1 + 1 )) owners most owned last_epochs=""
   for _ in $(seq 600); do
     read -r owners most owned < <(psql_q -d "cluster$DB" -c "SELECT count(*), coalesce(max(n), 0), coalesce(sum(n), 0)
       FROM (SELECT owner, count(*) AS n FROM leases WHERE owner IS NOT NULL AND expires_at > now()
             GROUP BY owner) o" -F ' ')
-    if [ "$owners" = "$nodes" ] && [ "$most" -le "$fair" ] && [ "$owned" = "$SHARDS" ]; then return 0; fi
+    if [ "$owners" = "$nodes" ] && [ "$most" -le "$fair" ] && [ "$owned" = "$SHARDS" ]; then
+      # Settled: no shard moved for two lease rounds (a node hands extras back one round at a time).
+      local epochs; epochs=$(psql_q -d "cluster$DB" -c "SELECT sum(epoch) FROM leases")
+      if [ "$epochs" = "${last_epochs:-}" ]; then return 0; fi
+      last_epochs=$epochs; sleep 4; continue
+    fi
     sleep 0.1
   done
   echo "shards not spread over $1 nodes in time" >&2; return 1

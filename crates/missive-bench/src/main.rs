@@ -592,8 +592,8 @@ struct Conn {
     session_id: [u8; 16],
     /// Mailbox items waiting at login (`logged_in`'s `queued`).
     queued_at_login: u64,
-    /// Where a cluster node redirected the last register or login.
-    redirected: Option<String>,
+    /// Why a cluster node turned the last register or login away.
+    bounced: Option<Bounce>,
 }
 
 impl Conn {
@@ -605,7 +605,7 @@ impl Conn {
             server_id: [0; 16],
             session_id: [0; 16],
             queued_at_login: 0,
-            redirected: None,
+            bounced: None,
         };
         c.push(&ClientPacket::Hello {
             versions: vec![PROTOCOL_VERSION],
@@ -744,8 +744,15 @@ impl Conn {
         let nonce = match self.recv().await? {
             ServerPacket::Challenge { nonce, .. } => nonce,
             ServerPacket::Redirect { address } => {
-                self.redirected = Some(address);
+                self.bounced = Some(Bounce::Redirect(address));
                 return Err(format!("{user}: redirected"));
+            }
+            ServerPacket::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            } => {
+                self.bounced = Some(Bounce::Unavailable);
+                return Err(format!("{user}: no node serves it right now"));
             }
             other => return Err(format!("{user}: expected challenge, got {other:?}")),
         };
@@ -768,13 +775,13 @@ impl Conn {
         self.recv().await
     }
 
-    /// Registers `user`; `Some(address)` when a cluster node redirected.
+    /// Registers `user`; `Some` when a cluster node turned it away.
     async fn register(
         &mut self,
         user: &UserName,
         id: &Identity,
         rng: &mut CoreRng,
-    ) -> Res<Option<String>> {
+    ) -> Res<Option<Bounce>> {
         let first = ClientPacket::Register {
             user: user.clone(),
             public_key: id.public_key().to_spki_der().to_vec(),
@@ -783,25 +790,25 @@ impl Conn {
             .first_answer(first, AuthContext::Register, user, id, rng)
             .await?
         {
-            Err(address) => Ok(Some(address)),
+            Err(bounce) => Ok(Some(bounce)),
             Ok(ServerPacket::Registered { .. }) => Ok(None),
             Ok(other) => Err(format!("{user}: register: {other:?}")),
         }
     }
 
-    /// Logs in as `user`; `Some(address)` when a cluster node redirected.
+    /// Logs in as `user`; `Some` when a cluster node turned it away.
     async fn login(
         &mut self,
         user: &UserName,
         id: &Identity,
         rng: &mut CoreRng,
-    ) -> Res<Option<String>> {
+    ) -> Res<Option<Bounce>> {
         let first = ClientPacket::Login { user: user.clone() };
         match self
             .first_answer(first, AuthContext::Login, user, id, rng)
             .await?
         {
-            Err(address) => Ok(Some(address)),
+            Err(bounce) => Ok(Some(bounce)),
             Ok(ServerPacket::LoggedIn { queued, .. }) => {
                 self.queued_at_login = queued;
                 Ok(None)
@@ -810,8 +817,8 @@ impl Conn {
         }
     }
 
-    /// [`Conn::auth`], or `Err(address)` when the server answered the first
-    /// packet with a redirect (docs/PROTOCOL.md, cluster redirects).
+    /// [`Conn::auth`], or `Err` when a cluster node answered the first
+    /// packet with a redirect or `unavailable` (docs/PROTOCOL.md §2.7).
     async fn first_answer(
         &mut self,
         first: ClientPacket,
@@ -819,10 +826,10 @@ impl Conn {
         user: &UserName,
         identity: &Identity,
         rng: &mut CoreRng,
-    ) -> Res<Result<ServerPacket, String>> {
+    ) -> Res<Result<ServerPacket, Bounce>> {
         match self.auth(first, context, user, identity, rng).await {
-            Err(e) => match self.redirected.take() {
-                Some(address) => Ok(Err(address)),
+            Err(e) => match self.bounced.take() {
+                Some(bounce) => Ok(Err(bounce)),
                 None => Err(e),
             },
             Ok(packet) => Ok(Ok(packet)),
@@ -843,8 +850,19 @@ fn rng_for(tag: u64) -> CoreRng {
     derive(&mut root)
 }
 
-/// Redirects a session follows before it gives up.
+/// Redirects a session follows in a row before it gives up.
 const MAX_REDIRECTS: usize = 3;
+/// Pause before asking again when no node serves a user (a failover or a
+/// rebalance in progress).
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why a cluster node turned a register or login away.
+enum Bounce {
+    /// Another node serves the user.
+    Redirect(String),
+    /// No node serves the user right now.
+    Unavailable,
+}
 
 /// Connect, register `user` (if asked) and log in (if asked), following
 /// cluster redirects.
@@ -861,24 +879,35 @@ async fn landed_session(
 ) -> Res<(Conn, String)> {
     let mut rng = rng_for(now_ns());
     let mut addr = ctx.cfg.addr.clone();
-    for _ in 0..=MAX_REDIRECTS {
+    let mut redirects = 0;
+    loop {
         let mut c = Conn::connect(&ctx.cfg, &addr, ctx.tls.as_ref()).await?;
-        let mut redirect = None;
+        let mut bounce = None;
         if register {
-            redirect = c.register(user, &ctx.identity, &mut rng).await?;
+            bounce = c.register(user, &ctx.identity, &mut rng).await?;
         }
-        if login && redirect.is_none() {
-            redirect = c.login(user, &ctx.identity, &mut rng).await?;
+        if login && bounce.is_none() {
+            bounce = c.login(user, &ctx.identity, &mut rng).await?;
         }
-        match redirect {
-            None => return Ok((c, addr)),
-            Some(to) => {
-                c.close().await;
+        let Some(bounce) = bounce else {
+            return Ok((c, addr));
+        };
+        c.close().await;
+        match bounce {
+            Bounce::Redirect(to) if redirects < MAX_REDIRECTS => {
+                redirects += 1;
                 addr = to;
             }
+            Bounce::Redirect(_) => {
+                return Err(format!("{user}: more than {MAX_REDIRECTS} redirects"));
+            }
+            Bounce::Unavailable if tokio::time::Instant::now() < ctx.deadline => {
+                redirects = 0;
+                tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+            }
+            Bounce::Unavailable => return Err(format!("{user}: no node served it in time")),
         }
     }
-    Err(format!("{user}: more than {MAX_REDIRECTS} redirects"))
 }
 
 // ---------------------------------------------------------------- pumps
