@@ -502,6 +502,9 @@ impl Harness {
                     self.log.push((lsn, cmd));
                 }
                 Output::Event(_) => {}
+                Output::Forward { .. } | Output::Reply { .. } => {
+                    panic!("a single server forwards nothing and answers no node")
+                }
             }
         }
 
