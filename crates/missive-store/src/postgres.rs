@@ -404,6 +404,9 @@ impl NodeMode {
 
 /// Why one attempt at a node's commit did not commit.
 enum Attempt {
+    /// PostgreSQL rolled the transaction back to break a deadlock or a
+    /// serialization conflict: nothing was written; run it again.
+    Retry(tokio_postgres::Error),
     /// The fence function refused these shards; nothing was written.
     Fenced(Vec<Shard>),
     /// The connection was lost (or the server is shutting down): connect
@@ -550,6 +553,19 @@ fn connection_lost(err: &tokio_postgres::Error) -> bool {
         }
         None => std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>()),
     }
+}
+
+/// Whether PostgreSQL rolled the transaction back for a conflict with
+/// another one (deadlock detected, serialization failure): running it
+/// again is the documented answer.
+fn worth_retrying(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        matches!(
+            db.code(),
+            &tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                | &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        )
+    })
 }
 
 /// The shards refused by the fence function, if `err` is its refusal.
@@ -861,6 +877,9 @@ impl PostgresStore {
                         still_held
                     });
                 }
+                Err(Attempt::Retry(e)) => {
+                    tracing::warn!(error = %PostgresError(e), "commit rolled back; retrying");
+                }
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
@@ -899,6 +918,7 @@ impl PostgresStore {
                 None if connection_lost(&e) || self.client.is_closed() => {
                     Err(Attempt::ConnectionLost(e))
                 }
+                None if worth_retrying(&e) => Err(Attempt::Retry(e)),
                 None => Err(Attempt::Failed(database(e))),
             },
         }

@@ -111,14 +111,23 @@ impl LeaseStatements {
                      RETURNING l.shard, l.epoch",
                 )
                 .await?,
-            // Only unexpired leases still ours under the same epoch.
+            // Only unexpired leases still ours under the same epoch. The
+            // rows are locked in shard order, the order the fence function
+            // locks them in (`FOR SHARE`) in every commit of the node's
+            // store: locked in any other order, a renewal and a commit
+            // can deadlock.
             renew: client
                 .prepare(
                     "UPDATE leases l
                      SET expires_at = now() + $2::bigint * interval '1 millisecond'
-                     FROM unnest($3::integer[], $4::bigint[]) AS h (shard, epoch)
-                     WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1
-                       AND l.expires_at > now()
+                     FROM (SELECT m.shard
+                           FROM leases m
+                           JOIN unnest($3::integer[], $4::bigint[]) AS h (shard, epoch)
+                             ON m.shard = h.shard AND m.epoch = h.epoch
+                           WHERE m.owner = $1 AND m.expires_at > now()
+                           ORDER BY m.shard
+                           FOR UPDATE OF m) mine
+                     WHERE l.shard = mine.shard
                      RETURNING l.shard",
                 )
                 .await?,
