@@ -443,7 +443,10 @@ fn renewals_and_commits_of_many_shards_never_deadlock() {
     // order (even shards after odd ones), as after hours of renewals.
     let database = url.rsplit('/').next().unwrap();
     server
-        .psql(database, "UPDATE leases SET epoch = epoch WHERE shard % 2 = 0")
+        .psql(
+            database,
+            "UPDATE leases SET epoch = epoch WHERE shard % 2 = 0",
+        )
         .unwrap();
     let names: Vec<String> = (0..SHARDS)
         .map(|s| names_in(Shard(s), SHARDS, 1).remove(0))
