@@ -93,15 +93,8 @@ impl Server {
         if let Err(detail) = self.check_quota(&from, Some(from_id), to_id, envelope.len() as u64) {
             return self.send_error(conn, ErrorCode::QueueFull, Some(id), Some(to), detail);
         }
-        let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
-        if !self.runtime(from_id, now).bucket.try_take(rate, burst, now) {
-            return self.send_error(
-                conn,
-                ErrorCode::RateLimited,
-                Some(id),
-                None,
-                "send rate exceeded, retry later",
-            );
+        if !self.take_send_token(now, conn, from_id, id) {
+            return;
         }
         let key = self.dedupe_key(&from, &to);
         let answer = Held::Reply {
@@ -157,6 +150,29 @@ impl Server {
             },
         );
         lsn
+    }
+
+    /// Takes one send from `from`'s rate limiter; when it is empty, tells
+    /// `conn` `RateLimited` for `id` and returns false.
+    pub(super) fn take_send_token(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        from: UserId,
+        id: MessageId,
+    ) -> bool {
+        let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
+        if self.runtime(from, now).bucket.try_take(rate, burst, now) {
+            return true;
+        }
+        self.send_error(
+            conn,
+            ErrorCode::RateLimited,
+            Some(id),
+            None,
+            "send rate exceeded, retry later",
+        );
+        false
     }
 
     /// Checks the recipient's quotas and the sender's share of them (and,

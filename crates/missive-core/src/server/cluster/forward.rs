@@ -165,15 +165,8 @@ impl Server {
                 "too many of your messages are on their way",
             );
         }
-        let (rate, burst) = (self.config.send_rate_per_sec, self.config.send_burst);
-        if !self.runtime(from, now).bucket.try_take(rate, burst, now) {
-            return self.send_error(
-                conn,
-                ErrorCode::RateLimited,
-                Some(id),
-                None,
-                "send rate exceeded, retry later",
-            );
+        if !self.take_send_token(now, conn, from, id) {
+            return;
         }
         let sent_at = self.wall(now);
         let Some(node) = self.cluster.as_mut() else {
