@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod rng;
 pub mod server;
+pub mod time;
 pub mod types;
 pub mod wire;
 

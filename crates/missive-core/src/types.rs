@@ -230,8 +230,8 @@ pub type PeerKeyMap<K, V> = std::collections::HashMap<K, V, PeerKeyHasher>;
 /// a driver's clock jumps.
 pub(crate) fn unix_at(
     start_unix: UnixMillis,
-    start: std::time::Instant,
-    now: std::time::Instant,
+    start: crate::time::Instant,
+    now: crate::time::Instant,
 ) -> UnixMillis {
     let elapsed = now.saturating_duration_since(start).as_millis();
     start_unix.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))

@@ -12,7 +12,8 @@ use crate::wire::{
     ClientPacket, ErrorCode, Framing, Link, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1,
     ServerPacket, WireLimits,
 };
-use std::time::{Duration, Instant};
+use crate::time::Instant;
+use std::time::Duration;
 
 impl Client {
     /// Offers version 2 and, on a plaintext connection only, version 1 (for

@@ -71,7 +71,7 @@ use crate::rng::{self, CoreRng};
 use crate::types::{MessageId, PeerKeyHasher, UnixMillis, UserName};
 use crate::wire::ClientPacket;
 use session::{Outputs, Phase, Request, Session};
-use std::time::Instant;
+use crate::time::Instant;
 
 /// The client state machine of one user.
 ///
@@ -82,7 +82,8 @@ use std::time::Instant;
 /// use missive_core::crypto::Identity;
 /// use missive_core::wire::Link;
 /// use missive_core::{rng, UserName};
-/// use std::time::{Duration, Instant};
+/// use missive_core::time::Instant;
+/// use std::time::Duration;
 ///
 /// # struct Transport;
 /// # impl Transport {

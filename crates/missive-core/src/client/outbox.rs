@@ -9,7 +9,7 @@ use crate::rng;
 use crate::types::{MessageId, UserName};
 use crate::wire::{ClientPacket, ErrorCode};
 use std::collections::BTreeSet;
-use std::time::Instant;
+use crate::time::Instant;
 
 /// Least overhead of a sealed envelope over its body: an RSA-2048 wrapped
 /// key, an RSA-2048 signature and the AEAD tag (keys are at least 2048 bits).

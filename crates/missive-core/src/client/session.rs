@@ -8,7 +8,8 @@ use crate::wire::{
     encode_frame_into, encode_packet_into,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use crate::time::Instant;
+use std::time::Duration;
 
 /// Shortest ping interval honoured, whatever the server announces.
 pub(super) const MIN_PING_INTERVAL: Duration = Duration::from_millis(10);

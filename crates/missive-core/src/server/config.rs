@@ -1,7 +1,8 @@
 //! Server configuration: limits, timers and quotas, with documented defaults.
 
 use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
-use std::time::{Duration, Instant};
+use crate::time::Instant;
+use std::time::Duration;
 
 /// The smallest frame limit a server runs with (4 KiB): every handshake
 /// packet fits, a Register with a 4096-bit key included.

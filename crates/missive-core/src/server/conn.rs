@@ -5,7 +5,7 @@ use crate::crypto::{ChannelBinding, PublicKey, TranscriptVersion};
 use crate::types::{Seq, UserName};
 use crate::wire::{FrameDecoder, Framing, Link, Nonce};
 use std::collections::VecDeque;
-use std::time::Instant;
+use crate::time::Instant;
 
 /// Where a connection is in the handshake.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
 use crate::types::{ConnId, Lsn, MessageId, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
 use serde::Serialize;
-use std::time::Instant;
+use crate::time::Instant;
 
 /// Borrowed twins of `ServerPacket::Message` and `ServerPacket::Notice`:
 /// the same encoding, without copying the envelope out of the mailbox.

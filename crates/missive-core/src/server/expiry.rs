@@ -13,7 +13,8 @@ use crate::types::{Seq, UnixMillis};
 use crate::wire::Notice;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
+use crate::time::Instant;
+use std::time::Duration;
 
 /// Stale entries tolerated before a rebuild, beyond one per queued item
 /// and one per user.

@@ -7,7 +7,7 @@ use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, PublicKey, Tran
 use crate::rng;
 use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, PROTOCOL_VERSION_V1, ServerPacket};
-use std::time::Instant;
+use crate::time::Instant;
 
 impl Server {
     /// Picks the version (§2.3): 2 whenever offered; 1 only on a connection

@@ -5,7 +5,7 @@ use crate::types::{Lsn, MessageId, PeerKeyHasher, UserName};
 use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::time::Instant;
+use crate::time::Instant;
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@
 //! use missive_core::server::{Input, Output, Server, ServerConfig, ServerState};
 //! use missive_core::wire::Link;
 //! use missive_core::ConnId;
-//! use std::time::Instant;
+//! use missive_core::time::Instant;
 //!
 //! let now = Instant::now();
 //! let mut server = Server::new(ServerConfig::default(), ServerState::new(), [7; 32], now, 1_700_000_000_000);
@@ -69,7 +69,7 @@ use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::Instant;
+use crate::time::Instant;
 
 /// Hashes driver-chosen connection ids (not chosen by peers, so a keyed
 /// hash buys nothing): one multiplication instead of SipHash.

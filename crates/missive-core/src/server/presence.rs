@@ -5,7 +5,7 @@ use crate::cluster::RemoteCall;
 use crate::types::{ConnId, UnixMillis, UserName};
 use crate::wire::{ErrorCode, ServerPacket};
 use std::cmp::Reverse;
-use std::time::Instant;
+use crate::time::Instant;
 
 impl Server {
     pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {

@@ -17,7 +17,7 @@ use crate::types::{ConnId, Lsn, MessageId, UserName};
 use crate::wire::{ErrorCode, Notice, ServerPacket};
 use std::cmp::Reverse;
 use std::collections::HashSet;
-use std::time::Instant;
+use crate::time::Instant;
 
 use super::super::Output;
 

@@ -42,7 +42,7 @@ use crate::wire::{ErrorCode, ServerPacket};
 use forward::{Forward, OutgoingSend};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use crate::time::Instant;
 
 /// What a cluster node knows beyond a single server.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use super::Server;
 use crate::cluster::{CallId, RemoteCall, RemoteReply};
 use crate::types::{MessageId, UnixMillis, UserName};
 use crate::wire::{ErrorCode, Notice};
-use std::time::Instant;
+use crate::time::Instant;
 
 fn refused(code: ErrorCode, detail: &str) -> RemoteReply {
     RemoteReply::Refused {

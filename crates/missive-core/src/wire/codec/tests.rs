@@ -1114,7 +1114,7 @@ fn cbor_value() -> impl Strategy<Value = ciborium::Value> {
 #[test]
 #[ignore]
 fn throughput() {
-    use std::time::Instant;
+    use crate::time::Instant;
     let n = 1_000_000;
     let packet = send(100);
     let one = encode_frame(&packet, MAX).unwrap();
