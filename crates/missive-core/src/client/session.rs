@@ -2,13 +2,13 @@
 
 use super::events::{ClientEvent, ClientOutput};
 use crate::crypto::{AuthContext, ChannelBinding, TranscriptVersion};
+use crate::time::Instant;
 use crate::types::{MessageId, PeerKeyHasher, UserName};
 use crate::wire::{
     ClientPacket, EncodeError, FrameDecoder, Framing, Link, WireLimits, encode_frame,
     encode_frame_into, encode_packet_into,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use crate::time::Instant;
 use std::time::Duration;
 
 /// Shortest ping interval honoured, whatever the server announces.
@@ -82,6 +82,11 @@ pub(super) struct Session {
     pub(super) fetching: HashSet<UserName, PeerKeyHasher>,
     /// Key fetches refused for now, to retry at the given time.
     pub(super) fetch_retry: HashMap<UserName, Instant, PeerKeyHasher>,
+    /// Users whose pinned key the server confirmed on this connection (it
+    /// answered a fetch with that key, or the key was pinned from it): a new
+    /// message to anyone else waits for a fetch, so that a changed key is
+    /// seen before sealing (PROTOCOL.md §5).
+    pub(super) confirmed_keys: HashSet<UserName, PeerKeyHasher>,
     /// User-naming requests waiting for answers, oldest first.
     pub(super) requests: VecDeque<Request>,
 }
@@ -103,6 +108,7 @@ impl Session {
             retry_at: HashMap::with_hasher(hasher.clone()),
             fetching: HashSet::with_hasher(hasher.clone()),
             fetch_retry: HashMap::with_hasher(hasher.clone()),
+            confirmed_keys: HashSet::with_hasher(hasher.clone()),
             requests: VecDeque::new(),
         }
     }
