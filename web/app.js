@@ -345,9 +345,9 @@ class Session {
     this.backoffMs = BACKOFF_FIRST_MS;
     setConnectionStatus("online", "online");
     $("connection-status").title = "";
+    // Called from drain(), which goes on polling: no drain() here.
     this.client.set_presence(true);
     for (const name of this.contacts.keys()) this.client.query_presence(name);
-    this.drain();
     clearInterval(this.presenceTimer);
     this.presenceTimer = setInterval(() => this.refreshPresence(), PRESENCE_EVERY_MS);
     if (!first) return;
@@ -802,7 +802,7 @@ function onKeyDialogClose() {
   if (session !== null && !session.stopped && dialog.returnValue === "trust") {
     session.keyWarnings = session.keyWarnings.filter((w) => w.user !== user);
     session.trustKey(user);
-    showNotice(`You trust ${user}'s new key from their next message or your next send. Send your message again.`);
+    showNotice(`You now trust ${user}'s new key (it is pinned with your next message). Send your message again.`);
   }
   showNextKeyWarning();
 }
