@@ -191,7 +191,15 @@ class Session {
   drain() {
     if (this.stopped) return;
     for (;;) {
-      const output = this.client.poll_output();
+      let output;
+      try {
+        output = this.client.poll_output();
+      } catch (error) {
+        // The core's output could not be turned into JavaScript: say so;
+        // the rest is drained after the next input, and the timer re-armed.
+        showNotice("Internal error: " + errorMessage(error));
+        break;
+      }
       if (output === undefined) break;
       switch (output.kind) {
         case "transmit":
@@ -204,7 +212,12 @@ class Session {
           this.saveState(output.state);
           break;
         case "event":
-          this.onEvent(output.event);
+          try {
+            this.onEvent(output.event);
+          } catch (error) {
+            // A bug in showing one event must not stop the drive loop.
+            console.error("missive: cannot show the event", output.event, error);
+          }
           break;
       }
       if (this.stopped) return;
