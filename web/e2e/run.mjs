@@ -18,7 +18,8 @@ const SCENARIOS = [
   "wrong_passphrase",
   "oversize_refused",
 ];
-const SCENARIO_TIMEOUT_MS = 240_000;
+// Below the runner's own limit (240 s), so a hang is reported with screenshots.
+const SCENARIO_TIMEOUT_MS = 200_000;
 
 const name = process.argv[2];
 if (!SCENARIOS.includes(name)) {
@@ -26,8 +27,9 @@ if (!SCENARIOS.includes(name)) {
   process.exit(2);
 }
 
-const watchdog = setTimeout(() => {
+const watchdog = setTimeout(async () => {
   console.error(`FAIL ${name}: no result after ${SCENARIO_TIMEOUT_MS / 1000} s`);
+  await failureScreenshots();
   process.exit(1);
 }, SCENARIO_TIMEOUT_MS);
 
