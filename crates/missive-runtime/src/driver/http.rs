@@ -6,11 +6,13 @@
 //! chat page, embedded in the binary), or refused with 400 when none is
 //! served. One request per connection: every answer closes it.
 
+use super::runtime::{Runtime, timeout};
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// The longest request head read (request line and headers), in bytes: a
 /// longer one is refused with 400.
@@ -23,6 +25,11 @@ const HEAD_CHUNK: usize = 2048;
 /// the answer before the connection closes (closing a socket with unread
 /// input resets the connection, and the peer may lose the answer).
 const MAX_DRAINED: usize = 64 * 1024;
+/// Longest wait, after an answer, for the peer to close its end. Where the
+/// runtime's close does not shut the socket down for writing (async-io's),
+/// a peer that waits for the end of the connection rather than reading
+/// `Content-Length` bytes gets it after this.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// The `Content-Security-Policy` of every answer: the page's own scripts,
 /// styles, worker and WebAssembly, WebSocket to its own origin, nothing else
@@ -341,24 +348,27 @@ impl Answer {
         [&self.head[..], self.body].concat()
     }
 
-    /// Sends the answer on `stream`, ends the output, then reads (and
-    /// throws away) what the peer still sends until it closes, so that it
-    /// gets the whole answer.
-    pub(crate) async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Sends the answer on `stream` and ends the output, then reads (and
+    /// throws away) what the peer still sends until it closes (or for
+    /// [`LINGER`] at most), so that it gets the whole answer.
+    pub(crate) async fn send<R: Runtime, S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
     ) -> io::Result<()> {
         stream.write_all(&self.head).await?;
         stream.write_all(self.body).await?;
         stream.close().await?;
-        let mut drained = 0;
-        let mut buf = [0u8; HEAD_CHUNK];
-        while drained < MAX_DRAINED {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+        let drain = async {
+            let mut drained = 0;
+            let mut buf = [0u8; HEAD_CHUNK];
+            while drained < MAX_DRAINED {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
             }
-        }
+        };
+        timeout::<R, _>(LINGER, drain).await;
         Ok(())
     }
 }

@@ -497,7 +497,7 @@ where
                     Ok(head) => head,
                     Err(error) => {
                         if error.deserves_answer() {
-                            Answer::bad_request().send(&mut stream).await?;
+                            Answer::bad_request().send::<R, _>(&mut stream).await?;
                         }
                         return Err(error.into());
                     }
@@ -510,7 +510,7 @@ where
                         status = answer.status.code(),
                         "HTTP request answered"
                     );
-                    answer.send(&mut stream).await?;
+                    answer.send::<R, _>(&mut stream).await?;
                     return Ok(None);
                 }
                 let ws = async_tungstenite::accept_hdr_async_with_config(
