@@ -1,5 +1,6 @@
 //! The chat page on the WebSocket listener, on real loopback sockets
-//! (async-std driver, blocking std clients): GET and HEAD of the site's
+//! (async-std driver, and tokio for the page and an upgrade; blocking std
+//! clients): GET and HEAD of the site's
 //! files with their content types and the security headers, 404, 405, 400
 //! for an oversize head or without a site, a head that never ends cut at
 //! the handshake deadline; and the protocol on the same port: a WebSocket
@@ -15,14 +16,19 @@ use missive::core::server::ServerConfig;
 use missive::core::wire::Link;
 use missive::store::MemoryStore;
 use missive_async_std::AsyncStd;
+use missive_runtime::driver::Runtime;
 use missive_runtime::driver::rustls::pki_types::ServerName;
 use missive_runtime::driver::{
     BoundServer, CONTENT_SECURITY_POLICY, ClientHandle, SUBPROTOCOL, StaticSite, TlsListener,
     WsConnector, WsListener, listen_tcp, rustls, websocket_client_config, websocket_server_config,
 };
-use missive_runtime::serve::ServerHandle;
+use missive_runtime::serve::{ServeError, ServeReport, ServerHandle};
+use missive_tokio::Tokio;
+use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::{T, identities, opts, tls, user};
 
@@ -40,45 +46,69 @@ fn site() -> StaticSite {
     ])
 }
 
-/// A server whose only listener is WebSocket (`wss` with `tls`) serving
-/// `site`, with handshake deadline `deadline`; its address and handle.
+/// A server serving.
+type Serving = Pin<Box<dyn Future<Output = Result<ServeReport, ServeError>> + Send>>;
+
+/// A server on runtime `R` whose only listener is WebSocket (`wss` with
+/// `tls`) serving `site`, with handshake deadline `deadline`, its serving
+/// future handed to `spawn`; its address and handle.
+async fn page_server_on<R: Runtime>(
+    site: Option<StaticSite>,
+    tls: bool,
+    deadline: Duration,
+    spawn: impl FnOnce(Serving),
+) -> (SocketAddr, ServerHandle) {
+    let config = ServerConfig::default();
+    let max_frame = config.max_frame;
+    let tcp = listen_tcp::<R>("127.0.0.1:0").await.unwrap();
+    let store = Box::new(MemoryStore::new());
+    macro_rules! serve {
+        ($inner:expr) => {{
+            let mut ws =
+                WsListener::<R, _>::new($inner, max_frame).with_handshake_timeout(deadline);
+            if let Some(site) = site {
+                ws = ws.with_site(site);
+            }
+            let server = BoundServer::<R, _>::with_listener(ws, config, store, Default::default())
+                .await
+                .unwrap();
+            let (addr, handle) = (server.local_addr(), server.handle());
+            spawn(Box::pin(server.serve()));
+            (addr, handle)
+        }};
+    }
+    if tls {
+        let server_config = websocket_server_config(&support::tls().0);
+        serve!(TlsListener::<R, _>::new(tcp, server_config))
+    } else {
+        serve!(tcp)
+    }
+}
+
+/// [`page_server_on`] async-std.
 fn page_server(
     site: Option<StaticSite>,
     tls: bool,
     deadline: Duration,
 ) -> (SocketAddr, ServerHandle) {
-    async_std::task::block_on(async {
-        let config = ServerConfig::default();
-        let max_frame = config.max_frame;
-        let tcp = listen_tcp::<AsyncStd>("127.0.0.1:0").await.unwrap();
-        let store = Box::new(MemoryStore::new());
-        macro_rules! serve {
-            ($inner:expr) => {{
-                let mut ws = WsListener::<AsyncStd, _>::new($inner, max_frame)
-                    .with_handshake_timeout(deadline);
-                if let Some(site) = site {
-                    ws = ws.with_site(site);
-                }
-                let server = BoundServer::<AsyncStd, _>::with_listener(
-                    ws,
-                    config,
-                    store,
-                    Default::default(),
-                )
-                .await
-                .unwrap();
-                let (addr, handle) = (server.local_addr(), server.handle());
-                async_std::task::spawn(server.serve());
-                (addr, handle)
-            }};
-        }
-        if tls {
-            let server_config = websocket_server_config(&support::tls().0);
-            serve!(TlsListener::<AsyncStd, _>::new(tcp, server_config))
-        } else {
-            serve!(tcp)
-        }
-    })
+    async_std::task::block_on(page_server_on::<AsyncStd>(site, tls, deadline, |serving| {
+        async_std::task::spawn(serving);
+    }))
+}
+
+/// [`page_server_on`] tokio (the runtime of `missive-server`).
+fn tokio_page_server(site: StaticSite) -> (SocketAddr, ServerHandle) {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    rt.block_on(page_server_on::<Tokio>(Some(site), false, T, |serving| {
+        rt.spawn(serving);
+    }))
 }
 
 /// An HTTP answer, read to the end of the connection.
@@ -347,7 +377,35 @@ impl Write for Trickle {
 fn a_websocket_upgrade_in_many_segments_logs_in_on_the_page_port() {
     let (addr, handle) = page_server(Some(site()), false, T);
     assert_eq!(get(addr, "GET", "/").status, 200);
+    assert!(
+        trickle_login(addr, "trickle"),
+        "the client closed during login"
+    );
+    handle.shutdown();
+}
 
+#[test]
+fn on_tokio_the_page_and_an_upgrade_share_the_port() {
+    let (addr, handle) = tokio_page_server(site());
+    let page = get(addr, "GET", "/pkg/missive_web_bg.wasm");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, WASM);
+    assert_eq!(
+        get(addr, "HEAD", "/").header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(get(addr, "GET", "/nowhere").status, 404);
+    assert!(
+        trickle_login(addr, "tokio"),
+        "the client closed during login"
+    );
+    handle.shutdown();
+}
+
+/// Opens a WebSocket to `addr` whose upgrade request goes out in pieces of
+/// a few bytes, each its own TCP segment, then logs `name` in (registering
+/// it) with the core client over it; whether it logged in.
+fn trickle_login(addr: SocketAddr, name: &str) -> bool {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(T)).unwrap();
@@ -371,7 +429,7 @@ fn a_websocket_upgrade_in_many_segments_logs_in_on_the_page_port() {
 
     // The core client logs in (registering) over it, one packet per message.
     let mut client = Client::new(
-        ClientConfig::new(user("trickle")),
+        ClientConfig::new(user(name)),
         identities()[0].clone(),
         Default::default(),
         [3; 32],
@@ -382,7 +440,7 @@ fn a_websocket_upgrade_in_many_segments_logs_in_on_the_page_port() {
         Instant::now(),
         ClientInput::Connected(Link::messages(ChannelBinding::None)),
     );
-    let logged_in = 'login: loop {
+    'login: loop {
         while let Some(output) = client.poll_output() {
             match output {
                 ClientOutput::Transmit(bytes) => ws.send(Message::binary(bytes)).unwrap(),
@@ -398,9 +456,7 @@ fn a_websocket_upgrade_in_many_segments_logs_in_on_the_page_port() {
             Message::Close(frame) => panic!("closed during login: {frame:?}"),
             _ => {}
         }
-    };
-    assert!(logged_in, "the client closed during login");
-    handle.shutdown();
+    }
 }
 
 #[test]
