@@ -1,11 +1,10 @@
 //! The chat page on the WebSocket listener, on real loopback sockets
 //! (async-std driver, and tokio for the page and an upgrade; blocking std
-//! clients): GET and HEAD of the site's
-//! files with their content types and the security headers, 404, 405, 400
-//! for an oversize head or without a site, a head that never ends cut at
-//! the handshake deadline; and the protocol on the same port: a WebSocket
-//! login whose upgrade request arrives in many TCP segments, and the page
-//! and a login over wss.
+//! clients): GET and HEAD of the site's files with their content types and
+//! the security headers, 404, 405, 400 for an oversize head or without a
+//! site, a head that never ends cut at the handshake deadline; and the
+//! protocol on the same port: a WebSocket login whose upgrade request
+//! arrives in many TCP segments, and the page and a login over wss.
 
 mod support;
 
