@@ -41,13 +41,19 @@ fi
 # Paths that would end up in the module (panic locations) are rewritten to
 # fixed ones. The flags differ from the native build's, so the wasm build
 # gets its own target directory and does not invalidate target/debug.
+# Crates are unpacked under $CARGO_HOME/registry/src/<index>/ (fetched first,
+# so that the directories exist); each index directory becomes /crates.
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+cargo fetch --locked --target wasm32-unknown-unknown
 flags=(
   "--remap-path-prefix=$cargo_home=/cargo"
   "--remap-path-prefix=$rustup_home=/rustup"
-  "--remap-path-prefix=$repo=/missive"
 )
+for index in "$cargo_home"/registry/src/*/; do
+  flags+=("--remap-path-prefix=${index%/}=/crates")
+done
+flags+=("--remap-path-prefix=$repo=/missive")
 CARGO_ENCODED_RUSTFLAGS=$(IFS=$'\x1f'; echo "${flags[*]}")
 export CARGO_ENCODED_RUSTFLAGS
 export CARGO_TARGET_DIR="$repo/target/web"
