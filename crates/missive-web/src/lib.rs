@@ -234,8 +234,9 @@ impl WebClient {
     }
 }
 
-/// A new identity of `bits` bits (2048 to 4096) as PKCS#8 DER. Takes
-/// about a second for 2048 bits: call it in a Worker.
+/// A new identity of `bits` bits (2048 to 4096) as PKCS#8 DER. 2048 bits
+/// take from 0.1 s to over a second (a random prime search): call it in a
+/// Worker.
 #[wasm_bindgen]
 pub fn generate_identity(bits: usize) -> Result<Vec<u8>, JsError> {
     Ok(keys::generate_identity(os_seed()?, bits)?)
