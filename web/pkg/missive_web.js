@@ -248,8 +248,9 @@ export class WebClient {
 if (Symbol.dispose) WebClient.prototype[Symbol.dispose] = WebClient.prototype.free;
 
 /**
- * A new identity of `bits` bits (2048 to 4096) as PKCS#8 DER. Takes
- * about a second for 2048 bits: call it in a Worker.
+ * A new identity of `bits` bits (2048 to 4096) as PKCS#8 DER. 2048 bits
+ * take from 0.1 s to over a second (a random prime search): call it in a
+ * Worker.
  * @param {number} bits
  * @returns {Uint8Array}
  */
