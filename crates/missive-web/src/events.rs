@@ -18,6 +18,7 @@ pub enum WebEvent {
     /// Login succeeded.
     LoggedIn {
         /// Items waiting in the mailbox at login.
+        #[serde(serialize_with = "js_number")]
         queued: u64,
     },
     /// Registration or login was refused; the socket is closed next.
@@ -34,7 +35,9 @@ pub enum WebEvent {
         from: String,
         /// The message id (32 hex digits).
         id: String,
-        /// The sender's clock when sealing (Unix milliseconds).
+        /// The sender's clock when sealing (Unix milliseconds; any value
+        /// the sender chose).
+        #[serde(serialize_with = "js_number")]
         sent_at: UnixMillis,
         /// The text (invalid UTF-8 replaced by U+FFFD).
         text: String,
@@ -79,6 +82,7 @@ pub enum WebEvent {
         /// Online now.
         online: bool,
         /// When last online (Unix milliseconds), `null` if unknown.
+        #[serde(serialize_with = "optional_js_number")]
         last_seen: Option<UnixMillis>,
     },
     /// Answer to a presence query: the server does not know the user.
@@ -215,6 +219,24 @@ impl From<ClientEvent> for WebEvent {
     }
 }
 
+/// A `u64` as a JavaScript number (an `f64`): exact up to 2^53, rounded
+/// beyond. serde-wasm-bindgen refuses larger `u64`s, and a sender chooses
+/// `sent_at`: a number from a peer must not make `poll_output` throw.
+fn js_number<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(*value as f64)
+}
+
+/// [`js_number`] for an optional value (`null` when absent).
+fn optional_js_number<S: serde::Serializer>(
+    value: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => js_number(value, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn login_reason(error: &LoginError) -> &'static str {
     match error {
         LoginError::NotRegistered { .. } => "not_registered",
@@ -344,7 +366,7 @@ mod tests {
         assert_eq!(web(ClientEvent::Registered), json!({"type": "registered"}));
         assert_eq!(
             web(ClientEvent::LoggedIn { queued: 3 }),
-            json!({"type": "logged_in", "queued": 3})
+            json!({"type": "logged_in", "queued": 3.0})
         );
         assert_eq!(
             web(ClientEvent::Disconnected),
@@ -410,7 +432,7 @@ mod tests {
                 body: "héllo".as_bytes().to_vec(),
             }),
             json!({"type": "message", "from": "bob", "id": ID_HEX,
-                   "sent_at": 1_700_000_000_123_u64, "text": "héllo"})
+                   "sent_at": 1_700_000_000_123.0, "text": "héllo"})
         );
         // Bytes that are not UTF-8 still show (replaced), never fail.
         let lossy = WebEvent::from(ClientEvent::MessageReceived {
@@ -420,6 +442,15 @@ mod tests {
             body: vec![b'a', 0xff],
         });
         assert!(matches!(lossy, WebEvent::Message { text, .. } if text == "a\u{fffd}"));
+        // Any time a sender wrote is a number (rounded past 2^53), never
+        // an error.
+        let far = web(ClientEvent::MessageReceived {
+            from: name("bob"),
+            id: ID,
+            sent_at: u64::MAX,
+            body: Vec::new(),
+        });
+        assert_eq!(far["sent_at"], json!(u64::MAX as f64));
     }
 
     #[test]
@@ -508,7 +539,7 @@ mod tests {
                 last_seen_ms: Some(1_700_000_000_000),
             }),
             json!({"type": "presence", "user": "bob", "online": false,
-                   "last_seen": 1_700_000_000_000_u64})
+                   "last_seen": 1_700_000_000_000.0})
         );
         assert_eq!(
             web(ClientEvent::PresenceChanged {
