@@ -35,6 +35,7 @@ found=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
 if [ "$found" != "$pinned" ]; then
   echo "build-web: wasm-bindgen $pinned is required (Cargo.lock pins it), found: ${found:-none}." >&2
   echo "build-web: install it with: cargo install wasm-bindgen-cli --version =$pinned --locked" >&2
+  echo "build-web: (if the registry lacks a version its lock file names, drop --locked)" >&2
   exit 1
 fi
 
