@@ -164,7 +164,7 @@ fn seal_header_bytes(
         body.len().saturating_add(TAG_LEN),
         sender.private.size(),
     ]);
-    let max = max_len.min(MAX_ENVELOPE_LEN);
+    let max = envelope_limit(max_len);
     if len > max {
         return Err(SealError::TooLarge { len, max });
     }
@@ -249,6 +249,14 @@ pub fn open(
 const TAG_LEN: usize = 16;
 /// Hard cap on envelope size: every signed field has a `u32` length prefix.
 const MAX_ENVELOPE_LEN: usize = u32::MAX as usize;
+
+/// The caller's limit, capped at what the length field can express (on
+/// 32-bit targets such as wasm32 the cap is `usize::MAX`: no effect).
+#[cfg_attr(target_pointer_width = "32", allow(clippy::unnecessary_min_or_max))]
+fn envelope_limit(max_len: usize) -> usize {
+    max_len.min(MAX_ENVELOPE_LEN)
+}
+
 /// Domain separation label that opens the signed envelope bytes.
 const SIGNATURE_LABEL: &[u8] = b"missive/v1/envelope";
 
@@ -343,7 +351,7 @@ fn parse(
     envelope: &[u8],
     max_len: usize,
 ) -> Result<(WireEnvelope<Vec<u8>>, EnvelopeHeader), OpenError> {
-    let max = max_len.min(MAX_ENVELOPE_LEN);
+    let max = envelope_limit(max_len);
     if envelope.len() > max {
         return Err(OpenError::TooLarge {
             len: envelope.len(),
