@@ -33,9 +33,14 @@ const STDERR_LINES_KEPT: usize = 30;
 const DEVTOOLS_BANNER: &str = "DevTools listening on ";
 
 /// The flags of every run: headless, no sandbox (the tests run as root in
-/// CI), nothing that talks to the network on its own, a throwaway
-/// profile, DevTools on a free port. No crash reporter: its handler
-/// (crashpad) leaves the process group and would outlive the browser.
+/// CI), nothing that talks to the network on its own, DevTools on a free
+/// port (the profile directory is added).
+///
+/// Debian's build starts crash handlers (crashpad) that leave the process
+/// group (`setsid`); `--disable-crashpad-for-testing` would keep them away
+/// but makes the network service crash in a loop. So `HOME` is the
+/// profile directory, which puts it in their `--database=` argument:
+/// [`kill_all`] finds them there.
 const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
@@ -44,8 +49,6 @@ const FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--disable-breakpad",
-    "--disable-crashpad-for-testing",
     "--remote-debugging-port=0",
 ];
 
@@ -116,20 +119,26 @@ impl Chromium {
             // Its own group: the zygotes, renderers and utilities it forks
             // are killed with it.
             .process_group(0)
+            .env("HOME", profile.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io_error(format!("starting {}", program.display())))?;
+        // (The shell's own command line names the profile too.)
+        let profile_path = profile.path().display().to_string();
         let script = format!(
-            "kill -KILL -{} 2>/dev/null; rm -rf '{}'",
-            child.id(),
-            profile.path().display()
+            "kill -KILL -{group} 2>/dev/null; \
+             for p in /proc/[0-9]*; do \
+               [ \"${{p#/proc/}}\" = \"$$\" ] || ! grep -qsF '{profile_path}' \"$p/cmdline\" || \
+               kill -KILL \"${{p#/proc/}}\" 2>/dev/null; \
+             done; rm -rf '{profile_path}'",
+            group = child.id(),
         );
         let watchdog = match Watchdog::spawn(&script) {
             Ok(watchdog) => watchdog,
             Err(e) => {
-                kill_group(&mut child);
+                kill_all(&mut child, profile.path());
                 return Err(e);
             }
         };
@@ -240,30 +249,40 @@ fn read_stderr(
     }
 }
 
-/// SIGKILL to the process group led by `child`, then reaps the leader
-/// and waits until no member of the group is alive (the others are
-/// reaped by init).
-fn kill_group(child: &mut Child) -> Vec<u32> {
+/// SIGKILL to the process group led by `child` and to every process whose
+/// command line names `profile` (the crash handlers outside the group),
+/// then reaps the leader and waits until none of them is alive (the
+/// others are reaped by init); returns those still alive at the deadline.
+fn kill_all(child: &mut Child, profile: &Path) -> Vec<u32> {
     let group = child.id();
-    // The group may be gone already: kill's status says nothing useful.
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.wait();
     let deadline = Instant::now() + KILL_TIMEOUT;
+    let mut reaped = false;
     loop {
-        let members = group_members(group);
-        if members.is_empty() || Instant::now() >= deadline {
-            return members;
+        let mut alive = members(group, profile);
+        // The group first: one kill for all of its members.
+        // It may be gone already: kill's status says nothing useful.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .args(alive.iter().map(u32::to_string))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !reaped {
+            let _ = child.wait();
+            reaped = true;
+        }
+        alive.retain(|pid| is_alive(*pid));
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// The live processes (not zombies) of process group `group`.
-fn group_members(group: u32) -> Vec<u32> {
+/// The live processes (not zombies) of process group `group` or whose
+/// command line names `profile`.
+fn members(group: u32, profile: &Path) -> Vec<u32> {
+    let needle = profile.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -272,9 +291,24 @@ fn group_members(group: u32) -> Vec<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let (state, pgrp) = state_and_group(&stat)?;
-            (pgrp == group && state != "Z" && state != "X").then_some(pid)
+            if state == "Z" || state == "X" {
+                return None;
+            }
+            let names_profile = || {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+            };
+            (pgrp == group || names_profile()).then_some(pid)
         })
         .collect()
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| state_and_group(&stat).map(|(state, _)| state != "Z" && state != "X"))
+        .unwrap_or(false)
 }
 
 /// The state and process group of a `/proc/PID/stat` line (the command
@@ -290,11 +324,12 @@ fn state_and_group(stat: &str) -> Option<(&str, u32)> {
 }
 
 impl Drop for Chromium {
-    /// Kills the whole process group (SIGKILL) and waits until it is gone,
-    /// stops the watchdog (the group id may be reused), removes the
-    /// profile.
+    /// Kills the whole process group and the crash handlers (SIGKILL) and
+    /// waits until they are gone, stops the watchdog (the group id may be
+    /// reused), removes the profile.
     fn drop(&mut self) {
-        let survivors = kill_group(&mut self.child);
+        let profile = self.profile().to_owned();
+        let survivors = kill_all(&mut self.child, &profile);
         if !survivors.is_empty() {
             eprintln!("Chromium processes survived SIGKILL: {survivors:?}");
         }
@@ -375,12 +410,13 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(&url), "{answer}");
         let group = chromium.pid();
-        let members = group_members(group);
-        assert!(members.len() > 1, "helpers in the group: {members:?}");
         let profile = chromium.profile().to_owned();
+        let started = members(group, &profile);
+        assert!(started.len() > 1, "helpers: {started:?}");
         assert!(profile.is_dir());
         drop(chromium);
-        assert_eq!(group_members(group), Vec::<u32>::new());
+        assert_eq!(members(group, &profile), Vec::<u32>::new());
+        assert!(started.iter().all(|pid| !is_alive(*pid)));
         assert!(!profile.exists());
     }
 
@@ -390,13 +426,16 @@ mod tests {
             return;
         };
         let group = chromium.pid();
+        let profile = chromium.profile().to_owned();
+        let started = members(group, &profile);
         // What the end of the test process does: the pipe closes.
         assert!(chromium.watchdog.take().unwrap().fire());
         let _ = chromium.child.wait();
         let deadline = Instant::now() + KILL_TIMEOUT;
-        while !group_members(group).is_empty() && Instant::now() < deadline {
+        while started.iter().any(|pid| is_alive(*pid)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(group_members(group), Vec::<u32>::new());
+        assert_eq!(members(group, &profile), Vec::<u32>::new());
+        assert!(!profile.exists());
     }
 }

@@ -7,12 +7,12 @@ use super::state::{NoticeKind, ParkedEnvelope};
 use super::{Client, Registration};
 use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, OpenError, TranscriptVersion};
 use crate::rng;
+use crate::time::Instant;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use crate::wire::{
     ClientPacket, ErrorCode, Framing, Link, Nonce, Notice, PROTOCOL_VERSION, PROTOCOL_VERSION_V1,
     ServerPacket, WireLimits,
 };
-use crate::time::Instant;
 use std::time::Duration;
 
 impl Client {

@@ -68,10 +68,10 @@ pub use state::{ClientState, OutboxEntry, ParkedEnvelope, StateDecodeError, Stat
 
 use crate::crypto::Identity;
 use crate::rng::{self, CoreRng};
+use crate::time::Instant;
 use crate::types::{MessageId, PeerKeyHasher, UnixMillis, UserName};
 use crate::wire::ClientPacket;
 use session::{Outputs, Phase, Request, Session};
-use crate::time::Instant;
 
 /// The client state machine of one user.
 ///

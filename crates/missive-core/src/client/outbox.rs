@@ -6,10 +6,10 @@ use super::session::{Phase, Request};
 use super::state::OutboxEntry;
 use crate::crypto::{self, ENVELOPE_VERSION, EnvelopeHeader, PublicKey};
 use crate::rng;
+use crate::time::Instant;
 use crate::types::{MessageId, UserName};
 use crate::wire::{ClientPacket, ErrorCode};
 use std::collections::BTreeSet;
-use crate::time::Instant;
 
 /// Least overhead of a sealed envelope over its body: an RSA-2048 wrapped
 /// key, an RSA-2048 signature and the AEAD tag (keys are at least 2048 bits).

@@ -2,13 +2,13 @@
 
 use super::events::{ClientEvent, ClientOutput};
 use crate::crypto::{AuthContext, ChannelBinding, TranscriptVersion};
+use crate::time::Instant;
 use crate::types::{MessageId, PeerKeyHasher, UserName};
 use crate::wire::{
     ClientPacket, EncodeError, FrameDecoder, Framing, Link, WireLimits, encode_frame,
     encode_frame_into, encode_packet_into,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use crate::time::Instant;
 use std::time::Duration;
 
 /// Shortest ping interval honoured, whatever the server announces.

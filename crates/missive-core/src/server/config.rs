@@ -1,7 +1,7 @@
 //! Server configuration: limits, timers and quotas, with documented defaults.
 
-use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
 use crate::time::Instant;
+use crate::wire::{DEFAULT_MAX_FRAME, WireLimits};
 use std::time::Duration;
 
 /// The smallest frame limit a server runs with (4 KiB): every handshake

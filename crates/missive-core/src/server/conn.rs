@@ -2,10 +2,10 @@
 
 use super::state::UserId;
 use crate::crypto::{ChannelBinding, PublicKey, TranscriptVersion};
+use crate::time::Instant;
 use crate::types::{Seq, UserName};
 use crate::wire::{FrameDecoder, Framing, Link, Nonce};
 use std::collections::VecDeque;
-use crate::time::Instant;
 
 /// Where a connection is in the handshake.
 #[derive(Debug)]

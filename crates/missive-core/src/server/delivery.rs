@@ -4,10 +4,10 @@ use super::conn::Phase;
 use super::limits::{SendDigest, UsedId};
 use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
+use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
 use serde::Serialize;
-use crate::time::Instant;
 
 /// Borrowed twins of `ServerPacket::Message` and `ServerPacket::Notice`:
 /// the same encoding, without copying the envelope out of the mailbox.

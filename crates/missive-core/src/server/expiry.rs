@@ -9,11 +9,11 @@
 
 use super::state::{MailItem, ServerState, UserId};
 use super::{PersistCmd, Server};
+use crate::time::Instant;
 use crate::types::{Seq, UnixMillis};
 use crate::wire::Notice;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use crate::time::Instant;
 use std::time::Duration;
 
 /// Stale entries tolerated before a rebuild, beyond one per queued item

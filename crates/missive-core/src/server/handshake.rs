@@ -5,9 +5,9 @@ use super::{Held, PersistCmd, Server, ServerEvent};
 use crate::cluster::RemoteCall;
 use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, PublicKey, TranscriptVersion};
 use crate::rng;
+use crate::time::Instant;
 use crate::types::{ConnId, Lsn, UserName};
 use crate::wire::{ErrorCode, Nonce, PROTOCOL_VERSION, PROTOCOL_VERSION_V1, ServerPacket};
-use crate::time::Instant;
 
 impl Server {
     /// Picks the version (§2.3): 2 whenever offered; 1 only on a connection

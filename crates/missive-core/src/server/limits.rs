@@ -1,11 +1,11 @@
 //! Small bounded structures: the per-user send rate limiter and the
 //! per-sender memory of recent message ids.
 
+use crate::time::Instant;
 use crate::types::{Lsn, MessageId, PeerKeyHasher, UserName};
 use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use crate::time::Instant;
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone)]

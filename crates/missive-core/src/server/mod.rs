@@ -60,6 +60,7 @@ use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
 use crate::rng::{self, CoreRng};
+use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{
     ClientPacket, DecodeError, ErrorCode, Framing, Link, ServerPacket, encode_frame_into,
@@ -69,7 +70,6 @@ use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use crate::time::Instant;
 
 /// Hashes driver-chosen connection ids (not chosen by peers, so a keyed
 /// hash buys nothing): one multiplication instead of SipHash.

@@ -2,10 +2,10 @@
 
 use super::{Server, ServerEvent};
 use crate::cluster::RemoteCall;
+use crate::time::Instant;
 use crate::types::{ConnId, UnixMillis, UserName};
 use crate::wire::{ErrorCode, ServerPacket};
 use std::cmp::Reverse;
-use crate::time::Instant;
 
 impl Server {
     pub(super) fn on_set_presence(&mut self, now: Instant, conn: ConnId, online: bool) {

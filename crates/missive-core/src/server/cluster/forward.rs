@@ -13,11 +13,11 @@ use super::super::limits::{SendDigest, UsedId};
 use super::super::state::UserId;
 use super::{Node, Server, ServerEvent};
 use crate::cluster::{ForwardId, RemoteCall, RemoteReply, Shard};
+use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, UserName};
 use crate::wire::{ErrorCode, Notice, ServerPacket};
 use std::cmp::Reverse;
 use std::collections::HashSet;
-use crate::time::Instant;
 
 use super::super::Output;
 

@@ -39,10 +39,10 @@ use crate::cluster::{ClusterConfig, ForwardId, RemoteReply, Shard, shard_of};
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, PeerKeyMap, UserName};
 use crate::wire::{ErrorCode, ServerPacket};
 
+use crate::time::Instant;
 use forward::{Forward, OutgoingSend};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use crate::time::Instant;
 
 /// What a cluster node knows beyond a single server.
 #[derive(Debug)]

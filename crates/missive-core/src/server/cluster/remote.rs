@@ -13,9 +13,9 @@ use super::super::limits::{SendDigest, UsedId};
 use super::super::{Held, Output};
 use super::Server;
 use crate::cluster::{CallId, RemoteCall, RemoteReply};
+use crate::time::Instant;
 use crate::types::{MessageId, UnixMillis, UserName};
 use crate::wire::{ErrorCode, Notice};
-use crate::time::Instant;
 
 fn refused(code: ErrorCode, detail: &str) -> RemoteReply {
     RemoteReply::Refused {
