@@ -8,9 +8,9 @@ use missive_core::cluster::ClusterConfig;
 use missive_core::server::ServerConfig;
 use missive_runtime::cluster::cluster_link;
 use missive_runtime::driver::{
-    self, AllowedOrigins, BoundServer, CertifiedKey, Listener, TlsListener, WsListener,
-    certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed, self_signed,
-    websocket_server_config,
+    self, AllowedOrigins, BoundServer, ByteStream, CertifiedKey, Listener, StaticSite, TlsListener,
+    WsListener, certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed,
+    self_signed, websocket_server_config,
 };
 use missive_store::postgres::{Fence, PostgresTls};
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
@@ -20,6 +20,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// The browser chat page: the files of `web/` when this binary was built
+/// (build.rs), served on the WebSocket listener.
+mod web_page {
+    include!(concat!(env!("OUT_DIR"), "/web_page.rs"));
+}
 
 /// Missive chat server: end-to-end encrypted asynchronous 1:1 chat.
 ///
@@ -106,9 +112,15 @@ struct Args {
     /// Also serve WebSocket (subprotocol missive.v1) on ADDR: wss with the
     /// same certificate, ws with --plaintext. WebSocket logins are not
     /// channel-bound (browsers cannot read the TLS exporter), so
-    /// --require-channel-binding refuses them.
+    /// --require-channel-binding refuses them. The browser chat page is
+    /// served on the same address (https://ADDR/, http://ADDR/ with
+    /// --plaintext) unless --no-web-page.
     #[arg(long, value_name = "ADDR")]
     ws_listen: Option<String>,
+    /// Do not serve the browser chat page on the --ws-listen address (HTTP
+    /// requests other than WebSocket upgrades get 400).
+    #[arg(long, requires = "ws_listen")]
+    no_web_page: bool,
     /// Let in WebSocket connections from browser pages of ORIGIN only
     /// (repeatable; e.g. https://chat.example.org) [default: any origin].
     /// Requests without an Origin (not from a browser) are always let in.
@@ -344,6 +356,43 @@ impl Args {
         }
     }
 
+    /// The chat page to serve on the WebSocket listener: none with
+    /// --no-web-page, or when the binary was built without one.
+    fn web_page(&self) -> Option<StaticSite> {
+        if self.no_web_page {
+            return None;
+        }
+        let site = StaticSite::new(web_page::FILES.iter().copied());
+        if site.is_empty() {
+            tracing::warn!("built without the chat page (web/ was empty): not serving it");
+            return None;
+        }
+        Some(site)
+    }
+
+    /// The WebSocket listener over `inner` (TCP, or TLS when
+    /// `page_scheme` is `https`), with the allowed origins and the chat page.
+    fn ws_listener<L: Listener>(
+        &self,
+        inner: L,
+        max_frame: u32,
+        page_scheme: &str,
+    ) -> WsListener<Tokio, L>
+    where
+        L::Transport: ByteStream,
+    {
+        let ws = WsListener::<Tokio, _>::new(inner, max_frame)
+            .with_allowed_origins(self.allowed_origins());
+        let Some(site) = self.web_page() else {
+            return ws;
+        };
+        match ws.local_addr() {
+            Ok(addr) => tracing::info!("serving the chat page at {page_scheme}://{addr}/"),
+            Err(e) => tracing::info!("serving the chat page ({e})"),
+        }
+        ws.with_site(site)
+    }
+
     /// The WebSocket listener's TCP listener, if --ws-listen asks for one.
     async fn ws_tcp(&self) -> Result<Option<missive_tokio::TcpListener>, String> {
         let Some(addr) = &self.ws_listen else {
@@ -456,7 +505,6 @@ async fn run(args: Args) -> Result<(), String> {
         Box::new(store)
     };
     let max_frame = args.config().max_frame;
-    let origins = args.allowed_origins();
     if args.plaintext {
         let server = BoundServer::<Tokio>::bind_with(
             args.listen.as_str(),
@@ -475,7 +523,7 @@ async fn run(args: Args) -> Result<(), String> {
         let ws = args
             .ws_tcp()
             .await?
-            .map(|tcp| WsListener::<Tokio, _>::new(tcp, max_frame).with_allowed_origins(origins));
+            .map(|tcp| args.ws_listener(tcp, max_frame, "http"));
         return serve(server, "plaintext", ws, "ws", cluster).await;
     }
     let certificate = certificate(&args)?;
@@ -494,7 +542,7 @@ async fn run(args: Args) -> Result<(), String> {
     .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
     let ws = args.ws_tcp().await?.map(|tcp| {
         let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls);
-        WsListener::<Tokio, _>::new(tls, max_frame).with_allowed_origins(origins)
+        args.ws_listener(tls, max_frame, "https")
     });
     let note = format!("TLS, certificate {fingerprint}");
     serve(server, &note, ws, "wss", cluster).await
@@ -638,6 +686,7 @@ mod tests {
         let args = Args::parse_from(["missive-server"]);
         assert_eq!(args.ws_listen, None, "off by default");
         assert_eq!(args.allowed_origins(), AllowedOrigins::Any);
+        assert!(!args.no_web_page, "the page is served by default");
         let args = Args::parse_from([
             "missive-server",
             "--ws-listen",
@@ -657,6 +706,41 @@ mod tests {
                 .is_err(),
             "an origin without --ws-listen"
         );
+        let args = Args::parse_from([
+            "missive-server",
+            "--ws-listen",
+            "127.0.0.1:7879",
+            "--no-web-page",
+        ]);
+        assert_eq!(args.web_page(), None);
+        assert!(
+            Args::try_parse_from(["missive-server", "--no-web-page"]).is_err(),
+            "--no-web-page without --ws-listen"
+        );
+    }
+
+    #[test]
+    fn the_embedded_page_leaves_out_the_tests_and_the_npm_files() {
+        for (path, _) in web_page::FILES {
+            assert!(path.starts_with('/'), "{path}");
+            let top = path.split('/').nth(1).unwrap_or_default();
+            assert!(
+                !["e2e", "node_modules", "package.json", "package-lock.json"].contains(&top),
+                "{path} is embedded"
+            );
+            assert!(
+                !path.split('/').any(|part| part.starts_with('.')),
+                "{path}: a dotfile"
+            );
+        }
+        let site = Args::parse_from(["missive-server", "--ws-listen", "127.0.0.1:7879"]).web_page();
+        match site {
+            Some(site) => assert!(site.file("/").is_some(), "web/ without index.html"),
+            None => assert!(
+                web_page::FILES.is_empty(),
+                "built with the page, not served"
+            ),
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! task of its own, so that a slow peer holds up nobody, is cut at its
 //! deadline, and at most so many run at once (beyond that, the listener
 //! stops accepting until one ends). A failed handshake only closes its
-//! connection.
+//! connection; so does one that answered its connection without upgrading
+//! it (an HTTP request on the WebSocket listener).
 
 use super::runtime::{Runtime, Task, timeout};
 use super::transport::Listener;
@@ -63,7 +64,8 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
 
     /// Accepts from `inner` (while fewer than the most handshakes run),
     /// starting `upgrade` on each connection; ready with the next connection
-    /// whose handshake succeeded.
+    /// whose handshake succeeded. `upgrade` yields `None` for a connection it
+    /// answered and closed without upgrading it.
     pub(crate) fn poll_accept<L: Listener, F>(
         &mut self,
         inner: &mut L,
@@ -71,7 +73,7 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
         mut upgrade: impl FnMut(L::Transport) -> F,
     ) -> Poll<io::Result<(T, Option<SocketAddr>)>>
     where
-        F: Future<Output = io::Result<T>> + Send + 'static,
+        F: Future<Output = io::Result<Option<T>>> + Send + 'static,
     {
         while self.running.len() < self.max {
             match inner.poll_accept(cx) {
@@ -90,13 +92,17 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
 
     fn start(
         &mut self,
-        handshake: impl Future<Output = io::Result<T>> + Send + 'static,
+        handshake: impl Future<Output = io::Result<Option<T>>> + Send + 'static,
         peer: Option<SocketAddr>,
     ) {
         let (limit, what) = (self.limit, self.what);
         self.running.push(Task::spawn::<R>(async move {
             match timeout::<R, _>(limit, handshake).await {
-                Some(Ok(upgraded)) => Some((upgraded, peer)),
+                Some(Ok(Some(upgraded))) => Some((upgraded, peer)),
+                Some(Ok(None)) => {
+                    tracing::debug!(?peer, "{what}: answered without upgrading");
+                    None
+                }
                 Some(Err(error)) => {
                     tracing::debug!(?peer, %error, "{what} handshake failed");
                     None

@@ -21,6 +21,7 @@
 
 mod client;
 mod handshake;
+mod http;
 mod runtime;
 mod server;
 mod tls;
@@ -30,6 +31,7 @@ mod ws;
 
 pub use client::ClientHandle;
 pub use handshake::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+pub use http::{CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD, SiteFile, StaticSite, content_type};
 pub use runtime::{Runtime, Task, TaskFailed, sleep, timeout};
 /// The TLS library, for its configuration types.
 pub use rustls;

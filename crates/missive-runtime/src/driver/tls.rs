@@ -319,7 +319,7 @@ where
         self.handshakes
             .poll_accept(&mut self.inner, cx, |transport| {
                 let accept = acceptor.accept(Joined::new(transport));
-                async move { TlsTransport::established(accept.await?.into()) }
+                async move { TlsTransport::established(accept.await?.into()).map(Some) }
             })
     }
 

@@ -10,8 +10,14 @@
 //! tungstenite before it buffers them, and the connection closes with 1009;
 //! a text message closes it with 1003. A WebSocket session's channel binding
 //! is `none`, even over TLS (browsers cannot read the TLS exporter).
+//!
+//! The listener reads each request head itself ([`super::http`]): an
+//! upgrade goes on to tungstenite, any other request is answered from the
+//! [`StaticSite`] of [`WsListener::with_site`] (the chat page), or refused
+//! with 400.
 
 use super::handshake::{HANDSHAKE_TIMEOUT, Handshakes};
+use super::http::{Answer, Replayed, StaticSite, read_request_head};
 use super::runtime::{Runtime, timeout};
 use super::tls::Joined;
 use super::transport::{
@@ -123,9 +129,13 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-type Shared<T> = Arc<Mutex<WebSocketStream<Joined<T>>>>;
+/// The stream under a WebSocket: byte stream `T`, with the request head the
+/// listener read replayed in front (nothing on a client).
+type WsStream<T> = WebSocketStream<Replayed<Joined<T>>>;
 
-fn lock<T: ByteStream>(shared: &Shared<T>) -> MutexGuard<'_, WebSocketStream<Joined<T>>> {
+type Shared<T> = Arc<Mutex<WsStream<T>>>;
+
+fn lock<T: ByteStream>(shared: &Shared<T>) -> MutexGuard<'_, WsStream<T>> {
     // A panic while holding it cannot leave the stream half-updated in a way
     // that matters more than the connection: keep going.
     shared
@@ -149,7 +159,7 @@ impl<T: ByteStream> std::fmt::Debug for WsTransport<T> {
 }
 
 impl<T: ByteStream> WsTransport<T> {
-    fn new(stream: WebSocketStream<Joined<T>>, max_message: usize) -> Self {
+    fn new(stream: WsStream<T>, max_message: usize) -> Self {
         Self {
             shared: Arc::new(Mutex::new(stream)),
             max_message,
@@ -387,13 +397,16 @@ fn answer(
 /// Accepts WebSocket connections over the connections of listener `L` (TCP
 /// for `ws`, a [`TlsListener`](super::TlsListener) for `wss`): each
 /// handshake runs in its own task and is cut at the handshake deadline, as
-/// TLS handshakes are.
+/// TLS handshakes are. A request that is no WebSocket upgrade is answered
+/// over HTTP from its [`StaticSite`], if it has one (else 400), within the
+/// same deadline, and the connection closed.
 pub struct WsListener<R: Runtime, L: Listener>
 where
     L::Transport: ByteStream,
 {
     inner: L,
     origins: Arc<AllowedOrigins>,
+    site: Option<Arc<StaticSite>>,
     max_message: usize,
     handshakes: Handshakes<R, WsTransport<L::Transport>>,
 }
@@ -405,6 +418,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsListener")
             .field("origins", &self.origins)
+            .field("site", &self.site.as_ref().map(|site| site.paths().count()))
             .field("max_message", &self.max_message)
             .field("handshakes", &self.handshakes)
             .finish_non_exhaustive()
@@ -422,6 +436,7 @@ where
         Self {
             inner,
             origins: Arc::new(AllowedOrigins::Any),
+            site: None,
             max_message: max_message as usize,
             handshakes: Handshakes::new("WebSocket"),
         }
@@ -433,7 +448,20 @@ where
         self
     }
 
-    /// Sets the time a peer gets to finish its handshake.
+    /// Answers HTTP GET and HEAD requests (not WebSocket upgrades) with the
+    /// files of `site`: the chat page and its assets.
+    pub fn with_site(mut self, site: StaticSite) -> Self {
+        self.site = Some(Arc::new(site));
+        self
+    }
+
+    /// The files served over HTTP, if any.
+    pub fn site(&self) -> Option<&StaticSite> {
+        self.site.as_deref()
+    }
+
+    /// Sets the time a peer gets to finish its handshake (or HTTP
+    /// exchange).
     pub fn with_handshake_timeout(mut self, limit: Duration) -> Self {
         self.handshakes.limit = limit;
         self
@@ -459,18 +487,40 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Self::Transport, Option<SocketAddr>)>> {
-        let (origins, max_message) = (&self.origins, self.max_message);
+        let (origins, site, max_message) = (&self.origins, &self.site, self.max_message);
         self.handshakes.poll_accept(&mut self.inner, cx, |stream| {
             let origins = Arc::clone(origins);
+            let site = site.clone();
             async move {
+                let mut stream = Joined::new(stream);
+                let (request, read) = match read_request_head(&mut stream).await {
+                    Ok(head) => head,
+                    Err(error) => {
+                        if error.deserves_answer() {
+                            Answer::bad_request().send::<R, _>(&mut stream).await?;
+                        }
+                        return Err(error.into());
+                    }
+                };
+                if !request.upgrade {
+                    let answer = Answer::to(site.as_deref(), &request);
+                    tracing::debug!(
+                        method = %request.method,
+                        target = %request.target,
+                        status = answer.status.code(),
+                        "HTTP request answered"
+                    );
+                    answer.send::<R, _>(&mut stream).await?;
+                    return Ok(None);
+                }
                 let ws = async_tungstenite::accept_hdr_async_with_config(
-                    Joined::new(stream),
+                    Replayed::new(read, stream),
                     |request: &Request, response: Response| answer(&origins, request, response),
                     Some(ws_config(max_message)),
                 )
                 .await
                 .map_err(ws_io_error)?;
-                Ok(WsTransport::new(ws, max_message))
+                Ok(Some(WsTransport::new(ws, max_message)))
             }
         })
     }
@@ -591,7 +641,7 @@ where
             let stream = stream.await?;
             let handshake = async_tungstenite::client_async_with_config(
                 request,
-                Joined::new(stream),
+                Replayed::none(Joined::new(stream)),
                 Some(ws_config(max_message)),
             );
             let (ws, _response) = timeout::<R, _>(limit, handshake)
