@@ -39,8 +39,11 @@ const DEVTOOLS_BANNER: &str = "DevTools listening on ";
 /// Debian's build starts crash handlers (crashpad) that leave the process
 /// group (`setsid`); `--disable-crashpad-for-testing` would keep them away
 /// but makes the network service crash in a loop. So `HOME` is the
-/// profile directory, which puts it in their `--database=` argument:
-/// [`kill_all`] finds them there.
+/// profile directory: the handlers' database is private to this browser
+/// (one shared in `~/.config/chromium` with another running Chromium
+/// makes its network service crash too: "FD ownership violation"), and
+/// their `--database=` argument names the profile, where [`kill_all`]
+/// finds them.
 const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
