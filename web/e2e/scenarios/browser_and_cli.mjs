@@ -28,12 +28,12 @@ export async function run(browser) {
   checkEqual(await byTestId(alice, "contact-fingerprint").textContent(), carolPrints,
     "carol's fingerprint in the browser and in the CLI");
 
-  await sendTo(alice, "carol", "Hello back from the browser 🌐");
-  await waitForStatus(alice, "Hello back from the browser 🌐", "accepted");
+  await sendTo(alice, "carol", "Hello back from the browser — ça marche!");
+  await waitForStatus(alice, "Hello back from the browser — ça marche!", "accepted");
   const [received] = await listen("carol", 1);
   checkEqual(received.from, "alice", "the sender the CLI printed");
-  checkEqual(received.body, "Hello back from the browser 🌐", "the text the CLI printed");
-  await waitForStatus(alice, "Hello back from the browser 🌐", "delivered");
+  checkEqual(received.body, "Hello back from the browser — ça marche!", "the text the CLI printed");
+  await waitForStatus(alice, "Hello back from the browser — ça marche!", "delivered");
   const aliceInCli = (await cliOk("carol", ["fingerprint", "alice"])).stdout.trim();
   checkEqual(aliceInCli, await byTestId(alice, "me-fingerprint").textContent(),
     "alice's fingerprint pinned by the CLI");
@@ -43,6 +43,7 @@ export async function run(browser) {
   await byTestId(alice, "export-open").click();
   await byTestId(alice, "export-passphrase").fill("alice passphrase");
   await byTestId(alice, "export-confirm").click();
+  await byTestId(alice, "export-pem").waitFor({ state: "visible" }); // after PBKDF2 and AES-GCM
   const pem = await byTestId(alice, "export-pem").inputValue();
   check(pem.startsWith("-----BEGIN PRIVATE KEY-----"), "the export is a PKCS#8 PEM");
   check((await byTestId(alice, "export-download").getAttribute("href"))?.startsWith("blob:"),

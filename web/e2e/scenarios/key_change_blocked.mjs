@@ -4,7 +4,7 @@
 // fingerprints, the message is not sent (bob receives nothing). Only after
 // "Trust the new key" can alice write to the new bob.
 import {
-  byTestId, check, checkEqual, login, messageItem, newPage, openConversation, register,
+  byTestId, check, checkEqual, login, logout, messageItem, newPage, openConversation, register,
   restartServerFresh, screenshot, sendTo, waitForMessage, waitForStatus,
 } from "../lib.mjs";
 
@@ -13,6 +13,10 @@ export async function run(browser) {
   const bob = await newPage(browser, "bob");
   await register(alice, "alice", "alice passphrase");
   await register(bob, "bob", "bob passphrase");
+  // Alice comes back with the key stored in her browser (a plain login: a
+  // page that just created the account registers again on every connection).
+  await logout(alice);
+  await login(alice, "alice", "alice passphrase");
   await sendTo(alice, "bob", "Hi Bob, this is your pinned key.");
   await waitForMessage(bob, "alice", "Hi Bob, this is your pinned key.");
   await waitForStatus(alice, "Hi Bob, this is your pinned key.", "delivered");

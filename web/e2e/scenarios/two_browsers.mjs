@@ -18,8 +18,8 @@ export async function run(browser) {
   await sendTo(bob, "alice", "Sure — see you at the usual place.");
   await waitForMessage(alice, "bob", "Sure — see you at the usual place.");
   await waitForStatus(bob, "Sure — see you at the usual place.", "delivered");
-  await sendTo(alice, "bob", "Great, see you there 👋");
-  await waitForMessage(bob, "alice", "Great, see you there 👋");
+  await sendTo(alice, "bob", "Great, à tout à l’heure!");
+  await waitForMessage(bob, "alice", "Great, à tout à l’heure!");
 
   // Trust on first use: each pinned the key the other holds.
   checkEqual(await byTestId(alice, "contact-fingerprint").textContent(),
@@ -29,6 +29,6 @@ export async function run(browser) {
   checkEqual(await alice.locator('[data-testid="message"]').count(), 3, "messages in alice's conversation");
   checkEqual(await bob.locator('[data-testid="message"]').count(), 3, "messages in bob's conversation");
 
-  await waitForStatus(alice, "Great, see you there 👋", "delivered");
+  await waitForStatus(alice, "Great, à tout à l’heure!", "delivered");
   await screenshot(alice);
 }
