@@ -5,10 +5,12 @@ use crate::crypto::{
     self, AuthContext, AuthTranscript, ChannelBinding, ENVELOPE_VERSION, EnvelopeHeader,
     TranscriptVersion,
 };
+use crate::test_support::test;
 use crate::wire::{
     self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Framing, Link, Notice, ServerPacket,
     WireLimits,
 };
+#[cfg(not(target_family = "wasm"))]
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 use std::sync::OnceLock;
@@ -1725,6 +1727,7 @@ fn state_round_trips_through_cbor() {
     );
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// What the fuzzing "server" does next.
 #[derive(Debug, Clone)]
 enum Step {
@@ -1735,10 +1738,12 @@ enum Step {
     Reconnect,
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn any_name() -> impl Strategy<Value = UserName> {
     prop_oneof![Just(name("alice")), Just(name("bob")), Just(name("carol"))]
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn any_packet() -> impl Strategy<Value = ServerPacket> {
     let id = any::<[u8; 16]>().prop_map(MessageId);
     prop_oneof![
@@ -1801,6 +1806,7 @@ fn any_packet() -> impl Strategy<Value = ServerPacket> {
     ]
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn any_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Step::Raw),
@@ -1811,11 +1817,13 @@ fn any_step() -> impl Strategy<Value = Step> {
     ]
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Feeds everything to the client, never asserting anything but "no panic".
 fn fuzz_drain(client: &mut Client) {
     while client.poll_output().is_some() {}
 }
 
+#[cfg(not(target_family = "wasm"))]
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
