@@ -207,6 +207,7 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, RemoteDecodeE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
 
     #[test]
     fn shards_spread_names_and_match_the_store_hash() {

@@ -42,6 +42,7 @@ pub fn bytes<const N: usize>(rng: &mut CoreRng) -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
 
     #[test]
     fn deterministic() {

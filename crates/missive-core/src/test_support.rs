@@ -36,3 +36,12 @@ pub(crate) fn name(s: &str) -> UserName {
 pub(crate) fn seeded(n: u8) -> CoreRng {
     rng::from_seed([n; 32])
 }
+
+/// The unit tests' `#[test]` (each test module imports it): libtest's
+/// natively; wasm-bindgen-test's on `wasm32-unknown-unknown`, where
+/// wasm-bindgen-test-runner runs only those (scripts/test-wasm.sh runs
+/// the unit tests there, under Node).
+#[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
+pub(crate) use core::prelude::v1::test;
+#[cfg(all(target_family = "wasm", target_os = "unknown"))]
+pub(crate) use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -240,6 +240,7 @@ pub(crate) fn unix_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
 
     #[test]
     fn user_names() {

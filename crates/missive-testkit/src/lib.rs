@@ -30,6 +30,13 @@
 //! [`PostgresServer::ca_file`] and connect with
 //! [`PostgresServer::url_tls`] (`sslmode=require`).
 //!
+//! [`Chromium`] runs a headless Chromium (`/usr/bin/chromium`, or
+//! `$MISSIVE_CHROMIUM`) in its own process group with a throwaway profile
+//! and DevTools on a free port ([`Chromium::cdp_url`], for Playwright's
+//! `connectOverCDP`); dropping it kills the whole group and waits, a
+//! watchdog does the same when the test process ends any other way. It
+//! skips like the others.
+//!
 //! [`NatsServer`] runs a private `nats-server` (core NATS only, no
 //! JetStream) on a free 127.0.0.1 port, found on `PATH` or in `/usr/sbin`
 //! (Debian's package), killed and reaped when dropped, with the same kind
@@ -49,9 +56,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chromium;
 mod node;
 mod watchdog;
 
+pub use chromium::{CHROMIUM_ENV, Chromium, DEFAULT_CHROMIUM};
 pub use node::{ClusterNode, NodeArgs};
 use watchdog::Watchdog;
 
@@ -72,6 +81,12 @@ const SUPERUSER: &str = "postgres";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HarnessError {
+    /// The Chromium binary was not found.
+    #[error("Chromium not found at {} (set MISSIVE_CHROMIUM to its path)", path.display())]
+    ChromiumMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// `nats-server` was not found.
     #[error("nats-server not found (looked in {searched})")]
     NatsMissing {
@@ -214,7 +229,7 @@ impl PostgresServer {
     ///
     /// Instead of returning `None`, when `MISSIVE_REQUIRE_SERVICES=1`.
     pub fn start_or_skip() -> Option<Self> {
-        skip_unless_required(Self::start())
+        skip_unless_required("PostgreSQL", Self::start())
     }
 
     /// One server for the whole test binary, started on first use (`None`
@@ -231,7 +246,7 @@ impl PostgresServer {
     pub fn shared_tls() -> Option<&'static Self> {
         static SHARED: OnceLock<Option<PostgresServer>> = OnceLock::new();
         SHARED
-            .get_or_init(|| skip_unless_required(Self::start_tls()))
+            .get_or_init(|| skip_unless_required("PostgreSQL", Self::start_tls()))
             .as_ref()
     }
 
@@ -677,14 +692,7 @@ impl NatsServer {
     ///
     /// Instead of returning `None`, when `MISSIVE_REQUIRE_SERVICES=1`.
     pub fn start_or_skip() -> Option<Self> {
-        match Self::start() {
-            Ok(server) => Some(server),
-            Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but NATS: {e}"),
-            Err(e) => {
-                eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
-                None
-            }
-        }
+        skip_unless_required("NATS", Self::start())
     }
 
     /// Starts `nats-server -a 127.0.0.1 -p PORT` on a free port and waits
@@ -843,12 +851,16 @@ fn find_nats() -> Result<PathBuf, HarnessError> {
         })
 }
 
-/// The started server, or `None` after printing why not (a panic with
-/// [`REQUIRE_SERVICES_ENV`]`=1`).
-fn skip_unless_required(started: Result<PostgresServer, HarnessError>) -> Option<PostgresServer> {
+/// What `started` holds, or `None` after printing why `service` cannot
+/// run, so that the test skips; a panic instead with
+/// [`REQUIRE_SERVICES_ENV`]`=1`.
+pub fn skip_unless_required<T, E: std::fmt::Display>(
+    service: &str,
+    started: Result<T, E>,
+) -> Option<T> {
     match started {
-        Ok(server) => Some(server),
-        Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but PostgreSQL: {e}"),
+        Ok(running) => Some(running),
+        Err(e) if required() => panic!("{REQUIRE_SERVICES_ENV}=1 but {service}: {e}"),
         Err(e) => {
             eprintln!("skipping: {e} (set {REQUIRE_SERVICES_ENV}=1 to fail instead)");
             None

@@ -22,7 +22,10 @@ impl Client {
             None => false,
         };
         match self.state.pinned.get(&user) {
-            Some(pinned) if pinned.as_slice() == der.as_slice() => self.open_parked_from(&user),
+            Some(pinned) if pinned.as_slice() == der.as_slice() => {
+                self.confirm_key(&user);
+                self.open_parked_from(&user);
+            }
             Some(pinned) => {
                 let pinned = Fingerprint::of_spki_der(pinned);
                 self.out.event(ClientEvent::KeyChanged {
@@ -41,6 +44,7 @@ impl Client {
                         .pinned
                         .insert(user.clone(), ByteBuf::from(key.to_spki_der().to_vec()));
                     self.out.changed();
+                    self.confirm_key(&user);
                     self.open_parked_from(&user);
                 }
                 Err(e) => {
@@ -53,6 +57,13 @@ impl Client {
     }
 
     /// Opens every parked envelope whose sender's key is pinned.
+    /// The server answered this connection's fetch with the pinned key.
+    fn confirm_key(&mut self, user: &UserName) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.confirmed_keys.insert(user.clone());
+        }
+    }
+
     pub(super) fn open_parked_with_pinned_keys(&mut self) {
         let senders: BTreeSet<UserName> = self
             .state

@@ -77,8 +77,9 @@ impl Client {
                 break;
             }
             if entry.sealed.is_none() {
-                let Some(key_der) = self.state.pinned.get(&entry.to) else {
-                    i += 1; // waits for the key
+                let confirmed = conn.confirmed_keys.contains(&entry.to);
+                let Some(key_der) = self.state.pinned.get(&entry.to).filter(|_| confirmed) else {
+                    i += 1; // waits for the key (or its confirmation)
                     continue;
                 };
                 let header = EnvelopeHeader {
@@ -150,18 +151,25 @@ impl Client {
             }
         }
 
-        let wanted: BTreeSet<&UserName> = self
+        let pinned = &self.state.pinned;
+        // Recipients of unsealed messages whose key this connection has not
+        // confirmed, and senders of parked envelopes with no pinned key.
+        let unconfirmed_recipients = self
             .state
             .outbox
             .iter()
             .filter(|e| e.sealed.is_none())
             .map(|e| &e.to)
-            .chain(self.state.parked.iter().map(|p| &p.from))
-            .filter(|u| {
-                !self.state.pinned.contains_key(*u)
-                    && !conn.fetching.contains(*u)
-                    && !conn.fetch_retry.contains_key(*u)
-            })
+            .filter(|u| !(pinned.contains_key(*u) && conn.confirmed_keys.contains(*u)));
+        let unknown_senders = self
+            .state
+            .parked
+            .iter()
+            .map(|p| &p.from)
+            .filter(|u| !pinned.contains_key(*u));
+        let wanted: BTreeSet<&UserName> = unconfirmed_recipients
+            .chain(unknown_senders)
+            .filter(|u| !conn.fetching.contains(*u) && !conn.fetch_retry.contains_key(*u))
             .collect();
         for user in wanted {
             if self

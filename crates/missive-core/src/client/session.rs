@@ -82,6 +82,11 @@ pub(super) struct Session {
     pub(super) fetching: HashSet<UserName, PeerKeyHasher>,
     /// Key fetches refused for now, to retry at the given time.
     pub(super) fetch_retry: HashMap<UserName, Instant, PeerKeyHasher>,
+    /// Users whose pinned key the server confirmed on this connection (it
+    /// answered a fetch with that key, or the key was pinned from it): a new
+    /// message to anyone else waits for a fetch, so that a changed key is
+    /// seen before sealing (PROTOCOL.md §5).
+    pub(super) confirmed_keys: HashSet<UserName, PeerKeyHasher>,
     /// User-naming requests waiting for answers, oldest first.
     pub(super) requests: VecDeque<Request>,
 }
@@ -103,6 +108,7 @@ impl Session {
             retry_at: HashMap::with_hasher(hasher.clone()),
             fetching: HashSet::with_hasher(hasher.clone()),
             fetch_retry: HashMap::with_hasher(hasher.clone()),
+            confirmed_keys: HashSet::with_hasher(hasher.clone()),
             requests: VecDeque::new(),
         }
     }

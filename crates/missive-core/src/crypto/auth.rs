@@ -197,6 +197,7 @@ impl AuthTranscript<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::test_support::{alice, bob, name, seeded};
 
     const EXPORTER: ChannelBinding = ChannelBinding::TlsExporter([0x66; 32]);

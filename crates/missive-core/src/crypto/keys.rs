@@ -285,6 +285,7 @@ fn encoding_error(e: impl fmt::Display) -> KeyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::test_support::{alice, bob, seeded};
     use rsa::BoxedUint;
 
@@ -448,6 +449,7 @@ mod tests {
         }));
     }
 
+    #[cfg(not(target_family = "wasm"))]
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
 

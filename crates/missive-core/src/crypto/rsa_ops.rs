@@ -181,6 +181,7 @@ pub mod stand_in {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::test_support::{alice, bob, seeded};
     use rsa::traits::PublicKeyParts;
 

@@ -155,7 +155,8 @@ impl Conn {
     }
 }
 
-#[cfg(test)]
+// Sizes of 64-bit targets.
+#[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
     use super::*;
 

@@ -356,6 +356,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::wire::{DEFAULT_MAX_FRAME, encode_frame};
 
     #[test]

@@ -137,7 +137,7 @@ impl ExpiryQueue {
     }
 
     /// Entries held, stale ones included.
-    #[cfg(test)]
+    #[cfg(all(test, not(target_family = "wasm")))]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -202,9 +202,12 @@ impl Server {
     }
 }
 
-#[cfg(test)]
+// Model-based (proptest): native only, not in the wasm run
+// (scripts/test-wasm.sh).
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::types::{MessageId, UserName};
     use proptest::prelude::*;
 

@@ -180,6 +180,7 @@ impl RecentIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use std::time::Duration;
 
     #[test]
@@ -243,6 +244,7 @@ mod tests {
         assert_ne!(base, SendDigest::of(&other_key, &name("bob"), b"envelope"));
     }
 
+    #[cfg(not(target_family = "wasm"))]
     proptest::proptest! {
         /// Same answers as the obvious model (a map plus an order queue)
         /// for any sequence of inserts, repeats and lookups.

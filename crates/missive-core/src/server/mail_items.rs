@@ -177,9 +177,12 @@ impl<'a> IntoIterator for &'a MailItems {
     }
 }
 
-#[cfg(test)]
+// Model-based (proptest): native only, not in the wasm run
+// (scripts/test-wasm.sh).
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::types::{MessageId, UserName};
     use proptest::prelude::*;
     use std::collections::BTreeMap;

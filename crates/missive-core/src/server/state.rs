@@ -550,6 +550,7 @@ impl ServerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
     use crate::types::MessageId;
 
     fn name(s: &str) -> UserName {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::crypto::{AuthContext, AuthTranscript, ChannelBinding, Identity, TranscriptVersion};
 use crate::test_support::identities;
+use crate::test_support::test;
 use crate::wire::{
     DEFAULT_MAX_FRAME, FrameDecoder, Framing, Link, Notice, decode_packet, encode_frame,
     encode_frame_into, encode_packet_into,
@@ -1959,6 +1960,7 @@ impl Harness {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 mod model {
     //! State-machine invariants against a simple model: random sequences of
     //! sends, acks, presence changes, reconnects and durability reports.

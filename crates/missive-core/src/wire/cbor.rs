@@ -223,6 +223,7 @@ fn read<const N: usize>(buf: &[u8], pos: &mut usize) -> Result<[u8; N], ScanErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
 
     use crate::wire::testutil::unhex as decode_hex;
 

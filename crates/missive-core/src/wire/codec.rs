@@ -510,7 +510,9 @@ impl FrameDecoder {
     ) -> Result<Option<P>, DecodeError> {
         if self.error.is_none() && self.buf.len() == self.pos && input.len() >= LENGTH_PREFIX_LEN {
             let len = prefix(input);
-            let total = LENGTH_PREFIX_LEN + len as usize;
+            // Saturating: a 32-bit usize (wasm32) would overflow on a
+            // huge prefix, which the limit check below refuses anyway.
+            let total = LENGTH_PREFIX_LEN.saturating_add(len as usize);
             if len <= self.max_frame && input.len() >= total {
                 let payload = &input[LENGTH_PREFIX_LEN..total];
                 return match decode_packet(payload) {

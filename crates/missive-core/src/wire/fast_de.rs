@@ -400,6 +400,7 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
 mod tests {
     use super::*;
     use crate::server::PersistCmd;
+    use crate::test_support::test;
     use crate::types::{MessageId, UserName};
     use crate::wire::{ClientPacket, ErrorCode, Notice, ServerPacket, WireLimits};
 
@@ -546,6 +547,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(target_family = "wasm"))]
     proptest::proptest! {
         /// Whenever the fast path accepts bytes (here: a valid packet with
         /// one byte changed, or cut short), ciborium accepts them too and

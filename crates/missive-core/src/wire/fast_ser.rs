@@ -338,6 +338,7 @@ impl ser::SerializeStructVariant for &mut Ser<'_> {
 mod tests {
     use super::*;
     use crate::server::{MailItem, PersistCmd};
+    use crate::test_support::test;
     use crate::types::{MessageId, UserName};
     use crate::wire::{ClientPacket, ErrorCode, Notice, ServerPacket, WireLimits};
 

@@ -424,6 +424,7 @@ mod versions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::test;
 
     #[test]
     fn error_codes_round_trip() {

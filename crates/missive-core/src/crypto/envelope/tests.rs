@@ -1,8 +1,10 @@
 //! Tests of sealing and opening envelopes.
 
 use super::*;
+use crate::test_support::test;
 use crate::test_support::{alice, bob, carol, name, seeded};
 use ciborium::Value;
+#[cfg(not(target_family = "wasm"))]
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -812,12 +814,14 @@ fn size_formula_matches_cbor() {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Widths for hand-written heads: the shortest form, or 1, 2, 4 or 8
 /// argument bytes.
 fn head_widths(n: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(prop::sample::select(vec![0u8, 1, 2, 4, 8]), n)
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Unknown fields (names that no known field has) with where to insert them.
 fn unknown_fields() -> impl Strategy<Value = Vec<(String, u64, prop::sample::Index)>> {
     proptest::collection::vec(
@@ -826,6 +830,7 @@ fn unknown_fields() -> impl Strategy<Value = Vec<(String, u64, prop::sample::Ind
     )
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// `entries` with the unknown fields inserted.
 fn with_unknown_fields(
     mut entries: Vec<(Vec<u8>, Vec<u8>)>,
@@ -838,6 +843,7 @@ fn with_unknown_fields(
     entries
 }
 
+#[cfg(not(target_family = "wasm"))]
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -6,6 +6,7 @@ use super::super::tests::{Harness, ids, name};
 use super::super::{Input, ServerConfig, ServerEvent};
 use crate::cluster::{CallId, ClusterConfig, ForwardId, RemoteCall, RemoteReply, Shard, shard_of};
 use crate::server::{CloseReason, MailItem, PersistCmd};
+use crate::test_support::test;
 use crate::types::MessageId;
 use crate::wire::{ClientPacket, ErrorCode, Notice, ServerPacket};
 use std::time::Duration;

@@ -1,11 +1,13 @@
 //! Tests of framing and packet decoding.
 
 use super::*;
+use crate::test_support::test;
 use crate::types::{MessageId, UserName};
 use crate::wire::packet::{
     ClientPacket, ErrorCode, MAX_VERSIONS, Notice, ServerPacket, WireLimits,
 };
 use crate::wire::testutil::unhex;
+#[cfg(not(target_family = "wasm"))]
 use proptest::prelude::*;
 
 const MAX: u32 = DEFAULT_MAX_FRAME;
@@ -561,6 +563,8 @@ fn invalid_user_names_are_unknown_packets_in_every_packet() {
     }
 }
 
+// Runs on a thread with a small stack: native only.
+#[cfg(not(target_family = "wasm"))]
 #[test]
 fn recursion_bomb_is_malformed_without_stack_overflow() {
     // Run on a small stack: rejection must not depend on recursion.
@@ -744,18 +748,22 @@ fn unknown_fields_are_ignored_and_field_order_is_free() {
 
 // ---------------------------------------------------------------- proptest strategies
 
+#[cfg(not(target_family = "wasm"))]
 fn user_name() -> impl Strategy<Value = UserName> {
     "[a-z0-9._-]{1,32}".prop_map(|s| UserName::new(s).unwrap())
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn message_id() -> impl Strategy<Value = MessageId> {
     any::<[u8; 16]>().prop_map(MessageId)
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..300)
 }
 
+#[cfg(not(target_family = "wasm"))]
 prop_compose! {
     fn wire_limits()(
         max_frame in any::<u32>(),
@@ -767,6 +775,7 @@ prop_compose! {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn notice() -> impl Strategy<Value = Notice> {
     prop_oneof![
         (user_name(), message_id()).prop_map(|(to, id)| Notice::Delivered { to, id }),
@@ -774,6 +783,7 @@ fn notice() -> impl Strategy<Value = Notice> {
     ]
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn client_packet() -> impl Strategy<Value = ClientPacket> {
     prop_oneof![
         prop::collection::vec(any::<u16>(), 0..=MAX_VERSIONS)
@@ -798,6 +808,7 @@ fn client_packet() -> impl Strategy<Value = ClientPacket> {
     ]
 }
 
+#[cfg(not(target_family = "wasm"))]
 prop_compose! {
     fn welcome()(
         version in any::<u16>(),
@@ -810,6 +821,7 @@ prop_compose! {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 prop_compose! {
     fn error_packet()(
         code in any::<u16>().prop_map(ErrorCode::from),
@@ -821,6 +833,7 @@ prop_compose! {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn server_packet() -> impl Strategy<Value = ServerPacket> {
     prop_oneof![
         welcome(),
@@ -858,6 +871,7 @@ fn server_packet() -> impl Strategy<Value = ServerPacket> {
     ]
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Cut points splitting `len` bytes into chunks (sorted, deduplicated).
 fn cuts(len: usize, raw: &[usize]) -> Vec<usize> {
     let mut c: Vec<usize> = raw.iter().map(|&x| x % (len + 1)).collect();
@@ -868,6 +882,7 @@ fn cuts(len: usize, raw: &[usize]) -> Vec<usize> {
     c
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Pushes `stream` cut at `cuts`, draining packets after each chunk.
 fn feed<P: DeserializeOwned>(
     d: &mut FrameDecoder,
@@ -884,6 +899,7 @@ fn feed<P: DeserializeOwned>(
     Ok(out)
 }
 
+#[cfg(not(target_family = "wasm"))]
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -1069,6 +1085,7 @@ proptest! {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Arbitrary CBOR values, biased towards packet field names.
 fn cbor_value() -> impl Strategy<Value = ciborium::Value> {
     use ciborium::Value;
@@ -1217,6 +1234,7 @@ fn throughput() {
     );
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Everything `next_packet` returns for `stream` fed in `cuts`, then the
 /// first error (if any).
 fn drain_pushing(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<DecodeError>) {
@@ -1235,6 +1253,7 @@ fn drain_pushing(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<De
     (out, None)
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// The same through `next_packet_from`.
 fn drain_in_place(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<DecodeError>) {
     let mut d = FrameDecoder::new(MAX);
@@ -1254,6 +1273,7 @@ fn drain_in_place(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<D
     (out, None)
 }
 
+#[cfg(not(target_family = "wasm"))]
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
