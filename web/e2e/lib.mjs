@@ -83,6 +83,18 @@ export async function waitForChat(page) {
 }
 
 /** Creates an account: key generated in the worker, registered, logged in. */
+/**
+ * Alice and Bob, each in a fresh context, registered with the passphrases
+ * "alice passphrase" and "bob passphrase": the start of most scenarios.
+ */
+export async function registerAliceAndBob(browser) {
+  const alice = await newPage(browser, "alice");
+  const bob = await newPage(browser, "bob");
+  await register(alice, "alice", "alice passphrase");
+  await register(bob, "bob", "bob passphrase");
+  return { alice, bob };
+}
+
 export async function register(page, user, passphrase) {
   await fillSignIn(page, user, passphrase);
   await byTestId(page, "signin-create").click();

@@ -2,15 +2,11 @@
 // the recipient's client acknowledged it; the recipient sees an unread
 // count until they open the conversation.
 import {
-  byTestId, check, checkEqual, contact, newPage, openConversation, register, screenshot, sendTo,
-  waitForStatus,
+  byTestId, check, checkEqual, contact, openConversation, registerAliceAndBob, screenshot, sendTo, waitForStatus,
 } from "../lib.mjs";
 
 export async function run(browser) {
-  const alice = await newPage(browser, "alice");
-  const bob = await newPage(browser, "bob");
-  await register(alice, "alice", "alice passphrase");
-  await register(bob, "bob", "bob passphrase");
+  const { alice, bob } = await registerAliceAndBob(browser);
 
   const item = await sendTo(alice, "bob", "Did this arrive?");
   await waitForStatus(alice, "Did this arrive?", "delivered");

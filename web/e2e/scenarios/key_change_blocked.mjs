@@ -5,14 +5,11 @@
 // "Trust the new key" can alice write to the new bob.
 import {
   byTestId, check, checkEqual, login, logout, messageItem, newPage, openConversation, register,
-  restartServerFresh, screenshot, sendTo, waitForMessage, waitForStatus,
+  registerAliceAndBob, restartServerFresh, screenshot, sendTo, waitForMessage, waitForStatus,
 } from "../lib.mjs";
 
 export async function run(browser) {
-  const alice = await newPage(browser, "alice");
-  const bob = await newPage(browser, "bob");
-  await register(alice, "alice", "alice passphrase");
-  await register(bob, "bob", "bob passphrase");
+  const { alice, bob } = await registerAliceAndBob(browser);
   // Alice comes back with the key stored in her browser (a plain login: a
   // page that just created the account registers again on every connection).
   await logout(alice);

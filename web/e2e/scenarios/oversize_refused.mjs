@@ -2,15 +2,11 @@
 // a clear message; nothing is sent, the text stays in the composer, and a
 // normal message still goes through.
 import {
-  byTestId, check, checkEqual, newPage, openConversation, register, screenshot, sendTo,
-  waitForMessage, waitForStatus,
+  byTestId, check, checkEqual, openConversation, registerAliceAndBob, screenshot, sendTo, waitForMessage, waitForStatus,
 } from "../lib.mjs";
 
 export async function run(browser) {
-  const alice = await newPage(browser, "alice");
-  const bob = await newPage(browser, "bob");
-  await register(alice, "alice", "alice passphrase");
-  await register(bob, "bob", "bob passphrase");
+  const { alice, bob } = await registerAliceAndBob(browser);
   await openConversation(alice, "bob");
 
   const huge = "x".repeat(300 * 1024);

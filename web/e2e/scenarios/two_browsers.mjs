@@ -2,14 +2,11 @@
 // the other's message, the delivered mark on their own, and the other's
 // fingerprint pinned — the same one the other sees as their own.
 import {
-  byTestId, checkEqual, newPage, register, screenshot, sendTo, waitForMessage, waitForStatus,
+  byTestId, checkEqual, registerAliceAndBob, screenshot, sendTo, waitForMessage, waitForStatus,
 } from "../lib.mjs";
 
 export async function run(browser) {
-  const alice = await newPage(browser, "alice");
-  const bob = await newPage(browser, "bob");
-  await register(alice, "alice", "correct horse alice");
-  await register(bob, "bob", "correct horse bob");
+  const { alice, bob } = await registerAliceAndBob(browser);
 
   await sendTo(alice, "bob", "Hi Bob! Lunch at noon?");
   await waitForMessage(bob, "alice", "Hi Bob! Lunch at noon?");
