@@ -9,7 +9,9 @@
 //! `http://127.0.0.1:PORT/`), `MISSIVE_CLI` (the `missive` binary),
 //! `MISSIVE_CLI_SERVER` (`ws://127.0.0.1:PORT/`), `MISSIVE_HOME` (a
 //! temporary directory for CLI runs) and `MISSIVE_SCREENSHOT` (the PNG it
-//! must write: `docs/screenshots/SCENARIO.png`). Exit status 0 is a pass.
+//! must write: `SCENARIO.png` in `target/tmp/screenshots/`, or in the
+//! directory `MISSIVE_SCREENSHOTS` names — `MISSIVE_SCREENSHOTS=docs/screenshots`
+//! refreshes the committed ones). Exit status 0 is a pass.
 //!
 //! The control channel: a line `MISSIVE-CONTROL restart-server-fresh` on
 //! the script's standard output makes the runner stop the server
@@ -315,12 +317,16 @@ fn written_since(path: &Path, since: SystemTime) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one scenario of `web/e2e/run.mjs`, its screenshot committed as
-/// `docs/screenshots/NAME.png`.
+/// Runs one scenario of `web/e2e/run.mjs`; its screenshot goes to
+/// `NAME.png` in `$MISSIVE_SCREENSHOTS` (relative to the repository; the
+/// committed ones are `docs/screenshots/`), by default under the build's
+/// temporary directory, so that running the tests changes no committed file.
 fn scenario(name: &str) {
-    let screenshot = repo_root()
-        .join("docs/screenshots")
-        .join(format!("{name}.png"));
+    let dir = match std::env::var_os("MISSIVE_SCREENSHOTS") {
+        Some(dir) => repo_root().join(dir),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
+    let screenshot = dir.join(format!("{name}.png"));
     run_script("run.mjs", &[name], &screenshot);
 }
 
