@@ -576,29 +576,42 @@ impl Args {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM, and tells systemd the server is
+/// stopping. The handlers are installed by the call itself, so a signal
+/// that comes right after READY=1 is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let received = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
+        };
+        (
+            received(signal(SignalKind::interrupt())),
+            received(signal(SignalKind::terminate())),
+        )
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+    let (interrupt, terminate) = (
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+        std::future::pending::<()>(),
+    );
+    async move {
+        tokio::select! {
+            () = interrupt => tracing::info!("SIGINT received"),
+            () = terminate => tracing::info!("SIGTERM received"),
+        }
+        notify_service_manager(sd_notify::NotifyState::Stopping);
     }
-    notify_service_manager(sd_notify::NotifyState::Stopping);
 }
 
 /// Tells systemd (a `Type=notify` unit) how the server is doing; nothing
@@ -805,6 +818,7 @@ async fn announce_and_serve<L: Listener, W: Listener>(
     ws: Option<W>,
     scheme: &str,
 ) -> Result<(), String> {
+    let shutdown = shutdown_signal();
     let mut lines = vec![format!("listening on {} ({note})", server.local_addr())];
     if let Some(ws) = &ws {
         let addr = ws.local_addr().map_err(|e| e.to_string())?;
@@ -822,15 +836,18 @@ async fn announce_and_serve<L: Listener, W: Listener>(
     }
     notify_service_manager(sd_notify::NotifyState::Ready);
     match ws {
-        Some(ws) => run_server(server.and_listener(ws)).await,
-        None => run_server(server).await,
+        Some(ws) => run_server(server.and_listener(ws), shutdown).await,
+        None => run_server(server, shutdown).await,
     }
 }
 
-/// Serves until SIGINT or SIGTERM.
-async fn run_server<L: Listener>(server: BoundServer<Tokio, L>) -> Result<(), String> {
+/// Serves until `shutdown` (SIGINT or SIGTERM).
+async fn run_server<L: Listener>(
+    server: BoundServer<Tokio, L>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let report = server
-        .serve_until(shutdown_signal())
+        .serve_until(shutdown)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(
