@@ -108,6 +108,31 @@ fn print_config_round_trips_through_the_binary() {
 }
 
 #[test]
+fn the_environment_over_the_file_and_flags_over_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(
+        tmp.path(),
+        "server.toml",
+        "listen = \"127.0.0.1:9000\"\ndata = \"/srv/file\"\n",
+    );
+    let output = Command::new(SERVER)
+        .args(["--config", file.to_str().unwrap(), "--data", "/srv/flag"])
+        .arg("--print-config")
+        .env("MISSIVE_LISTEN", "127.0.0.1:9100")
+        .env("MISSIVE_DATA", "/srv/environment")
+        .env_remove("MISSIVE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let effective = text(&output.stdout);
+    assert!(
+        effective.contains("listen = \"127.0.0.1:9100\"\n"),
+        "{effective}"
+    );
+    assert!(effective.contains("data = \"/srv/flag\"\n"), "{effective}");
+}
+
+#[test]
 fn print_config_without_a_file_prints_the_defaults() {
     let defaults = print_config(&[]);
     for line in [

@@ -51,8 +51,9 @@ const DEFAULT_DATA: &str = "./missive-data";
 /// Every setting can be given in a TOML file (--config FILE) under the
 /// flag's name (`max-frame = 65536`, `ping-interval = "30s"`,
 /// `plaintext = true`, `ws-allowed-origin = ["https://a.example"]`); flags
-/// and environment variables override it. --print-config prints the
-/// effective configuration in that format.
+/// and environment variables override it (a list on the command line
+/// replaces the file's). --print-config prints the effective configuration
+/// in that format.
 ///
 /// With --cluster the server is one node of a cluster (docs/CLUSTER.md):
 /// the state is in the PostgreSQL database of --postgres, shared by every
@@ -374,53 +375,6 @@ impl Args {
             shards: self.cluster.then(|| self.shard_count()),
             lease_ttl: self.cluster.then(|| self.lease_ttl()),
             ..self
-        }
-    }
-
-    /// These settings (of a --config file) with those of `flags` over them.
-    fn overridden_by(self, flags: Self) -> Self {
-        Self {
-            config: flags.config,
-            print_config: flags.print_config,
-            listen: flags.listen.or(self.listen),
-            data: flags.data.or(self.data),
-            memory: flags.memory || self.memory,
-            postgres: flags.postgres.or(self.postgres),
-            postgres_ca: flags.postgres_ca.or(self.postgres_ca),
-            tls_cert: flags.tls_cert.or(self.tls_cert),
-            tls_key: flags.tls_key.or(self.tls_key),
-            plaintext: flags.plaintext || self.plaintext,
-            ws_listen: flags.ws_listen.or(self.ws_listen),
-            no_web_page: flags.no_web_page || self.no_web_page,
-            ws_allowed_origin: if flags.ws_allowed_origin.is_empty() {
-                self.ws_allowed_origin
-            } else {
-                flags.ws_allowed_origin
-            },
-            require_channel_binding: flags.require_channel_binding || self.require_channel_binding,
-            max_frame: flags.max_frame.or(self.max_frame),
-            max_envelope: flags.max_envelope.or(self.max_envelope),
-            window: flags.window.or(self.window),
-            ping_interval: flags.ping_interval.or(self.ping_interval),
-            missed_pings: flags.missed_pings.or(self.missed_pings),
-            handshake_timeout: flags.handshake_timeout.or(self.handshake_timeout),
-            queue_max_messages: flags.queue_max_messages.or(self.queue_max_messages),
-            queue_max_bytes: flags.queue_max_bytes.or(self.queue_max_bytes),
-            sender_share: flags.sender_share.or(self.sender_share),
-            max_outstanding: flags.max_outstanding.or(self.max_outstanding),
-            send_rate: flags.send_rate.or(self.send_rate),
-            send_burst: flags.send_burst.or(self.send_burst),
-            message_ttl: flags.message_ttl.or(self.message_ttl),
-            outbound_frames: flags.outbound_frames.or(self.outbound_frames),
-            outbound_bytes: flags.outbound_bytes.or(self.outbound_bytes),
-            max_connections: flags.max_connections.or(self.max_connections),
-            cluster: flags.cluster || self.cluster,
-            node_id: flags.node_id.or(self.node_id),
-            advertise: flags.advertise.or(self.advertise),
-            nats: flags.nats.or(self.nats),
-            nats_ca: flags.nats_ca.or(self.nats_ca),
-            shards: flags.shards.or(self.shards),
-            lease_ttl: flags.lease_ttl.or(self.lease_ttl),
         }
     }
 

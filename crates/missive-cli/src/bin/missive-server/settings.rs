@@ -5,7 +5,8 @@
 
 use super::{Args, format_duration, parse_duration};
 use clap::{CommandFactory, FromArgMatches};
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -64,32 +65,70 @@ pub fn command() -> clap::Command {
     command
 }
 
-/// The settings of the command line merged over those of `--config`, and
-/// checked by the command line's rules (conflicts, requirements). On a
-/// usage error or a bad file: the message printed, and the exit status
-/// (2; 0 for --help and --version).
+/// The settings of the command line (and the environment) over those of
+/// `--config`, all checked by the command line's rules. On a usage error
+/// or a bad file: the message printed, and the exit status (2; 0 for
+/// --help and --version).
 pub fn from_command_line() -> Result<Args, ExitCode> {
-    let flags = parse(std::env::args_os()).map_err(reported)?;
-    let Some(path) = flags.config.clone() else {
-        return Ok(flags);
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let Some(path) = config_path(&arguments) else {
+        return parse(arguments).map_err(reported);
     };
     let file = read_file(&path).map_err(|e| {
         eprintln!("missive-server: {e}");
         ExitCode::from(USAGE_ERROR)
     })?;
-    let merged = file.overridden_by(flags);
-    let arguments = merged.to_arguments().map_err(|e| {
-        eprintln!("missive-server: with {}: {e}", path.display());
-        ExitCode::from(USAGE_ERROR)
-    })?;
-    // The file's values go through the flags' rules too.
-    let mut checked = parse(arguments).map_err(|e| {
+    parse_over_file(&file, arguments).map_err(|e| {
         eprintln!("missive-server: with {}:", path.display());
         reported(e)
-    })?;
-    checked.config = merged.config;
-    checked.print_config = merged.print_config;
-    Ok(checked)
+    })
+}
+
+/// The `--config` (or MISSIVE_CONFIG) of `arguments`, if any: read
+/// leniently, as the rest may need the file (`--lease-ttl` on the command
+/// line, `cluster = true` in the file).
+fn config_path(arguments: &[OsString]) -> Option<PathBuf> {
+    let matches = command()
+        .ignore_errors(true)
+        .try_get_matches_from(arguments)
+        .ok()?;
+    matches.get_one::<PathBuf>("config").cloned()
+}
+
+/// Parses the command line `arguments` (the program's name first) over
+/// the settings of `file`: the file's settings go first, as arguments, so
+/// the flags' rules check them all together and a flag overrides the
+/// file's value (a list on the command line replaces the file's). The
+/// file gives only what the environment does not.
+fn parse_over_file(file: &Args, arguments: Vec<OsString>) -> Result<Args, clap::Error> {
+    let mut arguments = arguments.into_iter();
+    let program = arguments.next().unwrap_or_else(|| "missive-server".into());
+    let from_file = file
+        .to_arguments()
+        .map_err(|e| command().error(clap::error::ErrorKind::InvalidValue, e))?;
+    let file_ends = from_file.len();
+    let all = std::iter::once(program)
+        .chain(from_file.into_iter().map(OsString::from))
+        .chain(arguments);
+    let mut matches = command()
+        .args_override_self(true)
+        .try_get_matches_from(all)?;
+    let origins_of_flags: Vec<String> = match (
+        matches.indices_of("ws_allowed_origin"),
+        matches.get_many::<String>("ws_allowed_origin"),
+    ) {
+        (Some(indices), Some(origins)) => indices
+            .zip(origins)
+            .filter(|(index, _)| *index > file_ends)
+            .map(|(_, origin)| origin.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut args = Args::from_arg_matches_mut(&mut matches)?;
+    if !origins_of_flags.is_empty() {
+        args.ws_allowed_origin = origins_of_flags;
+    }
+    Ok(args)
 }
 
 /// Prints clap's message; its exit status.
@@ -119,10 +158,22 @@ impl Args {
         toml::to_string(self)
     }
 
-    /// The settings as command-line arguments (with the program name).
+    /// The settings as command-line arguments, but for those the
+    /// environment gives (clap reads them, over the file's).
     fn to_arguments(&self) -> Result<Vec<String>, toml::ser::Error> {
-        let mut arguments = vec!["missive-server".to_owned()];
+        let command = Args::command();
+        let in_environment = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(clap::Arg::get_env)
+                .is_some_and(|name| std::env::var_os(name).is_some())
+        };
+        let mut arguments = Vec::new();
         for (key, value) in table(self)? {
+            if in_environment(&key.replace('-', "_")) {
+                continue;
+            }
             let flag = format!("--{key}");
             match value {
                 toml::Value::Boolean(true) => arguments.push(flag),
@@ -211,7 +262,7 @@ mod tests {
         assert_eq!(read, args, "{printed}");
         assert!(printed.contains("ping-interval = \"250ms\""), "{printed}");
         assert!(printed.contains("message-ttl = \"30d\""), "{printed}");
-        let reparsed = parse(read.to_arguments().unwrap()).unwrap();
+        let reparsed = over_file(&printed, &[]).unwrap();
         assert_eq!(reparsed, args, "the file's values pass the flags' rules");
     }
 
@@ -247,22 +298,52 @@ mod tests {
         }
     }
 
+    /// The settings of `arguments` over those of the file `text`.
+    fn over_file(text: &str, arguments: &[&str]) -> Result<Args, clap::Error> {
+        let file: Args = toml::from_str(text).unwrap();
+        let arguments = std::iter::once("missive-server").chain(arguments.iter().copied());
+        parse_over_file(&file, arguments.map(OsString::from).collect())
+    }
+
     #[test]
     fn flags_override_the_file() {
-        let file: Args = toml::from_str("window = 8\nsend-rate = 5\nws-listen = \"127.0.0.1:0\"\nws-allowed-origin = [\"https://file.example\"]\n").unwrap();
-        let flags = args(&[
-            "--window",
-            "9",
-            "--ws-listen",
-            "127.0.0.1:1",
-            "--ws-allowed-origin",
-            "https://flag.example",
-        ]);
-        let merged = file.overridden_by(flags);
+        let file = "window = 8\nsend-rate = 5\nws-listen = \"127.0.0.1:0\"\n\
+                    ws-allowed-origin = [\"https://file.example\"]\n";
+        let merged = over_file(
+            file,
+            &[
+                "--window",
+                "9",
+                "--ws-listen",
+                "127.0.0.1:1",
+                "--ws-allowed-origin",
+                "https://flag.example",
+            ],
+        )
+        .unwrap();
         assert_eq!(merged.window, Some(9));
         assert_eq!(merged.send_rate, Some(5), "from the file");
         assert_eq!(merged.ws_listen.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(merged.ws_allowed_origin, ["https://flag.example"]);
+        let kept = over_file(file, &["--plaintext"]).unwrap();
+        assert_eq!(kept.ws_allowed_origin, ["https://file.example"]);
+        assert!(kept.plaintext);
+    }
+
+    #[test]
+    fn flags_may_need_the_file() {
+        let cluster = "cluster = true\nnode-id = \"n1\"\nadvertise = \"127.0.0.2:7878\"\n\
+                       postgres = \"postgres://h/db\"\nnats = \"nats://127.0.0.1:4222\"\n";
+        let args = over_file(cluster, &["--lease-ttl", "3s", "--shards", "64"]).unwrap();
+        assert_eq!(args.lease_ttl(), Duration::from_secs(3));
+        assert_eq!(args.shard_count(), 64);
+        let without = over_file("window = 8\n", &["--lease-ttl", "3s"]).unwrap_err();
+        assert_eq!(
+            without.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let bad_flag = over_file(cluster, &["--lease-ttl", "soon"]).unwrap_err();
+        assert_eq!(bad_flag.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]
@@ -292,8 +373,9 @@ mod tests {
 
     #[test]
     fn the_file_follows_the_flags_rules() {
-        let file: Args = toml::from_str("memory = true\npostgres = \"postgres://h/db\"\n").unwrap();
-        let error = parse(file.overridden_by(args(&[])).to_arguments().unwrap()).unwrap_err();
+        let error = over_file("memory = true\npostgres = \"postgres://h/db\"\n", &[]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let error = over_file("memory = true\n", &["--postgres", "postgres://h/db"]).unwrap_err();
         assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }
