@@ -45,11 +45,11 @@ pub fn read_file(path: &Path) -> Result<Args, ConfigFileError> {
 /// taken from [`Args::with_defaults`]: the defaults are written once.
 pub fn command() -> clap::Command {
     let unset = table(&Args::default()).expect("no paths");
-    let mut all = Args {
+    let all = Args {
         cluster: true,
         ..Args::default()
-    };
-    all = all.with_defaults();
+    }
+    .with_defaults();
     let mut command = Args::command();
     for (key, value) in table(&all).expect("the default paths are UTF-8") {
         if unset.contains_key(&key) {
