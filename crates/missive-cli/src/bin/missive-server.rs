@@ -15,6 +15,7 @@ use missive_runtime::driver::{
 use missive_store::postgres::{Fence, PostgresTls};
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,14 @@ use tracing_subscriber::EnvFilter;
 mod web_page {
     include!(concat!(env!("OUT_DIR"), "/web_page.rs"));
 }
+
+#[path = "missive-server/settings.rs"]
+mod settings;
+
+/// Where the server listens unless told otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// The durable store's directory unless told otherwise.
+const DEFAULT_DATA: &str = "./missive-data";
 
 /// Missive chat server: end-to-end encrypted asynchronous 1:1 chat.
 ///
@@ -39,6 +48,13 @@ mod web_page {
 /// Durations accept a unit: `250ms`, `30s`, `5m`, `2h`, `30d` (a bare number
 /// is seconds).
 ///
+/// Every setting can be given in a TOML file (--config FILE) under the
+/// flag's name (`max-frame = 65536`, `ping-interval = "30s"`,
+/// `plaintext = true`, `ws-allowed-origin = ["https://a.example"]`); flags
+/// and environment variables override it (a list on the command line
+/// replaces the file's). --print-config prints the effective configuration
+/// in that format.
+///
 /// With --cluster the server is one node of a cluster (docs/CLUSTER.md):
 /// the state is in the PostgreSQL database of --postgres, shared by every
 /// node, which also holds the shard leases; nodes call each other over the
@@ -49,15 +65,26 @@ mod web_page {
 /// the --postgres URL, --postgres-ca for a private CA). TLS to NATS: a
 /// `tls://host:port` URL, its certificate verified against the system's
 /// root certificates or the CA of --nats-ca.
-#[derive(Debug, Parser)]
+#[derive(Debug, Default, Clone, PartialEq, Parser, Serialize, Deserialize)]
 #[command(name = "missive-server", version)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 struct Args {
+    /// Read the settings from this TOML file (keys named as the flags);
+    /// flags override it.
+    #[arg(long, env = "MISSIVE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, --config file, flags)
+    /// as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
     /// Address to listen on.
-    #[arg(long, env = "MISSIVE_LISTEN", default_value = "127.0.0.1:7878")]
-    listen: String,
+    #[arg(long, env = "MISSIVE_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
     /// Directory of the durable store (created if missing).
-    #[arg(long, env = "MISSIVE_DATA", default_value = "./missive-data")]
-    data: PathBuf,
+    #[arg(long, env = "MISSIVE_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long, conflicts_with = "postgres")]
     memory: bool,
@@ -131,52 +158,56 @@ struct Args {
     /// terminator, which turns every connection into a plaintext one.
     #[arg(long, conflicts_with = "plaintext")]
     require_channel_binding: bool,
-    /// Largest frame payload in bytes [default: 262144].
+    /// Largest frame payload in bytes.
     #[arg(long, value_name = "BYTES")]
     max_frame: Option<u32>,
-    /// Largest envelope in bytes [default: max-frame - 1024].
+    /// Largest envelope in bytes (max-frame - 1024 unless set).
     #[arg(long, value_name = "BYTES")]
     max_envelope: Option<u32>,
-    /// Unacknowledged deliveries per connection [default: 256].
+    /// Unacknowledged deliveries per connection.
     #[arg(long, value_name = "N")]
     window: Option<u32>,
-    /// Ping interval announced to clients [default: 30s].
+    /// Ping interval announced to clients.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "settings::duration_text")]
     ping_interval: Option<Duration>,
-    /// Silent ping intervals before a client is dropped [default: 3].
+    /// Silent ping intervals before a client is dropped.
     #[arg(long, value_name = "N")]
     missed_pings: Option<u32>,
-    /// Time a new connection has to log in [default: 10s].
+    /// Time a new connection has to log in.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "settings::duration_text")]
     handshake_timeout: Option<Duration>,
-    /// Messages queued per recipient [default: 1000].
+    /// Messages queued per recipient.
     #[arg(long, value_name = "N")]
     queue_max_messages: Option<u32>,
-    /// Envelope bytes queued per recipient [default: 16777216].
+    /// Envelope bytes queued per recipient.
     #[arg(long, value_name = "BYTES")]
     queue_max_bytes: Option<u64>,
-    /// Share of a recipient's queue one sender may fill, percent [default: 50].
-    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    /// Share of a recipient's queue one sender may fill, percent.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_sender_share)]
+    #[serde(deserialize_with = "sender_share_in_file")]
     sender_share: Option<u8>,
-    /// Messages a user may have queued anywhere plus notices for them [default: 10000].
+    /// Messages a user may have queued anywhere plus notices for them.
     #[arg(long, value_name = "N")]
     max_outstanding: Option<u32>,
-    /// Sustained sends per second per user [default: 100].
+    /// Sustained sends per second per user.
     #[arg(long, value_name = "N")]
     send_rate: Option<u32>,
-    /// Burst of sends per user [default: 1000].
+    /// Burst of sends per user.
     #[arg(long, value_name = "N")]
     send_burst: Option<u32>,
-    /// Lifetime of a queued message [default: 30d].
+    /// Lifetime of a queued message.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "settings::duration_text")]
     message_ttl: Option<Duration>,
-    /// Frames waiting for a slow client before it is dropped [default: 1024].
+    /// Frames waiting for a slow client before it is dropped.
     #[arg(long, value_name = "N")]
     outbound_frames: Option<usize>,
-    /// Bytes waiting for a slow client before it is dropped [default: 8388608].
+    /// Bytes waiting for a slow client before it is dropped.
     #[arg(long, value_name = "BYTES")]
     outbound_bytes: Option<usize>,
-    /// Most simultaneous connections [default: 10000].
+    /// Most simultaneous connections.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Run as one node of a cluster (needs --node-id, --advertise,
@@ -209,21 +240,56 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "nats")]
     nats_ca: Option<PathBuf>,
     /// Shards the users are spread over: a power of two up to 65536, fixed
-    /// when the cluster is created (every node must say the same)
-    /// [default: 256].
+    /// when the cluster is created (every node must say the same).
     #[arg(long, value_name = "N", requires = "cluster", value_parser = parse_shards)]
+    #[serde(deserialize_with = "shards_in_file")]
     shards: Option<u32>,
-    /// How long a node's shard leases last without renewal [default: 6s].
+    /// How long a node's shard leases last without renewal.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "cluster")]
+    #[serde(with = "settings::duration_text")]
     lease_ttl: Option<Duration>,
 }
 
 /// A shard count: a power of two from 1 to 65536.
 fn parse_shards(text: &str) -> Result<u32, String> {
-    match text.trim().parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && n <= 65_536 => Ok(n),
-        _ => Err(format!("`{text}` is not a power of two from 1 to 65536")),
+    let n = text
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("`{text}` is not a power of two from 1 to 65536"))?;
+    check_shards(n)
+}
+
+fn check_shards(n: u32) -> Result<u32, String> {
+    if n.is_power_of_two() && n <= 65_536 {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two from 1 to 65536"))
     }
+}
+
+fn shards_in_file<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    settings::checked(d, check_shards)
+}
+
+/// A share in percent, from 1 to 100.
+fn parse_sender_share(text: &str) -> Result<u8, String> {
+    let n = text
+        .trim()
+        .parse::<u8>()
+        .map_err(|_| format!("`{text}` is not a percentage from 1 to 100"))?;
+    check_sender_share(n)
+}
+
+fn check_sender_share(n: u8) -> Result<u8, String> {
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a percentage from 1 to 100"))
+    }
+}
+
+fn sender_share_in_file<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    settings::checked(d, check_sender_share)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -250,7 +316,68 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration as [`parse_duration`] reads it, in its largest exact unit.
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return format!("{}ms", duration.as_millis());
+    }
+    let seconds = duration.as_secs();
+    [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(unit, _)| seconds.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{seconds}s"),
+            |(unit, name)| format!("{}{name}", seconds / unit),
+        )
+}
+
 impl Args {
+    fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA))
+    }
+
+    /// How long this node's shard leases last.
+    fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+            .unwrap_or_else(|| CoordinatorOptions::new("", "", "", "").lease_ttl)
+    }
+
+    /// Every setting given, with its default where unset (the cluster's
+    /// only for a cluster node): what --print-config shows.
+    fn with_defaults(self) -> Self {
+        let config = self.config();
+        let options = self.options();
+        Self {
+            listen: Some(self.listen().to_owned()),
+            data: Some(self.data()),
+            max_frame: Some(config.max_frame),
+            max_envelope: Some(config.max_envelope),
+            window: Some(config.window),
+            ping_interval: Some(config.ping_interval),
+            missed_pings: Some(config.missed_pings),
+            handshake_timeout: Some(config.handshake_timeout),
+            queue_max_messages: Some(config.queue_max_messages),
+            queue_max_bytes: Some(config.queue_max_bytes),
+            sender_share: Some(config.sender_share_percent),
+            max_outstanding: Some(config.max_outstanding_per_sender),
+            send_rate: Some(config.send_rate_per_sec),
+            send_burst: Some(config.send_burst),
+            message_ttl: Some(config.message_ttl),
+            outbound_frames: Some(options.queue.max_frames),
+            outbound_bytes: Some(options.queue.max_bytes),
+            max_connections: Some(options.max_connections),
+            shards: self.cluster.then(|| self.shard_count()),
+            lease_ttl: self.cluster.then(|| self.lease_ttl()),
+            ..self
+        }
+    }
+
     fn config(&self) -> ServerConfig {
         let mut c = ServerConfig::default();
         c.require_channel_binding = self.require_channel_binding;
@@ -329,9 +456,7 @@ impl Args {
         options.postgres_tls = self.postgres_tls();
         options.shards = self.shard_count();
         options.nats_ca = self.nats_ca.clone();
-        if let Some(ttl) = self.lease_ttl {
-            options.lease_ttl = ttl;
-        }
+        options.lease_ttl = self.lease_ttl();
         Some(options)
     }
 
@@ -405,32 +530,69 @@ impl Args {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM, and tells systemd the server is
+/// stopping. The handlers are installed by the call itself, so a signal
+/// that comes right after READY=1 is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let received = |signal: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
+        };
+        (
+            received(signal(SignalKind::interrupt())),
+            received(signal(SignalKind::terminate())),
+        )
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+    let (interrupt, terminate) = (
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+        std::future::pending::<()>(),
+    );
+    async move {
+        tokio::select! {
+            () = interrupt => tracing::info!("SIGINT received"),
+            () = terminate => tracing::info!("SIGTERM received"),
+        }
+        notify_service_manager(sd_notify::NotifyState::Stopping);
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit) how the server is doing; nothing
+/// without NOTIFY_SOCKET.
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!("cannot notify the service manager: {e}");
     }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match settings::from_command_line() {
+        Ok(args) => args,
+        Err(status) => return status,
+    };
+    if args.print_config {
+        return match args.with_defaults().to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("missive-server: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -495,25 +657,22 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!(database = store.target(), "PostgreSQL store opened");
         Box::new(store)
     } else {
-        std::fs::create_dir_all(&args.data).map_err(|e| format!("{}: {e}", args.data.display()))?;
-        let data = args.data.clone();
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(&data))
+        let data = args.data();
+        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        let opened = data.clone();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&opened))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot open the store in {}: {e}", args.data.display()))?;
-        tracing::info!(data = %args.data.display(), "store opened");
+            .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
+        tracing::info!(data = %data.display(), "store opened");
         Box::new(store)
     };
     let max_frame = args.config().max_frame;
     if args.plaintext {
-        let server = BoundServer::<Tokio>::bind_with(
-            args.listen.as_str(),
-            args.config(),
-            store,
-            args.options(),
-        )
-        .await
-        .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
+        let server =
+            BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, args.options())
+                .await
+                .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
         if !server.local_addr().ip().is_loopback() {
             tracing::warn!(
                 addr = %server.local_addr(),
@@ -531,15 +690,10 @@ async fn run(args: Args) -> Result<(), String> {
     let tls = driver::server_config(certificate.chain, certificate.key)
         .map_err(|e| format!("TLS: {e}"))?;
     let ws_tls = websocket_server_config(&tls);
-    let server = BoundServer::<Tokio, _>::bind_tls(
-        args.listen.as_str(),
-        tls,
-        args.config(),
-        store,
-        args.options(),
-    )
-    .await
-    .map_err(|e| format!("cannot start on {}: {e}", args.listen))?;
+    let server =
+        BoundServer::<Tokio, _>::bind_tls(args.listen(), tls, args.config(), store, args.options())
+            .await
+            .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
     let ws = args.ws_tcp().await?.map(|tcp| {
         let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls);
         args.ws_listener(tls, max_frame, "https")
@@ -567,10 +721,10 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
              give every node a certificate of one CA (--tls-cert, --tls-key) and clients that CA (--ca)"
         );
     }
-    let host = args
-        .listen
+    let listen = args.listen();
+    let host = listen
         .rsplit_once(':')
-        .map_or(args.listen.as_str(), |(host, _)| host)
+        .map_or(listen, |(host, _)| host)
         .trim_start_matches('[')
         .trim_end_matches(']');
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
@@ -580,7 +734,7 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
     if args.memory {
         return self_signed(names).map_err(|e| e.to_string());
     }
-    load_or_create_self_signed(&args.data.join("tls"), names).map_err(|e| e.to_string())
+    load_or_create_self_signed(&args.data().join("tls"), names).map_err(|e| e.to_string())
 }
 
 /// Prints `listening on ADDR (NOTE)` — and `listening on SCHEME://ADDR/
@@ -618,6 +772,7 @@ async fn announce_and_serve<L: Listener, W: Listener>(
     ws: Option<W>,
     scheme: &str,
 ) -> Result<(), String> {
+    let shutdown = shutdown_signal();
     let mut lines = vec![format!("listening on {} ({note})", server.local_addr())];
     if let Some(ws) = &ws {
         let addr = ws.local_addr().map_err(|e| e.to_string())?;
@@ -633,16 +788,20 @@ async fn announce_and_serve<L: Listener, W: Listener>(
         }
         let _ = stdout.flush();
     }
+    notify_service_manager(sd_notify::NotifyState::Ready);
     match ws {
-        Some(ws) => run_server(server.and_listener(ws)).await,
-        None => run_server(server).await,
+        Some(ws) => run_server(server.and_listener(ws), shutdown).await,
+        None => run_server(server, shutdown).await,
     }
 }
 
-/// Serves until SIGINT or SIGTERM.
-async fn run_server<L: Listener>(server: BoundServer<Tokio, L>) -> Result<(), String> {
+/// Serves until `shutdown` (SIGINT or SIGTERM).
+async fn run_server<L: Listener>(
+    server: BoundServer<Tokio, L>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let report = server
-        .serve_until(shutdown_signal())
+        .serve_until(shutdown)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(
@@ -665,6 +824,23 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn durations_print_as_they_parse() {
+        for (duration, text) in [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::ZERO, "0ms"),
+            (Duration::from_secs(45), "45s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration));
+        }
     }
 
     #[test]
