@@ -19,7 +19,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
+
+#[path = "../logging.rs"]
+mod logging;
 
 /// The browser chat page: the files of `web/` when this binary was built
 /// (build.rs), served on the WebSocket listener.
@@ -52,6 +54,10 @@ mod web_page {
 #[derive(Debug, Parser)]
 #[command(name = "missive-server", version)]
 struct Args {
+    /// How logs are written to standard error: `text` (colours only on a
+    /// terminal) or `json` (one object a line).
+    #[arg(long, env = "MISSIVE_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: logging::LogFormat,
     /// Address to listen on.
     #[arg(long, env = "MISSIVE_LISTEN", default_value = "127.0.0.1:7878")]
     listen: String,
@@ -431,12 +437,7 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
