@@ -82,8 +82,8 @@ fn json_messages(log: &str) -> Vec<String> {
     assert!(!log.as_bytes().contains(&ESC), "ANSI escape in {log:?}");
     log.lines()
         .map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            let event: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
             let level = event["level"].as_str().unwrap_or_else(|| panic!("{line}"));
             assert!(
                 ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
