@@ -20,7 +20,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
+
+#[path = "../logging.rs"]
+mod logging;
 
 /// The browser chat page: the files of `web/` when this binary was built
 /// (build.rs), served on the WebSocket listener.
@@ -79,6 +81,10 @@ struct Args {
     #[arg(long)]
     #[serde(skip)]
     print_config: bool,
+    /// How logs are written to standard error: `text` (colours only on a
+    /// terminal) or `json` (one object a line).
+    #[arg(long, env = "MISSIVE_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    log_format: Option<logging::LogFormat>,
     /// Address to listen on.
     #[arg(long, env = "MISSIVE_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
@@ -355,6 +361,7 @@ impl Args {
         let options = self.options();
         Self {
             listen: Some(self.listen().to_owned()),
+            log_format: Some(self.log_format.unwrap_or_default()),
             data: Some(self.data()),
             max_frame: Some(config.max_frame),
             max_envelope: Some(config.max_envelope),
@@ -593,12 +600,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format.unwrap_or_default(), "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

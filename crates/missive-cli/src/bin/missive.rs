@@ -17,7 +17,9 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
+
+#[path = "../logging.rs"]
+mod logging;
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -76,6 +78,16 @@ struct Args {
     /// Seconds to wait for the server's answers.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     wait: u64,
+    /// How logs are written to standard error: `text` (colours only on a
+    /// terminal) or `json` (one object a line).
+    #[arg(
+        long,
+        global = true,
+        env = "MISSIVE_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -183,12 +195,7 @@ impl From<ConnectError> for Failure {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format, "warn");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
