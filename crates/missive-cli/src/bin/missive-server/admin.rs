@@ -411,8 +411,8 @@ mod tests {
     fn ages_read_at_a_glance() {
         assert_eq!(age(999), "0s");
         assert_eq!(age(61_000), "1m 1s");
-        assert_eq!(age(2 * 3600_000 + 5 * 60_000), "2h 5m");
-        assert_eq!(age(3 * 86_400_000 + 4 * 3600_000), "3d 4h");
+        assert_eq!(age(2 * 3_600_000 + 5 * 60_000), "2h 5m");
+        assert_eq!(age(3 * 86_400_000 + 4 * 3_600_000), "3d 4h");
     }
 
     #[test]
