@@ -1963,7 +1963,8 @@ impl Harness {
 #[cfg(not(target_family = "wasm"))]
 mod model {
     //! State-machine invariants against a simple model: random sequences of
-    //! sends, acks, presence changes, reconnects and durability reports.
+    //! sends, acks, presence changes, reconnects, durability reports and
+    //! an operator's removals (the name then registered again).
 
     use super::*;
     use proptest::prelude::*;
@@ -1975,6 +1976,7 @@ mod model {
         Presence { user: usize, online: bool },
         Reconnect { user: usize },
         Durable,
+        RemoveAndRegisterAgain { user: usize },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1984,6 +1986,7 @@ mod model {
             1 => (0..3usize, any::<bool>()).prop_map(|(user, online)| Op::Presence { user, online }),
             1 => (0..3usize).prop_map(|user| Op::Reconnect { user }),
             2 => Just(Op::Durable),
+            1 => (0..3usize).prop_map(|user| Op::RemoveAndRegisterAgain { user }),
         ]
     }
 
@@ -2039,6 +2042,17 @@ mod model {
                         received[user].clear();
                     }
                     Op::Durable => h.make_durable(),
+                    Op::RemoveAndRegisterAgain { user } => {
+                        h.server.handle_input(h.now, Input::RemoveUser(&name(NAMES[user])));
+                        h.drain();
+                        prop_assert!(h.closed.contains(&conns[user]));
+                        h.auto_durable = true;
+                        conns[user] = h.user(next_conn, NAMES[user], &ids()[user]);
+                        h.auto_durable = false;
+                        next_conn += 1;
+                        model[user].clear();
+                        received[user].clear();
+                    }
                 }
                 // Collect what each connection got.
                 for user in 0..3 {
