@@ -56,6 +56,9 @@ const DEFAULT_DATA: &str = "./missive-data";
 /// Durations accept a unit: `250ms`, `30s`, `5m`, `2h`, `30d` (a bare number
 /// is seconds).
 ///
+/// `missive-server admin --help`: the operator's commands (users,
+/// mailboxes, online backup, restore, remove-user, verify).
+///
 /// Every setting can be given in a TOML file (--config FILE) under the
 /// flag's name (`max-frame = 65536`, `ping-interval = "30s"`,
 /// `plaintext = true`, `ws-allowed-origin = ["https://a.example"]`); flags
