@@ -37,7 +37,11 @@ const DAMAGED: u8 = 3;
 /// Exit status: 0 done, 1 failed or refused, 2 usage, 3 (verify) the store
 /// is damaged or inconsistent.
 #[derive(Debug, Parser)]
-#[command(name = "missive-server admin", bin_name = "missive-server admin", version)]
+#[command(
+    name = "missive-server admin",
+    bin_name = "missive-server admin",
+    version
+)]
 struct AdminArgs {
     /// The server's data directory [default: ./missive-data].
     #[arg(long, global = true, env = "MISSIVE_DATA", value_name = "DIR")]
