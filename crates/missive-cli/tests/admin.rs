@@ -375,3 +375,24 @@ async fn users_mailboxes_and_remove_user_online_and_offline() {
     assert_eq!(rows[1]["queued"], 0, "the old bob's queue stays gone");
     server.terminate();
 }
+
+/// `--admin-socket` serves the commands for a server without a data
+/// directory store (`--memory`); backup is refused there, with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_socket_for_a_memory_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("memory.sock");
+    let mut flags = LIMITS.to_vec();
+    flags.extend(["--memory", "--admin-socket", path_str(&socket)]);
+    let server = ServerProcess::start(&tmp.path().join("unused"), "127.0.0.1:0", &flags);
+    let addr: SocketAddr = server.addr.parse().unwrap();
+    register(addr, &tmp.path().join("home"), "ann", 0).await;
+    let s = path_str(&socket);
+    let users = json(&["--admin-socket", s, "users"]);
+    assert_eq!(users["users"][0]["user"], "ann");
+    let backup = admin(&["--admin-socket", s, "backup", path_str(&tmp.path().join("b"))]);
+    assert_status(&backup, 1);
+    assert!(text(&backup).contains("cannot be backed up here"), "{}", text(&backup));
+    server.terminate();
+    assert!(!socket.exists());
+}

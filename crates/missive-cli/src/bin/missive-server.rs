@@ -699,9 +699,11 @@ async fn run(args: Args) -> Result<(), String> {
         backup = Some(store.backup_handle());
         Box::new(store)
     };
-    let admin = args
-        .admin_socket_path(backup.is_some())
-        .map(|path| Admin { path, backup });
+    let admin = args.admin_socket_path(backup.is_some()).map(|path| Admin {
+        path,
+        backup,
+        required: args.admin_socket.is_some(),
+    });
     let max_frame = args.config().max_frame;
     if args.plaintext {
         let server =
@@ -742,6 +744,9 @@ async fn run(args: Args) -> Result<(), String> {
 struct Admin {
     path: PathBuf,
     backup: Option<missive_store::RedbBackup>,
+    /// Given with --admin-socket: failing to listen there stops the
+    /// server (the default one only warns).
+    required: bool,
 }
 
 /// What a cluster node needs besides a server: how to join, and the fence
@@ -790,6 +795,25 @@ async fn serve<L: Listener, W: Listener>(
     cluster: Option<Cluster>,
     admin: Option<Admin>,
 ) -> Result<(), String> {
+    // Removed when it is dropped, once the server has stopped.
+    let _admin_socket = match admin {
+        Some(Admin {
+            path,
+            backup,
+            required,
+        }) => {
+            let service = missive_runtime::admin::AdminService::new(server.handle(), backup);
+            match admin_socket::AdminSocket::bind(&path, service) {
+                Ok(socket) => Some(socket),
+                Err(e) if required => return Err(e),
+                Err(e) => {
+                    tracing::warn!("no admin socket (set --admin-socket): {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let (server, coordinator) = match cluster {
         Some(Cluster { options, fence }) => {
             let (link, port) = cluster_link();
@@ -800,14 +824,6 @@ async fn serve<L: Listener, W: Listener>(
             (server.with_cluster(link), Some(coordinator))
         }
         None => (server, None),
-    };
-    // Removed when it is dropped, once the server has stopped.
-    let _admin_socket = match admin {
-        Some(Admin { path, backup }) => {
-            let service = missive_runtime::admin::AdminService::new(server.handle(), backup);
-            Some(admin_socket::AdminSocket::bind(&path, service)?)
-        }
-        None => None,
     };
     let served = announce_and_serve(server, note, ws, scheme).await;
     if let Some(coordinator) = coordinator {

@@ -36,13 +36,13 @@ impl AdminSocket {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         let parent = parent.unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        let private = parent.join(format!(".admin-socket.{}", std::process::id()));
+        let private = parent.join(format!(".admin.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&private);
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&private)
             .map_err(|e| format!("{}: {e}", private.display()))?;
-        let inside = private.join("admin.sock");
+        let inside = private.join("s");
         let bound = UnixListener::bind(&inside)
             .and_then(|listener| {
                 std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
