@@ -390,9 +390,18 @@ async fn an_admin_socket_for_a_memory_server() {
     let s = path_str(&socket);
     let users = json(&["--admin-socket", s, "users"]);
     assert_eq!(users["users"][0]["user"], "ann");
-    let backup = admin(&["--admin-socket", s, "backup", path_str(&tmp.path().join("b"))]);
+    let backup = admin(&[
+        "--admin-socket",
+        s,
+        "backup",
+        path_str(&tmp.path().join("b")),
+    ]);
     assert_status(&backup, 1);
-    assert!(text(&backup).contains("cannot be backed up here"), "{}", text(&backup));
+    assert!(
+        text(&backup).contains("cannot be backed up here"),
+        "{}",
+        text(&backup)
+    );
     server.terminate();
     assert!(!socket.exists());
 }
