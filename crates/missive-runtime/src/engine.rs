@@ -46,13 +46,15 @@ use crate::os::{os_seed, unix_ms_now};
 use crate::queue::{
     OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound,
 };
+pub use crate::removals::UserRemoved;
+use crate::removals::{RemovalReply, Removals};
 use futures_channel::mpsc;
 use futures_util::Stream;
 use missive_core::cluster::{Shard, shard_of};
 use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::wire::Link;
-use missive_core::{ConnId, Lsn};
+use missive_core::{ConnId, Lsn, UserName};
 use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
 use std::collections::HashMap;
 use std::fmt;
@@ -187,6 +189,8 @@ pub struct ServerEngine {
     /// epoch here, so the store writes it under the ownership that issued
     /// it, never a later one ([`Store::commit_under`]).
     served: HashMap<Shard, u64>,
+    /// Operators' removals of users waiting for the core's answer.
+    removals: Removals,
 }
 
 impl fmt::Debug for ServerEngine {
@@ -240,6 +244,7 @@ impl ServerEngine {
             store_stopped: false,
             cluster: None,
             served: HashMap::new(),
+            removals: Removals::default(),
         };
         engine.drain(now);
         Ok((engine, StoreEvents { rx }))
@@ -454,6 +459,16 @@ impl ServerEngine {
         self.server.poll_timeout()
     }
 
+    /// An operator removes `user` ([`Input::RemoveUser`]); `reply` gets
+    /// the core's answer, once the removal is durable (or at once if it is
+    /// refused).
+    pub fn remove_user(&mut self, user: UserName, reply: RemovalReply) {
+        let now = Instant::now();
+        self.removals.wait(user.clone(), reply);
+        self.server.handle_input(now, Input::RemoveUser(&user));
+        self.drain(now);
+    }
+
     /// The core server (read-only: for metrics and tests).
     pub fn server(&self) -> &Server {
         &self.server
@@ -557,7 +572,10 @@ impl ServerEngine {
                         tracing::error!("store stopped, changes are no longer durable: {e}");
                     }
                 }
-                Output::Event(event) => log_event(&event),
+                Output::Event(event) => {
+                    self.removals.on_event(&event);
+                    log_event(&event);
+                }
                 Output::Forward {
                     request,
                     shard,
@@ -636,6 +654,14 @@ fn log_event(event: &ServerEvent) {
         }
         ServerEvent::ReplyNotSent { conn, error } => {
             tracing::error!(conn = conn.0, %error, "reply not sent")
+        }
+        ServerEvent::UserRemoved {
+            user,
+            items,
+            sessions_closed,
+        } => tracing::info!(%user, items, sessions_closed, "user removed by the operator"),
+        ServerEvent::UserNotRemoved { user, error } => {
+            tracing::info!(%user, %error, "user not removed")
         }
         other => tracing::debug!(?other, "server event"),
     }

@@ -6,6 +6,8 @@
 //! tokio driver (`missive-tokio`) and any other (async-std, a blocking loop)
 //! share them:
 //!
+//! - [`admin`]: the operator's control protocol (`missive-server admin`)
+//!   and the server's side of it;
 //! - [`driver`]: the connection driver itself — server and client, generic
 //!   over a [`Runtime`](driver::Runtime) trait and byte-stream
 //!   [`Transport`](driver::Transport)s; the runtime crates are adapters;
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 mod backoff;
 pub mod client;
 pub mod cluster;
@@ -38,6 +41,7 @@ pub mod engine;
 pub mod home;
 pub mod os;
 pub mod queue;
+mod removals;
 pub mod serve;
 pub mod session;
 
@@ -45,7 +49,9 @@ pub use backoff::Backoff;
 pub use client::{
     ClientEngine, ConnectError, Events, LoginInfo, Presence, PresenceError, SendError, SendTicket,
 };
-pub use engine::{ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents};
+pub use engine::{
+    ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents, UserRemoved,
+};
 pub use home::{ClientHome, HomeError, UserHome};
 pub use os::{os_seed, unix_ms_now};
 pub use queue::{

@@ -9,11 +9,12 @@
 //! The channel is `futures-channel`, so it works under any executor.
 
 use crate::driver::TaskFailed;
-use crate::engine::{EngineStats, ServerEngine};
+use crate::engine::{EngineStats, ServerEngine, UserRemoved};
 use crate::queue::QueueLimits;
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
-use missive_core::server::Server;
+use missive_core::UserName;
+use missive_core::server::{RemoveUserError, Server};
 use missive_store::{StoreError, StoreStats};
 use std::fmt;
 use std::io;
@@ -153,7 +154,7 @@ impl ServeReport {
     }
 }
 
-type Inspect = Box<dyn FnOnce(&ServerEngine) + Send>;
+type Inspect = Box<dyn FnOnce(&mut ServerEngine) + Send>;
 
 /// A request from a [`ServerHandle`] to the serve loop.
 pub enum ServerRequest {
@@ -168,7 +169,7 @@ pub struct InspectRequest(Inspect);
 
 impl InspectRequest {
     /// Runs the closure on `engine` (its answer goes back to the handle).
-    pub fn run(self, engine: &ServerEngine) {
+    pub fn run(self, engine: &mut ServerEngine) {
         (self.0)(engine)
     }
 }
@@ -176,7 +177,7 @@ impl InspectRequest {
 impl ServerRequest {
     /// Handles the request on `engine`: runs an inspection and returns
     /// `false`, or returns `true` for a shutdown.
-    pub fn run(self, engine: &ServerEngine) -> bool {
+    pub fn run(self, engine: &mut ServerEngine) -> bool {
         match self {
             ServerRequest::Shutdown => true,
             ServerRequest::Inspect(f) => {
@@ -248,16 +249,30 @@ impl ServerHandle {
 
     /// The engine's counters (`None` if the server has stopped).
     pub async fn stats(&self) -> Option<EngineStats> {
-        self.on_engine(ServerEngine::stats).await
+        self.on_engine(|engine| engine.stats()).await
+    }
+
+    /// An operator removes `user` (its sessions close, its mailbox goes;
+    /// see [`Input::RemoveUser`](missive_core::server::Input::RemoveUser)):
+    /// the answer comes once the removal is durable. `None` if the server
+    /// stopped first.
+    pub async fn remove_user(
+        &self,
+        user: UserName,
+    ) -> Option<Result<UserRemoved, RemoveUserError>> {
+        let (tx, rx) = oneshot::channel();
+        self.on_engine(move |engine| engine.remove_user(user, tx))
+            .await?;
+        rx.await.ok()
     }
 
     /// Runs `f` on the engine inside the server's task.
     async fn on_engine<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&ServerEngine) -> R + Send + 'static,
+        f: impl FnOnce(&mut ServerEngine) -> R + Send + 'static,
     ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
-        let request: Inspect = Box::new(move |engine: &ServerEngine| {
+        let request: Inspect = Box::new(move |engine: &mut ServerEngine| {
             let _ = tx.send(f(engine));
         });
         self.tx
@@ -290,7 +305,7 @@ mod tests {
 
     #[test]
     fn requests_reach_the_engine_and_end_with_the_handles() {
-        let (engine, _events) = ServerEngine::start(
+        let (mut engine, _events) = ServerEngine::start(
             ServerConfig::default(),
             Box::new(MemoryStore::new()),
             QueueLimits::default(),
@@ -300,7 +315,7 @@ mod tests {
         let clone = handle.clone();
         let serve = async {
             while let Some(request) = requests.next().await {
-                if request.run(&engine) {
+                if request.run(&mut engine) {
                     break;
                 }
             }

@@ -57,6 +57,7 @@ macro_rules! store_conformance_tests {
             mixed_batch,
             next_seq_survives_emptied_mailbox,
             empty_batch,
+            removed_user,
         );
     };
     (@cases $backing:expr; $($case:ident,)*) => {
@@ -130,6 +131,11 @@ pub fn expire(name: &str, seq: Seq) -> PersistCmd {
         user: user(name),
         seq,
     }
+}
+
+/// Removes `name` (and its mailbox).
+pub fn remove(name: &str) -> PersistCmd {
+    PersistCmd::RemoveUser { user: user(name) }
 }
 
 /// Commits `batches` to one store each (restarting in between when
@@ -374,4 +380,43 @@ pub fn empty_batch(backing: &mut dyn Backing) {
     drop(store);
     let loaded = backing.open().load().expect("load");
     assert_states_eq(&loaded, &ServerState::replay(&[register("alice")]));
+}
+
+/// A removed user's key and mailbox go (its messages queued elsewhere
+/// stay); removing twice or removing an unknown name does nothing; the
+/// name can be registered again, with a fresh mailbox, in the same batch
+/// or later.
+pub fn removed_user(backing: &mut dyn Backing) {
+    let new_key = PersistCmd::RegisterUser {
+        user: user("bob"),
+        public_key: b"bob's new key".to_vec(),
+    };
+    let batches = vec![
+        vec![register("alice"), register("bob"), register("carol")],
+        vec![
+            message("bob", 0, "alice", 10),
+            message("bob", 1, "carol", 20),
+            message("alice", 0, "bob", 30),
+            notice("bob", 2, "alice"),
+        ],
+        vec![remove("bob"), remove("bob"), remove("nobody")],
+        vec![message("bob", 3, "alice", 10), ack("bob", 0)],
+        vec![new_key, message("bob", 0, "carol", 5)],
+        vec![remove("carol"), register("carol")],
+    ];
+    commit_and_check(backing, &batches, true);
+    let state = backing.open().load().expect("load");
+    let bob = state.user(&user("bob")).expect("bob registered again");
+    assert_eq!(bob.public_key, b"bob's new key");
+    assert_eq!(bob.mailbox.items.keys().collect::<Vec<_>>(), vec![&0]);
+    assert_eq!(
+        state
+            .user(&user("alice"))
+            .expect("alice")
+            .mailbox
+            .items
+            .len(),
+        1,
+        "the removed user's message to alice stays"
+    );
 }

@@ -10,7 +10,8 @@
 //! - [`RedbStore`]: a [`Store`] in one [redb](https://docs.rs/redb) database
 //!   file whose tables mirror the durable state (server id, users, next
 //!   sequence number per mailbox, queued items), updated in place rather than
-//!   appended to a log.
+//!   appended to a log; [`RedbBackup`] copies it while it serves,
+//!   [`verify`] checks a copy and [`restore`] puts one in place.
 //! - [`PostgresStore`]: a [`Store`] in a PostgreSQL database (schema,
 //!   shards and driver choice in the [`postgres`] module).
 //! - [`postgres::Leases`] and [`postgres::Fence`]: a cluster node's shard
@@ -47,6 +48,7 @@
 pub mod conformance;
 mod memory;
 pub mod postgres;
+mod redb_backup;
 mod redb_store;
 mod rows;
 mod thread;
@@ -55,7 +57,17 @@ pub use memory::MemoryStore;
 pub use missive_core::cluster::Shard;
 pub use missive_core::server::{PersistCmd, ServerState};
 pub use postgres::PostgresStore;
+pub use redb_backup::{
+    BackupError, RedbBackup, RestoreError, StoreCounts, VerifyError, backup_offline, restore,
+    verify,
+};
 pub use redb_store::RedbStore;
+
+/// The database file's name in a [`RedbStore`]'s directory (and a
+/// backup's).
+pub fn redb_file_name() -> &'static str {
+    redb_store::FILE_NAME
+}
 pub use thread::{StoreEvent, StoreStats, StoreThread};
 
 use std::path::PathBuf;

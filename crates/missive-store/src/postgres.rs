@@ -261,6 +261,7 @@ struct Statements {
     enqueue: Statement,
     remove: Statement,
     raise_next_seq: Statement,
+    remove_user: Statement,
     fence: Statement,
     load_server_id: Statement,
     load_users: Statement,
@@ -326,6 +327,13 @@ impl Statements {
                                 AS s (shard, name, next_seq, epoch)
                            GROUP BY shard, name) m
                      WHERE u.shard = m.shard AND u.name = m.name",
+                )
+                .await?,
+            // Shard, name: the user and its mailbox.
+            remove_user: client
+                .prepare(
+                    "WITH items_gone AS (DELETE FROM items WHERE shard = $1 AND name = $2)
+                     DELETE FROM users WHERE shard = $1 AND name = $2",
                 )
                 .await?,
             fence: client
@@ -1028,6 +1036,8 @@ enum Step<'a> {
     /// Shard, name, key, epoch.
     Register(i16, &'a str, &'a [u8], i64),
     Mailboxes(Box<Segment<'a>>),
+    /// Shard, name: the user row and its items go.
+    RemoveUser(i16, &'a str),
 }
 
 /// Ends the current segment (if it holds anything) as a step.
@@ -1089,6 +1099,10 @@ fn plan<'a>(
             PersistCmd::SetNextSeq { user, next_seq } => {
                 segment.next_seqs.push(user, seq_param(*next_seq)?, epoch);
             }
+            PersistCmd::RemoveUser { user } => {
+                close_segment(&mut steps, &mut segment);
+                steps.push(Step::RemoveUser(shard_of(user), user.as_str()));
+            }
             other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
         }
     }
@@ -1125,6 +1139,11 @@ impl Step<'_> {
             Step::Register(shard, name, key, epoch) => {
                 client
                     .execute(&statements.register, &[shard, name, key, epoch])
+                    .await?;
+            }
+            Step::RemoveUser(shard, name) => {
+                client
+                    .execute(&statements.remove_user, &[shard, name])
                     .await?;
             }
             Step::Mailboxes(segment) => {
@@ -1288,7 +1307,7 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{ack, expire, message, notice, register, user};
+    use crate::conformance::{ack, expire, message, notice, register, remove, user};
     use missive_testkit::PostgresServer;
     use proptest::prelude::*;
 
@@ -1328,6 +1347,7 @@ mod tests {
             1 => (name.clone(), 0u64..4).prop_map(|(to, seq)| notice(to, seq, "ann")),
             3 => (name.clone(), 0u64..4).prop_map(|(n, seq)| ack(n, seq)),
             1 => (name.clone(), 0u64..4).prop_map(|(n, seq)| expire(n, seq)),
+            1 => name.clone().prop_map(remove),
             1 => (name, 0u64..8).prop_map(|(n, next_seq)| PersistCmd::SetNextSeq {
                 user: user(n),
                 next_seq

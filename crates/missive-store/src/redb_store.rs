@@ -5,9 +5,10 @@ use crate::{Store, StoreError};
 use missive_core::server::{PersistCmd, ServerState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Name of the database file inside the store directory.
-const FILE_NAME: &str = "missive.redb";
+pub const FILE_NAME: &str = "missive.redb";
 
 /// Version of the table layout below, kept in `meta` under [`FORMAT_KEY`].
 const FORMAT_VERSION: u32 = 1;
@@ -17,19 +18,19 @@ const FORMAT_VERSION: u32 = 1;
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// `"format"` → version (u32, little endian); `"server_id"` → 16 bytes.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
 const SERVER_ID_KEY: &str = "server_id";
 
 /// User name → SPKI DER of the user's key.
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 /// User name → next sequence number of the mailbox. Kept so sequence numbers
 /// never go back, even after every item of a mailbox was removed.
-const NEXT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("next_seq");
+pub(crate) const NEXT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("next_seq");
 
 /// (user name, seq) → CBOR-encoded [`MailItem`](missive_core::server::MailItem).
-const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("items");
+pub(crate) const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("items");
 
 /// A [`Store`] in a single redb database file, `missive.redb`, in a
 /// directory.
@@ -48,7 +49,10 @@ const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("items")
 /// Only one process may have the directory open; a second
 /// [`open`](RedbStore::open) fails with [`StoreError::Database`].
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
+    /// The database as it is now, for [`RedbBackup`] handles: set on
+    /// every (re)open; a handle upgrades it for the length of a backup.
+    shared: Arc<Mutex<Weak<Database>>>,
     path: PathBuf,
 }
 
@@ -78,7 +82,9 @@ impl RedbStore {
             .set_check_integrity_on_open(true)
             .create(&path)
             .map_err(StoreError::database)?;
-        let store = Self { db, path };
+        let db = Arc::new(db);
+        let shared = Arc::new(Mutex::new(Arc::downgrade(&db)));
+        let store = Self { db, shared, path };
         store.init()?;
         tracing::debug!(path = %store.path.display(), "opened store");
         Ok(store)
@@ -87,6 +93,13 @@ impl RedbStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A handle that copies the store while it serves (see
+    /// [`RedbBackup`]); it lives as long as the caller keeps it, and
+    /// follows the store when it reopens its database.
+    pub fn backup_handle(&self) -> RedbBackup {
+        RedbBackup::new(Arc::clone(&self.shared))
     }
 
     /// Creates the tables and records the format version on first open;
@@ -130,119 +143,147 @@ fn decode_format(bytes: &[u8]) -> Result<u32, StoreError> {
 
 impl Store for RedbStore {
     fn load(&mut self) -> Result<ServerState, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::database)?;
-        let mut state = ServerState::new();
-
-        let meta = txn.open_table(META).map_err(StoreError::database)?;
-        if let Some(id) = meta.get(SERVER_ID_KEY).map_err(StoreError::database)? {
-            let server_id: [u8; 16] = id.value().try_into().map_err(|_| {
-                StoreError::Corrupt(format!("server id is {} bytes", id.value().len()))
-            })?;
-            state.apply(&PersistCmd::SetServerId { server_id });
-        }
-
-        let users = txn.open_table(USERS).map_err(StoreError::database)?;
-        for row in users.iter().map_err(StoreError::database)? {
-            let (name, key) = row.map_err(StoreError::database)?;
-            state.apply(&PersistCmd::RegisterUser {
-                user: user_name(name.value())?,
-                public_key: key.value().to_vec(),
-            });
-        }
-
-        let items = txn.open_table(ITEMS).map_err(StoreError::database)?;
-        for row in items.iter().map_err(StoreError::database)? {
-            let (key, value) = row.map_err(StoreError::database)?;
-            let (name, seq) = key.value();
-            restore_item(&mut state, user_name(name)?, seq, value.value())?;
-        }
-
-        let next_seqs = txn.open_table(NEXT_SEQ).map_err(StoreError::database)?;
-        for row in next_seqs.iter().map_err(StoreError::database)? {
-            let (name, next) = row.map_err(StoreError::database)?;
-            restore_next_seq(&mut state, user_name(name.value())?, next.value())?;
-        }
-        Ok(state)
+        load_from(&*self.db)
     }
 
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(StoreError::database)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StoreError::database)?;
-        {
-            let mut meta = txn.open_table(META).map_err(StoreError::database)?;
-            let mut users = txn.open_table(USERS).map_err(StoreError::database)?;
-            let mut next_seqs = txn.open_table(NEXT_SEQ).map_err(StoreError::database)?;
-            let mut items = txn.open_table(ITEMS).map_err(StoreError::database)?;
-            let mut buf = Vec::new();
-            for cmd in batch {
-                match cmd {
-                    PersistCmd::SetServerId { server_id } => {
-                        meta.insert(SERVER_ID_KEY, server_id.as_slice())
-                            .map_err(StoreError::database)?;
-                    }
-                    PersistCmd::RegisterUser { user, public_key } => {
-                        let name = user.as_str();
-                        if users.get(name).map_err(StoreError::database)?.is_none() {
-                            users
-                                .insert(name, public_key.as_slice())
-                                .map_err(StoreError::database)?;
-                        }
-                    }
-                    PersistCmd::Enqueue { user, seq, item } => {
-                        // Mirror ServerState::apply: items for unknown users
-                        // and items already at `seq` are ignored.
-                        let name = user.as_str();
-                        if users.get(name).map_err(StoreError::database)?.is_none()
-                            || items
-                                .get((name, *seq))
-                                .map_err(StoreError::database)?
-                                .is_some()
-                        {
-                            continue;
-                        }
-                        buf.clear();
-                        encode_item(item, &mut buf)?;
-                        items
-                            .insert((name, *seq), buf.as_slice())
-                            .map_err(StoreError::database)?;
-                        let next = next_seqs
-                            .get(name)
-                            .map_err(StoreError::database)?
-                            .map_or(0, |v| v.value());
-                        if seq + 1 > next {
-                            next_seqs
-                                .insert(name, seq + 1)
-                                .map_err(StoreError::database)?;
-                        }
-                    }
-                    PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
-                        items
-                            .remove((user.as_str(), *seq))
-                            .map_err(StoreError::database)?;
-                    }
-                    PersistCmd::SetNextSeq { user, next_seq } => {
-                        let name = user.as_str();
-                        if users.get(name).map_err(StoreError::database)?.is_none() {
-                            continue;
-                        }
-                        let next = next_seqs
-                            .get(name)
-                            .map_err(StoreError::database)?
-                            .map_or(0, |v| v.value());
-                        if *next_seq > next {
-                            next_seqs
-                                .insert(name, *next_seq)
-                                .map_err(StoreError::database)?;
-                        }
-                    }
-                    other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
-                }
-            }
-        }
-        txn.commit().map_err(StoreError::database)
+        commit_to(&self.db, batch)
     }
 }
+
+/// The state a redb store file holds (see [`Store::load`]).
+pub(crate) fn load_from(db: &impl ReadableDatabase) -> Result<ServerState, StoreError> {
+    let txn = db.begin_read().map_err(StoreError::database)?;
+    let mut state = ServerState::new();
+
+    let meta = txn.open_table(META).map_err(StoreError::database)?;
+    if let Some(id) = meta.get(SERVER_ID_KEY).map_err(StoreError::database)? {
+        let server_id: [u8; 16] = id
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("server id is {} bytes", id.value().len())))?;
+        state.apply(&PersistCmd::SetServerId { server_id });
+    }
+
+    let users = txn.open_table(USERS).map_err(StoreError::database)?;
+    for row in users.iter().map_err(StoreError::database)? {
+        let (name, key) = row.map_err(StoreError::database)?;
+        state.apply(&PersistCmd::RegisterUser {
+            user: user_name(name.value())?,
+            public_key: key.value().to_vec(),
+        });
+    }
+
+    let items = txn.open_table(ITEMS).map_err(StoreError::database)?;
+    for row in items.iter().map_err(StoreError::database)? {
+        let (key, value) = row.map_err(StoreError::database)?;
+        let (name, seq) = key.value();
+        restore_item(&mut state, user_name(name)?, seq, value.value())?;
+    }
+
+    let next_seqs = txn.open_table(NEXT_SEQ).map_err(StoreError::database)?;
+    for row in next_seqs.iter().map_err(StoreError::database)? {
+        let (name, next) = row.map_err(StoreError::database)?;
+        restore_next_seq(&mut state, user_name(name.value())?, next.value())?;
+    }
+    Ok(state)
+}
+
+/// Commits `batch` to a redb store file in one durable write transaction
+/// (see [`Store::commit`]).
+fn commit_to(db: &Database, batch: &[PersistCmd]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(StoreError::database)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StoreError::database)?;
+    {
+        let mut meta = txn.open_table(META).map_err(StoreError::database)?;
+        let mut users = txn.open_table(USERS).map_err(StoreError::database)?;
+        let mut next_seqs = txn.open_table(NEXT_SEQ).map_err(StoreError::database)?;
+        let mut items = txn.open_table(ITEMS).map_err(StoreError::database)?;
+        let mut buf = Vec::new();
+        for cmd in batch {
+            match cmd {
+                PersistCmd::SetServerId { server_id } => {
+                    meta.insert(SERVER_ID_KEY, server_id.as_slice())
+                        .map_err(StoreError::database)?;
+                }
+                PersistCmd::RegisterUser { user, public_key } => {
+                    let name = user.as_str();
+                    if users.get(name).map_err(StoreError::database)?.is_none() {
+                        users
+                            .insert(name, public_key.as_slice())
+                            .map_err(StoreError::database)?;
+                    }
+                }
+                PersistCmd::Enqueue { user, seq, item } => {
+                    // Mirror ServerState::apply: items for unknown users
+                    // and items already at `seq` are ignored.
+                    let name = user.as_str();
+                    if users.get(name).map_err(StoreError::database)?.is_none()
+                        || items
+                            .get((name, *seq))
+                            .map_err(StoreError::database)?
+                            .is_some()
+                    {
+                        continue;
+                    }
+                    buf.clear();
+                    encode_item(item, &mut buf)?;
+                    items
+                        .insert((name, *seq), buf.as_slice())
+                        .map_err(StoreError::database)?;
+                    let next = next_seqs
+                        .get(name)
+                        .map_err(StoreError::database)?
+                        .map_or(0, |v| v.value());
+                    if seq + 1 > next {
+                        next_seqs
+                            .insert(name, seq + 1)
+                            .map_err(StoreError::database)?;
+                    }
+                }
+                PersistCmd::Ack { user, seq } | PersistCmd::Expire { user, seq } => {
+                    items
+                        .remove((user.as_str(), *seq))
+                        .map_err(StoreError::database)?;
+                }
+                PersistCmd::SetNextSeq { user, next_seq } => {
+                    let name = user.as_str();
+                    if users.get(name).map_err(StoreError::database)?.is_none() {
+                        continue;
+                    }
+                    let next = next_seqs
+                        .get(name)
+                        .map_err(StoreError::database)?
+                        .map_or(0, |v| v.value());
+                    if *next_seq > next {
+                        next_seqs
+                            .insert(name, *next_seq)
+                            .map_err(StoreError::database)?;
+                    }
+                }
+                PersistCmd::RemoveUser { user } => {
+                    let name = user.as_str();
+                    users.remove(name).map_err(StoreError::database)?;
+                    next_seqs.remove(name).map_err(StoreError::database)?;
+                    let seqs: Vec<u64> = items
+                        .range((name, 0)..=(name, u64::MAX))
+                        .map_err(StoreError::database)?
+                        .map(|row| row.map(|(key, _)| key.value().1))
+                        .collect::<Result<_, _>>()
+                        .map_err(StoreError::database)?;
+                    for seq in seqs {
+                        items.remove((name, seq)).map_err(StoreError::database)?;
+                    }
+                }
+                other => return Err(StoreError::UnsupportedCommand(format!("{other:?}"))),
+            }
+        }
+    }
+    txn.commit().map_err(StoreError::database)
+}
+
+use crate::redb_backup::RedbBackup;
 
 #[cfg(test)]
 mod tests {

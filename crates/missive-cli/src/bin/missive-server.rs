@@ -33,6 +33,12 @@ mod web_page {
 #[path = "missive-server/settings.rs"]
 mod settings;
 
+#[path = "missive-server/admin.rs"]
+mod admin;
+
+#[path = "missive-server/admin_socket.rs"]
+mod admin_socket;
+
 /// Where the server listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// The durable store's directory unless told otherwise.
@@ -49,6 +55,9 @@ const DEFAULT_DATA: &str = "./missive-data";
 ///
 /// Durations accept a unit: `250ms`, `30s`, `5m`, `2h`, `30d` (a bare number
 /// is seconds).
+///
+/// `missive-server admin --help`: the operator's commands (users,
+/// mailboxes, online backup, restore, remove-user, verify).
 ///
 /// Every setting can be given in a TOML file (--config FILE) under the
 /// flag's name (`max-frame = 65536`, `ping-interval = "30s"`,
@@ -94,6 +103,11 @@ struct Args {
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long, conflicts_with = "postgres")]
     memory: bool,
+    /// Serve `missive-server admin` on this Unix socket (mode 0600)
+    /// [default: DATA/admin.sock with the embedded store; none with
+    /// --memory or --postgres].
+    #[arg(long, env = "MISSIVE_ADMIN_SOCKET", value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     /// Keep the state in this PostgreSQL database instead of the embedded
     /// store (a `postgres://USER:PASSWORD@HOST:PORT/DATABASE` URL; the
     /// schema is created or migrated at start). DATA still holds the
@@ -348,6 +362,14 @@ impl Args {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA))
     }
 
+    /// The admin socket: --admin-socket, or DATA/admin.sock on the
+    /// embedded store (`on_data`).
+    fn admin_socket_path(&self, on_data: bool) -> Option<PathBuf> {
+        self.admin_socket
+            .clone()
+            .or_else(|| on_data.then(|| self.data().join(admin::SOCKET_NAME)))
+    }
+
     /// How long this node's shard leases last.
     fn lease_ttl(&self) -> Duration {
         self.lease_ttl
@@ -584,6 +606,12 @@ fn notify_service_manager(state: sd_notify::NotifyState) {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "admin")
+    {
+        return admin::main();
+    }
     let args = match settings::from_command_line() {
         Ok(args) => args,
         Err(status) => return status,
@@ -625,6 +653,7 @@ async fn run(args: Args) -> Result<(), String> {
         options,
         fence: Fence::default(),
     });
+    let mut backup = None;
     let store: Box<dyn Store> = if let Some(cluster) = &cluster {
         // Creates the cluster on first use, or checks its shard count.
         missive_cluster::connect_leases(&cluster.options)
@@ -667,8 +696,14 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot open the store in {}: {e}", data.display()))?;
         tracing::info!(data = %data.display(), "store opened");
+        backup = Some(store.backup_handle());
         Box::new(store)
     };
+    let admin = args.admin_socket_path(backup.is_some()).map(|path| Admin {
+        path,
+        backup,
+        required: args.admin_socket.is_some(),
+    });
     let max_frame = args.config().max_frame;
     if args.plaintext {
         let server =
@@ -685,7 +720,7 @@ async fn run(args: Args) -> Result<(), String> {
             .ws_tcp()
             .await?
             .map(|tcp| args.ws_listener(tcp, max_frame, "http"));
-        return serve(server, "plaintext", ws, "ws", cluster).await;
+        return serve(server, "plaintext", ws, "ws", cluster, admin).await;
     }
     let certificate = certificate(&args)?;
     let fingerprint = certificate_fingerprint(&certificate.chain[0]);
@@ -701,7 +736,17 @@ async fn run(args: Args) -> Result<(), String> {
         args.ws_listener(tls, max_frame, "https")
     });
     let note = format!("TLS, certificate {fingerprint}");
-    serve(server, &note, ws, "wss", cluster).await
+    serve(server, &note, ws, "wss", cluster, admin).await
+}
+
+/// Where `missive-server admin` reaches the server, and the store's backup
+/// handle (a redb store's).
+struct Admin {
+    path: PathBuf,
+    backup: Option<missive_store::RedbBackup>,
+    /// Given with --admin-socket: failing to listen there stops the
+    /// server (the default one only warns).
+    required: bool,
 }
 
 /// What a cluster node needs besides a server: how to join, and the fence
@@ -748,7 +793,27 @@ async fn serve<L: Listener, W: Listener>(
     ws: Option<W>,
     scheme: &str,
     cluster: Option<Cluster>,
+    admin: Option<Admin>,
 ) -> Result<(), String> {
+    // Removed when it is dropped, once the server has stopped.
+    let _admin_socket = match admin {
+        Some(Admin {
+            path,
+            backup,
+            required,
+        }) => {
+            let service = missive_runtime::admin::AdminService::new(server.handle(), backup);
+            match admin_socket::AdminSocket::bind(&path, service) {
+                Ok(socket) => Some(socket),
+                Err(e) if required => return Err(e),
+                Err(e) => {
+                    tracing::warn!("no admin socket (set --admin-socket): {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let (server, coordinator) = match cluster {
         Some(Cluster { options, fence }) => {
             let (link, port) = cluster_link();

@@ -26,6 +26,12 @@ pub enum Input<'a> {
     Durable(Lsn),
     /// The time returned by `poll_timeout` has come (early calls are harmless).
     Timeout,
+    /// An operator removes this user (`missive-server admin remove-user`):
+    /// its sessions close, its mailbox is dropped and
+    /// [`PersistCmd::RemoveUser`] is persisted. Answered by
+    /// [`ServerEvent::UserRemoved`] once that is durable, or at once by
+    /// [`ServerEvent::UserNotRemoved`].
+    RemoveUser(&'a UserName),
     /// Cluster node only: this node now owns `shard`. `state` rebuilds the
     /// shard as stored (its users' `RegisterUser`, `SetNextSeq` and
     /// `Enqueue` commands, as [`ServerState::snapshot`](super::ServerState::snapshot)
@@ -183,6 +189,22 @@ pub enum ServerEvent {
         /// The shard called.
         shard: Shard,
     },
+    /// An operator's [`Input::RemoveUser`] is done and durable.
+    UserRemoved {
+        /// The removed user.
+        user: UserName,
+        /// Items its mailbox held, dropped.
+        items: usize,
+        /// Its connections closed (after an `unknown_user` error).
+        sessions_closed: usize,
+    },
+    /// An operator's [`Input::RemoveUser`] was refused; nothing changed.
+    UserNotRemoved {
+        /// The name asked for.
+        user: UserName,
+        /// Why.
+        error: RemoveUserError,
+    },
     /// A reply could not be encoded within `max_frame` and was not sent
     /// (a server bug: every reply the server builds is far smaller).
     ReplyNotSent {
@@ -191,6 +213,19 @@ pub enum ServerEvent {
         /// Why it could not be encoded.
         error: EncodeError,
     },
+}
+
+/// Why [`Input::RemoveUser`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoveUserError {
+    /// No user of that name is registered.
+    #[error("no such user")]
+    NoSuchUser,
+    /// A cluster node serves only some shards and the other nodes would
+    /// not hear of the removal: not supported yet.
+    #[error("removing a user is not supported on a cluster node yet")]
+    ClusterNode,
 }
 
 /// Why a connection ended.

@@ -40,6 +40,7 @@
 //! of new items are held back until the store has reported the command that
 //! backs them durable.
 
+mod admin;
 mod cluster;
 mod config;
 mod conn;
@@ -55,7 +56,7 @@ pub mod state;
 mod tests;
 
 pub use config::{MIN_MAX_FRAME, ServerConfig};
-pub use io::{CloseReason, Input, Output, ServerEvent};
+pub use io::{CloseReason, Input, Output, RemoveUserError, ServerEvent};
 use state::UserId;
 pub use state::{MailItem, MailItems, Mailbox, PersistCmd, ServerState, UserRecord};
 
@@ -253,6 +254,7 @@ impl Server {
             Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
+            Input::RemoveUser(user) => self.on_remove_user(now, user),
             Input::ShardAcquired { .. }
             | Input::ShardLost(_)
             | Input::OwnerChanged { .. }

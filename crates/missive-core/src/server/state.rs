@@ -9,6 +9,7 @@ pub use super::mail_items::{Iter as MailItemsIter, MailItems};
 use crate::types::{MessageId, PeerKeyHasher, PeerKeyMap, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// One durable change. Stores persist these (or their effect) and report the
 /// highest durable [`crate::Lsn`] back with `Input::Durable`.
@@ -63,6 +64,14 @@ pub enum PersistCmd {
         /// Lower bound of the next sequence number.
         next_seq: Seq,
     },
+    /// An operator removed `user` (`missive-server admin remove-user`):
+    /// the name, its key and its mailbox are gone, and the name may be
+    /// registered again. Messages the user sent that sit in other
+    /// mailboxes stay queued there.
+    RemoveUser {
+        /// The removed user.
+        user: UserName,
+    },
 }
 
 /// An item in a mailbox.
@@ -99,7 +108,8 @@ impl PersistCmd {
             | PersistCmd::Enqueue { user, .. }
             | PersistCmd::Ack { user, .. }
             | PersistCmd::Expire { user, .. }
-            | PersistCmd::SetNextSeq { user, .. } => Some(user),
+            | PersistCmd::SetNextSeq { user, .. }
+            | PersistCmd::RemoveUser { user } => Some(user),
             PersistCmd::SetServerId { .. } => None,
         }
     }
@@ -162,10 +172,9 @@ pub struct ServerState {
     server_id: Option<[u8; 16]>,
     /// Name → position in `users`.
     index: PeerKeyMap<UserName, UserId>,
-    /// Registered users in registration order. A single server never
-    /// removes users, so there a [`UserId`] stays valid for the life of the
-    /// state. A cluster node removes the users of a shard it loses
-    /// ([`Self::remove_user`]): their slots fall vacant (`None`) and are
+    /// Registered users in registration order. Users are removed by an
+    /// operator ([`PersistCmd::RemoveUser`]) and, on a cluster node, with
+    /// a shard it loses ([`Self::remove_user`]): their slots fall vacant (`None`) and are
     /// reused by later registrations (`vacant`), so ids stay dense and
     /// every lookup stays one index; the server forgets every reference to
     /// a removed id before it can be reused.
@@ -174,6 +183,11 @@ pub struct ServerState {
     vacant: Vec<UserId>,
     /// Items queued in all mailboxes.
     queued: usize,
+    /// Names removed by [`PersistCmd::RemoveUser`] since this state was
+    /// built: messages they sent may still be queued elsewhere, and count
+    /// as the outstanding messages of whoever registers the name again
+    /// (as they do in a state rebuilt from a store).
+    removed: BTreeSet<UserName>,
     /// The hasher of `index` and of every mailbox's `per_sender` map.
     hasher: PeerKeyHasher,
 }
@@ -266,6 +280,11 @@ impl ServerState {
                     mailbox.next_seq = mailbox.next_seq.max(*next_seq);
                 }
             }
+            PersistCmd::RemoveUser { user } => {
+                if self.remove_user(user).is_some() {
+                    self.removed.insert(user.clone());
+                }
+            }
         }
     }
 
@@ -297,11 +316,22 @@ impl ServerState {
             }
         };
         self.index.insert(user.clone(), id);
+        if self.removed.remove(user) {
+            let sent: u32 = self
+                .users
+                .iter()
+                .flatten()
+                .filter_map(|slot| slot.record.mailbox.per_sender.get(user))
+                .map(|usage| usage.messages)
+                .sum();
+            self.slot_mut(id).record.outstanding = sent;
+        }
         id
     }
 
-    /// Cluster: removes `user` with its mailbox (its shard moved to another
-    /// node). Its id falls vacant and may be reused by a later
+    /// Removes `user` with its mailbox: an operator removed it
+    /// ([`PersistCmd::RemoveUser`]) or, on a cluster node, its shard moved
+    /// to another node. Its id falls vacant and may be reused by a later
     /// registration. Senders still registered here stop counting the
     /// removed mailbox's messages as outstanding; messages the removed user
     /// sent stay queued in the other mailboxes. Returns the id it had.

@@ -1963,7 +1963,8 @@ impl Harness {
 #[cfg(not(target_family = "wasm"))]
 mod model {
     //! State-machine invariants against a simple model: random sequences of
-    //! sends, acks, presence changes, reconnects and durability reports.
+    //! sends, acks, presence changes, reconnects, durability reports and
+    //! an operator's removals (the name then registered again).
 
     use super::*;
     use proptest::prelude::*;
@@ -1975,6 +1976,7 @@ mod model {
         Presence { user: usize, online: bool },
         Reconnect { user: usize },
         Durable,
+        RemoveAndRegisterAgain { user: usize },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1984,6 +1986,7 @@ mod model {
             1 => (0..3usize, any::<bool>()).prop_map(|(user, online)| Op::Presence { user, online }),
             1 => (0..3usize).prop_map(|user| Op::Reconnect { user }),
             2 => Just(Op::Durable),
+            1 => (0..3usize).prop_map(|user| Op::RemoveAndRegisterAgain { user }),
         ]
     }
 
@@ -2039,6 +2042,17 @@ mod model {
                         received[user].clear();
                     }
                     Op::Durable => h.make_durable(),
+                    Op::RemoveAndRegisterAgain { user } => {
+                        h.server.handle_input(h.now, Input::RemoveUser(&name(NAMES[user])));
+                        h.drain();
+                        prop_assert!(h.closed.contains(&conns[user]));
+                        h.auto_durable = true;
+                        conns[user] = h.user(next_conn, NAMES[user], &ids()[user]);
+                        h.auto_durable = false;
+                        next_conn += 1;
+                        model[user].clear();
+                        received[user].clear();
+                    }
                 }
                 // Collect what each connection got.
                 for user in 0..3 {
@@ -2269,4 +2283,85 @@ fn a_frame_on_a_message_transport_is_malformed() {
     h.bytes(conn, &frame);
     h.expect_error(conn, ErrorCode::Malformed);
     assert!(h.closed.contains(&conn));
+}
+
+/// An operator removes a user: its session closes, its mailbox goes, the
+/// command is persisted and the answer waits for durability; its message
+/// queued elsewhere stays; the name can be registered again (another key,
+/// a fresh mailbox) and replaying the log rebuilds the same state.
+#[test]
+fn an_operator_removes_a_user_and_the_name_is_free_again() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(a);
+    h.send_msg(b, 1, "alice", b"to alice");
+    h.expect(b);
+    let a = h.user(3, "alice", &ids()[0]);
+    h.recv_all(a);
+    h.send_msg(a, 2, "bob", b"to bob");
+    h.expect(a);
+    h.recv_all(b);
+    h.send_msg(b, 3, "alice", b"again");
+    h.expect(b);
+    h.recv_all(a);
+    assert_eq!(h.server.state().user(&name("bob")).unwrap().outstanding, 2);
+
+    h.auto_durable = false;
+    h.events.clear();
+    h.server
+        .handle_input(h.now, Input::RemoveUser(&name("alice")));
+    h.drain();
+    match h.expect_error(a, ErrorCode::UnknownUser) {
+        ServerPacket::Error { user, .. } => assert_eq!(user, Some(name("alice"))),
+        _ => unreachable!(),
+    }
+    assert!(h.closed.contains(&a));
+    assert_eq!(
+        h.log.last().unwrap().1,
+        PersistCmd::RemoveUser {
+            user: name("alice")
+        }
+    );
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::UserRemoved { .. })),
+        "answered only once durable"
+    );
+    h.make_durable();
+    h.auto_durable = true;
+    assert!(h.events.contains(&ServerEvent::UserRemoved {
+        user: name("alice"),
+        items: 2,
+        sessions_closed: 1,
+    }));
+    let state = h.server.state();
+    assert!(state.user(&name("alice")).is_none());
+    assert_eq!(state.user(&name("bob")).unwrap().outstanding, 0);
+    assert_eq!(state.queued_items(), 1, "alice's message to bob stays");
+
+    // Unknown now; sends to the name are refused.
+    h.server
+        .handle_input(h.now, Input::RemoveUser(&name("alice")));
+    h.drain();
+    assert!(h.events.contains(&ServerEvent::UserNotRemoved {
+        user: name("alice"),
+        error: RemoveUserError::NoSuchUser,
+    }));
+    h.send_msg(b, 4, "alice", b"nobody");
+    h.expect_error(b, ErrorCode::UnknownUser);
+
+    // The name is free: another key registers it, with an empty mailbox,
+    // and the old alice's message to bob counts as the name's outstanding
+    // message, as it does in a state rebuilt from a store.
+    let c = h.user(4, "alice", &ids()[2]);
+    assert_eq!(h.recv_all(c), vec![]);
+    let record = h.server.state().user(&name("alice")).unwrap();
+    assert_eq!(record.mailbox.items.len(), 0);
+    assert_eq!(record.outstanding, 1);
+    let replayed = ServerState::replay(h.log.iter().map(|(_, c)| c));
+    assert_eq!(&replayed, h.server.state());
+    let from_snapshot = ServerState::replay(&h.server.state().snapshot());
+    assert_eq!(&from_snapshot, h.server.state());
 }

@@ -286,7 +286,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
             match wake {
                 Wake::Shutdown => break,
                 Wake::Request(Some(request)) => {
-                    if request.run(&engine) {
+                    if request.run(&mut engine) {
                         break;
                     }
                 }
