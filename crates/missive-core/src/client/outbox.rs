@@ -215,10 +215,14 @@ impl Client {
     ) {
         let retry_at = now.checked_add(self.config.retry_after).unwrap_or(now);
         // `unavailable` (cluster, §2.7): the owner of the recipient's
-        // shard is moving; the send or key fetch stays and is retried.
+        // shard is moving; `storage_unavailable`: the server's disk is
+        // full. The send or key fetch stays and is retried.
         let retry = matches!(
             code,
-            ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Unavailable
+            ErrorCode::RateLimited
+                | ErrorCode::Busy
+                | ErrorCode::Unavailable
+                | ErrorCode::StorageUnavailable
         );
         if let Some(pos) = id.and_then(|id| self.state.outbox_position(&id)) {
             let id = self.state.outbox[pos].id;

@@ -56,7 +56,10 @@ impl Server {
         user: UserName,
         public_key: &[u8],
     ) {
-        if self.refuse_if_logged_in(conn) || self.refuse_unowned(now, conn, &user) {
+        if self.refuse_if_logged_in(conn)
+            || self.refuse_unowned(now, conn, &user)
+            || self.refuse_registration_without_storage(now, conn, &user)
+        {
             return;
         }
         let key = match PublicKey::from_spki_der(public_key) {
@@ -251,6 +254,8 @@ impl Server {
                 Some(user),
                 "name registered with another key",
             ),
+            // The store went away since the `register`.
+            None if self.refuse_registration_without_storage(now, conn, &user) => {}
             None => {
                 let lsn = self.persist(PersistCmd::RegisterUser {
                     user: user.clone(),

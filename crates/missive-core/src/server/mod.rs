@@ -51,6 +51,7 @@ mod limits;
 mod mail_items;
 mod presence;
 pub mod state;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -165,6 +166,9 @@ pub struct Server {
     expiry: expiry::ExpiryQueue,
     /// Cluster node state (`ServerConfig::cluster`).
     cluster: Option<Box<cluster::Node>>,
+    /// Whether the store can make changes durable now
+    /// (`Input::StorageAvailable`).
+    storage_available: bool,
 }
 
 impl Server {
@@ -204,6 +208,7 @@ impl Server {
             rng: rng::derive(&mut rng),
             hasher: PeerKeyHasher::default(),
             cluster: config.cluster.map(|c| Box::new(cluster::Node::new(c))),
+            storage_available: true,
             config,
             state,
         };
@@ -253,6 +258,7 @@ impl Server {
             Input::Disconnected(conn) => self.close(now, conn, CloseReason::TransportClosed),
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
+            Input::StorageAvailable(available) => self.on_storage_available(available),
             Input::ShardAcquired { .. }
             | Input::ShardLost(_)
             | Input::OwnerChanged { .. }
