@@ -202,10 +202,16 @@ impl Raw {
         let mut raw = Self::connect(addr);
         if register {
             let answer = raw.authenticate(AuthContext::Register, name, key);
-            assert!(matches!(answer, ServerPacket::Registered { .. }), "{answer:?}");
+            assert!(
+                matches!(answer, ServerPacket::Registered { .. }),
+                "{answer:?}"
+            );
         }
         let answer = raw.authenticate(AuthContext::Login, name, key);
-        assert!(matches!(answer, ServerPacket::LoggedIn { .. }), "{answer:?}");
+        assert!(
+            matches!(answer, ServerPacket::LoggedIn { .. }),
+            "{answer:?}"
+        );
         raw
     }
 
@@ -449,7 +455,5 @@ fn server_is_running(server: &ServerProcess) -> bool {
 }
 
 fn server_log_mentions(server: &ServerProcess, text: &str) -> bool {
-    std::fs::read_to_string(&server.log)
-        .unwrap()
-        .contains(text)
+    std::fs::read_to_string(&server.log).unwrap().contains(text)
 }

@@ -431,7 +431,8 @@ impl ServerEngine {
                 tracing::warn!(
                     "store unavailable, refusing sends and registrations until a commit succeeds: {e}"
                 );
-                self.server.handle_input(now, Input::StorageAvailable(false));
+                self.server
+                    .handle_input(now, Input::StorageAvailable(false));
                 self.drain(now);
                 Ok(())
             }

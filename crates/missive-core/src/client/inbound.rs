@@ -321,10 +321,7 @@ impl Client {
             // during the handshake.
             (_, code)
                 if code.is_fatal()
-                    || matches!(
-                        code,
-                        ErrorCode::Unavailable | ErrorCode::StorageUnavailable
-                    ) =>
+                    || matches!(code, ErrorCode::Unavailable | ErrorCode::StorageUnavailable) =>
             {
                 ClientEvent::ConnectionLost {
                     reason: ConnectionError::from_server(code, detail),

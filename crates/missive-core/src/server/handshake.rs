@@ -232,6 +232,12 @@ impl Server {
         user: UserName,
         key: &PublicKey,
     ) {
+        // The store went away since the `register`.
+        if self.state.user(&user).is_none()
+            && self.refuse_registration_without_storage(now, conn, &user)
+        {
+            return;
+        }
         match self.state.user(&user) {
             Some(record) if record.public_key == key.to_spki_der() => {
                 // Idempotent: the same name with the same key again. The
@@ -254,8 +260,6 @@ impl Server {
                 Some(user),
                 "name registered with another key",
             ),
-            // The store went away since the `register`.
-            None if self.refuse_registration_without_storage(now, conn, &user) => {}
             None => {
                 let lsn = self.persist(PersistCmd::RegisterUser {
                     user: user.clone(),

@@ -57,15 +57,28 @@ fn sends_are_refused_while_the_store_is_unavailable_the_rest_goes_on() {
         other => panic!("{other:?}"),
     };
     h.send(b, &ClientPacket::Ack { seq });
-    assert!(matches!(h.log.last(), Some((_, PersistCmd::Enqueue { .. }))));
+    assert!(matches!(
+        h.log.last(),
+        Some((_, PersistCmd::Enqueue { .. }))
+    ));
     assert!(
         h.log[persisted..]
             .iter()
             .any(|(_, cmd)| matches!(cmd, PersistCmd::Ack { .. }))
     );
-    h.send(b, &ClientPacket::FetchKey { user: name("alice") });
+    h.send(
+        b,
+        &ClientPacket::FetchKey {
+            user: name("alice"),
+        },
+    );
     assert!(matches!(h.expect(b), ServerPacket::Key { .. }));
-    h.send(b, &ClientPacket::QueryPresence { user: name("alice") });
+    h.send(
+        b,
+        &ClientPacket::QueryPresence {
+            user: name("alice"),
+        },
+    );
     assert!(matches!(h.expect(b), ServerPacket::Presence { .. }));
 
     // The store is back: what was emitted becomes durable, sends go in.
@@ -74,7 +87,10 @@ fn sends_are_refused_while_the_store_is_unavailable_the_rest_goes_on() {
     h.auto_durable = true;
     assert!(h.server.storage_available());
     assert_eq!(availability_events(&h), vec![false, true]);
-    assert!(matches!(h.expect(a), ServerPacket::Notice { .. }), "delivered");
+    assert!(
+        matches!(h.expect(a), ServerPacket::Notice { .. }),
+        "delivered"
+    );
     h.send_msg(a, 2, "bob", b"during");
     assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
 }
