@@ -73,7 +73,7 @@ impl Server {
                 },
             );
         }
-        if self.refuse_send_without_storage(conn, id) {
+        if self.refuse_send_without_storage(now, conn, from_id, id) {
             return;
         }
         // Cluster: a recipient served elsewhere (or a lane to its shard

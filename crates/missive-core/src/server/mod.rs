@@ -121,6 +121,9 @@ struct UserRuntime {
     bucket: TokenBucket,
     /// Ids this user sent recently.
     recent: RecentIds,
+    /// The first `send` refused with `StorageUnavailable` on the session's
+    /// connection and not sent again since: later sends wait for it.
+    refused_for_storage: Option<(ConnId, MessageId)>,
 }
 
 /// Work waiting for a durability report.
@@ -367,6 +370,7 @@ impl Server {
             last_seen: None,
             bucket: TokenBucket::new(self.config.send_burst, now),
             recent: RecentIds::new(self.hasher.clone()),
+            refused_for_storage: None,
         }
     }
 

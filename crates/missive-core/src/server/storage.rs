@@ -7,6 +7,7 @@
 //! usual and become durable once the store is back (an ack lost in a crash
 //! meanwhile only means a redelivery, which clients deduplicate).
 
+use super::state::UserId;
 use super::{CloseReason, Server, ServerEvent};
 use crate::time::Instant;
 use crate::types::{ConnId, MessageId, UserName};
@@ -28,9 +29,37 @@ impl Server {
     /// Refuses the `send` `id` while the store is unavailable (nothing is
     /// queued; the client retries later, like `RateLimited`). Whether it
     /// did.
-    pub(super) fn refuse_send_without_storage(&mut self, conn: ConnId, id: MessageId) -> bool {
-        if self.storage_available {
-            return false;
+    ///
+    /// Order per (sender, recipient) must hold across the outage: a send
+    /// pipelined behind a refused one could otherwise be taken once the
+    /// store is back, before the refused one is retried. So after a refusal
+    /// the connection's later sends are refused too, until the first
+    /// refused id comes again with the store available (the client retries
+    /// in order, §5).
+    pub(super) fn refuse_send_without_storage(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        from: UserId,
+        id: MessageId,
+    ) -> bool {
+        let available = self.storage_available;
+        let refused = &mut self.runtime(from, now).refused_for_storage;
+        // A refusal on an earlier connection of the user no longer counts.
+        let first = refused
+            .filter(|(on, _)| *on == conn)
+            .map(|(_, first)| first);
+        match first {
+            None if available => {
+                *refused = None;
+                return false;
+            }
+            Some(first) if available && first == id => {
+                *refused = None;
+                return false;
+            }
+            None => *refused = Some((conn, id)),
+            Some(_) => {}
         }
         self.send_error(
             conn,

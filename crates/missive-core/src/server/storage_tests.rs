@@ -142,3 +142,47 @@ fn registrations_are_refused_and_closed_while_the_store_is_unavailable() {
     h.user(3, "alice", &ids()[0]);
     assert!(h.server.state().user(&name("alice")).is_some());
 }
+
+/// A send pipelined behind one refused for storage is refused as well,
+/// even once the store is back, until the refused one comes again: order
+/// per (sender, recipient) holds across the outage.
+#[test]
+fn sends_behind_a_refused_one_wait_for_its_retry() {
+    let mut h = Harness::new(ServerConfig::default());
+    let b = h.user(2, "bob", &ids()[1]);
+    h.input_disconnect(b);
+    let a = h.user(1, "alice", &ids()[0]);
+    storage(&mut h, false);
+    h.send_msg(a, 1, "bob", b"first");
+    h.expect_error(a, ErrorCode::StorageUnavailable);
+    storage(&mut h, true);
+    h.send_msg(a, 2, "bob", b"second"); // was in flight behind the first
+    match h.expect_error(a, ErrorCode::StorageUnavailable) {
+        ServerPacket::Error { id, .. } => assert_eq!(id, Some(MessageId([2; 16]))),
+        _ => unreachable!(),
+    }
+    assert_eq!(h.queued("bob"), 0);
+    h.send_msg(a, 1, "bob", b"first");
+    h.send_msg(a, 2, "bob", b"second");
+    assert_eq!(
+        h.recv_all(a),
+        vec![
+            ServerPacket::Accepted {
+                id: MessageId([1; 16])
+            },
+            ServerPacket::Accepted {
+                id: MessageId([2; 16])
+            },
+        ]
+    );
+    let b = h.user(3, "bob", &ids()[1]);
+    let got: Vec<Vec<u8>> = h
+        .recv_all(b)
+        .into_iter()
+        .map(|p| match p {
+            ServerPacket::Message { envelope, .. } => envelope,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, vec![b"first".to_vec(), b"second".to_vec()]);
+}
