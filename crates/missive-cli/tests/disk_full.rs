@@ -397,10 +397,9 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
             other => panic!("unexpected answer {other:?}"),
         }
     };
-    let mut n = FLOOD_MAX + REFUSED_TRIES;
-    for _ in 0..AFTER_RECOVERY {
+    let after = FLOOD_MAX + REFUSED_TRIES;
+    for n in after..after + AFTER_RECOVERY {
         alice.send_message(n, "bob");
-        n += 1;
     }
     for _ in 0..AFTER_RECOVERY + waiting as u32 {
         match alice.send_answer() {

@@ -93,5 +93,4 @@ impl Server {
 }
 
 #[cfg(test)]
-#[path = "storage_tests.rs"]
 mod tests;
