@@ -7,7 +7,10 @@
 //! connection), client restarts from their durable state (some shortly after
 //! a `send` went out, from the state saved before its envelope was sealed),
 //! forward clock jumps, and server crashes that keep only the commands the
-//! store reported durable. After a fault-free settling phase the run checks
+//! store reported durable, and (single server) store outages: for a while
+//! nothing becomes durable, the server is told `StorageAvailable(false)`
+//! and refuses sends and registrations, then the store is back and commits
+//! what queued up meanwhile. After a fault-free settling phase the run checks
 //! that
 //!
 //! - every message the server accepted reached its recipient's application
@@ -136,6 +139,8 @@ struct Node {
     /// SIGSTOPped until then: processes nothing.
     paused_until: Option<Instant>,
     next_lease_tick: Instant,
+    /// The store cannot commit until then (a full disk).
+    store_down_until: Option<Instant>,
 }
 
 /// A shard's lease in the store.
@@ -207,6 +212,8 @@ struct Figures {
     /// Of those, restarts that lost the sealed bytes of the outbox.
     unsealed_restarts: usize,
     clock_jumps: usize,
+    /// Store outages (single server).
+    storage_outages: usize,
     /// Time steps of the chaos and settling phases.
     steps: usize,
     /// Cluster: writes refused by a shard's epoch, shards taken over,
@@ -239,6 +246,7 @@ impl std::ops::AddAssign for Figures {
         self.client_restarts += f.client_restarts;
         self.unsealed_restarts += f.unsealed_restarts;
         self.clock_jumps += f.clock_jumps;
+        self.storage_outages += f.storage_outages;
         self.steps += f.steps;
         self.fenced += f.fenced;
         self.takeovers += f.takeovers;
@@ -306,6 +314,7 @@ impl Sim {
                 incarnation: 0,
                 paused_until: None,
                 next_lease_tick: now,
+                store_down_until: None,
             })
             .collect();
         let clients = (0..USERS)
@@ -462,6 +471,9 @@ impl Sim {
     /// the rest durable.
     fn commit(&mut self, node: usize) {
         self.nodes[node].commit_at = None;
+        if self.nodes[node].store_down_until.is_some() {
+            return; // fails; everything stays pending, in order
+        }
         let Some((lsn, _)) = self.nodes[node].pending.last() else {
             return;
         };
@@ -502,6 +514,16 @@ impl Sim {
         self.drain_server(node);
     }
 
+    /// Space is back: the server hears it, then what queued up commits.
+    fn store_back(&mut self, node: usize) {
+        self.nodes[node].store_down_until = None;
+        self.nodes[node]
+            .server
+            .handle_input(self.now, Input::StorageAvailable(true));
+        self.drain_server(node);
+        self.commit(node);
+    }
+
     /// The server process dies: connections reset, non-durable commands are
     /// lost, a new server starts from the durable commands (a cluster node:
     /// with nothing; its leases run out and are taken over).
@@ -511,6 +533,7 @@ impl Sim {
         self.nodes[node].commit_at = None;
         self.nodes[node].owned.clear();
         self.nodes[node].paused_until = None;
+        self.nodes[node].store_down_until = None;
         self.nodes[node].incarnation += 1;
         for i in 0..self.clients.len() {
             if self.clients[i]
@@ -1068,6 +1091,7 @@ impl Sim {
                 continue;
             }
             consider(node.commit_at);
+            consider(node.store_down_until);
             consider(node.server.poll_timeout());
             if self.cluster.is_some() {
                 consider(Some(node.next_lease_tick));
@@ -1104,6 +1128,13 @@ impl Sim {
             for node in 0..self.nodes.len() {
                 if self.paused(node) {
                     continue;
+                }
+                if self.nodes[node]
+                    .store_down_until
+                    .is_some_and(|t| t <= self.now)
+                {
+                    self.store_back(node);
+                    progressed = true;
                 }
                 if self.nodes[node].commit_at.is_some_and(|t| t <= self.now) {
                     self.commit(node);
@@ -1204,6 +1235,16 @@ impl Sim {
                 self.restart_client(i, Saved::Everything);
             }
 
+            16..=19 if self.cluster.is_none() && self.nodes[0].store_down_until.is_none() => {
+                // The disk fills: nothing becomes durable for a while.
+                self.figures.storage_outages += 1;
+                let until = self.now + self.between(100, 3_000);
+                self.nodes[0].store_down_until = Some(until);
+                self.nodes[0]
+                    .server
+                    .handle_input(self.now, Input::StorageAvailable(false));
+                self.drain_server(0);
+            }
             12 => {
                 // A forward clock jump, long enough to miss pings sometimes.
                 self.figures.clock_jumps += 1;
@@ -1533,6 +1574,9 @@ fn simulation_loses_nothing_and_shows_nothing_twice() {
     assert!(total.accepted > 0 && total.delivered + total.expired_unread >= total.accepted);
     if seeds.iter().filter(|s| *s % 2 == 1).count() >= 4 {
         assert!(total.expired > 0, "short TTLs expired nothing");
+    }
+    if seeds.len() >= 12 {
+        assert!(total.storage_outages > 0, "the store was never unavailable");
     }
 }
 

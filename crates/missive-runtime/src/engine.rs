@@ -15,7 +15,10 @@
 //!    [`disconnected`](ServerEngine::disconnected) one by one;
 //! 3. on what the store thread's [`StoreEvents`] stream yields:
 //!    [`store_report`](ServerEngine::store_report) (an error stops the
-//!    server), or [`store_event`](ServerEngine::store_event);
+//!    server), or [`store_event`](ServerEngine::store_event); a store that
+//!    is only unavailable for now (a full disk) does not stop it: the core
+//!    refuses sends and registrations until the store is back
+//!    ([`storage_available`](ServerEngine::storage_available));
 //! 4. at [`poll_timeout`](ServerEngine::poll_timeout):
 //!    [`timeout`](ServerEngine::timeout);
 //! 5. on a cluster node, on what the coordinator's [`ClusterEvents`] stream
@@ -408,8 +411,11 @@ impl ServerEngine {
     }
 
     /// A report of the store thread. Returns the store's error if a commit
-    /// failed: the driver should then stop the server (nothing more will
-    /// become durable).
+    /// failed for good: the driver should then stop the server (nothing
+    /// more will become durable). A store that is unavailable for now
+    /// ([`StoreEvent::Unavailable`], retrying) and back
+    /// ([`StoreEvent::Available`]) is told to the core, which refuses sends
+    /// and registrations meanwhile.
     pub fn store_event(&mut self, now: Instant, event: StoreEvent) -> Result<(), StoreError> {
         match event {
             StoreEvent::Durable(lsn) => {
@@ -424,6 +430,21 @@ impl ServerEngine {
             }
             StoreEvent::Fenced(shards) => {
                 self.fenced(now, shards);
+                Ok(())
+            }
+            StoreEvent::Unavailable(e) => {
+                tracing::warn!(
+                    "store unavailable, refusing sends and registrations until a commit succeeds: {e}"
+                );
+                self.server
+                    .handle_input(now, Input::StorageAvailable(false));
+                self.drain(now);
+                Ok(())
+            }
+            StoreEvent::Available => {
+                tracing::info!("store available again, accepting sends and registrations");
+                self.server.handle_input(now, Input::StorageAvailable(true));
+                self.drain(now);
                 Ok(())
             }
             other => {
@@ -467,6 +488,13 @@ impl ServerEngine {
         self.removals.wait(user.clone(), reply);
         self.server.handle_input(now, Input::RemoveUser(&user));
         self.drain(now);
+    }
+
+    /// Whether the store can make changes durable now: `false` from a
+    /// [`StoreEvent::Unavailable`] to the next [`StoreEvent::Available`]
+    /// (sends and registrations are refused meanwhile). For `/readyz`.
+    pub fn storage_available(&self) -> bool {
+        self.server.storage_available()
     }
 
     /// The core server (read-only: for metrics and tests).
@@ -651,6 +679,9 @@ fn log_event(event: &ServerEvent) {
         },
         ServerEvent::Undeliverable { user, seq, error } => {
             tracing::warn!(%user, seq, %error, "stored item exceeds max_frame: expired, sender notified")
+        }
+        ServerEvent::StorageAvailability { available } => {
+            tracing::debug!(available, "storage availability changed")
         }
         ServerEvent::ReplyNotSent { conn, error } => {
             tracing::error!(conn = conn.0, %error, "reply not sent")
@@ -860,6 +891,58 @@ mod tests {
         );
         engine.shutdown(Instant::now()).unwrap();
         assert_eq!(port.commands.try_recv().unwrap(), ClusterCommand::Shutdown);
+    }
+
+    /// A store whose commits fail for a while (a full disk) does not stop
+    /// the engine: the core hears it is unavailable, then back, and what
+    /// was submitted meanwhile becomes durable.
+    #[test]
+    fn an_unavailable_store_is_told_to_the_core_and_does_not_stop() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        struct FullDisk(Arc<AtomicU32>);
+        impl Store for FullDisk {
+            fn load(&mut self) -> Result<missive_core::server::ServerState, StoreError> {
+                Ok(missive_core::server::ServerState::new())
+            }
+            fn commit(&mut self, _: &[PersistCmd]) -> Result<(), StoreError> {
+                match self.0.load(Ordering::SeqCst) {
+                    0 => Ok(()),
+                    left => {
+                        self.0.store(left - 1, Ordering::SeqCst);
+                        Err(StoreError::Io {
+                            path: "missive.redb".into(),
+                            source: io::ErrorKind::StorageFull.into(),
+                        })
+                    }
+                }
+            }
+        }
+        let (mut engine, mut events) = ServerEngine::start(
+            ServerConfig::default(),
+            Box::new(FullDisk(Arc::new(AtomicU32::new(2)))),
+            QueueLimits::default(),
+        )
+        .unwrap();
+        let mut next = || loop {
+            if let Poll::Ready(event) = poll_once(events.recv()) {
+                return event;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        let unavailable = next();
+        assert!(matches!(unavailable, Some(StoreEvent::Unavailable(_))));
+        engine.store_report(Instant::now(), unavailable).unwrap();
+        assert!(!engine.storage_available());
+        assert!(!engine.server().storage_available());
+        let available = next();
+        assert!(matches!(available, Some(StoreEvent::Available)));
+        engine.store_report(Instant::now(), available).unwrap();
+        assert!(engine.storage_available());
+        engine.store_report(Instant::now(), next()).unwrap();
+        assert_eq!(engine.stats().durable, Lsn(1), "the server id");
+        let stats = engine.shutdown(Instant::now()).unwrap();
+        assert_eq!(stats.commits, 1);
     }
 
     /// A failing inline commit arrives on the events stream like a store

@@ -788,12 +788,18 @@ impl ClientSupervisor {
     }
 }
 
-/// Whether a cluster refused the login only for now: no node serves the
-/// user at the moment (`unavailable`), or its shard just moved (`moved`).
+/// Whether the server refused the login only for now: no cluster node
+/// serves the user at the moment (`unavailable`), its shard just moved
+/// (`moved`), or the server cannot store the registration now
+/// (`storage_unavailable`, a full disk).
 fn is_cluster_transient(refusal: &ConnectError) -> bool {
     matches!(
         refusal,
-        ConnectError::ConnectionLost(ConnectionError::Unavailable | ConnectionError::Moved)
+        ConnectError::ConnectionLost(
+            ConnectionError::Unavailable
+                | ConnectionError::Moved
+                | ConnectionError::StorageUnavailable
+        )
     )
 }
 

@@ -33,6 +33,8 @@
 //! let thread = StoreThread::spawn(store, |event| match event {
 //!     StoreEvent::Durable(_lsn) => { /* feed Input::Durable(lsn) to the server */ }
 //!     StoreEvent::Fenced(_shards) => { /* a cluster node: drop these shards */ }
+//!     StoreEvent::Unavailable(_err) => { /* refuse new work; it is retried */ }
+//!     StoreEvent::Available => { /* accept new work again */ }
 //!     StoreEvent::Failed(_err) => { /* shut the server down */ }
 //!     _ => {}
 //! });
@@ -227,13 +229,44 @@ pub enum StoreError {
         /// What disagrees.
         detail: String,
     },
-    /// The [`StoreThread`] has stopped: an earlier commit failed (reported
-    /// as [`StoreEvent::Failed`]) or the store panicked.
+    /// The [`StoreThread`] has stopped: an earlier commit failed for good
+    /// (reported as [`StoreEvent::Failed`]) or the store panicked.
     #[error("the store thread has stopped after a failure")]
     Stopped,
 }
 
 impl StoreError {
+    /// Whether retrying the same commit later may succeed: the
+    /// [`StoreThread`] keeps the commands and retries them (reporting
+    /// [`StoreEvent::Unavailable`]) instead of stopping.
+    ///
+    /// Transient: [`Io`](StoreError::Io) (a full disk, an I/O error),
+    /// [`Database`](StoreError::Database) (the database engine's I/O or
+    /// locking errors, a lost PostgreSQL connection or a failed statement;
+    /// but not corruption redb detected itself) and
+    /// [`Connect`](StoreError::Connect). Everything else is fatal: the same
+    /// commit would fail the same way ([`UnsupportedCommand`],
+    /// [`Encode`], [`UnsupportedFormat`], [`ClusterMismatch`],
+    /// [`Corrupt`], a bad [`CaFile`], [`Stopped`]).
+    ///
+    /// [`UnsupportedCommand`]: StoreError::UnsupportedCommand
+    /// [`Encode`]: StoreError::Encode
+    /// [`UnsupportedFormat`]: StoreError::UnsupportedFormat
+    /// [`ClusterMismatch`]: StoreError::ClusterMismatch
+    /// [`Corrupt`]: StoreError::Corrupt
+    /// [`CaFile`]: StoreError::CaFile
+    /// [`Stopped`]: StoreError::Stopped
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { .. } | StoreError::Connect { .. } => true,
+            StoreError::Database(e) => !matches!(
+                e.downcast_ref::<redb::Error>(),
+                Some(redb::Error::Corrupted(_))
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn database(err: impl Into<redb::Error>) -> Self {
         StoreError::Database(Box::new(err.into()))
     }

@@ -740,30 +740,31 @@ impl PostgresStore {
         let mut delay = RECONNECT_FIRST_DELAY;
         loop {
             std::thread::sleep(delay);
-            let attempt = self.runtime.block_on(self.connector.open());
-            match attempt {
-                Ok((client, connection)) => {
-                    drive(&self.runtime, connection);
-                    let prepared = self.runtime.block_on(async {
-                        if let Mode::Node(_) = self.mode {
-                            client.batch_execute(NODE_SESSION).await?;
-                        }
-                        prepare_session(&client).await
-                    });
-                    match prepared {
-                        Ok(statements) => {
-                            self.client = client;
-                            self.statements = statements;
-                            tracing::info!(target = %self.connector.target, "reconnected to PostgreSQL");
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %PostgresError(e), "reconnecting"),
-                    }
-                }
+            match self.reconnect_once() {
+                Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, "reconnecting to PostgreSQL"),
             }
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
         }
+    }
+
+    /// One attempt to connect again (and prepare the session).
+    fn reconnect_once(&mut self) -> Result<(), StoreError> {
+        let (client, connection) = self.runtime.block_on(self.connector.open())?;
+        drive(&self.runtime, connection);
+        let statements = self
+            .runtime
+            .block_on(async {
+                if let Mode::Node(_) = self.mode {
+                    client.batch_execute(NODE_SESSION).await?;
+                }
+                prepare_session(&client).await
+            })
+            .map_err(database)?;
+        self.client = client;
+        self.statements = statements;
+        tracing::info!(target = %self.connector.target, "reconnected to PostgreSQL");
+        Ok(())
     }
 
     /// Sends the batch's steps in one transaction, one round trip: BEGIN,
@@ -1282,6 +1283,11 @@ impl Store for PostgresStore {
             return self.commit_node(batch, None);
         }
         let steps = plan(batch.iter().map(|cmd| (cmd, 0)))?;
+        // A lost connection fails the commit (transient: the store thread
+        // retries it); the next try connects again first.
+        if self.client.is_closed() {
+            self.reconnect_once()?;
+        }
         self.send_transaction(&steps, None).map_err(database)
     }
 
@@ -1652,5 +1658,24 @@ mod tests {
             PostgresStore::connect("postgres://[not a url"),
             Err(StoreError::Connect { .. })
         ));
+    }
+
+    /// A lost connection fails a commit with a transient error (the store
+    /// thread retries it) and the next commit connects again: a restart
+    /// of PostgreSQL makes the server unavailable for a moment, not stop.
+    #[test]
+    fn a_lost_connection_is_transient_and_the_next_commit_reconnects() {
+        let Some(mut server) = PostgresServer::start_or_skip() else {
+            return;
+        };
+        let url = server.create_database();
+        let mut store = PostgresStore::connect(&url).unwrap();
+        store.commit(&[register("alice")]).unwrap();
+        server.restart();
+        if let Err(e) = store.commit(&[register("bob")]) {
+            assert!(e.is_transient(), "{e:?}");
+            store.commit(&[register("bob")]).unwrap();
+        }
+        assert_eq!(store.load().unwrap().user_count(), 2);
     }
 }

@@ -5,7 +5,7 @@ use crate::{Store, StoreError};
 use missive_core::server::{PersistCmd, ServerState};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 /// Name of the database file inside the store directory.
 pub const FILE_NAME: &str = "missive.redb";
@@ -48,10 +48,19 @@ pub(crate) const ITEMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 ///
 /// Only one process may have the directory open; a second
 /// [`open`](RedbStore::open) fails with [`StoreError::Database`].
+///
+/// After a commit fails with an I/O error (a full disk), redb refuses every
+/// later operation until the file is closed and opened again; so a commit
+/// that failed with a [transient](StoreError::is_transient) error closes
+/// the database, and the next call opens it again (redb repairs it on open:
+/// the failed transaction is not in it). Should that open fail (no space to
+/// repair, the file still held by an online backup), the call fails with
+/// another transient error and the next one tries again.
 pub struct RedbStore {
-    db: Arc<Database>,
-    /// The database as it is now, for [`RedbBackup`] handles: set on
-    /// every (re)open; a handle upgrades it for the length of a backup.
+    /// `None` between a failed commit and the next call.
+    db: Option<Arc<Database>>,
+    /// The database open now, for an online backup running beside the
+    /// store thread; updated on every (re)open.
     shared: Arc<Mutex<Weak<Database>>>,
     path: PathBuf,
 }
@@ -77,17 +86,28 @@ impl RedbStore {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(StoreError::database)?;
-        let db = Arc::new(db);
+        let db = Arc::new(open_file(&path)?);
         let shared = Arc::new(Mutex::new(Arc::downgrade(&db)));
-        let store = Self { db, shared, path };
+        let store = Self {
+            db: Some(db),
+            shared,
+            path,
+        };
         store.init()?;
         tracing::debug!(path = %store.path.display(), "opened store");
         Ok(store)
+    }
+
+    /// The open database, opened again if a commit failed since.
+    fn database(&mut self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = &self.db {
+            return Ok(Arc::clone(db));
+        }
+        let db = Arc::new(open_file(&self.path)?);
+        *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&db);
+        self.db = Some(Arc::clone(&db));
+        tracing::info!(path = %self.path.display(), "store reopened after a failed commit");
+        Ok(db)
     }
 
     /// The database file.
@@ -105,7 +125,10 @@ impl RedbStore {
     /// Creates the tables and records the format version on first open;
     /// checks the version afterwards.
     fn init(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::database)?;
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        let txn = db.begin_write().map_err(StoreError::database)?;
         {
             let mut meta = txn.open_table(META).map_err(StoreError::database)?;
             let found = meta
@@ -134,6 +157,16 @@ impl RedbStore {
     }
 }
 
+/// Opens (or creates) the database file, checking every checksum and
+/// repairing it after a crash or a failed commit.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(StoreError::database)
+}
+
 fn decode_format(bytes: &[u8]) -> Result<u32, StoreError> {
     let bytes: [u8; 4] = bytes
         .try_into()
@@ -143,11 +176,18 @@ fn decode_format(bytes: &[u8]) -> Result<u32, StoreError> {
 
 impl Store for RedbStore {
     fn load(&mut self) -> Result<ServerState, StoreError> {
-        load_from(&*self.db)
+        load_from(&*self.database()?)
     }
 
     fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
-        commit_to(&self.db, batch)
+        let db = self.database()?;
+        let committed = commit_to(&db, batch);
+        if committed.as_ref().is_err_and(StoreError::is_transient) {
+            // redb refuses everything after an I/O error (`PreviousIo`)
+            // until the file is closed: close it, the next call reopens.
+            self.db = None;
+        }
+        committed
     }
 }
 
@@ -422,6 +462,32 @@ mod tests {
             RedbStore::open(dir.path()),
             Err(StoreError::Database(_))
         ));
+    }
+
+    /// After a failed commit the database is closed (redb refuses every
+    /// operation after an I/O error); the next commit opens it again and
+    /// publishes it to the shared slot. While someone else (an online
+    /// backup) still holds the old one, the reopen fails transiently.
+    #[test]
+    fn a_closed_database_is_reopened_and_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path()).unwrap();
+        let slot = Arc::clone(&store.shared);
+        let first = slot.lock().unwrap().upgrade().expect("published at open");
+        store.db = None; // as after a commit that failed with an I/O error
+        let err = store
+            .commit(&[PersistCmd::SetServerId { server_id: [1; 16] }])
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        drop(first); // the backup is done with it
+        assert!(slot.lock().unwrap().upgrade().is_none());
+        store
+            .commit(&[PersistCmd::SetServerId { server_id: [2; 16] }])
+            .unwrap();
+        assert!(slot.lock().unwrap().upgrade().is_some(), "the reopened one");
+        drop(store);
+        let mut reopened = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.load().unwrap().server_id(), Some([2; 16]));
     }
 
     #[test]

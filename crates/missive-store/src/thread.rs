@@ -4,10 +4,12 @@ use crate::{Store, StoreError};
 use missive_core::Lsn;
 use missive_core::cluster::Shard;
 use missive_core::server::{MailItem, PersistCmd};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Most commands in one commit.
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -15,6 +17,15 @@ const MAX_BATCH_COMMANDS: usize = 4096;
 /// Roughly the most bytes (envelopes, keys) in one commit. A batch is closed
 /// once it reaches this size, so it may exceed it by one command.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// First pause before a failed commit is tried again (see
+/// [`StoreEvent::Unavailable`]); each further failure doubles it.
+pub const RETRY_FIRST: Duration = Duration::from_millis(50);
+
+/// Longest pause between two tries of a failed commit: once the store is
+/// back (space freed on a full disk, the database server reachable again),
+/// service resumes within this long.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the store thread reports.
 #[derive(Debug)]
@@ -28,10 +39,25 @@ pub enum StoreEvent {
     /// before the [`Durable`](StoreEvent::Durable) of that commit, so the
     /// commands of these shards it covers are never taken for durable.
     Fenced(Vec<Shard>),
-    /// A commit failed. The commands of the failed batch and everything
-    /// submitted after it are not durable and never will be; the thread has
-    /// stopped and further calls return [`StoreError::Stopped`]. A driver
-    /// should shut the server down.
+    /// A commit failed with an error that may pass
+    /// ([`StoreError::is_transient`]: a full disk, an I/O error, a lost
+    /// database connection). Nothing is lost: the failed batch, and
+    /// everything submitted after it, stays queued in LSN order and is tried
+    /// again after [`RETRY_FIRST`], doubling up to [`RETRY_MAX`], until a
+    /// commit succeeds; then [`Available`](StoreEvent::Available) comes,
+    /// followed by the usual [`Durable`](StoreEvent::Durable). Reported once
+    /// per outage (the later failures are only logged). A driver keeps
+    /// serving what needs no new durable state and refuses the rest.
+    Unavailable(StoreError),
+    /// A commit succeeded after [`Unavailable`](StoreEvent::Unavailable):
+    /// the store is healthy again.
+    Available,
+    /// A commit failed for good (an error that retrying cannot cure: a
+    /// command or value this store cannot write, a format or cluster
+    /// mismatch, corruption). The commands of the failed batch and
+    /// everything submitted after it are not durable and never will be; the
+    /// thread has stopped and further calls return [`StoreError::Stopped`].
+    /// A driver should shut the server down.
     Failed(StoreError),
 }
 
@@ -110,7 +136,7 @@ enum Msg {
 /// ```
 pub struct StoreThread {
     tx: Option<Sender<Msg>>,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Result<(), StoreError>>>,
     counters: Arc<Counters>,
 }
 
@@ -146,7 +172,9 @@ impl StoreThread {
     /// Queues `cmd` for the next commit. Never blocks. LSNs must be strictly
     /// increasing.
     ///
-    /// Fails with [`StoreError::Stopped`] after a commit failed.
+    /// Fails with [`StoreError::Stopped`] after a commit failed for good
+    /// ([`StoreEvent::Failed`]); while the store is
+    /// [unavailable](StoreEvent::Unavailable) commands are still queued.
     pub fn submit(&self, lsn: Lsn, cmd: PersistCmd) -> Result<(), StoreError> {
         self.send(Msg::Cmd(lsn, cmd, None))
     }
@@ -166,9 +194,10 @@ impl StoreThread {
     }
 
     /// Blocks until every command submitted so far is durable (and its
-    /// [`StoreEvent::Durable`] has been reported).
+    /// [`StoreEvent::Durable`] has been reported): while the store is
+    /// [unavailable](StoreEvent::Unavailable), until it is back.
     ///
-    /// Fails with [`StoreError::Stopped`] if a commit failed.
+    /// Fails with [`StoreError::Stopped`] if a commit failed for good.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (done_tx, done_rx) = mpsc::channel();
         self.send(Msg::Flush(done_tx))?;
@@ -192,13 +221,12 @@ impl StoreThread {
     /// Commits everything submitted, stops the thread and returns the final
     /// counters.
     ///
-    /// Fails with [`StoreError::Stopped`] if a commit failed (or the store
-    /// panicked): then not everything submitted is durable.
+    /// Fails with [`StoreError::Stopped`] if a commit failed for good (or the
+    /// store panicked); while the store is
+    /// [unavailable](StoreEvent::Unavailable), after one last try, with the
+    /// store's error. Either way not everything submitted is durable.
     pub fn shutdown(mut self) -> Result<StoreStats, StoreError> {
-        let flushed = self.flush();
-        let joined = self.close();
-        flushed?;
-        joined?;
+        self.close()?;
         Ok(self.stats())
     }
 
@@ -210,11 +238,11 @@ impl StoreThread {
     }
 
     /// Closes the queue and waits for the thread to commit what is queued and
-    /// exit.
+    /// exit (a store that is unavailable gets one last try).
     fn close(&mut self) -> Result<(), StoreError> {
         self.tx = None;
         match self.handle.take() {
-            Some(handle) => handle.join().map_err(|_| StoreError::Stopped),
+            Some(handle) => handle.join().map_err(|_| StoreError::Stopped)?,
             None => Ok(()),
         }
     }
@@ -245,200 +273,219 @@ fn run(
     rx: Receiver<Msg>,
     on_event: &dyn Fn(StoreEvent),
     counters: &Counters,
-) {
-    let mut batch: Vec<PersistCmd> = Vec::new();
-    let mut epochs: Vec<Option<u64>> = Vec::new();
-    let mut waiters: Vec<Sender<()>> = Vec::new();
-    // Blocks for the first message of each batch; ends when every sender
-    // is gone and the queue is empty.
-    while let Ok(first) = rx.recv() {
-        let mut highest: Option<Lsn> = None;
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Cmd(lsn, cmd, epoch) => {
-                    highest = highest.max(Some(lsn));
-                    bytes += cmd_size(&cmd);
-                    batch.push(cmd);
-                    epochs.push(epoch);
-                }
-                Msg::Flush(done) => waiters.push(done),
-            }
-            if batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(msg) => next = Some(msg),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-                }
+) -> Result<(), StoreError> {
+    let mut inbox = Inbox {
+        rx,
+        backlog: VecDeque::new(),
+        open: true,
+    };
+    let mut pending = Pending::default();
+    let mut outage: Option<Outage> = None;
+    loop {
+        // Blocks for the first message of each batch; ends when every
+        // sender is gone and the queue is empty.
+        if pending.is_empty() {
+            match inbox.wait() {
+                Some(msg) => pending.add(msg),
+                None => return Ok(()),
             }
         }
-        if let Some(lsn) = highest {
-            if let Err(err) = store.commit_under(&batch, &epochs) {
-                tracing::error!(error = %err, commands = batch.len(), "store commit failed");
+        while !pending.is_full() {
+            match inbox.ready() {
+                Some(msg) => pending.add(msg),
+                None => break,
+            }
+        }
+        let Some(lsn) = pending.highest else {
+            pending.answer_waiters();
+            continue;
+        };
+        match store.commit_under(&pending.batch, &pending.epochs) {
+            Ok(()) => {
+                if let Some(outage) = outage.take() {
+                    tracing::warn!(
+                        failed_tries = outage.failures,
+                        outage_ms = outage.since.elapsed().as_millis() as u64,
+                        "store available again"
+                    );
+                    on_event(StoreEvent::Available);
+                }
+                let n = pending.batch.len() as u64;
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.commands.fetch_add(n, Ordering::Relaxed);
+                counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+                counters.durable_lsn.store(lsn.0, Ordering::Relaxed);
+                tracing::trace!(commands = n, lsn = lsn.0, "committed");
+                let fenced = store.take_fenced();
+                if !fenced.is_empty() {
+                    on_event(StoreEvent::Fenced(fenced));
+                }
+                on_event(StoreEvent::Durable(lsn));
+                pending.committed();
+            }
+            Err(err) if err.is_transient() && inbox.open => {
+                let pause = match &mut outage {
+                    None => {
+                        tracing::warn!(
+                            error = %err,
+                            commands = pending.batch.len(),
+                            "store commit failed, retrying; nothing new is accepted meanwhile"
+                        );
+                        on_event(StoreEvent::Unavailable(err));
+                        outage.insert(Outage::new()).pause
+                    }
+                    Some(outage) => {
+                        tracing::debug!(error = %err, "store commit failed again");
+                        outage.failed_again()
+                    }
+                };
+                inbox.pause(Instant::now() + pause);
+            }
+            Err(err) if err.is_transient() => {
+                // Closed while unavailable: that was the last try.
+                tracing::error!(
+                    error = %err,
+                    commands = pending.batch.len(),
+                    "store still unavailable at shutdown: the last commands are not durable"
+                );
+                return Err(err);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, commands = pending.batch.len(), "store commit failed");
                 on_event(StoreEvent::Failed(err));
                 // Close the queue before failing the waiters, so that a caller
                 // woken by a failed flush finds every later call refused.
-                drop(rx);
-                drop(waiters);
-                return;
+                drop(inbox);
+                drop(pending);
+                return Err(StoreError::Stopped);
             }
-            let n = batch.len() as u64;
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-            counters.commands.fetch_add(n, Ordering::Relaxed);
-            counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-            counters.durable_lsn.store(lsn.0, Ordering::Relaxed);
-            tracing::trace!(commands = n, lsn = lsn.0, "committed");
-            batch.clear();
-            epochs.clear();
-            let fenced = store.take_fenced();
-            if !fenced.is_empty() {
-                on_event(StoreEvent::Fenced(fenced));
-            }
-            on_event(StoreEvent::Durable(lsn));
         }
-        for done in waiters.drain(..) {
+    }
+}
+
+/// The thread's side of the queue, with what it took off the channel while
+/// it waited to retry a failed commit.
+struct Inbox {
+    rx: Receiver<Msg>,
+    backlog: VecDeque<Msg>,
+    /// Whether a [`StoreThread`] still holds the sending side.
+    open: bool,
+}
+
+impl Inbox {
+    /// The next message, waiting for one; `None` once closed and empty.
+    fn wait(&mut self) -> Option<Msg> {
+        if let Some(msg) = self.backlog.pop_front() {
+            return Some(msg);
+        }
+        let msg = self.rx.recv().ok();
+        self.open &= msg.is_some();
+        msg
+    }
+
+    /// The next message if one is waiting.
+    fn ready(&mut self) -> Option<Msg> {
+        if let Some(msg) = self.backlog.pop_front() {
+            return Some(msg);
+        }
+        match self.rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.open = false;
+                None
+            }
+        }
+    }
+
+    /// Waits until `until`, or until the queue closes (a shutdown cuts a
+    /// retry pause short), keeping what arrives meanwhile.
+    fn pause(&mut self, until: Instant) {
+        while self.open {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(msg) => self.backlog.push_back(msg),
+                Err(RecvTimeoutError::Timeout) => return,
+                Err(RecvTimeoutError::Disconnected) => self.open = false,
+            }
+        }
+    }
+}
+
+/// Messages taken for the next commit: commands in LSN order (kept, with
+/// what follows them, until a commit of them succeeds) and the flushes
+/// waiting for them.
+#[derive(Default)]
+struct Pending {
+    batch: Vec<PersistCmd>,
+    /// The lease epoch of each command (see [`Store::commit_under`]).
+    epochs: Vec<Option<u64>>,
+    highest: Option<Lsn>,
+    bytes: usize,
+    waiters: Vec<Sender<()>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.waiters.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.batch.len() >= MAX_BATCH_COMMANDS || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn add(&mut self, msg: Msg) {
+        match msg {
+            Msg::Cmd(lsn, cmd, epoch) => {
+                self.highest = self.highest.max(Some(lsn));
+                self.bytes += cmd_size(&cmd);
+                self.batch.push(cmd);
+                self.epochs.push(epoch);
+            }
+            Msg::Flush(done) => self.waiters.push(done),
+        }
+    }
+
+    /// The batch is durable: forget it and answer the flushes.
+    fn committed(&mut self) {
+        self.batch.clear();
+        self.epochs.clear();
+        self.highest = None;
+        self.bytes = 0;
+        self.answer_waiters();
+    }
+
+    fn answer_waiters(&mut self) {
+        for done in self.waiters.drain(..) {
             let _ = done.send(());
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::MemoryStore;
-    use missive_core::server::ServerState;
-    use std::sync::mpsc::channel;
+/// A run of failed commits.
+struct Outage {
+    since: Instant,
+    failures: u32,
+    /// The pause before the next try.
+    pause: Duration,
+}
 
-    fn cmd(n: u8) -> PersistCmd {
-        PersistCmd::SetServerId { server_id: [n; 16] }
-    }
-
-    /// A store that announces each commit (with its batch size), then
-    /// blocks until the test lets it through or tells it to fail.
-    struct Gated {
-        inner: MemoryStore,
-        entered: Sender<usize>,
-        gate: Receiver<bool>,
-    }
-
-    impl Store for Gated {
-        fn load(&mut self) -> Result<ServerState, StoreError> {
-            self.inner.load()
-        }
-
-        fn commit(&mut self, batch: &[PersistCmd]) -> Result<(), StoreError> {
-            let _ = self.entered.send(batch.len());
-            if !self.gate.recv().unwrap_or(true) {
-                return Err(StoreError::Corrupt("injected failure".into()));
-            }
-            self.inner.commit(batch)
+impl Outage {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            failures: 1,
+            pause: RETRY_FIRST,
         }
     }
 
-    fn gated() -> (Gated, Receiver<usize>, Sender<bool>) {
-        let (gate_tx, gate) = channel();
-        let (entered, entered_rx) = channel();
-        let store = Gated {
-            inner: MemoryStore::new(),
-            entered,
-            gate,
-        };
-        (store, entered_rx, gate_tx)
-    }
-
-    fn durable(event: StoreEvent) -> Lsn {
-        match event {
-            StoreEvent::Durable(lsn) => lsn,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn commands_arriving_during_a_commit_form_the_next_batch() {
-        let (store, entered, gate) = gated();
-        let memory = store.inner.clone();
-        let (events_tx, events) = channel();
-        let thread = StoreThread::spawn(store, move |e| events_tx.send(e).unwrap());
-
-        thread.submit(Lsn(1), cmd(1)).unwrap();
-        assert_eq!(entered.recv().unwrap(), 1); // inside the first commit
-        for n in 2..=10 {
-            thread.submit(Lsn(n), cmd(n as u8)).unwrap();
-        }
-        gate.send(true).unwrap();
-        assert_eq!(entered.recv().unwrap(), 9);
-        gate.send(true).unwrap();
-        thread.flush().unwrap();
-        let reported: Vec<Lsn> = events.try_iter().map(durable).collect();
-        assert_eq!(reported, vec![Lsn(1), Lsn(10)]);
-        let stats = thread.shutdown().unwrap();
-        assert_eq!(stats.commits, 2);
-        assert_eq!(stats.commands, 10);
-        assert_eq!(stats.largest_batch, 9);
-        assert_eq!(stats.durable_lsn, Some(Lsn(10)));
-        assert_eq!(stats.mean_batch(), 5.0);
-        assert_eq!(memory.state().server_id(), Some([10; 16]));
-    }
-
-    #[test]
-    fn batches_are_capped() {
-        let store = MemoryStore::new();
-        let (events_tx, events) = channel();
-        let thread = StoreThread::spawn(store.clone(), move |e| events_tx.send(e).unwrap());
-        let total = 3 * MAX_BATCH_COMMANDS as u64 + 5;
-        for n in 1..=total {
-            thread.submit(Lsn(n), cmd(n as u8)).unwrap();
-        }
-        let stats = thread.shutdown().unwrap();
-        assert_eq!(stats.commands, total);
-        assert!(stats.largest_batch <= MAX_BATCH_COMMANDS as u64);
-        assert!(stats.commits >= 4);
-        assert_eq!(stats.durable_lsn, Some(Lsn(total)));
-        let reported: Vec<Lsn> = events.try_iter().map(durable).collect();
-        assert!(reported.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(reported.last(), Some(&Lsn(total)));
-    }
-
-    #[test]
-    fn flush_with_nothing_submitted_returns() {
-        let thread = StoreThread::spawn(MemoryStore::new(), |_| panic!("no event expected"));
-        thread.flush().unwrap();
-        assert_eq!(thread.shutdown().unwrap(), StoreStats::default());
-    }
-
-    #[test]
-    fn failure_is_reported_and_stops_the_thread() {
-        let (store, entered, gate) = gated();
-        let memory = store.inner.clone();
-        let (events_tx, events) = channel();
-        let thread = StoreThread::spawn(store, move |e| events_tx.send(e).unwrap());
-        gate.send(true).unwrap();
-        thread.submit(Lsn(1), cmd(1)).unwrap();
-        thread.flush().unwrap();
-        gate.send(false).unwrap();
-        thread.submit(Lsn(2), cmd(2)).unwrap();
-        assert!(matches!(thread.flush(), Err(StoreError::Stopped)));
-        assert!(matches!(
-            thread.submit(Lsn(3), cmd(3)),
-            Err(StoreError::Stopped)
-        ));
-        assert_eq!(durable(events.recv().unwrap()), Lsn(1));
-        assert!(matches!(
-            events.recv().unwrap(),
-            StoreEvent::Failed(StoreError::Corrupt(_))
-        ));
-        assert!(events.try_recv().is_err());
-        assert!(matches!(thread.shutdown(), Err(StoreError::Stopped)));
-        assert_eq!(entered.try_iter().collect::<Vec<_>>(), vec![1, 1]);
-        assert_eq!(memory.state().server_id(), Some([1; 16]));
-    }
-
-    #[test]
-    fn drop_commits_what_is_queued() {
-        let store = MemoryStore::new();
-        let thread = StoreThread::spawn(store.clone(), |_| {});
-        thread.submit(Lsn(1), cmd(4)).unwrap();
-        drop(thread);
-        assert_eq!(store.state().server_id(), Some([4; 16]));
+    /// Another failure: the next pause, twice the last up to [`RETRY_MAX`].
+    fn failed_again(&mut self) -> Duration {
+        self.failures += 1;
+        self.pause = (self.pause * 2).min(RETRY_MAX);
+        self.pause
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -319,6 +319,7 @@ fn connection_reason(error: &ConnectionError) -> &'static str {
         ConnectionError::Closed { .. } => "closed",
         ConnectionError::Moved => "moved",
         ConnectionError::Unavailable => "unavailable",
+        ConnectionError::StorageUnavailable => "storage_unavailable",
         ConnectionError::ProtocolViolation { .. } => "protocol_violation",
         _ => "other",
     }

@@ -41,7 +41,8 @@ pub struct ClientConfig {
     /// beyond this the oldest is dropped as undecryptable. Default 1000.
     pub max_parked: usize,
     /// Delay before retrying a request the server refused with
-    /// `RateLimited`, `Busy` or (cluster) `Unavailable`. Default 1 s.
+    /// `RateLimited`, `Busy`, `StorageUnavailable` or (cluster)
+    /// `Unavailable`. Default 1 s.
     pub retry_after: Duration,
 }
 

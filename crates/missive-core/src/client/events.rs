@@ -253,6 +253,10 @@ pub enum ConnectionError {
     /// progress). Reconnect after a pause.
     #[error("no server serves this user right now; reconnect later")]
     Unavailable,
+    /// The server cannot store anything now (its disk may be full), so it
+    /// refused the registration. Reconnect after a pause.
+    #[error("the server cannot store anything right now; reconnect later")]
+    StorageUnavailable,
     /// The server sent something the client cannot accept (undecodable
     /// data, a packet out of place, a limit too small to send a packet).
     #[error("the server violated the protocol: {detail}")]
@@ -273,6 +277,7 @@ impl ConnectionError {
             ErrorCode::SlowConsumer => ConnectionError::SlowConsumer,
             ErrorCode::Moved => ConnectionError::Moved,
             ErrorCode::Unavailable => ConnectionError::Unavailable,
+            ErrorCode::StorageUnavailable => ConnectionError::StorageUnavailable,
             code => ConnectionError::Closed { code, detail },
         }
     }

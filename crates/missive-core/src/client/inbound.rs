@@ -317,8 +317,12 @@ impl Client {
                 ClientEvent::LoginFailed(LoginError::SignatureRejected { user: me })
             }
             // The server closes the connection after a fatal error, and
-            // after `unavailable` during the handshake (cluster, §2.7).
-            (_, code) if code.is_fatal() || code == ErrorCode::Unavailable => {
+            // after `unavailable` (cluster, §2.7) or `storage_unavailable`
+            // during the handshake.
+            (_, code)
+                if code.is_fatal()
+                    || matches!(code, ErrorCode::Unavailable | ErrorCode::StorageUnavailable) =>
+            {
                 ClientEvent::ConnectionLost {
                     reason: ConnectionError::from_server(code, detail),
                 }

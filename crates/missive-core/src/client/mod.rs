@@ -37,8 +37,8 @@
 //! * each message of the outbox: [`Accepted`](ClientEvent::Accepted), or
 //!   [`SendFailed`](ClientEvent::SendFailed) with a [`SendFailure`]
 //!   (`UnknownUser`, `QueueFull`, `TooLarge`, `KeyChanged`, `BadKey`, or
-//!   `Rejected` with any other code); `RateLimited`, `Busy` and (cluster)
-//!   `Unavailable` are retried,
+//!   `Rejected` with any other code); `RateLimited`, `Busy`,
+//!   `StorageUnavailable` and (cluster) `Unavailable` are retried,
 //!   not reported; then [`Delivered`](ClientEvent::Delivered) or
 //!   [`Expired`](ClientEvent::Expired);
 //! * each presence query: [`PresenceChanged`](ClientEvent::PresenceChanged)

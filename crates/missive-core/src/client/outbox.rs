@@ -66,10 +66,18 @@ impl Client {
         }
         let Some(server) = conn.server else { return };
         let max_in_flight = self.config.max_sends_in_flight.max(1);
+        // Recipients with a message waiting to be retried: what follows it
+        // for them waits too, so that order per recipient holds.
+        let mut held_back: Vec<UserName> = Vec::new();
         let mut i = 0;
         while i < self.state.outbox.len() {
             let entry = &self.state.outbox[i];
-            if conn.in_flight.contains(&entry.id) || conn.retry_at.contains_key(&entry.id) {
+            if conn.retry_at.contains_key(&entry.id) {
+                held_back.push(entry.to.clone());
+                i += 1;
+                continue;
+            }
+            if conn.in_flight.contains(&entry.id) || held_back.contains(&entry.to) {
                 i += 1;
                 continue;
             }
@@ -215,10 +223,14 @@ impl Client {
     ) {
         let retry_at = now.checked_add(self.config.retry_after).unwrap_or(now);
         // `unavailable` (cluster, §2.7): the owner of the recipient's
-        // shard is moving; the send or key fetch stays and is retried.
+        // shard is moving; `storage_unavailable`: the server's disk is
+        // full. The send or key fetch stays and is retried.
         let retry = matches!(
             code,
-            ErrorCode::RateLimited | ErrorCode::Busy | ErrorCode::Unavailable
+            ErrorCode::RateLimited
+                | ErrorCode::Busy
+                | ErrorCode::Unavailable
+                | ErrorCode::StorageUnavailable
         );
         if let Some(pos) = id.and_then(|id| self.state.outbox_position(&id)) {
             let id = self.state.outbox[pos].id;

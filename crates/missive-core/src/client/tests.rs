@@ -1051,6 +1051,36 @@ fn cluster_unavailable_send_stays_in_the_outbox_and_is_retried() {
     assert_eq!(sends(&h.advance(Duration::from_secs(1))), first);
 }
 
+/// A server whose disk is full: a `send` stays in the outbox and is
+/// retried; a registration refused ends the connection, typed, and the
+/// client reconnects later.
+#[test]
+fn storage_unavailable_is_retried_at_send_and_ends_a_registration() {
+    let mut h = Harness::with(ClientConfig::new(name("alice")), state_with_bob_pinned());
+    h.login_confirming_bob();
+    let id = h.client.send(h.now, name("bob"), b"x".to_vec()).unwrap();
+    let first = sends(&h.drain());
+    assert!(
+        h.recv(error(ErrorCode::StorageUnavailable, Some(id), None))
+            .is_empty()
+    );
+    assert!(h.events().is_empty());
+    assert_eq!(h.client.state().outbox().count(), 1);
+    assert_eq!(sends(&h.advance(Duration::from_secs(1))), first);
+
+    let mut h = Harness::new();
+    h.connect();
+    h.recv(welcome());
+    h.recv(error(ErrorCode::StorageUnavailable, None, Some("alice")));
+    assert_eq!(
+        h.events(),
+        vec![ClientEvent::ConnectionLost {
+            reason: ConnectionError::StorageUnavailable
+        }]
+    );
+    assert_eq!(h.closes, 1);
+}
+
 #[test]
 fn unknown_recipient_fails_its_messages() {
     let mut h = Harness::new();

@@ -73,6 +73,9 @@ impl Server {
                 },
             );
         }
+        if self.refuse_send_without_storage(now, conn, from_id, id) {
+            return;
+        }
         // Cluster: a recipient served elsewhere (or a lane to its shard
         // still busy, which keeps the order per pair) means a forward.
         if let Some(node) = self.cluster.as_ref() {

@@ -56,7 +56,10 @@ impl Server {
         user: UserName,
         public_key: &[u8],
     ) {
-        if self.refuse_if_logged_in(conn) || self.refuse_unowned(now, conn, &user) {
+        if self.refuse_if_logged_in(conn)
+            || self.refuse_unowned(now, conn, &user)
+            || self.refuse_registration_without_storage(now, conn, &user)
+        {
             return;
         }
         let key = match PublicKey::from_spki_der(public_key) {
@@ -229,6 +232,12 @@ impl Server {
         user: UserName,
         key: &PublicKey,
     ) {
+        // The store went away since the `register`.
+        if self.state.user(&user).is_none()
+            && self.refuse_registration_without_storage(now, conn, &user)
+        {
+            return;
+        }
         match self.state.user(&user) {
             Some(record) if record.public_key == key.to_spki_der() => {
                 // Idempotent: the same name with the same key again. The

@@ -32,6 +32,15 @@ pub enum Input<'a> {
     /// [`ServerEvent::UserRemoved`] once that is durable, or at once by
     /// [`ServerEvent::UserNotRemoved`].
     RemoveUser(&'a UserName),
+    /// The store's health changed: `false` when it cannot make anything
+    /// durable for now (a commit failed with an error that may pass, such
+    /// as a full disk, and is being retried), `true` once a commit succeeds
+    /// again. While it is `false` the server refuses `send` and `register`
+    /// with `StorageUnavailable` and serves the rest (logins, deliveries of
+    /// durable items, acks, key fetches, presence); the commands it emits
+    /// meanwhile (acks, notices, expiries) must stay queued in order and
+    /// become durable later.
+    StorageAvailable(bool),
     /// Cluster node only: this node now owns `shard`. `state` rebuilds the
     /// shard as stored (its users' `RegisterUser`, `SetNextSeq` and
     /// `Enqueue` commands, as [`ServerState::snapshot`](super::ServerState::snapshot)
@@ -204,6 +213,12 @@ pub enum ServerEvent {
         user: UserName,
         /// Why.
         error: RemoveUserError,
+    },
+    /// The store's health changed (`Input::StorageAvailable`): while
+    /// unavailable, sends and registrations are refused.
+    StorageAvailability {
+        /// Whether the store can make changes durable now.
+        available: bool,
     },
     /// A reply could not be encoded within `max_frame` and was not sent
     /// (a server bug: every reply the server builds is far smaller).

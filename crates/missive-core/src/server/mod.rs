@@ -52,6 +52,7 @@ mod limits;
 mod mail_items;
 mod presence;
 pub mod state;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -121,6 +122,9 @@ struct UserRuntime {
     bucket: TokenBucket,
     /// Ids this user sent recently.
     recent: RecentIds,
+    /// The first `send` refused with `StorageUnavailable` on the session's
+    /// connection and not sent again since: later sends wait for it.
+    refused_for_storage: Option<(ConnId, MessageId)>,
 }
 
 /// Work waiting for a durability report.
@@ -166,6 +170,9 @@ pub struct Server {
     expiry: expiry::ExpiryQueue,
     /// Cluster node state (`ServerConfig::cluster`).
     cluster: Option<Box<cluster::Node>>,
+    /// Whether the store can make changes durable now
+    /// (`Input::StorageAvailable`).
+    storage_available: bool,
 }
 
 impl Server {
@@ -205,6 +212,7 @@ impl Server {
             rng: rng::derive(&mut rng),
             hasher: PeerKeyHasher::default(),
             cluster: config.cluster.map(|c| Box::new(cluster::Node::new(c))),
+            storage_available: true,
             config,
             state,
         };
@@ -255,6 +263,7 @@ impl Server {
             Input::Durable(lsn) => self.on_durable(now, lsn),
             Input::Timeout => self.on_timeout(now),
             Input::RemoveUser(user) => self.on_remove_user(now, user),
+            Input::StorageAvailable(available) => self.on_storage_available(available),
             Input::ShardAcquired { .. }
             | Input::ShardLost(_)
             | Input::OwnerChanged { .. }
@@ -363,6 +372,7 @@ impl Server {
             last_seen: None,
             bucket: TokenBucket::new(self.config.send_burst, now),
             recent: RecentIds::new(self.hasher.clone()),
+            refused_for_storage: None,
         }
     }
 

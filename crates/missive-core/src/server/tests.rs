@@ -1946,14 +1946,14 @@ fn mailbox_seq_starts_at_zero_and_is_never_reused() {
 
 impl Harness {
     /// Messages queued for `user`.
-    fn queued(&self, user: &str) -> u32 {
+    pub(super) fn queued(&self, user: &str) -> u32 {
         self.server
             .state()
             .user(&name(user))
             .map_or(0, |r| r.mailbox.message_count)
     }
 
-    fn input_disconnect(&mut self, conn: ConnId) {
+    pub(super) fn input_disconnect(&mut self, conn: ConnId) {
         self.server
             .handle_input(self.now, Input::Disconnected(conn));
         self.drain();

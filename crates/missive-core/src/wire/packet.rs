@@ -277,6 +277,10 @@ pub enum ErrorCode {
     /// Cluster: the node serving the user concerned cannot be reached now
     /// (failover in progress); nothing was done. Retry later.
     Unavailable,
+    /// The server cannot make anything durable now (e.g. its disk is full):
+    /// nothing was done. Retry later, like `RateLimited`; at registration
+    /// the server closes the connection after it (reconnect after a pause).
+    StorageUnavailable,
     /// Cluster: this node no longer serves the logged-in user (its shard
     /// moved). Reconnect: the server named in the configuration redirects.
     Moved,
@@ -327,6 +331,7 @@ impl From<ErrorCode> for u16 {
             Busy => 11,
             IdReused => 12,
             Unavailable => 13,
+            StorageUnavailable => 14,
             Malformed => 100,
             UnsupportedVersion => 101,
             UnexpectedPacket => 102,
@@ -359,6 +364,7 @@ impl From<u16> for ErrorCode {
             11 => Busy,
             12 => IdReused,
             13 => Unavailable,
+            14 => StorageUnavailable,
             100 => Malformed,
             101 => UnsupportedVersion,
             102 => UnexpectedPacket,
@@ -435,7 +441,7 @@ mod tests {
         assert!(!ErrorCode::QueueFull.is_fatal());
     }
 
-    const NAMED: [(ErrorCode, u16); 23] = [
+    const NAMED: [(ErrorCode, u16); 24] = [
         (ErrorCode::UnknownUser, 1),
         (ErrorCode::NameTaken, 2),
         (ErrorCode::QueueFull, 3),
@@ -459,6 +465,7 @@ mod tests {
         (ErrorCode::ShuttingDown, 108),
         (ErrorCode::Unavailable, 13),
         (ErrorCode::Moved, 109),
+        (ErrorCode::StorageUnavailable, 14),
     ];
 
     #[test]
