@@ -56,7 +56,7 @@ pub use missive_core::cluster::Shard;
 pub use missive_core::server::{PersistCmd, ServerState};
 pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;
-pub use thread::{StoreEvent, StoreStats, StoreThread};
+pub use thread::{CommitReport, StoreEvent, StoreStats, StoreThread};
 
 use std::path::PathBuf;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Most commands in one commit.
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -33,6 +34,24 @@ pub enum StoreEvent {
     /// stopped and further calls return [`StoreError::Stopped`]. A driver
     /// should shut the server down.
     Failed(StoreError),
+}
+
+/// One successful commit, as the store thread reports it to an observer
+/// ([`StoreThread::spawn_reporting`]): for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitReport {
+    /// Commands in the commit.
+    pub commands: usize,
+    /// How long the commit took (the transaction and its `fsync`).
+    pub duration: Duration,
+}
+
+impl CommitReport {
+    /// A commit of `commands` that took `duration`.
+    pub fn new(commands: usize, duration: Duration) -> Self {
+        Self { commands, duration }
+    }
 }
 
 /// Counters of a [`StoreThread`], for metrics and benchmarks.
@@ -129,12 +148,27 @@ impl StoreThread {
     ///
     /// If the OS cannot create a thread (as [`std::thread::spawn`]).
     pub fn spawn(store: impl Store, on_event: impl Fn(StoreEvent) + Send + 'static) -> Self {
+        Self::spawn_reporting(store, on_event, |_| {})
+    }
+
+    /// [`spawn`](StoreThread::spawn), with `on_commit` told of every
+    /// successful commit (on the store thread, before its
+    /// [`StoreEvent::Durable`]; it should be quick: metrics).
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot create a thread (as [`std::thread::spawn`]).
+    pub fn spawn_reporting(
+        store: impl Store,
+        on_event: impl Fn(StoreEvent) + Send + 'static,
+        on_commit: impl Fn(&CommitReport) + Send + 'static,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("missive-store".into())
-            .spawn(move || run(store, rx, &on_event, &thread_counters))
+            .spawn(move || run(store, rx, &on_event, &on_commit, &thread_counters))
             .expect("failed to spawn the store thread");
         Self {
             tx: Some(tx),
@@ -244,6 +278,7 @@ fn run(
     mut store: impl Store,
     rx: Receiver<Msg>,
     on_event: &dyn Fn(StoreEvent),
+    on_commit: &dyn Fn(&CommitReport),
     counters: &Counters,
 ) {
     let mut batch: Vec<PersistCmd> = Vec::new();
@@ -273,6 +308,7 @@ fn run(
             }
         }
         if let Some(lsn) = highest {
+            let started = Instant::now();
             if let Err(err) = store.commit_under(&batch, &epochs) {
                 tracing::error!(error = %err, commands = batch.len(), "store commit failed");
                 on_event(StoreEvent::Failed(err));
@@ -282,6 +318,7 @@ fn run(
                 drop(waiters);
                 return;
             }
+            on_commit(&CommitReport::new(batch.len(), started.elapsed()));
             let n = batch.len() as u64;
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.commands.fetch_add(n, Ordering::Relaxed);
@@ -397,6 +434,31 @@ mod tests {
         let reported: Vec<Lsn> = events.try_iter().map(durable).collect();
         assert!(reported.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(reported.last(), Some(&Lsn(total)));
+    }
+
+    /// Every successful commit is reported once, with its size, before its
+    /// durability report; a failed one is not.
+    #[test]
+    fn each_commit_is_reported_with_its_size() {
+        let (reports_tx, reports) = channel();
+        let (events_tx, events) = channel();
+        let thread = StoreThread::spawn_reporting(
+            MemoryStore::new(),
+            move |e| events_tx.send(e).unwrap(),
+            move |report: &CommitReport| reports_tx.send(*report).unwrap(),
+        );
+        for n in 1..=3 {
+            thread.submit(Lsn(n), cmd(n as u8)).unwrap();
+            thread.flush().unwrap();
+        }
+        let stats = thread.shutdown().unwrap();
+        let reports: Vec<CommitReport> = reports.try_iter().collect();
+        assert_eq!(reports.len() as u64, stats.commits);
+        assert_eq!(
+            reports.iter().map(|r| r.commands as u64).sum::<u64>(),
+            stats.commands
+        );
+        assert_eq!(events.try_iter().count() as u64, stats.commits);
     }
 
     #[test]

@@ -14,9 +14,12 @@ use missive_runtime::driver::{
 };
 use missive_store::postgres::{Fence, PostgresTls};
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
+use missive_runtime::Metrics;
+use missive_runtime::driver::AdminListener;
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -159,6 +162,11 @@ struct Args {
     /// Requests without an Origin (not from a browser) are always let in.
     #[arg(long, value_name = "ORIGIN", requires = "ws_listen")]
     ws_allowed_origin: Vec<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on
+    /// ADDR (e.g. 127.0.0.1:9090). Off unless set; keep it on loopback or
+    /// a private network.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Refuse logins without a channel binding (docs/PROTOCOL.md §3.2):
     /// only TLS connections can log in. Leave it off behind a TLS
     /// terminator, which turns every connection into a plaintext one.
@@ -525,6 +533,28 @@ impl Args {
         ws.with_site(site)
     }
 
+    /// The admin listener serving `metrics`, if --admin-listen asks for
+    /// one: bound and answering (`/readyz` says 503 until the server
+    /// serves). Its address, to announce.
+    async fn admin(&self, metrics: &Metrics) -> Result<Option<SocketAddr>, String> {
+        let Some(addr) = &self.admin_listen else {
+            return Ok(None);
+        };
+        let admin = AdminListener::<Tokio>::bind(addr.as_str(), metrics.clone())
+            .await
+            .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
+        let local = admin.local_addr();
+        if !local.ip().is_loopback() {
+            tracing::warn!(
+                addr = %local,
+                "the admin listener (metrics, health) on a non-loopback address: plain HTTP, no authentication"
+            );
+        }
+        tracing::info!(addr = %local, "admin listener: /metrics, /healthz, /readyz");
+        tokio::spawn(admin.serve());
+        Ok(Some(local))
+    }
+
     /// The WebSocket listener's TCP listener, if --ws-listen asks for one.
     async fn ws_tcp(&self) -> Result<Option<missive_tokio::TcpListener>, String> {
         let Some(addr) = &self.ws_listen else {
@@ -621,6 +651,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let metrics = Metrics::new();
+    let admin = args.admin(&metrics).await?;
     let cluster = args.coordinator().map(|options| Cluster {
         options,
         fence: Fence::default(),
@@ -670,9 +702,11 @@ async fn run(args: Args) -> Result<(), String> {
         Box::new(store)
     };
     let max_frame = args.config().max_frame;
+    let mut options = args.options();
+    options.metrics = metrics.clone();
     if args.plaintext {
         let server =
-            BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, args.options())
+            BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, options)
                 .await
                 .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
         if !server.local_addr().ip().is_loopback() {
@@ -685,7 +719,7 @@ async fn run(args: Args) -> Result<(), String> {
             .ws_tcp()
             .await?
             .map(|tcp| args.ws_listener(tcp, max_frame, "http"));
-        return serve(server, "plaintext", ws, "ws", cluster).await;
+        return serve(server, "plaintext", ws, "ws", cluster, admin).await;
     }
     let certificate = certificate(&args)?;
     let fingerprint = certificate_fingerprint(&certificate.chain[0]);
@@ -693,15 +727,15 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("TLS: {e}"))?;
     let ws_tls = websocket_server_config(&tls);
     let server =
-        BoundServer::<Tokio, _>::bind_tls(args.listen(), tls, args.config(), store, args.options())
+        BoundServer::<Tokio, _>::bind_tls(args.listen(), tls, args.config(), store, options)
             .await
             .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
     let ws = args.ws_tcp().await?.map(|tcp| {
-        let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls);
+        let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls).counting_failures(&metrics);
         args.ws_listener(tls, max_frame, "https")
     });
     let note = format!("TLS, certificate {fingerprint}");
-    serve(server, &note, ws, "wss", cluster).await
+    serve(server, &note, ws, "wss", cluster, admin).await
 }
 
 /// What a cluster node needs besides a server: how to join, and the fence
@@ -740,7 +774,8 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
 }
 
 /// Prints `listening on ADDR (NOTE)` — and `listening on SCHEME://ADDR/
-/// (WebSocket, NOTE)` when it serves `ws` too — and serves until SIGINT or
+/// (WebSocket, NOTE)` when it serves `ws` too, then `admin on
+/// http://ADDR/` with an `admin` listener — and serves until SIGINT or
 /// SIGTERM; as a cluster node, with its coordinator, which it stops last.
 async fn serve<L: Listener, W: Listener>(
     server: BoundServer<Tokio, L>,
@@ -748,6 +783,7 @@ async fn serve<L: Listener, W: Listener>(
     ws: Option<W>,
     scheme: &str,
     cluster: Option<Cluster>,
+    admin: Option<SocketAddr>,
 ) -> Result<(), String> {
     let (server, coordinator) = match cluster {
         Some(Cluster { options, fence }) => {
@@ -760,7 +796,7 @@ async fn serve<L: Listener, W: Listener>(
         }
         None => (server, None),
     };
-    let served = announce_and_serve(server, note, ws, scheme).await;
+    let served = announce_and_serve(server, note, ws, scheme, admin).await;
     if let Some(coordinator) = coordinator {
         // The engine told it to stop (or is gone): it hands its leases back.
         let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
@@ -773,6 +809,7 @@ async fn announce_and_serve<L: Listener, W: Listener>(
     note: &str,
     ws: Option<W>,
     scheme: &str,
+    admin: Option<SocketAddr>,
 ) -> Result<(), String> {
     let shutdown = shutdown_signal();
     let mut lines = vec![format!("listening on {} ({note})", server.local_addr())];
@@ -782,6 +819,9 @@ async fn announce_and_serve<L: Listener, W: Listener>(
         lines.push(format!(
             "listening on {scheme}://{addr}/ (WebSocket, {note})"
         ));
+    }
+    if let Some(addr) = admin {
+        lines.push(format!("admin on http://{addr}/ (metrics, healthz, readyz)"));
     }
     {
         let mut stdout = std::io::stdout().lock();

@@ -124,6 +124,9 @@ impl Server {
         answer: Held,
     ) -> Lsn {
         let seq = self.state.record(to).mailbox.next_seq;
+        self.event(ServerEvent::MessageAccepted {
+            bytes: envelope.len(),
+        });
         let item = MailItem::Message {
             from,
             id,
@@ -236,6 +239,10 @@ impl Server {
             user,
             from,
         );
+        self.event(ServerEvent::Acknowledged {
+            conn,
+            message: delivered.is_some(),
+        });
         if let Some((from, id)) = delivered {
             self.notify_sender(now, from, Notice::Delivered { to: name, id });
         }
@@ -303,6 +310,7 @@ impl Server {
             return None;
         }
         let mut undeliverable = None;
+        let (mut messages, mut notices) = (0u32, 0u32);
         for (seq, item) in record.mailbox.items.range(session.cursor..end) {
             if session.in_flight.len() >= window {
                 break;
@@ -327,7 +335,13 @@ impl Server {
             };
             // In flight only once its frame is in the buffer.
             match encode_frame_into(&delivery, max_frame, &mut c.tx) {
-                Ok(()) => session.in_flight.push(*seq),
+                Ok(()) => {
+                    session.in_flight.push(*seq);
+                    match delivery {
+                        Delivery::Message { .. } => messages += 1,
+                        Delivery::Notice { .. } => notices += 1,
+                    }
+                }
                 Err(error) => {
                     undeliverable = Some((*seq, error));
                     break;
@@ -336,6 +350,13 @@ impl Server {
         }
         if was_empty && !c.tx.is_empty() {
             self.dirty.push(conn);
+        }
+        if messages + notices > 0 {
+            self.event(ServerEvent::Delivered {
+                conn,
+                messages,
+                notices,
+            });
         }
         undeliverable
     }
