@@ -754,10 +754,16 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (first, _rx, _stop) = engine.admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp).unwrap();
-        let (second, _rx2, _stop2) = engine.admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp).unwrap();
+        let (first, _rx, _stop) = engine
+            .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+            .unwrap();
+        let (second, _rx2, _stop2) = engine
+            .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+            .unwrap();
         assert!(
-            engine.admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp).is_none(),
+            engine
+                .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+                .is_none(),
             "limit reached"
         );
         assert_eq!(engine.stats().accepted, 2);
@@ -766,7 +772,9 @@ mod tests {
         engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
         assert_eq!(engine.connection_count(), 0);
         assert!(
-            engine.admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp).is_some(),
+            engine
+                .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+                .is_some(),
             "room again"
         );
         // The store thread gone: the driver must stop.
@@ -842,7 +850,10 @@ mod tests {
         assert_eq!(engine.stats().slow_consumers, 1);
         assert_eq!(engine.server().connection_count(), 0);
         let text = engine.metrics().encode();
-        assert!(text.contains("missive_slow_consumer_drops_total 1\n"), "{text}");
+        assert!(
+            text.contains("missive_slow_consumer_drops_total 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("missive_connections{transport=\"tcp\",state=\"open\"} 0\n"),
             "the dropped connection is no longer open: {text}"

@@ -394,7 +394,9 @@ impl Metrics {
                 m.registrations.inc();
             }
             ServerEvent::LoginFailed { code, .. } => {
-                m.login_failures.get_or_create(&ReasonLabel::of(*code)).inc();
+                m.login_failures
+                    .get_or_create(&ReasonLabel::of(*code))
+                    .inc();
             }
             ServerEvent::MessageAccepted { bytes } => {
                 m.messages_accepted.inc();
@@ -518,7 +520,9 @@ mod tests {
         metrics.slow_consumer();
         metrics.tls_handshake_failures().inc();
         let text = metrics.encode();
-        let value = |name, labels| sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{{{labels}}} in\n{text}"));
+        let value = |name, labels| {
+            sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{{{labels}}} in\n{text}"))
+        };
         assert_eq!(
             value("missive_login_failures_total", "reason=\"AuthFailed\""),
             2.0
@@ -535,10 +539,7 @@ mod tests {
         assert_eq!(value("missive_messages_acknowledged_total", ""), 1.0);
         assert_eq!(value("missive_messages_expired_total", ""), 1.0);
         assert_eq!(
-            value(
-                "missive_connections",
-                "transport=\"wss\",state=\"open\""
-            ),
+            value("missive_connections", "transport=\"wss\",state=\"open\""),
             1.0
         );
         assert_eq!(
@@ -560,7 +561,10 @@ mod tests {
         assert_eq!(value("missive_queue_items", ""), 7.0);
         assert_eq!(value("missive_queue_bytes", ""), 700.0);
         assert_eq!(value("missive_store_commits_total", ""), 1.0);
-        assert_eq!(value("missive_store_commit_duration_seconds_count", ""), 1.0);
+        assert_eq!(
+            value("missive_store_commit_duration_seconds_count", ""),
+            1.0
+        );
         assert_eq!(value("missive_store_commit_batch_commands_sum", ""), 5.0);
         assert_eq!(value("missive_slow_consumer_drops_total", ""), 1.0);
         assert_eq!(value("missive_tls_handshake_failures_total", ""), 1.0);

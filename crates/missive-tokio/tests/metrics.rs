@@ -70,7 +70,10 @@ fn parse(text: &str) -> HashMap<String, f64> {
         let value: f64 = value
             .parse()
             .unwrap_or_else(|_| panic!("not a value: {line:?}"));
-        assert!(samples.insert(key.to_owned(), value).is_none(), "{line:?} twice");
+        assert!(
+            samples.insert(key.to_owned(), value).is_none(),
+            "{line:?} twice"
+        );
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
     samples
@@ -91,7 +94,10 @@ async fn wait_ready(addr: SocketAddr, want: u16) -> String {
         if status == want {
             return body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "/readyz stays {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stays {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -198,7 +204,10 @@ async fn metrics_are_scraped_and_parsed_health_and_readiness_follow_the_server()
         v("missive_connections{transport=\"tls\",state=\"open\"}"),
         0.0
     );
-    assert_eq!(v("missive_connections_accepted_total{transport=\"tcp\"}"), 4.0);
+    assert_eq!(
+        v("missive_connections_accepted_total{transport=\"tcp\"}"),
+        4.0
+    );
     let commits = v("missive_store_commits_total");
     assert!(commits >= 1.0);
     assert_eq!(v("missive_store_commit_duration_seconds_count"), commits);

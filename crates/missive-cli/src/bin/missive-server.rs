@@ -6,7 +6,9 @@ use clap::Parser;
 use missive_cluster::{Coordinator, CoordinatorOptions};
 use missive_core::cluster::ClusterConfig;
 use missive_core::server::ServerConfig;
+use missive_runtime::Metrics;
 use missive_runtime::cluster::cluster_link;
+use missive_runtime::driver::AdminListener;
 use missive_runtime::driver::{
     self, AllowedOrigins, BoundServer, ByteStream, CertifiedKey, Listener, StaticSite, TlsListener,
     WsListener, certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed,
@@ -14,8 +16,6 @@ use missive_runtime::driver::{
 };
 use missive_store::postgres::{Fence, PostgresTls};
 use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
-use missive_runtime::Metrics;
-use missive_runtime::driver::AdminListener;
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -705,10 +705,9 @@ async fn run(args: Args) -> Result<(), String> {
     let mut options = args.options();
     options.metrics = metrics.clone();
     if args.plaintext {
-        let server =
-            BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, options)
-                .await
-                .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
+        let server = BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, options)
+            .await
+            .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
         if !server.local_addr().ip().is_loopback() {
             tracing::warn!(
                 addr = %server.local_addr(),
@@ -821,7 +820,9 @@ async fn announce_and_serve<L: Listener, W: Listener>(
         ));
     }
     if let Some(addr) = admin {
-        lines.push(format!("admin on http://{addr}/ (metrics, healthz, readyz)"));
+        lines.push(format!(
+            "admin on http://{addr}/ (metrics, healthz, readyz)"
+        ));
     }
     {
         let mut stdout = std::io::stdout().lock();

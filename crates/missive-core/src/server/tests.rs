@@ -2321,9 +2321,13 @@ fn counted_events_are_emitted_once_each() {
         other => panic!("{other:?}"),
     };
     h.send(b, &ClientPacket::Ack { seq });
-    let count = |h: &Harness, f: &dyn Fn(&ServerEvent) -> bool| h.events.iter().filter(|e| f(e)).count();
+    let count =
+        |h: &Harness, f: &dyn Fn(&ServerEvent) -> bool| h.events.iter().filter(|e| f(e)).count();
     assert_eq!(
-        count(&h, &|e| matches!(e, ServerEvent::MessageAccepted { bytes: 6 })),
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::MessageAccepted { bytes: 6 }
+        )),
         1
     );
     assert_eq!(

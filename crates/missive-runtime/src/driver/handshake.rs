@@ -8,8 +8,8 @@
 use super::runtime::{Runtime, Task, timeout};
 use super::transport::Listener;
 use futures_util::Stream;
-use prometheus_client::metrics::counter::Counter;
 use futures_util::stream::FuturesUnordered;
+use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;

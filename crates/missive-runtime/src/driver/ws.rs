@@ -20,10 +20,10 @@ use super::handshake::{HANDSHAKE_TIMEOUT, Handshakes};
 use super::http::{Answer, Replayed, StaticSite, read_request_head};
 use super::runtime::{Runtime, timeout};
 use super::tls::Joined;
-use crate::metrics::TransportKind;
 use super::transport::{
     ByteStream, Connecting, Connector, Listener, ReadHalf, Transport, WriteHalf,
 };
+use crate::metrics::TransportKind;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Response};
