@@ -454,3 +454,50 @@ fn a_login_relayed_through_a_tls_man_in_the_middle_fails() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the server closes the relayed connection");
 }
+
+/// A handshake that fails (not TLS) is counted in the server's metrics, and
+/// a TLS client's connection is counted as `tls`.
+#[test]
+fn failed_handshakes_and_tls_connections_are_counted() {
+    let rt = rt();
+    let metrics = missive_runtime::Metrics::new();
+    let mut options = missive_runtime::serve::ServerOptions::default();
+    options.metrics = metrics.clone();
+    let server = rt
+        .block_on(BoundServer::<Tokio, _>::bind_tls(
+            "127.0.0.1:0",
+            Arc::clone(&tls().0),
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            options,
+        ))
+        .unwrap();
+    let addr = server.local_addr();
+    rt.spawn(server.serve());
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = plain.read_to_end(&mut Vec::new()); // the server closes it
+    let counted = |line: &str| metrics.encode().lines().any(|l| l == line);
+    let started = Instant::now();
+    while !counted("missive_tls_handshake_failures_total 1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            metrics.encode()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let connector = TlsConnector::<Tokio>::new(Arc::clone(&tls().1));
+    connect_with(&rt, connector, addr, home.path()).unwrap();
+    assert!(
+        counted("missive_connections_accepted_total{transport=\"tls\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+    assert!(counted("missive_logins_total 1"), "{}", metrics.encode());
+    assert!(counted("missive_tls_handshake_failures_total 1"));
+}

@@ -163,3 +163,87 @@ fn handshake_deadline_and_connection_limit() {
         timeout(T, serving).await.unwrap().unwrap();
     });
 }
+
+/// `GET path` on `addr` over async-std: the status code and the body
+/// (read up to its `Content-Length`: async-io's close does not end the
+/// output at once, see `driver::http`).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = timeout(T, stream.read(&mut buf)).await.unwrap().unwrap();
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return (head[9..12].parse().unwrap(), body.to_owned());
+            }
+        }
+        assert!(n > 0, "the answer ended early: {text}");
+    }
+}
+
+/// The admin listener on async-std: health, readiness while the server
+/// serves, and the metrics of a logged-in connection.
+#[test]
+fn admin_listener_serves_metrics_and_readiness() {
+    use missive_runtime::Metrics;
+    use missive_runtime::driver::AdminListener;
+    task::block_on(async {
+        let metrics = Metrics::new();
+        let admin =
+            AdminListener::<missive_async_std::AsyncStd>::bind("127.0.0.1:0", metrics.clone())
+                .await
+                .unwrap();
+        let admin_addr = admin.local_addr();
+        let admin_task = task::spawn(admin.serve());
+        assert_eq!(http_get(admin_addr, "/healthz").await.0, 200);
+        assert_eq!(http_get(admin_addr, "/readyz").await.0, 503);
+
+        let mut server_options = ServerOptions::default();
+        server_options.metrics = metrics.clone();
+        let server = BoundServer::bind_with(
+            "127.0.0.1:0",
+            ServerConfig::default(),
+            Box::new(MemoryStore::new()),
+            server_options,
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let serving = task::spawn(server.serve());
+        let home = tempfile::tempdir().unwrap();
+        let (alice, _events) = ClientHandle::connect(options(addr, home.path(), "alice", 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            http_get(admin_addr, "/readyz").await,
+            (200, "ready\n".into())
+        );
+        let (status, text) = http_get(admin_addr, "/metrics").await;
+        assert_eq!(status, 200);
+        for line in [
+            "missive_connections{transport=\"tcp\",state=\"logged_in\"} 1",
+            "missive_registrations_total 1",
+            "missive_store_available 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        alice.close().await.unwrap();
+        handle.shutdown();
+        serving.await.unwrap();
+        let (status, body) = http_get(admin_addr, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        admin_task.cancel().await;
+    });
+}

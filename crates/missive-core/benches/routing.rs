@@ -35,7 +35,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group};
 use missive_core::crypto::{AuthContext, AuthTranscript, Identity, TranscriptVersion};
-use missive_core::server::{Input, Output, PersistCmd, Server, ServerConfig, ServerState};
+use missive_core::server::{
+    Input, Output, PersistCmd, Server, ServerConfig, ServerEvent, ServerState,
+};
 use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Link, ServerPacket, encode_frame,
     encode_frame_into,
@@ -55,6 +57,9 @@ struct Seen {
     transmits: u64,
     bytes: u64,
     persists: u64,
+    /// What the events a driver counts add up to: messages accepted,
+    /// items delivered, items acknowledged.
+    counted: u64,
     other: u64,
 }
 
@@ -101,6 +106,12 @@ impl Routing {
                         max_lsn = Some(lsn);
                         black_box(cmd);
                     }
+                    Output::Event(
+                        ServerEvent::MessageAccepted { .. } | ServerEvent::Acknowledged { .. },
+                    ) => self.seen.counted += 1,
+                    Output::Event(ServerEvent::Delivered {
+                        messages, notices, ..
+                    }) => self.seen.counted += u64::from(messages + notices),
                     other => {
                         self.seen.other += 1;
                         black_box(other);
@@ -321,17 +332,20 @@ fn check_round(r: &mut Routing) {
         transmits: r.seen.transmits - before.transmits,
         bytes: 0,
         persists: r.seen.persists - before.persists,
+        counted: r.seen.counted - before.counted,
         other: r.seen.other - before.other,
     };
     // Per pair, one transmit each of the Accepteds, the Messages and the
     // Notices (a drain coalesces a connection's frames); per message,
-    // Enqueue, Ack, Enqueue (notice), Ack.
+    // Enqueue, Ack, Enqueue (notice), Ack; and the events a driver
+    // counts: accepted, message and notice delivered, both acknowledged.
     assert_eq!(
         seen,
         Seen {
             transmits: 3 * PAIRS as u64,
             bytes: 0,
             persists: 4 * n,
+            counted: 5 * n,
             other: 0
         }
     );

@@ -45,6 +45,7 @@
 //! on [`StoreEvents`].
 
 use crate::cluster::{ClusterCommand, ClusterCommands, ClusterEvent};
+use crate::metrics::{Metrics, TransportKind};
 use crate::os::{os_seed, unix_ms_now};
 use crate::queue::{
     OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, outbound,
@@ -58,7 +59,7 @@ use missive_core::server::PersistCmd;
 use missive_core::server::{CloseReason, Input, Output, Server, ServerConfig, ServerEvent};
 use missive_core::wire::Link;
 use missive_core::{ConnId, Lsn, UserName};
-use missive_store::{Store, StoreError, StoreEvent, StoreStats, StoreThread};
+use missive_store::{CommitReport, Store, StoreError, StoreEvent, StoreStats, StoreThread};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -158,12 +159,15 @@ struct InlineStore {
 }
 
 impl InlineStore {
-    /// Commits the batch; `Some(lsn)` when it became durable up to `lsn`.
-    fn commit(&mut self) -> Result<Option<Lsn>, StoreError> {
+    /// Commits the batch; `Some(lsn)` when it became durable up to `lsn`,
+    /// with the commit's report.
+    fn commit(&mut self) -> Result<Option<(Lsn, CommitReport)>, StoreError> {
         let Some(lsn) = self.last else {
             return Ok(None);
         };
+        let started = Instant::now();
         self.store.commit(&self.batch)?;
+        let report = CommitReport::new(self.batch.len(), started.elapsed());
         let n = self.batch.len() as u64;
         self.stats.commits += 1;
         self.stats.commands += n;
@@ -171,7 +175,7 @@ impl InlineStore {
         self.stats.durable_lsn = Some(lsn);
         self.batch.clear();
         self.last = None;
-        Ok(Some(lsn))
+        Ok(Some((lsn, report)))
     }
 }
 
@@ -194,6 +198,12 @@ pub struct ServerEngine {
     served: HashMap<Shard, u64>,
     /// Operators' removals of users waiting for the core's answer.
     removals: Removals,
+    /// Where the engine counts what happens.
+    metrics: Metrics,
+    /// Every connection the core knows: its transport, and whether it is
+    /// logged in (for the connection gauges; dropped when the core reports
+    /// it closed).
+    transports: HashMap<ConnId, (TransportKind, bool)>,
 }
 
 impl fmt::Debug for ServerEngine {
@@ -213,8 +223,19 @@ impl ServerEngine {
     /// feed each to [`store_event`](ServerEngine::store_event).
     pub fn start(
         config: ServerConfig,
+        store: Box<dyn Store>,
+        limits: QueueLimits,
+    ) -> Result<(Self, StoreEvents), EngineError> {
+        Self::start_with(config, store, limits, Metrics::new())
+    }
+
+    /// [`start`](ServerEngine::start), counting into `metrics` (the store's
+    /// commits included, from its thread).
+    pub fn start_with(
+        config: ServerConfig,
         mut store: Box<dyn Store>,
         limits: QueueLimits,
+        metrics: Metrics,
     ) -> Result<(Self, StoreEvents), EngineError> {
         let state = store.load()?;
         let seed = os_seed().map_err(EngineError::Seed)?;
@@ -230,9 +251,14 @@ impl ServerEngine {
                 events: tx,
             })
         } else {
-            Persistence::Thread(StoreThread::spawn(store, move |event| {
-                let _ = tx.unbounded_send(event);
-            }))
+            let commits = metrics.clone();
+            Persistence::Thread(StoreThread::spawn_reporting(
+                store,
+                move |event| {
+                    let _ = tx.unbounded_send(event);
+                },
+                move |report| commits.commit(report),
+            ))
         };
         let now = Instant::now();
         let server = Server::new(config, state, seed, now, unix_ms_now());
@@ -248,7 +274,10 @@ impl ServerEngine {
             cluster: None,
             served: HashMap::new(),
             removals: Removals::default(),
+            metrics,
+            transports: HashMap::new(),
         };
+        engine.metrics.set_store_available(true);
         engine.drain(now);
         Ok((engine, StoreEvents { rx }))
     }
@@ -322,31 +351,45 @@ impl ServerEngine {
     /// `link`): returns its id, the queue its writer drains and the signal
     /// its reader watches.
     pub fn accept(&mut self, now: Instant, link: Link) -> (ConnId, OutboundReceiver, StopSignal) {
+        self.accept_over(now, link, TransportKind::of(&link))
+    }
+
+    /// [`accept`](ServerEngine::accept), counted as a connection over
+    /// `transport`.
+    pub fn accept_over(
+        &mut self,
+        now: Instant,
+        link: Link,
+        transport: TransportKind,
+    ) -> (ConnId, OutboundReceiver, StopSignal) {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let (tx, rx, stop) = outbound(self.limits);
         self.conns.insert(conn, tx);
         self.stats.accepted += 1;
+        self.transports.insert(conn, (transport, false));
+        self.metrics.connection_opened(transport);
         self.server.handle_input(now, Input::Connected(conn, link));
         self.drain(now);
         (conn, rx, stop)
     }
 
-    /// Registers a new socket from `peer` like [`accept`](ServerEngine::accept),
-    /// unless `max_connections` are open: then `None`, and the driver closes
-    /// the socket at once.
+    /// Registers a new socket from `peer` over `transport` like
+    /// [`accept_over`](ServerEngine::accept_over), unless `max_connections`
+    /// are open: then `None`, and the driver closes the socket at once.
     pub fn admit(
         &mut self,
         now: Instant,
         max_connections: usize,
         peer: Option<SocketAddr>,
         link: Link,
+        transport: TransportKind,
     ) -> Option<(ConnId, OutboundReceiver, StopSignal)> {
         if self.conns.len() >= max_connections {
             tracing::warn!(?peer, "connection limit reached, refusing");
             return None;
         }
-        let accepted = self.accept(now, link);
+        let accepted = self.accept_over(now, link, transport);
         tracing::debug!(conn = accepted.0.0, ?peer, "connection accepted");
         Some(accepted)
     }
@@ -426,6 +469,7 @@ impl ServerEngine {
             }
             StoreEvent::Failed(e) => {
                 self.store_stopped = true;
+                self.metrics.set_store_available(false);
                 Err(e)
             }
             StoreEvent::Fenced(shards) => {
@@ -497,6 +541,11 @@ impl ServerEngine {
         self.server.storage_available()
     }
 
+    /// Where the engine counts (the driver's admin listener reads it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The core server (read-only: for metrics and tests).
     pub fn server(&self) -> &Server {
         &self.server
@@ -545,9 +594,12 @@ impl ServerEngine {
                     self.stats.durable = self.stats.durable.max(lsn);
                     self.server.handle_input(now, Input::Durable(lsn));
                 }
-                None => return,
+                None => break,
             }
         }
+        let state = self.server.state();
+        self.metrics
+            .set_queued(state.queued_items(), state.queued_bytes());
     }
 
     /// Commits an inline store's batch; the LSN made durable, if any.
@@ -556,12 +608,16 @@ impl ServerEngine {
             return None;
         };
         match inline.commit() {
-            Ok(lsn) => lsn,
+            Ok(committed) => committed.map(|(lsn, report)| {
+                self.metrics.commit(&report);
+                lsn
+            }),
             Err(e) => {
                 tracing::error!("store commit failed, changes are no longer durable: {e}");
                 let _ = inline.events.unbounded_send(StoreEvent::Failed(e));
                 self.store = None;
                 self.store_stopped = true;
+                self.metrics.set_store_available(false);
                 None
             }
         }
@@ -597,11 +653,13 @@ impl ServerEngine {
                     if let Err(e) = submitted
                         && !std::mem::replace(&mut self.store_stopped, true)
                     {
+                        self.metrics.set_store_available(false);
                         tracing::error!("store stopped, changes are no longer durable: {e}");
                     }
                 }
                 Output::Event(event) => {
                     self.removals.on_event(&event);
+                    self.count(&event);
                     log_event(&event);
                 }
                 Output::Forward {
@@ -617,6 +675,25 @@ impl ServerEngine {
                     self.send_to_coordinator(ClusterCommand::Reply { call, reply })
                 }
             }
+        }
+    }
+
+    /// Counts `event`: by the connection's transport for logins and ends of
+    /// connections, in [`Metrics::server_event`] for the rest.
+    fn count(&mut self, event: &ServerEvent) {
+        match event {
+            ServerEvent::LoggedIn { conn, .. } => {
+                if let Some((transport, logged_in)) = self.transports.get_mut(conn) {
+                    *logged_in = true;
+                    self.metrics.connection_logged_in(*transport);
+                }
+            }
+            ServerEvent::ConnectionClosed { conn, .. } => {
+                if let Some((transport, logged_in)) = self.transports.remove(conn) {
+                    self.metrics.connection_closed(transport, logged_in);
+                }
+            }
+            other => self.metrics.server_event(other),
         }
     }
 
@@ -648,6 +725,7 @@ impl ServerEngine {
                     "slow consumer: outbound queue full, dropping the connection"
                 );
                 self.stats.slow_consumers += 1;
+                self.metrics.slow_consumer();
                 if let Some(tx) = self.conns.remove(&conn) {
                     tx.abort();
                 }
@@ -731,10 +809,16 @@ mod tests {
         )
         .unwrap();
         let now = Instant::now();
-        let (first, _rx, _stop) = engine.admit(now, 2, None, Link::PLAINTEXT).unwrap();
-        let (second, _rx2, _stop2) = engine.admit(now, 2, None, Link::PLAINTEXT).unwrap();
+        let (first, _rx, _stop) = engine
+            .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+            .unwrap();
+        let (second, _rx2, _stop2) = engine
+            .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+            .unwrap();
         assert!(
-            engine.admit(now, 2, None, Link::PLAINTEXT).is_none(),
+            engine
+                .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+                .is_none(),
             "limit reached"
         );
         assert_eq!(engine.stats().accepted, 2);
@@ -743,7 +827,9 @@ mod tests {
         engine.conn_events(now, ConnEvent::Closed(first), || ready.pop());
         assert_eq!(engine.connection_count(), 0);
         assert!(
-            engine.admit(now, 2, None, Link::PLAINTEXT).is_some(),
+            engine
+                .admit(now, 2, None, Link::PLAINTEXT, TransportKind::Tcp)
+                .is_some(),
             "room again"
         );
         // The store thread gone: the driver must stop.
@@ -818,6 +904,15 @@ mod tests {
         assert_eq!(engine.connection_count(), 0);
         assert_eq!(engine.stats().slow_consumers, 1);
         assert_eq!(engine.server().connection_count(), 0);
+        let text = engine.metrics().encode();
+        assert!(
+            text.contains("missive_slow_consumer_drops_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missive_connections{transport=\"tcp\",state=\"open\"} 0\n"),
+            "the dropped connection is no longer open: {text}"
+        );
         assert!(stop.is_stopped());
         assert_eq!(poll_once(rx.aborted()), Poll::Ready(()));
     }
@@ -837,6 +932,9 @@ mod tests {
         assert!(matches!(engine.store, Some(Persistence::Inline(_))));
         assert!(store.state().server_id().is_some(), "server id committed");
         assert_eq!(engine.stats().durable, Lsn(1));
+        let text = engine.metrics().encode();
+        assert!(text.contains("missive_store_commits_total 1\n"), "{text}");
+        assert!(text.contains("missive_store_available 1\n"), "{text}");
         assert_eq!(engine.server().durable_lsn(), Lsn(1));
         let stats = engine.shutdown(Instant::now()).unwrap();
         assert_eq!((stats.commits, stats.commands), (1, 1));
@@ -971,6 +1069,15 @@ mod tests {
             panic!("the failure is reported at once");
         };
         assert!(matches!(event, Some(StoreEvent::Failed(_))));
+        assert_eq!(
+            engine.metrics().readiness(),
+            Err("not serving (starting or stopping)")
+        );
+        engine.metrics().set_serving(true);
+        assert_eq!(
+            engine.metrics().readiness(),
+            Err("the store is not available")
+        );
         assert!(engine.store_report(Instant::now(), event).is_err());
         assert!(engine.shutdown(Instant::now()).is_err());
     }

@@ -20,6 +20,9 @@
 //!   and presence futures, login results, events for the application;
 //! - [`home`]: the client's home directory (private key PEM with mode 0600,
 //!   state saved atomically) and key generation with progress;
+//! - [`metrics`]: the server's Prometheus metrics, counted from the
+//!   core's events by the engine, served by the driver's
+//!   [`AdminListener`](driver::AdminListener) with `/healthz` and `/readyz`;
 //! - [`os`]: the OS seed and the wall clock; [`Backoff`] for reconnecting;
 //! - [`serve`]: driver options, the stop report and the control channel of a
 //!   server ([`serve::ServerHandle`]);
@@ -39,6 +42,7 @@ pub mod cluster;
 pub mod driver;
 pub mod engine;
 pub mod home;
+pub mod metrics;
 pub mod os;
 pub mod queue;
 mod removals;
@@ -53,6 +57,7 @@ pub use engine::{
     ConnEvent, CoordinatorGone, EngineError, EngineStats, ServerEngine, StoreEvents, UserRemoved,
 };
 pub use home::{ClientHome, HomeError, UserHome};
+pub use metrics::{Metrics, TransportKind};
 pub use os::{os_seed, unix_ms_now};
 pub use queue::{
     OutboundReceiver, OutboundSender, QueueLimits, StopSignal, TrySendError, WriterStep,

@@ -10,6 +10,7 @@
 
 use crate::driver::TaskFailed;
 use crate::engine::{EngineStats, ServerEngine, UserRemoved};
+use crate::metrics::Metrics;
 use crate::queue::QueueLimits;
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
@@ -39,6 +40,9 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Time given to writers to flush their queues at shutdown (default 5 s).
     pub drain_timeout: Duration,
+    /// Where the server counts (a fresh set by default; give a clone of the
+    /// one an [`AdminListener`](crate::driver::AdminListener) serves).
+    pub metrics: Metrics,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +52,7 @@ impl Default for ServerOptions {
             inbound_capacity: 1024,
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(5),
+            metrics: Metrics::new(),
         }
     }
 }

@@ -70,7 +70,7 @@ pub use redb_store::RedbStore;
 pub fn redb_file_name() -> &'static str {
     redb_store::FILE_NAME
 }
-pub use thread::{StoreEvent, StoreStats, StoreThread};
+pub use thread::{CommitReport, StoreEvent, StoreStats, StoreThread};
 
 use std::path::PathBuf;
 

@@ -61,6 +61,24 @@ pub enum StoreEvent {
     Failed(StoreError),
 }
 
+/// One successful commit, as the store thread reports it to an observer
+/// ([`StoreThread::spawn_reporting`]): for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitReport {
+    /// Commands in the commit.
+    pub commands: usize,
+    /// How long the commit took (the transaction and its `fsync`).
+    pub duration: Duration,
+}
+
+impl CommitReport {
+    /// A commit of `commands` that took `duration`.
+    pub fn new(commands: usize, duration: Duration) -> Self {
+        Self { commands, duration }
+    }
+}
+
 /// Counters of a [`StoreThread`], for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -155,12 +173,27 @@ impl StoreThread {
     ///
     /// If the OS cannot create a thread (as [`std::thread::spawn`]).
     pub fn spawn(store: impl Store, on_event: impl Fn(StoreEvent) + Send + 'static) -> Self {
+        Self::spawn_reporting(store, on_event, |_| {})
+    }
+
+    /// [`spawn`](StoreThread::spawn), with `on_commit` told of every
+    /// successful commit (on the store thread, before its
+    /// [`StoreEvent::Durable`]; it should be quick: metrics).
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot create a thread (as [`std::thread::spawn`]).
+    pub fn spawn_reporting(
+        store: impl Store,
+        on_event: impl Fn(StoreEvent) + Send + 'static,
+        on_commit: impl Fn(&CommitReport) + Send + 'static,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("missive-store".into())
-            .spawn(move || run(store, rx, &on_event, &thread_counters))
+            .spawn(move || run(store, rx, &on_event, &on_commit, &thread_counters))
             .expect("failed to spawn the store thread");
         Self {
             tx: Some(tx),
@@ -272,6 +305,7 @@ fn run(
     mut store: impl Store,
     rx: Receiver<Msg>,
     on_event: &dyn Fn(StoreEvent),
+    on_commit: &dyn Fn(&CommitReport),
     counters: &Counters,
 ) -> Result<(), StoreError> {
     let mut inbox = Inbox {
@@ -300,8 +334,10 @@ fn run(
             pending.answer_waiters();
             continue;
         };
+        let started = Instant::now();
         match store.commit_under(&pending.batch, &pending.epochs) {
             Ok(()) => {
+                on_commit(&CommitReport::new(pending.batch.len(), started.elapsed()));
                 if let Some(outage) = outage.take() {
                     tracing::warn!(
                         failed_tries = outage.failures,

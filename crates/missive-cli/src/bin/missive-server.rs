@@ -6,7 +6,9 @@ use clap::Parser;
 use missive_cluster::{Coordinator, CoordinatorOptions};
 use missive_core::cluster::ClusterConfig;
 use missive_core::server::ServerConfig;
+use missive_runtime::Metrics;
 use missive_runtime::cluster::cluster_link;
+use missive_runtime::driver::AdminListener;
 use missive_runtime::driver::{
     self, AllowedOrigins, BoundServer, ByteStream, CertifiedKey, Listener, StaticSite, TlsListener,
     WsListener, certificate_fingerprint, listen_tcp, load_certificate, load_or_create_self_signed,
@@ -17,6 +19,7 @@ use missive_store::{MemoryStore, PostgresStore, RedbStore, Store};
 use missive_tokio::{QueueLimits, ServerOptions, Tokio};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -173,6 +176,11 @@ struct Args {
     /// Requests without an Origin (not from a browser) are always let in.
     #[arg(long, value_name = "ORIGIN", requires = "ws_listen")]
     ws_allowed_origin: Vec<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on
+    /// ADDR (e.g. 127.0.0.1:9090). Off unless set; keep it on loopback or
+    /// a private network.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Refuse logins without a channel binding (docs/PROTOCOL.md §3.2):
     /// only TLS connections can log in. Leave it off behind a TLS
     /// terminator, which turns every connection into a plaintext one.
@@ -547,6 +555,28 @@ impl Args {
         ws.with_site(site)
     }
 
+    /// The admin listener serving `metrics`, if --admin-listen asks for
+    /// one: bound and answering (`/readyz` says 503 until the server
+    /// serves). Its address, to announce.
+    async fn admin_listener(&self, metrics: &Metrics) -> Result<Option<SocketAddr>, String> {
+        let Some(addr) = &self.admin_listen else {
+            return Ok(None);
+        };
+        let admin = AdminListener::<Tokio>::bind(addr.as_str(), metrics.clone())
+            .await
+            .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
+        let local = admin.local_addr();
+        if !local.ip().is_loopback() {
+            tracing::warn!(
+                addr = %local,
+                "the admin listener (metrics, health) on a non-loopback address: plain HTTP, no authentication"
+            );
+        }
+        tracing::info!(addr = %local, "admin listener: /metrics, /healthz, /readyz");
+        tokio::spawn(admin.serve());
+        Ok(Some(local))
+    }
+
     /// The WebSocket listener's TCP listener, if --ws-listen asks for one.
     async fn ws_tcp(&self) -> Result<Option<missive_tokio::TcpListener>, String> {
         let Some(addr) = &self.ws_listen else {
@@ -649,6 +679,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let metrics = Metrics::new();
+    let admin_http = args.admin_listener(&metrics).await?;
     let cluster = args.coordinator().map(|options| Cluster {
         options,
         fence: Fence::default(),
@@ -705,11 +737,12 @@ async fn run(args: Args) -> Result<(), String> {
         required: args.admin_socket.is_some(),
     });
     let max_frame = args.config().max_frame;
+    let mut options = args.options();
+    options.metrics = metrics.clone();
     if args.plaintext {
-        let server =
-            BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, args.options())
-                .await
-                .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
+        let server = BoundServer::<Tokio>::bind_with(args.listen(), args.config(), store, options)
+            .await
+            .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
         if !server.local_addr().ip().is_loopback() {
             tracing::warn!(
                 addr = %server.local_addr(),
@@ -720,7 +753,7 @@ async fn run(args: Args) -> Result<(), String> {
             .ws_tcp()
             .await?
             .map(|tcp| args.ws_listener(tcp, max_frame, "http"));
-        return serve(server, "plaintext", ws, "ws", cluster, admin).await;
+        return serve(server, "plaintext", ws, "ws", cluster, admin, admin_http).await;
     }
     let certificate = certificate(&args)?;
     let fingerprint = certificate_fingerprint(&certificate.chain[0]);
@@ -728,15 +761,15 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("TLS: {e}"))?;
     let ws_tls = websocket_server_config(&tls);
     let server =
-        BoundServer::<Tokio, _>::bind_tls(args.listen(), tls, args.config(), store, args.options())
+        BoundServer::<Tokio, _>::bind_tls(args.listen(), tls, args.config(), store, options)
             .await
             .map_err(|e| format!("cannot start on {}: {e}", args.listen()))?;
     let ws = args.ws_tcp().await?.map(|tcp| {
-        let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls);
+        let tls = TlsListener::<Tokio, _>::new(tcp, ws_tls).counting_failures(&metrics);
         args.ws_listener(tls, max_frame, "https")
     });
     let note = format!("TLS, certificate {fingerprint}");
-    serve(server, &note, ws, "wss", cluster, admin).await
+    serve(server, &note, ws, "wss", cluster, admin, admin_http).await
 }
 
 /// Where `missive-server admin` reaches the server, and the store's backup
@@ -785,7 +818,8 @@ fn certificate(args: &Args) -> Result<CertifiedKey, String> {
 }
 
 /// Prints `listening on ADDR (NOTE)` — and `listening on SCHEME://ADDR/
-/// (WebSocket, NOTE)` when it serves `ws` too — and serves until SIGINT or
+/// (WebSocket, NOTE)` when it serves `ws` too, then `admin on
+/// http://ADDR/` with an `admin` listener — and serves until SIGINT or
 /// SIGTERM; as a cluster node, with its coordinator, which it stops last.
 async fn serve<L: Listener, W: Listener>(
     server: BoundServer<Tokio, L>,
@@ -794,6 +828,7 @@ async fn serve<L: Listener, W: Listener>(
     scheme: &str,
     cluster: Option<Cluster>,
     admin: Option<Admin>,
+    admin_http: Option<SocketAddr>,
 ) -> Result<(), String> {
     // Removed when it is dropped, once the server has stopped.
     let _admin_socket = match admin {
@@ -825,7 +860,7 @@ async fn serve<L: Listener, W: Listener>(
         }
         None => (server, None),
     };
-    let served = announce_and_serve(server, note, ws, scheme).await;
+    let served = announce_and_serve(server, note, ws, scheme, admin_http).await;
     if let Some(coordinator) = coordinator {
         // The engine told it to stop (or is gone): it hands its leases back.
         let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
@@ -838,6 +873,7 @@ async fn announce_and_serve<L: Listener, W: Listener>(
     note: &str,
     ws: Option<W>,
     scheme: &str,
+    admin_http: Option<SocketAddr>,
 ) -> Result<(), String> {
     let shutdown = shutdown_signal();
     let mut lines = vec![format!("listening on {} ({note})", server.local_addr())];
@@ -846,6 +882,11 @@ async fn announce_and_serve<L: Listener, W: Listener>(
         tracing::info!(%addr, "serving WebSocket");
         lines.push(format!(
             "listening on {scheme}://{addr}/ (WebSocket, {note})"
+        ));
+    }
+    if let Some(addr) = admin_http {
+        lines.push(format!(
+            "admin on http://{addr}/ (metrics, healthz, readyz)"
         ));
     }
     {

@@ -127,6 +127,9 @@ impl Server {
         answer: Held,
     ) -> Lsn {
         let seq = self.state.record(to).mailbox.next_seq;
+        self.event(ServerEvent::MessageAccepted {
+            bytes: envelope.len(),
+        });
         let item = MailItem::Message {
             from,
             id,
@@ -239,6 +242,10 @@ impl Server {
             user,
             from,
         );
+        self.event(ServerEvent::Acknowledged {
+            conn,
+            message: delivered.is_some(),
+        });
         if let Some((from, id)) = delivered {
             self.notify_sender(now, from, Notice::Delivered { to: name, id });
         }
@@ -306,6 +313,7 @@ impl Server {
             return None;
         }
         let mut undeliverable = None;
+        let (mut messages, mut notices) = (0u32, 0u32);
         for (seq, item) in record.mailbox.items.range(session.cursor..end) {
             if session.in_flight.len() >= window {
                 break;
@@ -330,7 +338,13 @@ impl Server {
             };
             // In flight only once its frame is in the buffer.
             match encode_frame_into(&delivery, max_frame, &mut c.tx) {
-                Ok(()) => session.in_flight.push(*seq),
+                Ok(()) => {
+                    session.in_flight.push(*seq);
+                    match delivery {
+                        Delivery::Message { .. } => messages += 1,
+                        Delivery::Notice { .. } => notices += 1,
+                    }
+                }
                 Err(error) => {
                     undeliverable = Some((*seq, error));
                     break;
@@ -339,6 +353,13 @@ impl Server {
         }
         if was_empty && !c.tx.is_empty() {
             self.dirty.push(conn);
+        }
+        if messages + notices > 0 {
+            self.event(ServerEvent::Delivered {
+                conn,
+                messages,
+                notices,
+            });
         }
         undeliverable
     }

@@ -181,6 +181,9 @@ impl Server {
             Some(MailItem::Notice { .. }) => None,
             None => return,
         };
+        self.event(super::ServerEvent::Expired {
+            message: message.is_some(),
+        });
         let name = self.state.name(owner).clone();
         let from = message.as_ref().and_then(|(from, _)| from.local());
         self.persist_resolved(

@@ -94,6 +94,10 @@ impl Server {
             return;
         }
         if self.state.user(&user).is_none() {
+            self.event(ServerEvent::LoginFailed {
+                conn,
+                code: ErrorCode::UnknownUser,
+            });
             return self.send_error(
                 conn,
                 ErrorCode::UnknownUser,
@@ -167,6 +171,10 @@ impl Server {
         let challenge = match c.challenge.take() {
             Some(ch) if ch.expires > now => ch,
             _ => {
+                self.event(ServerEvent::LoginFailed {
+                    conn,
+                    code: ErrorCode::NoChallenge,
+                });
                 return self.send_error(
                     conn,
                     ErrorCode::NoChallenge,
@@ -192,6 +200,10 @@ impl Server {
                 match stored {
                     Some(Ok(key)) => (AuthContext::Login, user, key),
                     _ => {
+                        self.event(ServerEvent::LoginFailed {
+                            conn,
+                            code: ErrorCode::AuthFailed,
+                        });
                         return self.fatal(
                             now,
                             conn,
@@ -212,6 +224,12 @@ impl Server {
             client_nonce,
         };
         if transcript.verify(&key, signature).is_err() {
+            if context == AuthContext::Login {
+                self.event(ServerEvent::LoginFailed {
+                    conn,
+                    code: ErrorCode::AuthFailed,
+                });
+            }
             return self.fatal(
                 now,
                 conn,

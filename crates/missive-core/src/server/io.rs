@@ -220,6 +220,50 @@ pub enum ServerEvent {
         /// Whether the store can make changes durable now.
         available: bool,
     },
+    /// A login was refused: `UnknownUser` at `login`, `NoChallenge` or
+    /// `AuthFailed` at `prove` (fatal: the connection closes too).
+    LoginFailed {
+        /// The connection.
+        conn: ConnId,
+        /// The error it was answered.
+        code: ErrorCode,
+    },
+    /// A message was queued for its recipient (its `accepted` answer
+    /// follows once it is durable; a retried send is not counted again).
+    MessageAccepted {
+        /// Its envelope's size.
+        bytes: usize,
+    },
+    /// A `send` was refused with `code` (any error answer naming a message
+    /// id: nothing was queued).
+    MessageRefused {
+        /// The sender's connection.
+        conn: ConnId,
+        /// The error it was answered.
+        code: ErrorCode,
+    },
+    /// Queued items were written to a connection (now in flight).
+    Delivered {
+        /// The recipient's connection.
+        conn: ConnId,
+        /// Messages among them.
+        messages: u32,
+        /// Notices among them.
+        notices: u32,
+    },
+    /// A delivery was acknowledged: the item left its mailbox.
+    Acknowledged {
+        /// The recipient's connection.
+        conn: ConnId,
+        /// A message (else a notice).
+        message: bool,
+    },
+    /// A queued item reached its deadline (or could not be delivered) and
+    /// left its mailbox without being delivered.
+    Expired {
+        /// A message (else a notice).
+        message: bool,
+    },
     /// A reply could not be encoded within `max_frame` and was not sent
     /// (a server bug: every reply the server builds is far smaller).
     ReplyNotSent {

@@ -565,7 +565,8 @@ impl Server {
         }
     }
 
-    /// A non-fatal error answer.
+    /// A non-fatal error answer. One naming a message id refuses that
+    /// send (`ServerEvent::MessageRefused`).
     fn send_error(
         &mut self,
         conn: ConnId,
@@ -574,6 +575,9 @@ impl Server {
         user: Option<UserName>,
         detail: &str,
     ) {
+        if id.is_some() {
+            self.event(ServerEvent::MessageRefused { conn, code });
+        }
         self.send(
             conn,
             &ServerPacket::Error {

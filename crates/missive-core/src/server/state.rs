@@ -188,6 +188,8 @@ pub struct ServerState {
     /// as the outstanding messages of whoever registers the name again
     /// (as they do in a state rebuilt from a store).
     removed: BTreeSet<UserName>,
+    /// Envelope bytes of the messages queued in all mailboxes.
+    queued_bytes: u64,
     /// The hasher of `index` and of every mailbox's `per_sender` map.
     hasher: PeerKeyHasher,
 }
@@ -340,6 +342,7 @@ impl ServerState {
         let slot = self.users[id.index()].take()?;
         self.vacant.push(id);
         self.queued -= slot.record.mailbox.items.len();
+        self.queued_bytes -= slot.record.mailbox.message_bytes;
         for item in slot.record.mailbox.items.values() {
             if let MailItem::Message { from, .. } = item
                 && let Some(sender) = self.id_of(from)
@@ -410,6 +413,7 @@ impl ServerState {
             MailItem::Message { from, envelope, .. } => {
                 mailbox.message_count += 1;
                 mailbox.message_bytes += envelope.len() as u64;
+                self.queued_bytes += envelope.len() as u64;
                 let len = envelope.len() as u64;
                 match mailbox.per_sender.get_mut(from) {
                     Some(usage) => {
@@ -443,6 +447,7 @@ impl ServerState {
             MailItem::Message { from, envelope, .. } => {
                 mailbox.message_count -= 1;
                 mailbox.message_bytes -= envelope.len() as u64;
+                self.queued_bytes -= envelope.len() as u64;
                 if let Some(usage) = mailbox.per_sender.get_mut(from) {
                     usage.messages -= 1;
                     usage.bytes -= envelope.len() as u64;
@@ -486,6 +491,11 @@ impl ServerState {
     /// Items queued in all mailboxes.
     pub fn queued_items(&self) -> usize {
         self.queued
+    }
+
+    /// Envelope bytes of the messages queued in all mailboxes.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
     }
 
     /// The commands that rebuild this state from nothing (a snapshot): server
@@ -615,10 +625,12 @@ mod tests {
         state.apply(&message("a", "b", 0));
         state.apply(&message("a", "c", 0));
         assert_eq!(state.user(&name("a")).unwrap().outstanding, 2);
+        assert_eq!(state.queued_bytes(), 4);
         let b = state.remove_user(&name("b")).unwrap();
         assert_eq!(state.remove_user(&name("b")), None);
         assert_eq!(state.user(&name("b")), None);
         assert_eq!((state.user_count(), state.queued_items()), (2, 1));
+        assert_eq!(state.queued_bytes(), 2);
         assert_eq!(state.user(&name("a")).unwrap().outstanding, 1);
         assert_eq!(state.users().count(), 2);
         assert_eq!(ServerState::replay(&state.snapshot()), state);

@@ -2365,3 +2365,120 @@ fn an_operator_removes_a_user_and_the_name_is_free_again() {
     let from_snapshot = ServerState::replay(&h.server.state().snapshot());
     assert_eq!(&from_snapshot, h.server.state());
 }
+
+/// The events a driver counts (docs/OPERATIONS metrics): login failures by
+/// code, messages accepted, refused by code, delivered, acknowledged and
+/// expired, each once.
+#[test]
+fn counted_events_are_emitted_once_each() {
+    let config = ServerConfig {
+        message_ttl: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let conn = h.hello(1);
+    h.send(
+        conn,
+        &ClientPacket::Login {
+            user: name("nobody"),
+        },
+    );
+    h.expect_error(conn, ErrorCode::UnknownUser);
+    h.send(
+        conn,
+        &ClientPacket::Prove {
+            client_nonce: [0; 32],
+            signature: vec![0; 256],
+        },
+    );
+    h.expect_error(conn, ErrorCode::NoChallenge);
+    let failures: Vec<ErrorCode> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::LoginFailed { conn: c, code } if *c == conn => Some(*code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, [ErrorCode::UnknownUser, ErrorCode::NoChallenge]);
+
+    let a = h.user(2, "alice", &ids()[0]);
+    let b = h.user(3, "bob", &ids()[1]);
+    h.events.clear();
+    h.send_msg(a, 1, "bob", b"sealed");
+    h.expect(a);
+    h.send_msg(a, 1, "bob", b"sealed"); // a retry: accepted, not counted again
+    h.expect(a);
+    h.send_msg(a, 2, "nobody", b"x");
+    h.expect_error(a, ErrorCode::UnknownUser);
+    let seq = match h.expect(b) {
+        ServerPacket::Message { seq, .. } => seq,
+        other => panic!("{other:?}"),
+    };
+    h.send(b, &ClientPacket::Ack { seq });
+    let count =
+        |h: &Harness, f: &dyn Fn(&ServerEvent) -> bool| h.events.iter().filter(|e| f(e)).count();
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::MessageAccepted { bytes: 6 }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::MessageRefused { conn, code: ErrorCode::UnknownUser } if *conn == a
+        )),
+        1
+    );
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::Delivered { conn, messages: 1, notices: 0 } if *conn == b
+        )),
+        1
+    );
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::Acknowledged { conn, message: true } if *conn == b
+        )),
+        1
+    );
+    // The sender's `delivered` notice goes out and is acknowledged too.
+    match h.expect(a) {
+        ServerPacket::Notice { seq, .. } => h.send(a, &ClientPacket::Ack { seq }),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::Delivered { conn, messages: 0, notices: 1 } if *conn == a
+        )),
+        1
+    );
+    assert_eq!(
+        count(&h, &|e| matches!(
+            e,
+            ServerEvent::Acknowledged { conn, message: false } if *conn == a
+        )),
+        1
+    );
+
+    // A message for bob offline expires: one event for it, then one for
+    // the `expired` notice alice never reads.
+    h.input_disconnect(b);
+    h.input_disconnect(a);
+    let a = h.user(4, "alice", &ids()[0]);
+    h.send_msg(a, 3, "bob", b"late");
+    h.expect(a);
+    h.input_disconnect(a);
+    h.events.clear();
+    h.advance(Duration::from_secs(3601));
+    assert_eq!(
+        count(&h, &|e| matches!(e, ServerEvent::Expired { message: true })),
+        1
+    );
+    assert_eq!(h.server.state().queued_bytes(), 0);
+}

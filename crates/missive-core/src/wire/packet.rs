@@ -308,6 +308,40 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's name as docs/PROTOCOL.md §2.5 writes it (`QueueFull`),
+    /// `Unknown` for a code this implementation does not know: for logs
+    /// and metric labels.
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            UnknownUser => "UnknownUser",
+            NameTaken => "NameTaken",
+            QueueFull => "QueueFull",
+            EnvelopeTooLarge => "EnvelopeTooLarge",
+            RateLimited => "RateLimited",
+            UnknownSeq => "UnknownSeq",
+            NotLoggedIn => "NotLoggedIn",
+            AlreadyAuthenticated => "AlreadyAuthenticated",
+            NoChallenge => "NoChallenge",
+            BadKey => "BadKey",
+            Busy => "Busy",
+            IdReused => "IdReused",
+            Unavailable => "Unavailable",
+            StorageUnavailable => "StorageUnavailable",
+            Moved => "Moved",
+            Unknown(_) => "Unknown",
+            Malformed => "Malformed",
+            UnsupportedVersion => "UnsupportedVersion",
+            UnexpectedPacket => "UnexpectedPacket",
+            AuthFailed => "AuthFailed",
+            Timeout => "Timeout",
+            SessionReplaced => "SessionReplaced",
+            FrameTooLarge => "FrameTooLarge",
+            SlowConsumer => "SlowConsumer",
+            ShuttingDown => "ShuttingDown",
+        }
+    }
+
     /// Whether the server closes the connection after this error.
     pub fn is_fatal(self) -> bool {
         u16::from(self) >= 100

@@ -9,6 +9,7 @@ use super::runtime::{Runtime, Task, timeout};
 use super::transport::Listener;
 use futures_util::Stream;
 use futures_util::stream::FuturesUnordered;
+use prometheus_client::metrics::counter::Counter;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
@@ -36,6 +37,8 @@ pub(crate) struct Handshakes<R, T> {
     pub(crate) max: usize,
     /// What is upgraded, for the logs.
     what: &'static str,
+    /// Counts handshakes that failed or were cut at their deadline.
+    pub(crate) failures: Option<Counter>,
     runtime: PhantomData<fn() -> R>,
 }
 
@@ -58,6 +61,7 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
             limit: HANDSHAKE_TIMEOUT,
             max: MAX_HANDSHAKES,
             what,
+            failures: None,
             runtime: PhantomData,
         }
     }
@@ -96,6 +100,12 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
         peer: Option<SocketAddr>,
     ) {
         let (limit, what) = (self.limit, self.what);
+        let failures = self.failures.clone();
+        let failed = move || {
+            if let Some(failures) = &failures {
+                failures.inc();
+            }
+        };
         self.running.push(Task::spawn::<R>(async move {
             match timeout::<R, _>(limit, handshake).await {
                 Some(Ok(Some(upgraded))) => Some((upgraded, peer)),
@@ -105,10 +115,12 @@ impl<R: Runtime, T: Send + 'static> Handshakes<R, T> {
                 }
                 Some(Err(error)) => {
                     tracing::debug!(?peer, %error, "{what} handshake failed");
+                    failed();
                     None
                 }
                 None => {
                     tracing::debug!(?peer, "{what} handshake cut at its deadline");
+                    failed();
                     None
                 }
             }

@@ -8,6 +8,7 @@
 
 use super::runtime::{Runtime, timeout};
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -242,6 +243,8 @@ pub(crate) enum Status {
     NotFound,
     /// 405: not GET or HEAD.
     MethodNotAllowed,
+    /// 503: not ready (the admin listener's `/readyz`).
+    ServiceUnavailable,
 }
 
 impl Status {
@@ -252,6 +255,7 @@ impl Status {
             Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::ServiceUnavailable => 503,
         }
     }
 
@@ -261,6 +265,7 @@ impl Status {
             Self::BadRequest => "Bad Request",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
+            Self::ServiceUnavailable => "Service Unavailable",
         }
     }
 
@@ -274,6 +279,7 @@ impl Status {
             }
             Self::NotFound => b"not found\n",
             Self::MethodNotAllowed => b"method not allowed: only GET and HEAD\n",
+            Self::ServiceUnavailable => b"service unavailable\n",
         }
     }
 }
@@ -286,13 +292,19 @@ pub(crate) struct Answer {
     /// The status line and headers, with the blank line that ends them.
     head: Vec<u8>,
     /// The body (empty for HEAD).
-    body: &'static [u8],
+    body: Cow<'static, [u8]>,
 }
 
 impl Answer {
     /// `status` with a body of `content_type`; the body is left out (its
     /// length stays announced) when `with_body` is false (HEAD).
-    fn new(status: Status, content_type: &str, body: &'static [u8], with_body: bool) -> Self {
+    pub(crate) fn new(
+        status: Status,
+        content_type: &str,
+        body: impl Into<Cow<'static, [u8]>>,
+        with_body: bool,
+    ) -> Self {
+        let body = body.into();
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             status.code(),
@@ -309,12 +321,12 @@ impl Answer {
         Self {
             status,
             head: head.into_bytes(),
-            body: if with_body { body } else { b"" },
+            body: if with_body { body } else { Cow::Borrowed(b"") },
         }
     }
 
     /// An error `status`, explained in plain text.
-    fn error(status: Status, with_body: bool) -> Self {
+    pub(crate) fn error(status: Status, with_body: bool) -> Self {
         let body = status.explanation();
         Self::new(status, content_type(".txt"), body, with_body)
     }
@@ -345,7 +357,7 @@ impl Answer {
     /// The bytes on the wire.
     #[cfg(test)]
     fn to_bytes(&self) -> Vec<u8> {
-        [&self.head[..], self.body].concat()
+        [&self.head[..], &self.body[..]].concat()
     }
 
     /// Sends the answer on `stream` and ends the output, then reads (and
@@ -356,7 +368,7 @@ impl Answer {
         stream: &mut S,
     ) -> io::Result<()> {
         stream.write_all(&self.head).await?;
-        stream.write_all(self.body).await?;
+        stream.write_all(&self.body).await?;
         stream.close().await?;
         let drain = async {
             let mut drained = 0;

@@ -19,6 +19,7 @@
 //! server serves two listeners (say TLS and WebSocket) with
 //! [`BoundServer::and_listener`].
 
+mod admin;
 mod client;
 mod handshake;
 mod http;
@@ -29,6 +30,7 @@ mod transport;
 mod trust;
 mod ws;
 
+pub use admin::{ADMIN_TIMEOUT, AdminListener, MAX_ADMIN_CONNECTIONS};
 pub use client::ClientHandle;
 pub use handshake::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 pub use http::{CONTENT_SECURITY_POLICY, MAX_REQUEST_HEAD, SiteFile, StaticSite, content_type};

@@ -115,7 +115,8 @@ impl<R: Runtime> BoundServer<R, TlsListener<R, R::TcpListener>> {
         store: Box<dyn Store>,
         options: ServerOptions,
     ) -> Result<Self, ServeError> {
-        let listener = TlsListener::new(listen_tcp::<R>(addr).await?, tls);
+        let listener =
+            TlsListener::new(listen_tcp::<R>(addr).await?, tls).counting_failures(&options.metrics);
         Self::with_listener(listener, config, store, options).await
     }
 }
@@ -144,9 +145,9 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
         options: ServerOptions,
     ) -> Result<Self, ServeError> {
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
-        let queue = options.queue;
+        let (queue, metrics) = (options.queue, options.metrics.clone());
         let (engine, store_events) =
-            R::spawn_blocking(move || ServerEngine::start(config, store, queue))
+            R::spawn_blocking(move || ServerEngine::start_with(config, store, queue, metrics))
                 .await?
                 .map_err(|e| match e {
                     EngineError::Store(e) => ServeError::Store(e),
@@ -244,6 +245,8 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
         let mut alarm = Alarm::<R>::new();
         let mut turn = 0;
         tracing::info!(%local_addr, "serving");
+        let metrics = engine.metrics().clone();
+        metrics.set_serving(true);
 
         loop {
             alarm.set(engine.poll_timeout());
@@ -301,8 +304,9 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
                     engine.conn_events(R::now(), event, || inbound.try_recv().ok());
                 }
                 Wake::Accepted(Ok((transport, peer))) => {
+                    let (link, kind) = (transport.link(), transport.kind());
                     let Some((conn, queue, stop)) =
-                        engine.admit(R::now(), options.max_connections, peer, transport.link())
+                        engine.admit(R::now(), options.max_connections, peer, link, kind)
                     else {
                         continue; // dropping the transport closes it
                     };
@@ -328,6 +332,7 @@ impl<R: Runtime, L: Listener> BoundServer<R, L> {
         }
 
         tracing::info!("shutting down");
+        metrics.set_serving(false);
         drop(listener);
         let engine_stats = engine.stats();
         // Readers' last words are no longer needed.

@@ -10,6 +10,7 @@
 use super::handshake::{HANDSHAKE_TIMEOUT, Handshakes};
 use super::runtime::{Runtime, timeout};
 use super::transport::{ByteStream, Connecting, Connector, Listener};
+use crate::metrics::Metrics;
 use futures_rustls::TlsStream;
 use futures_util::io::{ReadHalf, WriteHalf};
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -296,6 +297,13 @@ where
     /// Sets the most handshakes run at once.
     pub fn with_max_handshakes(mut self, max: usize) -> Self {
         self.handshakes.max = max.max(1);
+        self
+    }
+
+    /// Counts its failed handshakes (and those cut at their deadline) in
+    /// `metrics` (`missive_tls_handshake_failures_total`).
+    pub fn counting_failures(mut self, metrics: &Metrics) -> Self {
+        self.handshakes.failures = Some(metrics.tls_handshake_failures());
         self
     }
 

@@ -12,6 +12,7 @@
 //! per packet. [`Transport::link`] tells the core which of the two it is.
 
 use super::runtime::Runtime;
+use crate::metrics::TransportKind;
 use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use missive_core::crypto::ChannelBinding;
 use missive_core::wire::Link;
@@ -40,6 +41,12 @@ pub trait Transport: Send + 'static {
     /// What the core needs to know of the connection: its channel binding
     /// (docs/PROTOCOL.md §3.2) and how packets are framed on it.
     fn link(&self) -> Link;
+
+    /// What it runs over, for the metrics: by default what its
+    /// [`link`](Transport::link) tells.
+    fn kind(&self) -> TransportKind {
+        TransportKind::of(&self.link())
+    }
 }
 
 /// The reading half of a [`Transport`].
@@ -263,6 +270,13 @@ impl<A: Transport, B: Transport> Transport for Either<A, B> {
         match self {
             Either::First(t) => t.link(),
             Either::Second(t) => t.link(),
+        }
+    }
+
+    fn kind(&self) -> TransportKind {
+        match self {
+            Either::First(t) => t.kind(),
+            Either::Second(t) => t.kind(),
         }
     }
 }

@@ -23,6 +23,7 @@ use super::tls::Joined;
 use super::transport::{
     ByteStream, Connecting, Connector, Listener, ReadHalf, Transport, WriteHalf,
 };
+use crate::metrics::TransportKind;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Response};
@@ -143,11 +144,18 @@ fn lock<T: ByteStream>(shared: &Shared<T>) -> MutexGuard<'_, WsStream<T>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether `stream` is TLS (it has a TLS exporter value).
+fn is_tls(stream: &impl ByteStream) -> bool {
+    matches!(stream.channel_binding(), ChannelBinding::TlsExporter(_))
+}
+
 /// A WebSocket connection over byte stream `T`: one packet per binary
 /// message.
 pub struct WsTransport<T: ByteStream> {
     shared: Shared<T>,
     max_message: usize,
+    /// Over TLS (wss).
+    over_tls: bool,
 }
 
 impl<T: ByteStream> std::fmt::Debug for WsTransport<T> {
@@ -159,10 +167,11 @@ impl<T: ByteStream> std::fmt::Debug for WsTransport<T> {
 }
 
 impl<T: ByteStream> WsTransport<T> {
-    fn new(stream: WsStream<T>, max_message: usize) -> Self {
+    fn new(stream: WsStream<T>, max_message: usize, over_tls: bool) -> Self {
         Self {
             shared: Arc::new(Mutex::new(stream)),
             max_message,
+            over_tls,
         }
     }
 }
@@ -188,6 +197,14 @@ impl<T: ByteStream> Transport for WsTransport<T> {
     /// exporter, so a WebSocket login is never bound to a TLS session.
     fn link(&self) -> Link {
         Link::messages(ChannelBinding::None)
+    }
+
+    fn kind(&self) -> TransportKind {
+        if self.over_tls {
+            TransportKind::Wss
+        } else {
+            TransportKind::Ws
+        }
     }
 }
 
@@ -492,6 +509,7 @@ where
             let origins = Arc::clone(origins);
             let site = site.clone();
             async move {
+                let over_tls = is_tls(&stream);
                 let mut stream = Joined::new(stream);
                 let (request, read) = match read_request_head(&mut stream).await {
                     Ok(head) => head,
@@ -520,7 +538,7 @@ where
                 )
                 .await
                 .map_err(ws_io_error)?;
-                Ok(Some(WsTransport::new(ws, max_message)))
+                Ok(Some(WsTransport::new(ws, max_message, over_tls)))
             }
         })
     }
@@ -639,6 +657,7 @@ where
         Box::pin(async move {
             let request = request?;
             let stream = stream.await?;
+            let over_tls = is_tls(&stream);
             let handshake = async_tungstenite::client_async_with_config(
                 request,
                 Replayed::none(Joined::new(stream)),
@@ -650,7 +669,7 @@ where
                     io::Error::new(io::ErrorKind::TimedOut, "WebSocket handshake timed out")
                 })?
                 .map_err(ws_io_error)?;
-            Ok(WsTransport::new(ws, max_message))
+            Ok(WsTransport::new(ws, max_message, over_tls))
         })
     }
 }

@@ -95,6 +95,31 @@ fn batches_are_capped() {
     assert_eq!(reported.last(), Some(&Lsn(total)));
 }
 
+/// Every successful commit is reported once, with its size, before its
+/// durability report; a failed one is not.
+#[test]
+fn each_commit_is_reported_with_its_size() {
+    let (reports_tx, reports) = channel();
+    let (events_tx, events) = channel();
+    let thread = StoreThread::spawn_reporting(
+        MemoryStore::new(),
+        move |e| events_tx.send(e).unwrap(),
+        move |report: &CommitReport| reports_tx.send(*report).unwrap(),
+    );
+    for n in 1..=3 {
+        thread.submit(Lsn(n), cmd(n as u8)).unwrap();
+        thread.flush().unwrap();
+    }
+    let stats = thread.shutdown().unwrap();
+    let reports: Vec<CommitReport> = reports.try_iter().collect();
+    assert_eq!(reports.len() as u64, stats.commits);
+    assert_eq!(
+        reports.iter().map(|r| r.commands as u64).sum::<u64>(),
+        stats.commands
+    );
+    assert_eq!(events.try_iter().count() as u64, stats.commits);
+}
+
 #[test]
 fn flush_with_nothing_submitted_returns() {
     let thread = StoreThread::spawn(MemoryStore::new(), |_| panic!("no event expected"));

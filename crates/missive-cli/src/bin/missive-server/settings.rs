@@ -222,6 +222,12 @@ pub mod duration_text {
 }
 
 /// Reads an `Option<T>` and checks it with the flag's own check.
+///
+/// The file's values are checked again by clap once turned into arguments
+/// ([`parse_over_file`]), on purpose: clap's message names the flag but not
+/// the file's line (the arguments made from the file carry no position),
+/// while this check, run by the TOML reader, names the key and the line.
+/// The rule itself is written once (the `check_*` function both call).
 pub fn checked<'de, D, T>(d: D, check: fn(T) -> Result<T, String>) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
