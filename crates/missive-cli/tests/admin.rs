@@ -10,7 +10,7 @@ mod server_process;
 use common::{identities, options, user};
 use missive_core::client::{ClientEvent, Registration};
 use missive_tokio::ClientHandle;
-use server_process::{SERVER, ServerProcess};
+use server_process::{LOAD_FLAGS, SERVER, ServerProcess};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -18,21 +18,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Limits out of the way of a load from one sender.
-const LIMITS: &[&str] = &[
-    "--plaintext",
-    "--queue-max-messages",
-    "100000",
-    "--sender-share",
-    "100",
-    "--max-outstanding",
-    "100000",
-    "--send-rate",
-    "100000",
-    "--send-burst",
-    "100000",
-];
 
 /// `missive-server admin ARGS`.
 fn admin(args: &[&str]) -> Output {
@@ -75,7 +60,7 @@ fn path_str(path: &Path) -> &str {
 }
 
 fn start(data: &Path) -> (ServerProcess, SocketAddr) {
-    let server = ServerProcess::start(data, "127.0.0.1:0", LIMITS);
+    let server = ServerProcess::start(data, "127.0.0.1:0", &LOAD_FLAGS);
     let addr = server.addr.parse().unwrap();
     (server, addr)
 }
@@ -382,7 +367,7 @@ async fn users_mailboxes_and_remove_user_online_and_offline() {
 async fn an_admin_socket_for_a_memory_server() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("memory.sock");
-    let mut flags = LIMITS.to_vec();
+    let mut flags = LOAD_FLAGS.to_vec();
     flags.extend(["--memory", "--admin-socket", path_str(&socket)]);
     let server = ServerProcess::start(&tmp.path().join("unused"), "127.0.0.1:0", &flags);
     let addr: SocketAddr = server.addr.parse().unwrap();

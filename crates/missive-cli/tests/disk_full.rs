@@ -22,7 +22,7 @@ use missive_core::crypto::{
 };
 use missive_core::wire::{ClientPacket, ErrorCode, FrameDecoder, ServerPacket, encode_frame};
 use missive_core::{MessageId, UserName, rng};
-use server_process::ServerProcess;
+use server_process::{LOAD_FLAGS, ServerProcess};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -264,22 +264,6 @@ fn write_ballast(path: &Path) {
     std::fs::write(path, vec![0x42; BALLAST_BYTES]).unwrap();
 }
 
-const SERVER_FLAGS: [&str; 13] = [
-    "--plaintext",
-    "--queue-max-messages",
-    "100000",
-    "--queue-max-bytes",
-    "1000000000",
-    "--sender-share",
-    "100",
-    "--max-outstanding",
-    "100000",
-    "--send-rate",
-    "100000",
-    "--send-burst",
-    "100000",
-];
-
 #[test]
 fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -293,7 +277,7 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
     let ballast = volume.join("ballast");
     let [alice_key, bob_key, carol_key, _] = identities();
 
-    let server = ServerProcess::start(&data, "127.0.0.1:0", &SERVER_FLAGS);
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &LOAD_FLAGS);
     let addr = server.addr.clone();
     let mut bob = Raw::user(&addr, "bob", bob_key, true);
     drop(bob); // offline: the flood queues for him
@@ -418,7 +402,7 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
     // Restart: everything accepted and not yet acknowledged is still there;
     // the acks bob sent during the outage became durable after it.
     server.terminate();
-    let server = ServerProcess::start(&data, "127.0.0.1:0", &SERVER_FLAGS);
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &LOAD_FLAGS);
     let mut bob = Raw::user(&server.addr, "bob", bob_key, false);
     let mut delivered_after: BTreeSet<MessageId> = BTreeSet::new();
     let remaining = accepted.len() - delivered_during.len();

@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_missive-server");
 
+/// Plaintext, and the per-user limits out of the way of a load from one
+/// sender (tests/admin.rs, tests/disk_full.rs).
+pub const LOAD_FLAGS: [&str; 13] = [
+    "--plaintext",
+    "--queue-max-messages",
+    "100000",
+    "--queue-max-bytes",
+    "1000000000",
+    "--sender-share",
+    "100",
+    "--max-outstanding",
+    "100000",
+    "--send-rate",
+    "100000",
+    "--send-burst",
+    "100000",
+];
+
 pub struct ServerProcess {
     pub child: Child,
     pub addr: String,
