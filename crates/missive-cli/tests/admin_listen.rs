@@ -5,29 +5,10 @@
 
 mod server_process;
 
-use server_process::{SERVER, wait_timeout};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use server_process::{SERVER, admin_address, http_get as get, wait_timeout};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// `GET path` on `addr`: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (status, body.to_owned())
-}
 
 #[test]
 fn the_admin_listener_of_the_configuration_file_answers() {
@@ -57,10 +38,9 @@ fn the_admin_listener_of_the_configuration_file_answers() {
             stdout.read_line(&mut line).unwrap() > 0,
             "no admin line in {lines:?}"
         );
-        if let Some(rest) = line.trim().strip_prefix("admin on http://") {
-            let (addr, what) = rest.split_once("/ ").unwrap();
-            assert_eq!(what, "(metrics, healthz, readyz)");
-            break addr.to_owned();
+        if line.starts_with("admin on ") {
+            assert!(line.ends_with("/ (metrics, healthz, readyz)\n"), "{line:?}");
+            break admin_address(&line);
         }
         lines.push(line);
     };

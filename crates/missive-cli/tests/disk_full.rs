@@ -22,7 +22,7 @@ use missive_core::crypto::{
 };
 use missive_core::wire::{ClientPacket, ErrorCode, FrameDecoder, ServerPacket, encode_frame};
 use missive_core::{MessageId, UserName, rng};
-use server_process::{LOAD_FLAGS, ServerProcess};
+use server_process::{LOAD_FLAGS, ServerProcess, http_get};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -38,6 +38,9 @@ const BALLAST_BYTES: usize = 6 << 20;
 const ENVELOPE_BYTES: usize = 16 << 10;
 /// Sends the flood keeps in flight.
 const IN_FLIGHT: usize = 32;
+/// How long the flood waits for an answer before it takes the sends in
+/// flight as held by an outage.
+const HELD: Duration = Duration::from_secs(2);
 /// More sends than the volume can hold.
 const FLOOD_MAX: u32 = 4_000;
 /// Sends tried (and refused) during the outage.
@@ -140,16 +143,32 @@ impl Raw {
 
     /// The next packet; `None` once the server closed the connection.
     fn recv(&mut self) -> Option<ServerPacket> {
+        self.recv_within(ANSWER_TIMEOUT)
+            .unwrap_or_else(|| panic!("no answer from the server in {ANSWER_TIMEOUT:?}"))
+    }
+
+    /// The next packet (`Some(None)`: the server closed the connection), or
+    /// `None` if nothing came within `within`.
+    fn recv_within(&mut self, within: Duration) -> Option<Option<ServerPacket>> {
         let mut buf = [0u8; 64 * 1024];
+        self.stream.set_read_timeout(Some(within)).unwrap();
         loop {
             if let Some(packet) = self.decoder.next_packet::<ServerPacket>().unwrap() {
-                return Some(packet);
+                return Some(Some(packet));
             }
             match self.stream.read(&mut buf) {
-                Ok(0) => return None,
+                Ok(0) => return Some(None),
                 Ok(n) => self.decoder.push(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("no answer from the server: {e}"),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(None),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => panic!("cannot read from the server: {e}"),
             }
         }
     }
@@ -157,11 +176,20 @@ impl Raw {
     /// The next packet that is not a delivery or a notice (deliveries are
     /// kept; notices, of deliveries to bob, are acknowledged).
     fn answer(&mut self) -> ServerPacket {
+        self.answer_within(ANSWER_TIMEOUT)
+            .unwrap_or_else(|| panic!("no answer from the server in {ANSWER_TIMEOUT:?}"))
+    }
+
+    /// [`answer`](Raw::answer), or `None` if none came within `within`.
+    fn answer_within(&mut self, within: Duration) -> Option<ServerPacket> {
         loop {
-            match self.recv().expect("the server closed the connection") {
+            match self
+                .recv_within(within)?
+                .expect("the server closed the connection")
+            {
                 ServerPacket::Message { seq, id, .. } => self.deliveries.push_back((seq, id)),
                 ServerPacket::Notice { seq, .. } => self.send(&ClientPacket::Ack { seq }),
-                other => return other,
+                other => return Some(other),
             }
         }
     }
@@ -228,11 +256,21 @@ impl Raw {
     /// The answer to a `send`: `Ok(id)` for accepted, else the error code
     /// (with the id it names).
     fn send_answer(&mut self) -> Result<MessageId, (ErrorCode, Option<MessageId>)> {
-        match self.answer() {
+        self.send_answer_within(ANSWER_TIMEOUT)
+            .unwrap_or_else(|| panic!("no answer from the server in {ANSWER_TIMEOUT:?}"))
+    }
+
+    /// [`send_answer`](Raw::send_answer), or `None` if none came within
+    /// `within`.
+    fn send_answer_within(
+        &mut self,
+        within: Duration,
+    ) -> Option<Result<MessageId, (ErrorCode, Option<MessageId>)>> {
+        Some(match self.answer_within(within)? {
             ServerPacket::Accepted { id } => Ok(id),
             ServerPacket::Error { code, id, .. } => Err((code, id)),
             other => panic!("expected an answer to send, got {other:?}"),
-        }
+        })
     }
 
     /// Takes every delivery until `want` ids are in `got`, acknowledging
@@ -277,26 +315,37 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
     let ballast = volume.join("ballast");
     let [alice_key, bob_key, carol_key, _] = identities();
 
-    let server = ServerProcess::start(&data, "127.0.0.1:0", &LOAD_FLAGS);
+    let mut flags = LOAD_FLAGS.to_vec();
+    flags.extend(["--admin-listen", "127.0.0.1:0"]);
+    let server = ServerProcess::start(&data, "127.0.0.1:0", &flags);
     let addr = server.addr.clone();
+    let admin = server.admin_addr.clone().unwrap();
     let mut bob = Raw::user(&addr, "bob", bob_key, true);
     drop(bob); // offline: the flood queues for him
     let mut alice = Raw::user(&addr, "alice", alice_key, true);
     write_ballast(&ballast);
 
-    // The flood, IN_FLIGHT sends at a time, until the store refuses.
+    // The flood, IN_FLIGHT sends at a time, until the store refuses. (If
+    // the disk fills while every send in flight waits to be made durable,
+    // none is answered until it recovers: one more send then gets the
+    // refusal.)
     let mut accepted: BTreeSet<MessageId> = BTreeSet::new();
     let mut in_flight: usize = 0;
     let mut next = 0u32;
+    let mut window = IN_FLIGHT;
     let refused_first = loop {
-        while in_flight < IN_FLIGHT && next < FLOOD_MAX {
+        while in_flight < window && next < FLOOD_MAX {
             alice.send_message(next, "bob");
             next += 1;
             in_flight += 1;
         }
         assert!(in_flight > 0, "{FLOOD_MAX} messages fit on the volume");
+        let Some(answer) = alice.send_answer_within(HELD) else {
+            window += 1;
+            continue;
+        };
         in_flight -= 1;
-        match alice.send_answer() {
+        match answer {
             Ok(id) => {
                 accepted.insert(id);
             }
@@ -331,6 +380,16 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
     }
     alice.ping();
     assert!(server_is_running(&server));
+    // Out of a load balancer's rotation meanwhile, alive all the same.
+    assert_eq!(http_get(&admin, "/healthz").0, 200);
+    let (status, reason) = http_get(&admin, "/readyz");
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("store"), "{reason}");
+    assert!(
+        http_get(&admin, "/metrics")
+            .1
+            .contains("\nmissive_store_available 0\n")
+    );
     // Registrations are refused too: the error, then the close.
     let mut carol = Raw::connect(&addr);
     match carol.authenticate(AuthContext::Register, "carol", carol_key) {
@@ -393,6 +452,16 @@ fn a_full_disk_refuses_sends_delivers_what_is_queued_and_recovers() {
             other => panic!("refused after the recovery: {other:?}"),
         }
     }
+    assert_eq!(http_get(&admin, "/readyz"), (200, "ready\n".to_owned()));
+    let (_, metrics) = http_get(&admin, "/metrics");
+    assert!(
+        metrics.contains("\nmissive_store_available 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nmissive_messages_refused_total{reason=\"StorageUnavailable\"} "),
+        "{metrics}"
+    );
     // A registration goes through again.
     drop(carol);
     drop(Raw::user(&addr, "carol", carol_key, true));

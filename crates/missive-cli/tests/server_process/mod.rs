@@ -36,6 +36,9 @@ pub struct ServerProcess {
     /// The URL of its WebSocket listener (`--ws-listen`), from its second
     /// line `listening on ws[s]://ADDR/ (WebSocket, NOTE)`.
     pub ws_url: Option<String>,
+    /// The address of its admin listener (`--admin-listen`), from its line
+    /// `admin on http://ADDR/ (…)`.
+    pub admin_addr: Option<String>,
     pub log: PathBuf,
 }
 
@@ -79,11 +82,17 @@ impl ServerProcess {
                 .map(|(url, _)| url.to_string())
                 .unwrap_or_else(|| panic!("unexpected WebSocket line {line:?}"))
         });
+        let admin_addr = extra.contains(&"--admin-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            admin_address(&line)
+        });
         Self {
             child,
             addr,
             note,
             ws_url,
+            admin_addr,
             log,
         }
     }
@@ -125,6 +134,34 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in the server's line `admin on http://ADDR/ (…)`.
+pub fn admin_address(line: &str) -> String {
+    line.trim()
+        .strip_prefix("admin on http://")
+        .and_then(|rest| rest.split_once("/ ("))
+        .map(|(addr, _)| addr.to_string())
+        .unwrap_or_else(|| panic!("unexpected admin line {line:?}"))
+}
+
+/// `GET path` on `addr` (the admin listener): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (status, body.to_owned())
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
