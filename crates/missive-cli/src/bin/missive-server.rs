@@ -238,6 +238,11 @@ struct Args {
     /// Most simultaneous connections.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Threads serving the connections (default 1: one thread reads,
+    /// routes and writes every connection, with the fewest wake-ups; more
+    /// spread socket I/O and TLS over cores, the core stays on one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Run as one node of a cluster (needs --node-id, --advertise,
     /// --postgres and --nats).
     #[arg(
@@ -378,6 +383,11 @@ impl Args {
             .or_else(|| on_data.then(|| self.data().join(admin::SOCKET_NAME)))
     }
 
+    /// Threads serving the connections.
+    fn threads(&self) -> u16 {
+        self.threads.unwrap_or(1)
+    }
+
     /// How long this node's shard leases last.
     fn lease_ttl(&self) -> Duration {
         self.lease_ttl
@@ -409,6 +419,7 @@ impl Args {
             outbound_frames: Some(options.queue.max_frames),
             outbound_bytes: Some(options.queue.max_bytes),
             max_connections: Some(options.max_connections),
+            threads: Some(self.threads()),
             shards: self.cluster.then(|| self.shard_count()),
             lease_ttl: self.cluster.then(|| self.lease_ttl()),
             ..self
@@ -659,10 +670,7 @@ fn main() -> ExitCode {
         };
     }
     logging::init(args.log_format.unwrap_or_default(), "info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match serving_runtime(args.threads()) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("missive-server: cannot start the runtime: {e}");
@@ -675,6 +683,22 @@ fn main() -> ExitCode {
             eprintln!("missive-server: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime serving the connections: one thread for everything (the
+/// default), or `threads` workers for the connections' tasks beside the main
+/// thread, which runs the core's task.
+fn serving_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.into())
+            .enable_all()
+            .build()
     }
 }
 

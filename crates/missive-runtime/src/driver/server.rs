@@ -6,8 +6,8 @@
 //! readers, new connections, the core's next timer and, on a cluster node,
 //! the reports of the cluster coordinator — taking turns, so
 //! that no source starves the others under load. Every connection is one
-//! task running two loops side by side: its reader (a 16 KiB buffer on the
-//! stack only during a poll: an idle connection holds none) forwarding
+//! task running two loops side by side: its reader (reading into its
+//! thread's buffer: an idle connection holds none) forwarding
 //! chunks through one bounded channel to the owner task, and its writer
 //! draining the connection's bounded outbound queue with vectored writes.
 //! One task rather than two halves what a connection costs in task cells
@@ -368,7 +368,7 @@ fn connection(
 /// Reads chunks from the connection and forwards them to the owner task
 /// until the peer closes, an error occurs, or the engine is done with the
 /// connection. An idle connection's reader holds no read buffer (a byte
-/// stream's lives on the stack only during a poll). `linger` is the time to
+/// stream's is its thread's). `linger` is the time to
 /// drain the input of a connection the server closed.
 async fn read_loop<Rd: ReadHalf, Linger: Future<Output = ()>>(
     conn: ConnId,
@@ -472,7 +472,7 @@ mod tests {
     use futures_util::io::{Cursor, sink};
 
     /// An idle connection costs its reader no read buffer: the 16 KiB
-    /// buffer lives on the stack only during a poll.
+    /// buffer is the thread's.
     #[test]
     fn idle_reader_and_writer_hold_no_buffer() {
         let (_tx, queue, stop) = outbound(QueueLimits::default());

@@ -16,6 +16,7 @@ use crate::metrics::TransportKind;
 use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use missive_core::crypto::ChannelBinding;
 use missive_core::wire::Link;
+use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
@@ -104,17 +105,31 @@ impl<S: ByteStream> Transport for S {
     }
 }
 
-/// The reading half of a byte stream as a [`ReadHalf`]. The read buffer
-/// lives on the stack only during a poll: an idle connection holds none.
+thread_local! {
+    /// The read buffer of every [`StreamReader`] polled on this thread:
+    /// zeroed once per thread, not once per poll (a reader is polled at
+    /// every wake-up of its connection's task, mostly to find nothing).
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// The reading half of a byte stream as a [`ReadHalf`]. It reads into its
+/// thread's buffer and takes out what came: an idle connection holds no
+/// read buffer.
 #[derive(Debug)]
 pub struct StreamReader<R>(pub R);
 
 impl<R: AsyncRead + Unpin + Send + 'static> ReadHalf for StreamReader<R> {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
-        let mut buf = [0u8; READ_CHUNK];
-        Pin::new(&mut self.0)
-            .poll_read(cx, &mut buf)
-            .map_ok(|n| (n > 0).then(|| buf[..n].to_vec()))
+        let mut read = |buf: &mut [u8]| {
+            Pin::new(&mut self.0)
+                .poll_read(cx, buf)
+                .map_ok(|n| (n > 0).then(|| buf[..n].to_vec()))
+        };
+        READ_BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => read(&mut buf),
+            // Only if a reader's poll_read polled another reader.
+            Err(_) => read(&mut [0; READ_CHUNK]),
+        })
     }
 }
 
