@@ -81,12 +81,18 @@ fn assert_exit(output: &Output, code: i32) {
 /// `--ws-listen` serves wss beside TLS (same certificate, same users): a
 /// client on `wss://` registers and sends, one on TLS receives; a `ws://`
 /// client on the wss port fails cleanly.
+/// Also the server on two threads (`--threads 2`, what TLS-heavy servers
+/// use); every other test runs it on one, the default.
 #[test]
 fn cli_over_websocket_beside_tls() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let home = tmp.path().join("home");
-    let server = ServerProcess::start(&data, "127.0.0.1:0", &["--ws-listen", "127.0.0.1:0"]);
+    let server = ServerProcess::start(
+        &data,
+        "127.0.0.1:0",
+        &["--ws-listen", "127.0.0.1:0", "--threads", "2"],
+    );
     let addr = server.addr.clone();
     let url = server.ws_url.clone().unwrap();
     let ws_addr = url
