@@ -99,7 +99,8 @@ impl Routing {
                     Output::Transmit { bytes, .. } => {
                         self.seen.transmits += 1;
                         self.seen.bytes += bytes.len() as u64;
-                        black_box(bytes);
+                        // Written: the buffer goes back, as a driver's would.
+                        self.server.recycle_transmit(black_box(bytes));
                     }
                     Output::Persist { lsn, cmd } => {
                         self.seen.persists += 1;

@@ -319,6 +319,7 @@ impl Server {
                 break;
             }
             session.cursor = seq + 1;
+            self.spare_tx.fill(&mut c.tx);
             let delivery = match item {
                 MailItem::Message {
                     from, id, envelope, ..

@@ -51,6 +51,7 @@ mod io;
 mod limits;
 mod mail_items;
 mod presence;
+mod spare_tx;
 pub mod state;
 mod storage;
 #[cfg(test)]
@@ -160,6 +161,8 @@ pub struct Server {
     outputs: VecDeque<Output>,
     /// Connections with frames in `tx`.
     dirty: Vec<ConnId>,
+    /// Transmit buffers the driver gave back, for later frames.
+    spare_tx: spare_tx::SpareTx,
     next_lsn: u64,
     durable: Lsn,
     held: VecDeque<(Lsn, Held)>,
@@ -202,6 +205,7 @@ impl Server {
             users: Vec::new(),
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            spare_tx: spare_tx::SpareTx::default(),
             next_lsn: 1,
             durable: Lsn(0),
             held: VecDeque::new(),
@@ -282,11 +286,19 @@ impl Server {
             if let Some(c) = self.conns.get_mut(&conn)
                 && !c.tx.is_empty()
             {
-                queue_transmits(conn, c, &mut self.outputs);
+                queue_transmits(conn, c, &mut self.outputs, &mut self.spare_tx);
                 return self.outputs.pop_front();
             }
         }
         None
+    }
+
+    /// Gives back the buffer of an `Output::Transmit` once its bytes are
+    /// written, for the server to encode later frames into (optional: it
+    /// saves an allocation per transmit). A few buffers of moderate size
+    /// are kept; any other is freed.
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.spare_tx.give(bytes);
     }
 
     /// When to feed `Input::Timeout` next, if anything waits on time: the
@@ -345,12 +357,15 @@ impl Server {
         self.durable
     }
 
-    /// Bytes of read buffers held for all connections.
+    /// Bytes of read and write buffers held for all connections (and
+    /// write buffers given back by [`Self::recycle_transmit`]).
     pub fn buffered_bytes(&self) -> usize {
-        self.conns
+        let conns: usize = self
+            .conns
             .values()
             .map(|c| c.decoder.memory() + c.tx.capacity())
-            .sum()
+            .sum();
+        conns + self.spare_tx.memory()
     }
 
     // ---- internals shared by the handler files ----
@@ -553,6 +568,7 @@ impl Server {
             return;
         };
         let was_empty = c.tx.is_empty();
+        self.spare_tx.fill(&mut c.tx);
         // One allocation for the usual reply instead of a doubling series.
         c.tx.reserve(TX_MIN);
         // Replies are small (the largest is a 4096-bit key), so they fit any
@@ -606,7 +622,7 @@ impl Server {
             .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
         self.forget_conn_forwards(conn);
         if reason != CloseReason::TransportClosed {
-            queue_transmits(conn, &mut c, &mut self.outputs);
+            queue_transmits(conn, &mut c, &mut self.outputs, &mut self.spare_tx);
             self.outputs.push_back(Output::Close { conn });
         }
         let user = c.user().cloned();
@@ -667,8 +683,14 @@ fn queued_ids<'a>(
 }
 
 /// Hands a connection's queued frames out as `Transmit`s: all at once on a
-/// byte stream; on a message transport one per packet, without its prefix.
-fn queue_transmits(conn: ConnId, c: &mut Conn, outputs: &mut VecDeque<Output>) {
+/// byte stream; on a message transport one per packet, without its prefix
+/// (the frames' buffer then goes to `spare`).
+fn queue_transmits(
+    conn: ConnId,
+    c: &mut Conn,
+    outputs: &mut VecDeque<Output>,
+    spare: &mut spare_tx::SpareTx,
+) {
     if c.tx.is_empty() {
         return;
     }
@@ -684,7 +706,8 @@ fn queue_transmits(conn: ConnId, c: &mut Conn, outputs: &mut VecDeque<Output>) {
                     conn,
                     bytes: packet.to_vec(),
                 }
-            }))
+            }));
+            spare.give(frames);
         }
     }
 }
