@@ -4,6 +4,7 @@ use super::conn::Phase;
 use super::limits::{SendDigest, UsedId};
 use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
+use crate::SharedBytes;
 use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, Seq, UserName};
 use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
@@ -34,7 +35,7 @@ impl Server {
         conn: ConnId,
         id: MessageId,
         to: UserName,
-        envelope: Vec<u8>,
+        envelope: SharedBytes,
     ) {
         let Some((from, from_id)) = self
             .conns
@@ -81,7 +82,16 @@ impl Server {
         if let Some(node) = self.cluster.as_ref() {
             let shard = node.shard_of(&to);
             if self.foreign_shard(&to).is_some() || self.lane_busy(from_id, shard) {
-                return self.forward_send(now, conn, from_id, id, to, envelope, digest, shard);
+                return self.forward_send(
+                    now,
+                    conn,
+                    from_id,
+                    id,
+                    to,
+                    envelope.to_vec(),
+                    digest,
+                    shard,
+                );
             }
         }
         let Some(to_id) = self.state.id_of(&to) else {
@@ -123,7 +133,7 @@ impl Server {
         now: Instant,
         (from, from_id): (UserName, Option<UserId>),
         (to_name, to): (UserName, UserId),
-        (id, envelope, enqueued_at): (MessageId, Vec<u8>, crate::types::UnixMillis),
+        (id, envelope, enqueued_at): (MessageId, SharedBytes, crate::types::UnixMillis),
         answer: Held,
     ) -> Lsn {
         let seq = self.state.record(to).mailbox.next_seq;

@@ -327,7 +327,7 @@ impl Harness {
             &ClientPacket::Send {
                 id: MessageId([id; 16]),
                 to: name(to),
-                envelope: body.to_vec(),
+                envelope: body.to_vec().into(),
             },
         );
     }
@@ -1022,7 +1022,7 @@ fn queued_messages(server: &Server, user: &str) -> Vec<(MessageId, Vec<u8>)> {
         .items
         .values()
         .filter_map(|item| match item {
-            MailItem::Message { id, envelope, .. } => Some((*id, envelope.clone())),
+            MailItem::Message { id, envelope, .. } => Some((*id, envelope.to_vec())),
             MailItem::Notice { .. } => None,
         })
         .collect()
@@ -1607,7 +1607,7 @@ fn restart_schedules_every_stored_deadline_whatever_the_order() {
         item: MailItem::Message {
             from: name("alice"),
             id: MessageId([id; 16]),
-            envelope: vec![id],
+            envelope: vec![id].into(),
             enqueued_at,
         },
     };
@@ -2058,7 +2058,7 @@ mod model {
                         let queued_from_sender = h.server.state().user(&name(NAMES[to])).unwrap()
                             .mailbox.per_sender.get(&name(NAMES[from])).map_or(0, |u| u.messages);
                         let fits = model[to].len() < 6 && queued_from_sender < 3;
-                        h.send(conns[from], &ClientPacket::Send { id, to: name(NAMES[to]), envelope: vec![next_id] });
+                        h.send(conns[from], &ClientPacket::Send { id, to: name(NAMES[to]), envelope: vec![next_id].into() });
                         if fits {
                             model[to].push(id);
                         } else {

@@ -202,9 +202,12 @@ impl<'de> de::Deserializer<'de> for &mut SliceDe<'de> {
         visitor.visit_borrowed_bytes(self.string(MAJOR_BYTES)?)
     }
 
+    /// Lends the bytes too: a visitor that wants them owned copies them
+    /// once (a `Vec` through `visit_bytes`, [`crate::SharedBytes`] into its
+    /// shared allocation) instead of once here and again there.
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_byte_buf(self.string(MAJOR_BYTES)?.to_vec())
+        visitor.visit_borrowed_bytes(self.string(MAJOR_BYTES)?)
     }
 
     #[inline]
@@ -438,7 +441,7 @@ mod tests {
             ClientPacket::Send {
                 id,
                 to: name("bob"),
-                envelope: vec![5; 70_000],
+                envelope: vec![5; 70_000].into(),
             },
             ClientPacket::Ack { seq: u64::MAX },
             ClientPacket::Ping,
@@ -572,7 +575,7 @@ mod tests {
             cut in proptest::prelude::any::<bool>(),
         ) {
             let packets = [
-                ClientPacket::Send { id: MessageId([1; 16]), to: name("bob"), envelope },
+                ClientPacket::Send { id: MessageId([1; 16]), to: name("bob"), envelope: envelope.into() },
                 ClientPacket::Ack { seq },
                 ClientPacket::Hello { versions: vec![1, 7] },
                 ClientPacket::SetPresence { online: true },

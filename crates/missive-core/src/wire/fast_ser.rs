@@ -362,7 +362,7 @@ mod tests {
             same_as_ciborium(&ClientPacket::Send {
                 id,
                 to: name("bob"),
-                envelope: vec![5; len],
+                envelope: vec![5; len].into(),
             });
         }
         for seq in [
@@ -430,7 +430,7 @@ mod tests {
             item: MailItem::Message {
                 from: name("b"),
                 id,
-                envelope: vec![1, 2, 3],
+                envelope: vec![1, 2, 3].into(),
                 enqueued_at: 1_700_000_000_000,
             },
         });
@@ -441,7 +441,7 @@ mod tests {
         let p = ClientPacket::Send {
             id: MessageId([7; 16]),
             to: name("bob"),
-            envelope: vec![5; 1000],
+            envelope: vec![5; 1000].into(),
         };
         let mut out = Vec::new();
         let len = encode_into(&p, &mut out, 100).unwrap();
