@@ -67,6 +67,7 @@ use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{
     ClientPacket, DecodeError, ErrorCode, Framing, Link, ServerPacket, encode_frame_into,
+    hot_frames,
 };
 use conn::{Conn, Phase};
 use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
@@ -574,7 +575,12 @@ impl Server {
         // Replies are small (the largest is a 4096-bit key), so they fit any
         // max_frame the server accepts; should one not, the operator hears
         // of it rather than the server panicking.
-        match encode_frame_into(packet, max_frame, &mut c.tx) {
+        // The one reply every message costs has a hand-written encoder.
+        let encoded = match packet {
+            ServerPacket::Accepted { id } => hot_frames::accepted(id, max_frame, &mut c.tx),
+            _ => encode_frame_into(packet, max_frame, &mut c.tx),
+        };
+        match encoded {
             Ok(()) if was_empty => self.dirty.push(conn),
             Ok(()) => {}
             Err(error) => self.event(ServerEvent::ReplyNotSent { conn, error }),
