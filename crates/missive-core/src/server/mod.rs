@@ -67,7 +67,7 @@ use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{
     ClientPacket, DecodeError, ErrorCode, Framing, Link, ServerPacket, encode_frame_into,
-    hot_frames,
+    hot_decode, hot_frames,
 };
 use conn::{Conn, Phase};
 use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
@@ -440,7 +440,10 @@ impl Server {
         // frame is copied into the connection's buffer.
         let mut input = bytes;
         while let Some(c) = self.conns.get_mut(&conn) {
-            match c.decoder.next_packet_from::<ClientPacket>(&mut input) {
+            match c
+                .decoder
+                .next_packet_from(&mut input, hot_decode::client_packet)
+            {
                 Ok(Some(packet)) => self.on_received(now, conn, Ok(packet)),
                 Ok(None) => return,
                 Err(e) => return self.on_received(now, conn, Err(e)),

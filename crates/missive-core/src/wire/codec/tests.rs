@@ -1261,7 +1261,7 @@ fn drain_in_place(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<D
     for w in cuts.windows(2) {
         let mut input = &stream[w[0]..w[1]];
         loop {
-            match d.next_packet_from::<ClientPacket>(&mut input) {
+            match d.next_packet_from(&mut input, crate::wire::hot_decode::client_packet) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => break,
                 Err(e) => return (out, Some(e)),
