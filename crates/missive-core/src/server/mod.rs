@@ -10,8 +10,10 @@
 //!    durability report from the store, or a timer firing. Several inputs
 //!    may be fed before draining.
 //! 2. Drain [`Server::poll_output`] until `None`: write `Transmit` bytes to
-//!    the connection (as one message on a message transport), `Close` it, hand `Persist` commands to the store (which
-//!    answers later with `Input::Durable(lsn)`), log `Event`s.
+//!    the connection (as one message on a message transport) and, if
+//!    convenient, give the buffer back with [`Server::recycle_transmit`];
+//!    `Close` it, hand `Persist` commands to the store (which answers later
+//!    with `Input::Durable(lsn)`), log `Event`s.
 //! 3. Sleep until [`Server::poll_timeout`] or the next I/O, then go to 1.
 //!
 //! ```
