@@ -291,7 +291,7 @@ fn record_session() -> Recorder {
         ClientPacket::Send {
             id,
             to: name("bob"),
-            envelope,
+            envelope: envelope.into(),
         },
     );
     assert_eq!(r.expect(alice), ServerPacket::Accepted { id });
@@ -309,7 +309,7 @@ fn record_session() -> Recorder {
         ClientPacket::Send {
             id: id2,
             to: name("bob"),
-            envelope: envelope.clone(),
+            envelope: envelope.clone().into(),
         },
     );
     // A retry of the same message: accepted again, queued once.
@@ -318,7 +318,7 @@ fn record_session() -> Recorder {
         ClientPacket::Send {
             id: id2,
             to: name("bob"),
-            envelope,
+            envelope: envelope.into(),
         },
     );
     r.advance(5);
@@ -340,7 +340,7 @@ fn record_errors() -> Recorder {
         ClientPacket::Send {
             id: MessageId([9; 16]),
             to: name("dave"),
-            envelope: vec![1, 2, 3],
+            envelope: vec![1, 2, 3].into(),
         },
     );
     r.send(

@@ -271,7 +271,7 @@ pub fn client_packet(u: &mut Unstructured<'_>) -> Result<ClientPacket> {
         5 => ClientPacket::Send {
             id: id(u)?,
             to: user(u)?,
-            envelope: opaque(u)?,
+            envelope: opaque(u)?.into(),
         },
         6 => ClientPacket::Ack { seq: seq(u)? },
         7 => ClientPacket::Ping,
@@ -590,12 +590,12 @@ mod tests {
         client_round_trip(ClientPacket::Send {
             id: MessageId([0x90; 16]),
             to: name("dave"),
-            envelope: vec![1, 2, 3],
+            envelope: vec![1, 2, 3].into(),
         });
         client_round_trip(ClientPacket::Send {
             id: MessageId([3; 16]),
             to: name("dave"),
-            envelope: vec![7; 3000],
+            envelope: vec![7; 3000].into(),
         });
         client_round_trip(ClientPacket::Ack { seq: 254 });
         client_round_trip(ClientPacket::Ack { seq: 1 << 40 });

@@ -1,6 +1,7 @@
 //! `codec_differential`: the hand-written CBOR fast paths of the wire codec
-//! (`fast_de`, `fast_ser`) against the general path (the well-formedness
-//! scan, then ciborium), through `missive_core::fuzzing`. Fuzzing builds
+//! (`fast_de`, `fast_ser`, and the server's `hot_decode` of `send` and
+//! `ack`) against the general path (the well-formedness scan, then
+//! ciborium), through `missive_core::fuzzing`. Fuzzing builds
 //! only (`--cfg fuzzing`): that module does not exist otherwise.
 //!
 //! The input is read twice.
@@ -31,7 +32,9 @@
 
 use crate::packets::{ArbClientPacket, ArbServerPacket};
 use arbitrary::{Arbitrary, Unstructured};
-use missive_core::fuzzing::{checked_decode, ciborium_encode, fast_decode, fast_encode};
+use missive_core::fuzzing::{
+    checked_decode, ciborium_encode, fast_decode, fast_encode, hot_decode_client,
+};
 use missive_core::wire::{
     ClientPacket, EncodeError, LENGTH_PREFIX_LEN, ServerPacket, encode_frame,
 };
@@ -42,6 +45,7 @@ use std::fmt::Debug;
 pub fn run(data: &[u8]) {
     decode_both_ways::<ClientPacket>(data);
     decode_both_ways::<ServerPacket>(data);
+    hot_decode_agrees(data);
     let mut u = Unstructured::new(data);
     if let Ok(p) = ArbClientPacket::arbitrary(&mut u) {
         structured(&p.into_packet(usize::MAX), &mut u);
@@ -116,6 +120,18 @@ fn structured<P: Serialize + DeserializeOwned + PartialEq + Debug>(
     }
     decode_both_ways::<ClientPacket>(&payload);
     decode_both_ways::<ServerPacket>(&payload);
+    hot_decode_agrees(&payload);
+}
+
+/// Whenever the server's hand-written `send`/`ack` decoder returns a
+/// packet, the general decoder returns an equal one.
+fn hot_decode_agrees(payload: &[u8]) {
+    if let Some(hot) = hot_decode_client(payload) {
+        match checked_decode::<ClientPacket>(payload) {
+            Ok(checked) => assert_eq!(hot, checked, "the hot decoder disagrees"),
+            Err(e) => panic!("the hot decoder accepted {hot:?}, the general one says: {e}"),
+        }
+    }
 }
 
 /// Whenever the fast decoder accepts `payload`, the general one decodes the

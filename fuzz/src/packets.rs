@@ -150,7 +150,7 @@ impl ArbClientPacket {
             A::Send { id, to, envelope } => ClientPacket::Send {
                 id: MessageId(id),
                 to: to.0,
-                envelope,
+                envelope: envelope.into(),
             },
             A::Ack { seq } => ClientPacket::Ack { seq },
             A::Ping => ClientPacket::Ping,

@@ -429,7 +429,7 @@ impl Harness {
                 match m.mirror.next_packet::<ClientPacket>() {
                     Ok(Some(ClientPacket::Ack { seq })) => acks.push(seq),
                     Ok(Some(ClientPacket::Send { id, to, envelope })) => {
-                        m.sends.entry(id).or_default().push((to, envelope));
+                        m.sends.entry(id).or_default().push((to, envelope.to_vec()));
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
@@ -657,7 +657,7 @@ impl Harness {
                     self.queued_sends
                         .entry((from.clone(), *id))
                         .or_default()
-                        .push((user.clone(), envelope.clone()));
+                        .push((user.clone(), envelope.to_vec()));
                 }
             }
             PersistCmd::Expire { user, seq } => expired.push((user.clone(), *seq)),
@@ -750,7 +750,7 @@ impl Harness {
                     self.queued_sends
                         .entry((from.clone(), *id))
                         .or_default()
-                        .push((name.clone(), envelope.clone()));
+                        .push((name.clone(), envelope.to_vec()));
                 }
             }
         }

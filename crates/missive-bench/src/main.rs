@@ -961,7 +961,7 @@ async fn sender(
             c.push(&ClientPacket::Send {
                 id,
                 to: to.clone(),
-                envelope,
+                envelope: envelope.into(),
             });
             next += 1;
             in_flight += 1;

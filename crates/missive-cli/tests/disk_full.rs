@@ -249,7 +249,7 @@ impl Raw {
         self.send(&ClientPacket::Send {
             id: message_id(n),
             to: user(to),
-            envelope,
+            envelope: envelope.into(),
         });
     }
 

@@ -42,7 +42,7 @@ use missive_core::wire::{
     ClientPacket, DEFAULT_MAX_FRAME, FrameDecoder, Link, ServerPacket, encode_frame,
     encode_frame_into,
 };
-use missive_core::{ConnId, MessageId, UserName, rng};
+use missive_core::{ConnId, MessageId, SharedBytes, UserName, rng};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ struct Routing {
     pairs: Vec<Pair>,
     /// (sender, recipient) of each pair.
     conns: Vec<(ConnId, ConnId)>,
-    envelope: Vec<u8>,
+    envelope: SharedBytes,
     seen: Seen,
     /// Per-round frames, reused: one buffer per pair and step.
     sends: Vec<Vec<u8>>,
@@ -99,7 +99,8 @@ impl Routing {
                     Output::Transmit { bytes, .. } => {
                         self.seen.transmits += 1;
                         self.seen.bytes += bytes.len() as u64;
-                        black_box(bytes);
+                        // Written: the buffer goes back, as a driver's would.
+                        self.server.recycle_transmit(black_box(bytes));
                     }
                     Output::Persist { lsn, cmd } => {
                         self.seen.persists += 1;

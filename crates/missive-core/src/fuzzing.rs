@@ -17,6 +17,13 @@ pub fn fast_decode<P: DeserializeOwned>(payload: &[u8]) -> Option<P> {
     crate::wire::fast_de::decode(payload)
 }
 
+/// The server's hand-written decoder of `send` and `ack` alone
+/// (`wire::hot_decode`): `None` when it leaves the payload to
+/// [`crate::wire::decode_packet`].
+pub fn hot_decode_client(payload: &[u8]) -> Option<crate::wire::ClientPacket> {
+    crate::wire::hot_decode::client_packet(payload)
+}
+
 /// The general decoder alone (well-formedness scan, then ciborium): what
 /// [`crate::wire::decode_packet`] answers when the fast path gives up.
 pub fn checked_decode<P: DeserializeOwned>(payload: &[u8]) -> Result<P, DecodeError> {

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod rng;
 pub mod server;
+mod shared_bytes;
 pub mod time;
 pub mod types;
 pub mod wire;
@@ -25,6 +26,7 @@ pub mod wire;
 #[cfg(test)]
 mod test_support;
 
+pub use shared_bytes::SharedBytes;
 pub use types::{
     ConnId, Lsn, MessageId, PeerKeyHasher, PeerKeyMap, Seq, UnixMillis, UserName, UserNameError,
 };

@@ -58,7 +58,7 @@ fn client_packets() -> Vec<(&'static str, ClientPacket)> {
             ClientPacket::Send {
                 id: MessageId([0x42; 16]),
                 to: user("bob"),
-                envelope: vec![1, 2, 3, 4],
+                envelope: vec![1, 2, 3, 4].into(),
             },
         ),
         ("client.ack", ClientPacket::Ack { seq: 7 }),

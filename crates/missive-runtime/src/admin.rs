@@ -285,7 +285,7 @@ mod tests {
             item: MailItem::Message {
                 from: name("zed"),
                 id: missive_core::MessageId([seq as u8; 16]),
-                envelope: vec![0; len],
+                envelope: vec![0; len].into(),
                 enqueued_at: at,
             },
         }

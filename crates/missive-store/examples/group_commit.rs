@@ -32,7 +32,7 @@ fn enqueue(i: u64, envelope_bytes: usize) -> PersistCmd {
         item: MailItem::Message {
             from: user((i + 1) % USERS),
             id: MessageId([(i % 251) as u8; 16]),
-            envelope: vec![(i % 256) as u8; envelope_bytes],
+            envelope: vec![(i % 256) as u8; envelope_bytes].into(),
             enqueued_at: 1_700_000_000_000 + i,
         },
     }

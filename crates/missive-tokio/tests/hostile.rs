@@ -83,7 +83,7 @@ fn send_packet(id: MessageId, to: &str, envelope: Vec<u8>) -> ClientPacket {
     ClientPacket::Send {
         id,
         to: user(to),
-        envelope,
+        envelope: envelope.into(),
     }
 }
 

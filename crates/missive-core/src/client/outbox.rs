@@ -4,6 +4,7 @@ use super::Client;
 use super::events::{ClientEvent, SendError, SendFailure};
 use super::session::{Phase, Request};
 use super::state::OutboxEntry;
+use crate::SharedBytes;
 use crate::crypto::{self, ENVELOPE_VERSION, EnvelopeHeader, PublicKey};
 use crate::rng;
 use crate::time::Instant;
@@ -133,7 +134,7 @@ impl Client {
                 }
             }
             let entry = &self.state.outbox[i];
-            let Some(envelope) = entry.sealed.clone() else {
+            let Some(envelope) = entry.sealed.as_deref().map(SharedBytes::from) else {
                 i += 1;
                 continue;
             };

@@ -324,7 +324,7 @@ fn sends(packets: &[ClientPacket]) -> Vec<(MessageId, UserName, Vec<u8>)> {
     packets
         .iter()
         .filter_map(|p| match p {
-            ClientPacket::Send { id, to, envelope } => Some((*id, to.clone(), envelope.clone())),
+            ClientPacket::Send { id, to, envelope } => Some((*id, to.clone(), envelope.to_vec())),
             _ => None,
         })
         .collect()

@@ -4,28 +4,10 @@ use super::conn::Phase;
 use super::limits::{SendDigest, UsedId};
 use super::state::UserId;
 use super::{Held, MailItem, PersistCmd, Server, ServerEvent};
+use crate::SharedBytes;
 use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, Seq, UserName};
-use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, encode_frame_into};
-use serde::Serialize;
-
-/// Borrowed twins of `ServerPacket::Message` and `ServerPacket::Notice`:
-/// the same encoding, without copying the envelope out of the mailbox.
-#[derive(Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Delivery<'a> {
-    Message {
-        seq: Seq,
-        from: &'a UserName,
-        id: MessageId,
-        #[serde(with = "serde_bytes")]
-        envelope: &'a [u8],
-    },
-    Notice {
-        seq: Seq,
-        notice: &'a Notice,
-    },
-}
+use crate::wire::{EncodeError, ErrorCode, Notice, ServerPacket, hot_frames};
 
 impl Server {
     pub(super) fn on_send(
@@ -34,7 +16,7 @@ impl Server {
         conn: ConnId,
         id: MessageId,
         to: UserName,
-        envelope: Vec<u8>,
+        envelope: SharedBytes,
     ) {
         let Some((from, from_id)) = self
             .conns
@@ -81,7 +63,16 @@ impl Server {
         if let Some(node) = self.cluster.as_ref() {
             let shard = node.shard_of(&to);
             if self.foreign_shard(&to).is_some() || self.lane_busy(from_id, shard) {
-                return self.forward_send(now, conn, from_id, id, to, envelope, digest, shard);
+                return self.forward_send(
+                    now,
+                    conn,
+                    from_id,
+                    id,
+                    to,
+                    envelope.to_vec(),
+                    digest,
+                    shard,
+                );
             }
         }
         let Some(to_id) = self.state.id_of(&to) else {
@@ -123,7 +114,7 @@ impl Server {
         now: Instant,
         (from, from_id): (UserName, Option<UserId>),
         (to_name, to): (UserName, UserId),
-        (id, envelope, enqueued_at): (MessageId, Vec<u8>, crate::types::UnixMillis),
+        (id, envelope, enqueued_at): (MessageId, SharedBytes, crate::types::UnixMillis),
         answer: Held,
     ) -> Lsn {
         let seq = self.state.record(to).mailbox.next_seq;
@@ -319,30 +310,26 @@ impl Server {
                 break;
             }
             session.cursor = seq + 1;
-            let delivery = match item {
+            self.spare_tx.fill(&mut c.tx);
+            let encoded = match item {
                 MailItem::Message {
                     from, id, envelope, ..
                 } => {
                     c.tx.reserve(super::TX_MIN + envelope.len().min(max_frame as usize));
-                    Delivery::Message {
-                        seq: *seq,
-                        from,
-                        id: *id,
-                        envelope,
-                    }
+                    hot_frames::message(*seq, from, id, envelope, max_frame, &mut c.tx)
                 }
                 MailItem::Notice { notice, .. } => {
                     c.tx.reserve(super::TX_MIN);
-                    Delivery::Notice { seq: *seq, notice }
+                    hot_frames::notice(*seq, notice, max_frame, &mut c.tx)
                 }
             };
             // In flight only once its frame is in the buffer.
-            match encode_frame_into(&delivery, max_frame, &mut c.tx) {
+            match encoded {
                 Ok(()) => {
                     session.in_flight.push(*seq);
-                    match delivery {
-                        Delivery::Message { .. } => messages += 1,
-                        Delivery::Notice { .. } => notices += 1,
+                    match item {
+                        MailItem::Message { .. } => messages += 1,
+                        MailItem::Notice { .. } => notices += 1,
                     }
                 }
                 Err(error) => {
@@ -374,50 +361,5 @@ impl Server {
             error,
         });
         self.expire_item(now, user, seq);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::test;
-    use crate::wire::{DEFAULT_MAX_FRAME, encode_frame};
-
-    #[test]
-    fn borrowed_deliveries_encode_exactly_like_packets() {
-        let from = UserName::new("alice").unwrap();
-        let id = MessageId([4; 16]);
-        let owned = ServerPacket::Message {
-            seq: 9,
-            from: from.clone(),
-            id,
-            envelope: vec![1, 2, 3],
-        };
-        let borrowed = Delivery::Message {
-            seq: 9,
-            from: &from,
-            id,
-            envelope: &[1, 2, 3],
-        };
-        assert_eq!(
-            encode_frame(&owned, DEFAULT_MAX_FRAME),
-            encode_frame(&borrowed, DEFAULT_MAX_FRAME)
-        );
-        let notice = Notice::Expired {
-            to: from.clone(),
-            id,
-        };
-        let owned = ServerPacket::Notice {
-            seq: 1,
-            notice: notice.clone(),
-        };
-        let borrowed = Delivery::Notice {
-            seq: 1,
-            notice: &notice,
-        };
-        assert_eq!(
-            encode_frame(&owned, DEFAULT_MAX_FRAME),
-            encode_frame(&borrowed, DEFAULT_MAX_FRAME)
-        );
     }
 }

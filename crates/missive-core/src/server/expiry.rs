@@ -224,7 +224,7 @@ mod tests {
         MailItem::Message {
             from: name(0),
             id: MessageId([1; 16]),
-            envelope: vec![7],
+            envelope: vec![7].into(),
             enqueued_at,
         }
     }

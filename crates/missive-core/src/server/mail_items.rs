@@ -191,7 +191,7 @@ mod tests {
         MailItem::Message {
             from: UserName::new("alice").unwrap(),
             id: MessageId([n as u8; 16]),
-            envelope: vec![n as u8],
+            envelope: vec![n as u8].into(),
             enqueued_at: n,
         }
     }

@@ -10,8 +10,10 @@
 //!    durability report from the store, or a timer firing. Several inputs
 //!    may be fed before draining.
 //! 2. Drain [`Server::poll_output`] until `None`: write `Transmit` bytes to
-//!    the connection (as one message on a message transport), `Close` it, hand `Persist` commands to the store (which
-//!    answers later with `Input::Durable(lsn)`), log `Event`s.
+//!    the connection (as one message on a message transport) and, if
+//!    convenient, give the buffer back with [`Server::recycle_transmit`];
+//!    `Close` it, hand `Persist` commands to the store (which answers later
+//!    with `Input::Durable(lsn)`), log `Event`s.
 //! 3. Sleep until [`Server::poll_timeout`] or the next I/O, then go to 1.
 //!
 //! ```
@@ -51,6 +53,7 @@ mod io;
 mod limits;
 mod mail_items;
 mod presence;
+mod spare_tx;
 pub mod state;
 mod storage;
 #[cfg(test)]
@@ -66,6 +69,7 @@ use crate::time::Instant;
 use crate::types::{ConnId, Lsn, MessageId, PeerKeyHasher, Seq, UnixMillis, UserName};
 use crate::wire::{
     ClientPacket, DecodeError, ErrorCode, Framing, Link, ServerPacket, encode_frame_into,
+    hot_decode, hot_frames,
 };
 use conn::{Conn, Phase};
 use limits::{RecentIds, SendDigest, TokenBucket, UsedId};
@@ -160,6 +164,8 @@ pub struct Server {
     outputs: VecDeque<Output>,
     /// Connections with frames in `tx`.
     dirty: Vec<ConnId>,
+    /// Transmit buffers the driver gave back, for later frames.
+    spare_tx: spare_tx::SpareTx,
     next_lsn: u64,
     durable: Lsn,
     held: VecDeque<(Lsn, Held)>,
@@ -202,6 +208,7 @@ impl Server {
             users: Vec::new(),
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            spare_tx: spare_tx::SpareTx::default(),
             next_lsn: 1,
             durable: Lsn(0),
             held: VecDeque::new(),
@@ -282,11 +289,19 @@ impl Server {
             if let Some(c) = self.conns.get_mut(&conn)
                 && !c.tx.is_empty()
             {
-                queue_transmits(conn, c, &mut self.outputs);
+                queue_transmits(conn, c, &mut self.outputs, &mut self.spare_tx);
                 return self.outputs.pop_front();
             }
         }
         None
+    }
+
+    /// Gives back the buffer of an `Output::Transmit` once its bytes are
+    /// written, for the server to encode later frames into (optional: it
+    /// saves an allocation per transmit). A few buffers of moderate size
+    /// are kept; any other is freed.
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.spare_tx.give(bytes);
     }
 
     /// When to feed `Input::Timeout` next, if anything waits on time: the
@@ -345,12 +360,15 @@ impl Server {
         self.durable
     }
 
-    /// Bytes of read buffers held for all connections.
+    /// Bytes of read and write buffers held for all connections (and
+    /// write buffers given back by [`Self::recycle_transmit`]).
     pub fn buffered_bytes(&self) -> usize {
-        self.conns
+        let conns: usize = self
+            .conns
             .values()
             .map(|c| c.decoder.memory() + c.tx.capacity())
-            .sum()
+            .sum();
+        conns + self.spare_tx.memory()
     }
 
     // ---- internals shared by the handler files ----
@@ -424,7 +442,10 @@ impl Server {
         // frame is copied into the connection's buffer.
         let mut input = bytes;
         while let Some(c) = self.conns.get_mut(&conn) {
-            match c.decoder.next_packet_from::<ClientPacket>(&mut input) {
+            match c
+                .decoder
+                .next_packet_from(&mut input, hot_decode::client_packet)
+            {
                 Ok(Some(packet)) => self.on_received(now, conn, Ok(packet)),
                 Ok(None) => return,
                 Err(e) => return self.on_received(now, conn, Err(e)),
@@ -553,12 +574,18 @@ impl Server {
             return;
         };
         let was_empty = c.tx.is_empty();
+        self.spare_tx.fill(&mut c.tx);
         // One allocation for the usual reply instead of a doubling series.
         c.tx.reserve(TX_MIN);
         // Replies are small (the largest is a 4096-bit key), so they fit any
         // max_frame the server accepts; should one not, the operator hears
         // of it rather than the server panicking.
-        match encode_frame_into(packet, max_frame, &mut c.tx) {
+        // The one reply every message costs has a hand-written encoder.
+        let encoded = match packet {
+            ServerPacket::Accepted { id } => hot_frames::accepted(id, max_frame, &mut c.tx),
+            _ => encode_frame_into(packet, max_frame, &mut c.tx),
+        };
+        match encoded {
             Ok(()) if was_empty => self.dirty.push(conn),
             Ok(()) => {}
             Err(error) => self.event(ServerEvent::ReplyNotSent { conn, error }),
@@ -606,7 +633,7 @@ impl Server {
             .retain(|(_, held)| !matches!(held, Held::Reply { conn: c, .. } if *c == conn));
         self.forget_conn_forwards(conn);
         if reason != CloseReason::TransportClosed {
-            queue_transmits(conn, &mut c, &mut self.outputs);
+            queue_transmits(conn, &mut c, &mut self.outputs, &mut self.spare_tx);
             self.outputs.push_back(Output::Close { conn });
         }
         let user = c.user().cloned();
@@ -667,8 +694,14 @@ fn queued_ids<'a>(
 }
 
 /// Hands a connection's queued frames out as `Transmit`s: all at once on a
-/// byte stream; on a message transport one per packet, without its prefix.
-fn queue_transmits(conn: ConnId, c: &mut Conn, outputs: &mut VecDeque<Output>) {
+/// byte stream; on a message transport one per packet, without its prefix
+/// (the frames' buffer then goes to `spare`).
+fn queue_transmits(
+    conn: ConnId,
+    c: &mut Conn,
+    outputs: &mut VecDeque<Output>,
+    spare: &mut spare_tx::SpareTx,
+) {
     if c.tx.is_empty() {
         return;
     }
@@ -684,7 +717,8 @@ fn queue_transmits(conn: ConnId, c: &mut Conn, outputs: &mut VecDeque<Output>) {
                     conn,
                     bytes: packet.to_vec(),
                 }
-            }))
+            }));
+            spare.give(frames);
         }
     }
 }

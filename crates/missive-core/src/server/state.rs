@@ -6,6 +6,7 @@
 //! in order rebuilds an equal state (a test checks it).
 
 pub use super::mail_items::{Iter as MailItemsIter, MailItems};
+use crate::SharedBytes;
 use crate::types::{MessageId, PeerKeyHasher, PeerKeyMap, Seq, UnixMillis, UserName};
 use crate::wire::Notice;
 use serde::{Deserialize, Serialize};
@@ -84,9 +85,9 @@ pub enum MailItem {
         from: UserName,
         /// Sender-chosen id.
         id: MessageId,
-        /// The sealed envelope (opaque).
-        #[serde(with = "serde_bytes")]
-        envelope: Vec<u8>,
+        /// The sealed envelope (opaque), shared with the `Send` it came in
+        /// and the `PersistCmd::Enqueue` that stores it.
+        envelope: SharedBytes,
         /// Server wall clock when accepted.
         enqueued_at: UnixMillis,
     },
@@ -604,7 +605,7 @@ mod tests {
             item: MailItem::Message {
                 from: name(from),
                 id: MessageId([seq as u8; 16]),
-                envelope: vec![1, 2],
+                envelope: vec![1, 2].into(),
                 enqueued_at: 0,
             },
         }

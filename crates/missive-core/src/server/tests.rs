@@ -78,6 +78,8 @@ impl Harness {
                 Output::Transmit { conn, bytes } if self.messages.contains(&conn) => {
                     let packet = decode_packet(&bytes).expect("one bare packet per message");
                     self.inbox.entry(conn).or_default().push_back(packet);
+                    // As a driver may: later frames reuse the buffer.
+                    self.server.recycle_transmit(bytes);
                 }
                 Output::Transmit { conn, bytes } => {
                     let dec = self
@@ -91,6 +93,7 @@ impl Harness {
                     {
                         self.inbox.entry(conn).or_default().push_back(p);
                     }
+                    self.server.recycle_transmit(bytes);
                 }
                 Output::Close { conn } => {
                     self.closed.insert(conn);
@@ -324,7 +327,7 @@ impl Harness {
             &ClientPacket::Send {
                 id: MessageId([id; 16]),
                 to: name(to),
-                envelope: body.to_vec(),
+                envelope: body.to_vec().into(),
             },
         );
     }
@@ -1019,7 +1022,7 @@ fn queued_messages(server: &Server, user: &str) -> Vec<(MessageId, Vec<u8>)> {
         .items
         .values()
         .filter_map(|item| match item {
-            MailItem::Message { id, envelope, .. } => Some((*id, envelope.clone())),
+            MailItem::Message { id, envelope, .. } => Some((*id, envelope.to_vec())),
             MailItem::Notice { .. } => None,
         })
         .collect()
@@ -1283,6 +1286,36 @@ fn rate_limit_refuses_then_recovers() {
     h.now += Duration::from_millis(100);
     h.send_msg(a, 3, "bob", b"x");
     assert!(matches!(h.expect(a), ServerPacket::Accepted { .. }));
+}
+
+#[test]
+fn a_recycled_transmit_buffer_carries_the_next_frames() {
+    let mut h = Harness::new(ServerConfig::default());
+    let a = h.user(1, "alice", &ids()[0]);
+    let held = h.server.buffered_bytes();
+    let mut given = Vec::with_capacity(4096);
+    given.extend_from_slice(b"stale bytes the server must not send");
+    let pointer = given.as_ptr();
+    h.server.recycle_transmit(given);
+    assert!(h.server.buffered_bytes() >= held + 4096);
+    let ping = encode_frame(&ClientPacket::Ping, DEFAULT_MAX_FRAME).unwrap();
+    h.server.handle_input(h.now, Input::Bytes(a, &ping));
+    let Some(Output::Transmit { conn, bytes }) = h.server.poll_output() else {
+        panic!("expected the pong");
+    };
+    assert_eq!(
+        (conn, bytes.as_ptr()),
+        (a, pointer),
+        "the buffer given back"
+    );
+    assert_eq!(decode_frames(&bytes), [ServerPacket::Pong]);
+}
+
+/// The packets of whole frames.
+fn decode_frames(bytes: &[u8]) -> Vec<ServerPacket> {
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    decoder.push(bytes);
+    std::iter::from_fn(|| decoder.next_packet::<ServerPacket>().unwrap()).collect()
 }
 
 #[test]
@@ -1574,7 +1607,7 @@ fn restart_schedules_every_stored_deadline_whatever_the_order() {
         item: MailItem::Message {
             from: name("alice"),
             id: MessageId([id; 16]),
-            envelope: vec![id],
+            envelope: vec![id].into(),
             enqueued_at,
         },
     };
@@ -2025,7 +2058,7 @@ mod model {
                         let queued_from_sender = h.server.state().user(&name(NAMES[to])).unwrap()
                             .mailbox.per_sender.get(&name(NAMES[from])).map_or(0, |u| u.messages);
                         let fits = model[to].len() < 6 && queued_from_sender < 3;
-                        h.send(conns[from], &ClientPacket::Send { id, to: name(NAMES[to]), envelope: vec![next_id] });
+                        h.send(conns[from], &ClientPacket::Send { id, to: name(NAMES[to]), envelope: vec![next_id].into() });
                         if fits {
                             model[to].push(id);
                         } else {

@@ -503,10 +503,13 @@ impl FrameDecoder {
     /// buffered, a complete frame at the front of `input` is decoded where it
     /// lies, without being copied into (or allocating) the buffer. Advances
     /// `input` past what it consumed; call again until `Ok(None)`, which
-    /// means `input` has been taken whole.
+    /// means `input` has been taken whole. Such a frame is first offered to
+    /// `hot` (a hand-written decoder of the commonest packets, which returns
+    /// `None` for anything it leaves to [`decode_packet`]).
     pub(crate) fn next_packet_from<P: DeserializeOwned>(
         &mut self,
         input: &mut &[u8],
+        hot: fn(&[u8]) -> Option<P>,
     ) -> Result<Option<P>, DecodeError> {
         if self.error.is_none() && self.buf.len() == self.pos && input.len() >= LENGTH_PREFIX_LEN {
             let len = prefix(input);
@@ -515,7 +518,11 @@ impl FrameDecoder {
             let total = LENGTH_PREFIX_LEN.saturating_add(len as usize);
             if len <= self.max_frame && input.len() >= total {
                 let payload = &input[LENGTH_PREFIX_LEN..total];
-                return match decode_packet(payload) {
+                let decoded = match hot(payload) {
+                    Some(packet) => Ok(packet),
+                    None => decode_packet(payload),
+                };
+                return match decoded {
                     Ok(packet) => {
                         *input = &input[total..];
                         Ok(Some(packet))

@@ -66,7 +66,7 @@ pub(crate) fn decode<P: DeserializeOwned>(payload: &[u8]) -> Option<P> {
 }
 
 const MAJOR_UNSIGNED: u8 = 0;
-const MAJOR_BYTES: u8 = 2;
+pub(super) const MAJOR_BYTES: u8 = 2;
 const MAJOR_TEXT: u8 = 3;
 const MAJOR_ARRAY: u8 = 4;
 const MAJOR_MAP: u8 = 5;
@@ -75,12 +75,47 @@ const TRUE: u8 = 0xf5;
 const NULL: u8 = 0xf6;
 const UNDEFINED: u8 = 0xf7;
 
-struct SliceDe<'de> {
+pub(super) struct SliceDe<'de> {
     buf: &'de [u8],
     pos: usize,
 }
 
 impl<'de> SliceDe<'de> {
+    /// Reads `buf` from its start.
+    pub(super) fn new(buf: &'de [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Reads exactly the bytes `expected` (compared as one array, not
+    /// through `memcmp`).
+    #[inline]
+    pub(super) fn literal<const N: usize>(&mut self, expected: &[u8; N]) -> Result<()> {
+        match self.buf.get(self.pos..).and_then(<[u8]>::first_chunk::<N>) {
+            Some(bytes) if bytes == expected => {
+                self.pos += N;
+                Ok(())
+            }
+            _ => Err(GiveUp),
+        }
+    }
+
+    /// The next `N` bytes.
+    #[inline]
+    pub(super) fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let bytes = *self
+            .buf
+            .get(self.pos..)
+            .and_then(<[u8]>::first_chunk::<N>)
+            .ok_or(GiveUp)?;
+        self.pos += N;
+        Ok(bytes)
+    }
+
+    /// Whether all of `buf` was read.
+    pub(super) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     #[inline]
     fn peek(&self) -> Result<u8> {
         self.buf.get(self.pos).copied().ok_or(GiveUp)
@@ -89,7 +124,7 @@ impl<'de> SliceDe<'de> {
     /// Reads a data item head of major type `major` with a definite
     /// argument (any head length), returning the argument.
     #[inline]
-    fn head(&mut self, major: u8) -> Result<u64> {
+    pub(super) fn head(&mut self, major: u8) -> Result<u64> {
         let initial = self.peek()?;
         if initial >> 5 != major {
             return Err(GiveUp);
@@ -112,7 +147,7 @@ impl<'de> SliceDe<'de> {
 
     /// The content of a definite-length byte or text string.
     #[inline]
-    fn string(&mut self, major: u8) -> Result<&'de [u8]> {
+    pub(super) fn string(&mut self, major: u8) -> Result<&'de [u8]> {
         let len = self.head(major)?;
         let len = usize::try_from(len).map_err(|_| GiveUp)?;
         let end = self.pos.checked_add(len).ok_or(GiveUp)?;
@@ -122,12 +157,12 @@ impl<'de> SliceDe<'de> {
     }
 
     #[inline]
-    fn text(&mut self) -> Result<&'de str> {
+    pub(super) fn text(&mut self) -> Result<&'de str> {
         std::str::from_utf8(self.string(MAJOR_TEXT)?).map_err(|_| GiveUp)
     }
 
     #[inline]
-    fn unsigned(&mut self) -> Result<u64> {
+    pub(super) fn unsigned(&mut self) -> Result<u64> {
         self.head(MAJOR_UNSIGNED)
     }
 }
@@ -202,9 +237,12 @@ impl<'de> de::Deserializer<'de> for &mut SliceDe<'de> {
         visitor.visit_borrowed_bytes(self.string(MAJOR_BYTES)?)
     }
 
+    /// Lends the bytes too: a visitor that wants them owned copies them
+    /// once (a `Vec` through `visit_bytes`, [`crate::SharedBytes`] into its
+    /// shared allocation) instead of once here and again there.
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        visitor.visit_byte_buf(self.string(MAJOR_BYTES)?.to_vec())
+        visitor.visit_borrowed_bytes(self.string(MAJOR_BYTES)?)
     }
 
     #[inline]
@@ -438,7 +476,7 @@ mod tests {
             ClientPacket::Send {
                 id,
                 to: name("bob"),
-                envelope: vec![5; 70_000],
+                envelope: vec![5; 70_000].into(),
             },
             ClientPacket::Ack { seq: u64::MAX },
             ClientPacket::Ping,
@@ -572,7 +610,7 @@ mod tests {
             cut in proptest::prelude::any::<bool>(),
         ) {
             let packets = [
-                ClientPacket::Send { id: MessageId([1; 16]), to: name("bob"), envelope },
+                ClientPacket::Send { id: MessageId([1; 16]), to: name("bob"), envelope: envelope.into() },
                 ClientPacket::Ack { seq },
                 ClientPacket::Hello { versions: vec![1, 7] },
                 ClientPacket::SetPresence { online: true },

@@ -36,14 +36,60 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     Ok(ser.written)
 }
 
-const MAJOR_UNSIGNED: u8 = 0;
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_TEXT: u8 = 3;
+pub(crate) const MAJOR_UNSIGNED: u8 = 0;
+pub(crate) const MAJOR_BYTES: u8 = 2;
+pub(crate) const MAJOR_TEXT: u8 = 3;
 const MAJOR_ARRAY: u8 = 4;
-const MAJOR_MAP: u8 = 5;
+pub(crate) const MAJOR_MAP: u8 = 5;
 const FALSE: u8 = 0xf4;
 const TRUE: u8 = 0xf5;
 const NULL: u8 = 0xf6;
+
+/// The CBOR data item head of `major` type with the shortest encoding of
+/// `arg` (as ciborium writes it): the bytes, and how many of them count.
+#[inline]
+pub(crate) fn head(major: u8, arg: u64) -> ([u8; 9], usize) {
+    let m = major << 5;
+    let mut bytes = [0u8; 9];
+    let len = match arg {
+        0..=23 => {
+            bytes[0] = m | arg as u8;
+            1
+        }
+        24..=0xff => {
+            bytes[..2].copy_from_slice(&[m | 24, arg as u8]);
+            2
+        }
+        0x100..=0xffff => {
+            bytes[0] = m | 25;
+            bytes[1..3].copy_from_slice(&(arg as u16).to_be_bytes());
+            3
+        }
+        0x1_0000..=0xffff_ffff => {
+            bytes[0] = m | 26;
+            bytes[1..5].copy_from_slice(&(arg as u32).to_be_bytes());
+            5
+        }
+        _ => {
+            bytes[0] = m | 27;
+            bytes[1..].copy_from_slice(&arg.to_be_bytes());
+            9
+        }
+    };
+    (bytes, len)
+}
+
+/// How many bytes [`head`] takes for `arg`.
+#[inline]
+pub(crate) fn head_len(arg: u64) -> usize {
+    match arg {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
 
 pub(crate) struct Ser<'a> {
     out: &'a mut Vec<u8>,
@@ -65,25 +111,8 @@ impl Ser<'_> {
     /// A data item head with the shortest encoding of `arg`.
     #[inline]
     fn head(&mut self, major: u8, arg: u64) {
-        let m = major << 5;
-        match arg {
-            0..=23 => self.write(&[m | arg as u8]),
-            24..=0xff => self.write(&[m | 24, arg as u8]),
-            0x100..=0xffff => {
-                let [a, b] = (arg as u16).to_be_bytes();
-                self.write(&[m | 25, a, b]);
-            }
-            0x1_0000..=0xffff_ffff => {
-                let [a, b, c, d] = (arg as u32).to_be_bytes();
-                self.write(&[m | 26, a, b, c, d]);
-            }
-            _ => {
-                let mut head = [0u8; 9];
-                head[0] = m | 27;
-                head[1..].copy_from_slice(&arg.to_be_bytes());
-                self.write(&head);
-            }
-        }
+        let (bytes, len) = head(major, arg);
+        self.write(&bytes[..len]);
     }
 
     #[inline]
@@ -362,7 +391,7 @@ mod tests {
             same_as_ciborium(&ClientPacket::Send {
                 id,
                 to: name("bob"),
-                envelope: vec![5; len],
+                envelope: vec![5; len].into(),
             });
         }
         for seq in [
@@ -430,7 +459,7 @@ mod tests {
             item: MailItem::Message {
                 from: name("b"),
                 id,
-                envelope: vec![1, 2, 3],
+                envelope: vec![1, 2, 3].into(),
                 enqueued_at: 1_700_000_000_000,
             },
         });
@@ -441,7 +470,7 @@ mod tests {
         let p = ClientPacket::Send {
             id: MessageId([7; 16]),
             to: name("bob"),
-            envelope: vec![5; 1000],
+            envelope: vec![5; 1000].into(),
         };
         let mut out = Vec::new();
         let len = encode_into(&p, &mut out, 100).unwrap();

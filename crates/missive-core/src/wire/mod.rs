@@ -10,6 +10,8 @@ pub mod codec;
 pub(crate) mod fast_de;
 pub(crate) mod fast_ser;
 mod framing;
+pub(crate) mod hot_decode;
+pub(crate) mod hot_frames;
 pub mod packet;
 #[cfg(test)]
 mod testutil;

@@ -6,6 +6,7 @@
 //! names are stable: a change is a new version. docs/PROTOCOL.md (Appendix A)
 //! details the encoding of every field.
 
+use crate::SharedBytes;
 use crate::types::{MessageId, Seq, UnixMillis, UserName};
 use serde::{Deserialize, Serialize};
 
@@ -72,9 +73,9 @@ pub enum ClientPacket {
         id: MessageId,
         /// Recipient.
         to: UserName,
-        /// The sealed envelope (opaque to the server).
-        #[serde(with = "serde_bytes")]
-        envelope: Vec<u8>,
+        /// The sealed envelope (opaque to the server), shared: the server
+        /// keeps this one copy in the mailbox.
+        envelope: SharedBytes,
     },
     /// Acknowledge a delivered mailbox item (message or notice).
     Ack {

@@ -74,7 +74,7 @@ fn client_packet_vectors() {
             ClientPacket::Send {
                 id: ID,
                 to: user("bob"),
-                envelope: vec![1, 2, 3],
+                envelope: vec![1, 2, 3].into(),
             },
             "a1 64 73656e64 a3 62 6964 50 11111111111111111111111111111111 62 746f 63 626f62 68 656e76656c6f7065 43 010203",
         ),
@@ -308,7 +308,7 @@ fn decoder_leniencies() {
     let send = ClientPacket::Send {
         id: MessageId([1; 16]),
         to: user("bob"),
-        envelope: vec![1, 2, 3],
+        envelope: vec![1, 2, 3].into(),
     };
     for (what, hex, want) in [
         (

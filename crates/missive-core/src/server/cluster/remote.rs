@@ -130,7 +130,7 @@ impl Server {
             now,
             (from, from_id),
             (to, to_id),
-            (id, envelope, enqueued_at),
+            (id, envelope.into(), enqueued_at),
             answer,
         );
         self.remember_id(now, from_id, key, id, UsedId { lsn, digest });

@@ -193,7 +193,7 @@ fn an_acquired_shard_is_served_with_its_mailboxes_and_dedupe_memory() {
             item: MailItem::Message {
                 from: name(&c.zed),
                 id: MessageId([7; 16]),
-                envelope: b"hi".to_vec(),
+                envelope: b"hi".to_vec().into(),
                 enqueued_at: 1_700_000_000_000,
             },
         },

@@ -26,7 +26,7 @@ fn send(envelope_len: usize) -> ClientPacket {
     ClientPacket::Send {
         id: MessageId([7; 16]),
         to: user("bob"),
-        envelope: vec![0xee; envelope_len],
+        envelope: vec![0xee; envelope_len].into(),
     }
 }
 
@@ -491,7 +491,7 @@ fn invalid_user_names_are_unknown_packets_in_every_packet() {
         ClientPacket::Send {
             id,
             to: bob.clone(),
-            envelope: vec![1],
+            envelope: vec![1].into(),
         },
         ClientPacket::QueryPresence { user: bob.clone() },
     ];
@@ -799,7 +799,7 @@ fn client_packet() -> impl Strategy<Value = ClientPacket> {
         (message_id(), user_name(), bytes()).prop_map(|(id, to, envelope)| ClientPacket::Send {
             id,
             to,
-            envelope
+            envelope: envelope.into()
         }),
         any::<u64>().prop_map(|seq| ClientPacket::Ack { seq }),
         Just(ClientPacket::Ping),
@@ -1261,7 +1261,7 @@ fn drain_in_place(stream: &[u8], cuts: &[usize]) -> (Vec<ClientPacket>, Option<D
     for w in cuts.windows(2) {
         let mut input = &stream[w[0]..w[1]];
         loop {
-            match d.next_packet_from::<ClientPacket>(&mut input) {
+            match d.next_packet_from(&mut input, crate::wire::hot_decode::client_packet) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => break,
                 Err(e) => return (out, Some(e)),
