@@ -45,3 +45,27 @@ pub(crate) fn seeded(n: u8) -> CoreRng {
 pub(crate) use core::prelude::v1::test;
 #[cfg(all(target_family = "wasm", target_os = "unknown"))]
 pub(crate) use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// Integers on both sides of every CBOR head-length boundary (1, 2, 3, 5
+/// and 9 header bytes), for codec tests.
+pub(crate) const CBOR_HEAD_BOUNDARIES: [u64; 10] = [
+    0,
+    23,
+    24,
+    255,
+    256,
+    65_535,
+    65_536,
+    u32::MAX as u64,
+    u32::MAX as u64 + 1,
+    u64::MAX,
+];
+
+/// The boundaries of [`CBOR_HEAD_BOUNDARIES`] that make sensible byte
+/// string lengths (up to 64 KiB).
+pub(crate) fn cbor_length_boundaries() -> impl Iterator<Item = usize> {
+    CBOR_HEAD_BOUNDARIES
+        .into_iter()
+        .filter(|&n| n <= 65_536)
+        .map(|n| n as usize)
+}

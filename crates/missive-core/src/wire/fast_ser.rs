@@ -367,7 +367,7 @@ impl ser::SerializeStructVariant for &mut Ser<'_> {
 mod tests {
     use super::*;
     use crate::server::{MailItem, PersistCmd};
-    use crate::test_support::test;
+    use crate::test_support::{CBOR_HEAD_BOUNDARIES, cbor_length_boundaries, test};
     use crate::types::{MessageId, UserName};
     use crate::wire::{ClientPacket, ErrorCode, Notice, ServerPacket, WireLimits};
 
@@ -387,24 +387,14 @@ mod tests {
     #[test]
     fn encodes_packets_exactly_like_ciborium() {
         let id = MessageId([7; 16]);
-        for len in [0, 1, 23, 24, 255, 256, 65_535, 65_536, 70_000] {
+        for len in cbor_length_boundaries().chain([1, 70_000]) {
             same_as_ciborium(&ClientPacket::Send {
                 id,
                 to: name("bob"),
                 envelope: vec![5; len].into(),
             });
         }
-        for seq in [
-            0,
-            23,
-            24,
-            255,
-            256,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        for seq in CBOR_HEAD_BOUNDARIES {
             same_as_ciborium(&ClientPacket::Ack { seq });
             same_as_ciborium(&ServerPacket::Notice {
                 seq,

@@ -58,6 +58,7 @@ fn packet(de: &mut SliceDe<'_>) -> Result<ClientPacket, GiveUp> {
 #[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
+    use crate::test_support::{CBOR_HEAD_BOUNDARIES, cbor_length_boundaries};
     use crate::wire::codec::decode_packet_checked;
     use proptest::prelude::*;
 
@@ -72,7 +73,7 @@ mod tests {
         let name = "[a-z0-9._-]{1,32}".prop_map(|s| UserName::new(s).expect("valid"));
         let envelope = prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..40),
-            prop::sample::select(vec![23usize, 24, 255, 256, 65_535, 65_536])
+            prop::sample::select(cbor_length_boundaries().collect::<Vec<_>>())
                 .prop_map(|len| vec![0x5a; len]),
         ];
         prop_oneof![
@@ -83,8 +84,11 @@ mod tests {
                     envelope: envelope.into(),
                 }
             }),
-            prop_oneof![Just(0u64), Just(23), Just(24), Just(u64::MAX), any::<u64>()]
-                .prop_map(|seq| ClientPacket::Ack { seq }),
+            prop_oneof![
+                prop::sample::select(CBOR_HEAD_BOUNDARIES.to_vec()),
+                any::<u64>()
+            ]
+            .prop_map(|seq| ClientPacket::Ack { seq }),
         ]
     }
 

@@ -174,6 +174,7 @@ impl<'a> Frame<'a> {
 #[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
+    use crate::test_support::{CBOR_HEAD_BOUNDARIES, cbor_length_boundaries};
     use crate::wire::ServerPacket;
     use proptest::prelude::*;
 
@@ -205,18 +206,7 @@ mod tests {
     /// Integers on both sides of every head-length boundary, and any.
     fn seq() -> impl Strategy<Value = Seq> {
         prop_oneof![
-            prop::sample::select(vec![
-                0,
-                23,
-                24,
-                255,
-                256,
-                65_535,
-                65_536,
-                u64::from(u32::MAX),
-                u64::from(u32::MAX) + 1,
-                u64::MAX
-            ]),
+            prop::sample::select(CBOR_HEAD_BOUNDARIES.to_vec()),
             any::<u64>(),
         ]
     }
@@ -225,7 +215,7 @@ mod tests {
     fn envelope() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..40),
-            prop::sample::select(vec![23usize, 24, 255, 256, 65_535, 65_536])
+            prop::sample::select(cbor_length_boundaries().collect::<Vec<_>>())
                 .prop_map(|len| vec![0xa5; len]),
         ]
     }
